@@ -1,1 +1,15 @@
-//! placeholder
+//! The skiff resource model, pure and free of IO.
+//!
+//! Start at [`registry`]: the static table of every resource skiff serves. The
+//! API server routes, stores and discovers through it. [`status`] builds the
+//! `Status` errors clients see, [`validation`] holds the field-error type and the
+//! name and label rules every kind shares.
+
+pub mod registry;
+pub mod status;
+pub mod typed;
+pub mod validation;
+
+pub use registry::{Resource, RESOURCES};
+pub use status::StatusError;
+pub use validation::FieldError;
