@@ -1,0 +1,50 @@
+//! The one error type every backend returns.
+
+use crate::Revision;
+
+/// What can go wrong talking to a store. The first five variants are outcomes the API
+/// server maps onto HTTP statuses (404, 409, 409, 410, 410); `Storage` is a real failure.
+#[derive(thiserror::Error, Debug)]
+pub enum Error {
+    #[error("key {key:?} not found")]
+    NotFound { key: String },
+
+    #[error("key {key:?} already exists")]
+    AlreadyExists { key: String },
+
+    /// The caller's precondition names a revision the key no longer (or never) had.
+    #[error("key {key:?} was modified: current revision is {current}")]
+    Conflict { key: String, current: Revision },
+
+    /// History at or below `compacted` has been forgotten, so `requested` cannot be served.
+    #[error("revision {requested} has been compacted (compacted revision {compacted})")]
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
+
+    /// The watcher fell so far behind the writers that events were dropped for it; the
+    /// client has to list again.
+    #[error("watcher fell too far behind; events were dropped")]
+    WatchLagged,
+
+    /// Compaction was asked to forget revisions that have not happened yet.
+    #[error("revision {requested} is in the future (current revision {current})")]
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
+
+    /// The storage engine failed (IO, corruption, a broken schema). Boxed so that future
+    /// backends (etcd) can use the same variant.
+    #[error("storage error: {0}")]
+    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        Error::Storage(Box::new(err))
+    }
+}

@@ -1,0 +1,135 @@
+//! Live event fan-out (`Hub`) and the watcher handle (`Watch`).
+//!
+//! How a watch avoids gaps: a backend subscribes to the hub *before* it reads history,
+//! and writers publish *after* their commit, in commit order, while holding the write
+//! lock. So every event is either in the history snapshot, on the receiver, or both;
+//! `Watch` drops live events at or below the newest revision the history covered.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::{Error, Event, Result, Revision};
+
+/// How many live events a watcher may fall behind before it is cut off with
+/// `WatchLagged`. Writers never wait for watchers.
+pub const DEFAULT_WATCH_CAPACITY: usize = 8192;
+
+/// The broadcast side, owned by a backend.
+pub(crate) struct Hub {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Hub {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Hub { tx }
+    }
+
+    /// Must be called in commit order (i.e. under the backend's write lock).
+    pub(crate) fn publish(&self, event: Event) {
+        if self.tx.receiver_count() > 0 {
+            // An error only means every receiver went away in the meantime.
+            let _ = self.tx.send(Arc::new(event));
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> Receiver {
+        Receiver(self.tx.subscribe())
+    }
+}
+
+/// A subscription taken before the history read; see the module docs.
+pub(crate) struct Receiver(broadcast::Receiver<Arc<Event>>);
+
+/// A stream of events under one prefix: replayed history, then live events.
+///
+/// Ends with `None` when the backend is dropped, or after one `Err(WatchLagged)` if the
+/// consumer fell too far behind. Dropping it releases its place in the broadcast.
+pub struct Watch {
+    prefix: String,
+    history: VecDeque<Event>,
+    live: Option<broadcast::Receiver<Arc<Event>>>,
+    /// Live events at or below this revision were already covered by `history`.
+    seen: Revision,
+}
+
+impl Watch {
+    /// `history` must hold, in revision order, every matching event after the watch's
+    /// start revision up to `covered`, read after `rx` was subscribed.
+    pub(crate) fn new(
+        prefix: &str,
+        history: impl IntoIterator<Item = Event>,
+        rx: Receiver,
+        covered: Revision,
+    ) -> Self {
+        Watch {
+            prefix: prefix.to_owned(),
+            history: history.into_iter().collect(),
+            live: Some(rx.0),
+            seen: covered,
+        }
+    }
+
+    /// The next event, waiting for one if necessary.
+    pub async fn next(&mut self) -> Option<Result<Event>> {
+        if let Some(event) = self.history.pop_front() {
+            return Some(Ok(event));
+        }
+        loop {
+            let received = self.live.as_mut()?.recv().await;
+            if let Some(out) = self.accept(received) {
+                return out;
+            }
+        }
+    }
+
+    /// Like `next`, for plain threads. Panics if called from inside an async context
+    /// (tokio's rule for `blocking_recv`).
+    pub fn blocking_next(&mut self) -> Option<Result<Event>> {
+        if let Some(event) = self.history.pop_front() {
+            return Some(Ok(event));
+        }
+        loop {
+            let received = self.live.as_mut()?.blocking_recv();
+            if let Some(out) = self.accept(received) {
+                return out;
+            }
+        }
+    }
+
+    /// `None` means "not for this watcher, keep reading".
+    fn accept(&mut self, received: Result<Arc<Event>, RecvError>) -> Option<Option<Result<Event>>> {
+        match received {
+            Ok(event) => {
+                let rev = event.revision();
+                if rev <= self.seen || !event.key().starts_with(&self.prefix) {
+                    return None;
+                }
+                self.seen = rev;
+                Some(Some(Ok(Event::clone(&event))))
+            }
+            Err(RecvError::Lagged(_)) => {
+                self.live = None;
+                Some(Some(Err(Error::WatchLagged)))
+            }
+            Err(RecvError::Closed) => {
+                self.live = None;
+                Some(None)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Watch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watch")
+            .field("prefix", &self.prefix)
+            .field("pending_history", &self.history.len())
+            .field("seen", &self.seen)
+            .field("ended", &self.live.is_none())
+            .finish()
+    }
+}
