@@ -4,7 +4,7 @@
 //! opaque values with one global [`Revision`] counter, which the API server exposes as
 //! `resourceVersion`. [`SqliteBackend`] is the durable implementation, [`MemoryBackend`]
 //! the in-memory one for tests; both pass the same conformance suite
-//! (`tests/conformance`). [`Watch`] (in `watch.rs`) explains how history replay hands
+//! (`tests/conformance/suite.rs`). [`Watch`] (in `watch.rs`) explains how history replay hands
 //! over to live events without gaps.
 
 mod backend;

@@ -58,6 +58,17 @@ impl MemoryBackend {
     }
 }
 
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("MemoryBackend")
+            .field("keys", &state.live.len())
+            .field("revision", &state.revision)
+            .field("compacted", &state.compacted)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Default for MemoryBackend {
     fn default() -> Self {
         Self::new()
@@ -165,7 +176,7 @@ impl Backend for MemoryBackend {
             .filter(|e| e.key().starts_with(prefix))
             .cloned()
             .collect::<Vec<_>>();
-        Ok(Watch::new(prefix, history, rx, state.revision))
+        Ok(Watch::new(prefix, after, history, rx, state.revision))
     }
 
     fn compact(&self, revision: Revision) -> Result<()> {

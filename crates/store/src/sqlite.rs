@@ -133,6 +133,16 @@ impl SqliteBackend {
     }
 }
 
+impl std::fmt::Debug for SqliteBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteBackend")
+            .field("path", &self.readers.path)
+            .field("revision", &self.revision)
+            .field("compacted", &self.compacted)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Backend for SqliteBackend {
     fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         self.readers.with(|conn| latest(conn, key))
@@ -269,7 +279,7 @@ impl Backend for SqliteBackend {
             tx.commit()?;
             Ok((history, covered))
         })?;
-        Ok(Watch::new(prefix, history, rx, covered))
+        Ok(Watch::new(prefix, after, history, rx, covered))
     }
 
     fn compact(&self, revision: Revision) -> Result<()> {

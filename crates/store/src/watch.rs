@@ -57,10 +57,11 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// `history` must hold, in revision order, every matching event after the watch's
-    /// start revision up to `covered`, read after `rx` was subscribed.
+    /// `history` must hold, in revision order, every matching event after `after` up to
+    /// `covered` (the snapshot's revision), read after `rx` was subscribed.
     pub(crate) fn new(
         prefix: &str,
+        after: Revision,
         history: impl IntoIterator<Item = Event>,
         rx: Receiver,
         covered: Revision,
@@ -69,7 +70,7 @@ impl Watch {
             prefix: prefix.to_owned(),
             history: history.into_iter().collect(),
             live: Some(rx.0),
-            seen: covered,
+            seen: covered.max(after),
         }
     }
 
