@@ -29,7 +29,7 @@ CREATE TABLE log (
     prev_revision   INTEGER NOT NULL,     -- the row this one replaced, 0 for a create
     deleted         INTEGER NOT NULL
 );
-CREATE INDEX log_name_id ON log (name, id);
+CREATE INDEX log_name_id ON log (name, id, deleted);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta (key, value) VALUES ('compacted', 0);
 ";
@@ -466,13 +466,14 @@ fn prefix_end(prefix: &str) -> Option<String> {
 }
 
 /// The FROM/WHERE clause selecting the live rows of keys `name <lower_op> ?1` and, if
-/// `bounded`, `name < ?2`. MAX(id) per name comes straight off the (name, id) index, so
-/// only the winning rows are read from the table and old versions' values never are.
+/// `bounded`, `name < ?2`. It walks the (name, id, deleted) index in key order, so a
+/// `LIMIT` stops early and no sort is needed; a row is current when no newer row for its
+/// name exists (one index probe), and only current rows are read from the table.
 fn live_rows(lower_op: &str, bounded: bool) -> String {
-    let upper = if bounded { "name < ?2" } else { "?2 IS NULL" };
+    let upper = if bounded { "l.name < ?2" } else { "?2 IS NULL" };
     format!(
-        "FROM (SELECT MAX(id) AS id FROM log WHERE name {lower_op} ?1 AND {upper} GROUP BY name)
-           AS m JOIN log AS l ON l.id = m.id WHERE l.deleted = 0"
+        "FROM log AS l WHERE l.name {lower_op} ?1 AND {upper} AND l.deleted = 0
+           AND NOT EXISTS (SELECT 1 FROM log AS n WHERE n.name = l.name AND n.id > l.id)"
     )
 }
 
