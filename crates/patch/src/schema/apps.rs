@@ -1,0 +1,46 @@
+//! apps/v1 workloads. They embed the core PodTemplateSpec, so a Deployment's
+//! containers merge exactly like a Pod's.
+
+use super::core::POD_TEMPLATE_SPEC;
+use super::{atomic, keyed, obj, Field, TypeDef, META, TYPE};
+
+static WORKLOAD_STATUS: TypeDef = TypeDef {
+    name: "WorkloadStatus",
+    fields: &[keyed("conditions", TYPE)],
+};
+
+const SELECTOR: Field = atomic("selector");
+const TEMPLATE: Field = obj("template", &POD_TEMPLATE_SPEC);
+const STATUS: Field = obj("status", &WORKLOAD_STATUS);
+
+static DEPLOYMENT_SPEC: TypeDef = TypeDef {
+    name: "DeploymentSpec",
+    // `strategy` is patchStrategy=retainKeys: honoured when a patch says `$retainKeys`.
+    fields: &[SELECTOR, TEMPLATE],
+};
+
+pub(crate) static DEPLOYMENT: TypeDef = TypeDef {
+    name: "Deployment",
+    fields: &[META, obj("spec", &DEPLOYMENT_SPEC), STATUS],
+};
+
+static REPLICA_SET_SPEC: TypeDef = TypeDef {
+    name: "ReplicaSetSpec",
+    fields: &[SELECTOR, TEMPLATE],
+};
+
+pub(crate) static REPLICA_SET: TypeDef = TypeDef {
+    name: "ReplicaSet",
+    fields: &[META, obj("spec", &REPLICA_SET_SPEC), STATUS],
+};
+
+/// `volumeClaimTemplates` is atomic: it needs no row.
+static STATEFUL_SET_SPEC: TypeDef = TypeDef {
+    name: "StatefulSetSpec",
+    fields: &[SELECTOR, TEMPLATE],
+};
+
+pub(crate) static STATEFUL_SET: TypeDef = TypeDef {
+    name: "StatefulSet",
+    fields: &[META, obj("spec", &STATEFUL_SET_SPEC), STATUS],
+};
