@@ -5,8 +5,11 @@
 //! `Status` errors clients see, [`validation`] holds the field-error type and the
 //! name and label rules every kind shares.
 
+pub mod fields;
 pub mod registry;
+pub mod selector;
 pub mod status;
+pub mod table;
 pub mod typed;
 pub mod validation;
 
