@@ -5,12 +5,14 @@
 //! `Status` errors clients see, [`validation`] holds the field-error type and the
 //! name and label rules every kind shares.
 
+pub mod defaults;
 pub mod fields;
 pub mod registry;
 pub mod selector;
 pub mod status;
 pub mod table;
 pub mod typed;
+pub mod validate;
 pub mod validation;
 
 pub use registry::{Resource, RESOURCES};

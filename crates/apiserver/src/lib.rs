@@ -1,1 +1,26 @@
-//! placeholder
+//! The skiff API server: Kubernetes-compatible REST over the skiff store.
+//!
+//! Start at [`server::start`]: it makes the credentials ([`pki`]), binds the
+//! listener and serves [`server`]'s dispatcher, which parses a URL into a
+//! [`request::Target`] and runs one verb from [`rest`], [`patch`], [`delete`] or
+//! [`watch`]. Objects reach the store only through [`objects::Objects`];
+//! [`strategy`] is what the server does to an object before storing it.
+
+pub mod body;
+pub mod delete;
+pub mod discovery;
+pub mod managed;
+pub mod metrics;
+pub mod namespaces;
+pub mod objects;
+pub mod openapi;
+pub mod patch;
+pub mod pki;
+pub mod request;
+pub mod response;
+pub mod rest;
+pub mod server;
+pub mod strategy;
+pub mod watch;
+
+pub use server::{start, Config, Running};

@@ -1,1 +1,8 @@
-fn main() {}
+//! `skiff`: Kubernetes service networking in one binary. The wiring lives in
+//! [`cli`]; each component lives in its own crate.
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

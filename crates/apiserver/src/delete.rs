@@ -1,0 +1,190 @@
+//! DELETE and deletecollection: preconditions, finalizers, graceful pod deletion.
+
+use serde_json::{json, Value};
+use skiff_api::StatusError;
+
+use crate::body;
+use crate::objects::revision_of;
+use crate::request::{Query, Target};
+use crate::rest::{self, Filter, Result};
+use crate::server::Api;
+use crate::strategy::now_rfc3339;
+
+/// `DeleteOptions` from the body and the query (the query wins, as upstream).
+#[derive(Debug, Default)]
+pub struct DeleteOptions {
+    pub grace_period: Option<i64>,
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+impl DeleteOptions {
+    pub fn parse(q: &Query, bytes: &[u8]) -> Result<Self> {
+        let b: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            body::parse_text(body::JSON, bytes)?
+        };
+        let mut o = Self {
+            grace_period: b.get("gracePeriodSeconds").and_then(Value::as_i64),
+            propagation: b
+                .get("propagationPolicy")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            precondition_uid: b
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            precondition_rv: b
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            dry_run: b
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|v| v == "All")),
+        };
+        if let Some(g) = q.int("gracePeriodSeconds")? {
+            o.grace_period = Some(g);
+        }
+        if let Some(p) = q.get("propagationPolicy") {
+            o.propagation = Some(p.to_string());
+        }
+        if q.get("dryRun") == Some("All") {
+            o.dry_run = true;
+        }
+        match o.propagation.as_deref() {
+            None | Some("Background" | "Foreground" | "Orphan") => Ok(o),
+            Some(other) => Err(StatusError::bad_request(format!(
+                "DeleteOptions.propagationPolicy: Unsupported value: {other:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            ))),
+        }
+    }
+}
+
+/// Deletes one object; returns it (marked for deletion, or as it was when removed).
+pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value> {
+    let name = t.name.clone().unwrap_or_default();
+    let ns = t.namespace.as_deref();
+    let obj = api.objects.get(t.resource, ns, &name).await?;
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if let Some(want) = &opts.precondition_uid {
+        if want != uid {
+            return Err(StatusError::conflict(
+                t.resource,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {want}, UID in object meta: {uid}"
+                ),
+            ));
+        }
+    }
+    let rv = obj
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if let Some(want) = &opts.precondition_rv {
+        if want != rv {
+            return Err(StatusError::conflict(
+                t.resource,
+                &name,
+                &format!("Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in meta: {rv}"),
+            ));
+        }
+    }
+    let has_finalizers = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let is_namespace = (t.resource.group, t.resource.kind) == ("", "Namespace");
+    let graceful_pod = (t.resource.group, t.resource.kind) == ("", "Pod")
+        && obj
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty())
+        && opts.grace_period != Some(0)
+        && obj
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .is_none_or(|p| p != "Succeeded" && p != "Failed");
+    if has_finalizers || is_namespace || graceful_pod {
+        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+            return Ok(obj);
+        }
+        if opts.dry_run {
+            return Ok(obj);
+        }
+        let mut marked = obj.clone();
+        let meta = &mut marked["metadata"];
+        meta["deletionTimestamp"] = json!(now_rfc3339());
+        if graceful_pod {
+            let grace = opts
+                .grace_period
+                .or_else(|| {
+                    obj.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                })
+                .unwrap_or(30);
+            meta["deletionGracePeriodSeconds"] = json!(grace);
+        } else {
+            meta["deletionGracePeriodSeconds"] = json!(0);
+        }
+        if is_namespace {
+            marked["status"]["phase"] = json!("Terminating");
+            api.namespaces_changed.notify_one();
+        }
+        let expected = revision_of(&obj).unwrap_or_default();
+        return api
+            .objects
+            .update(t.resource, ns, &name, &marked, expected)
+            .await;
+    }
+    if opts.dry_run {
+        return Ok(obj);
+    }
+    api.objects
+        .delete(t.resource, ns, &name, revision_of(&obj))
+        .await
+}
+
+/// Deletes every object a list request with the same selectors would return.
+pub async fn delete_collection(
+    api: &Api,
+    t: &Target,
+    q: &Query,
+    opts: &DeleteOptions,
+) -> Result<Value> {
+    let filter = Filter::from_query(t.resource, q)?;
+    let page = api
+        .objects
+        .list(t.resource, t.namespace.as_deref(), None, None)
+        .await?;
+    let mut deleted = Vec::new();
+    for obj in page.items.into_iter().filter(|o| filter.matches(o)) {
+        let target = Target {
+            resource: t.resource,
+            namespace: obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            name: rest::name_of(&obj).map(str::to_string),
+            subresource: None,
+        };
+        match delete(api, &target, opts).await {
+            Ok(o) => deleted.push(o),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(json!({
+        "kind": t.resource.list_kind(),
+        "apiVersion": t.resource.api_version(),
+        "metadata": {"resourceVersion": page.revision.to_string()},
+        "items": deleted,
+    }))
+}

@@ -1,0 +1,499 @@
+//! The generic REST verbs over every registered resource: get, list, create,
+//! update, patch, delete, deletecollection, and the status/scale subresources.
+
+use http::HeaderMap;
+use serde_json::{json, Value};
+use skiff_api::fields::FieldSelector;
+use skiff_api::registry::{self, Resource};
+use skiff_api::selector::LabelSelector;
+use skiff_api::table::{self, IncludeObject};
+use skiff_api::{validation, StatusError};
+
+use crate::body::{self, FieldValidation};
+use crate::objects::revision_of;
+use crate::request::{Query, Target};
+use crate::response;
+use crate::server::Api;
+use crate::strategy;
+
+pub type Result<T, E = StatusError> = std::result::Result<T, E>;
+
+/// How many times a patch is retried when a concurrent writer wins the race.
+const PATCH_RETRIES: usize = 8;
+
+pub fn name_of(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/name").and_then(Value::as_str)
+}
+
+/// Label and field selectors of a list or watch request.
+pub struct Filter {
+    labels: Option<LabelSelector>,
+    fields: Option<FieldSelector>,
+    group: &'static str,
+    kind: &'static str,
+}
+
+impl Filter {
+    pub fn from_query(resource: &'static Resource, q: &Query) -> Result<Self> {
+        let labels = match q.get("labelSelector").filter(|s| !s.is_empty()) {
+            Some(s) => {
+                Some(LabelSelector::parse(s).map_err(|e| StatusError::bad_request(e.to_string()))?)
+            }
+            None => None,
+        };
+        let fields = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
+            Some(s) => {
+                let sel =
+                    FieldSelector::parse(s).map_err(|e| StatusError::bad_request(e.to_string()))?;
+                // Reject unsupported fields up front, even when nothing is stored yet.
+                sel.validate(resource.group, resource.kind)
+                    .map_err(|e| StatusError::bad_request(e.to_string()))?;
+                Some(sel)
+            }
+            None => None,
+        };
+        Ok(Self {
+            labels,
+            fields,
+            group: resource.group,
+            kind: resource.kind,
+        })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        let labels_ok = self
+            .labels
+            .as_ref()
+            .is_none_or(|s| s.matches(obj.pointer("/metadata/labels").and_then(Value::as_object)));
+        labels_ok
+            && self
+                .fields
+                .as_ref()
+                .is_none_or(|f| f.matches(self.group, self.kind, obj))
+    }
+}
+
+fn include_object(q: &Query) -> IncludeObject {
+    match q.get("includeObject") {
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        _ => IncludeObject::Metadata,
+    }
+}
+
+/// Renders objects for the client: a Table when asked, else the object itself.
+pub fn render_one(headers: &HeaderMap, q: &Query, resource: &Resource, obj: Value) -> Value {
+    if response::wants_table(headers) {
+        table::table(
+            resource.group,
+            resource.kind,
+            &[obj],
+            chrono::Utc::now(),
+            include_object(q),
+            None,
+        )
+    } else {
+        obj
+    }
+}
+
+// ---- continue tokens -------------------------------------------------------
+
+fn encode_continue(revision: i64, last_key: &str) -> String {
+    use base64::Engine;
+    let raw = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": last_key}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str) -> Result<String> {
+    use base64::Engine;
+    let bad = || {
+        StatusError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    v.get("start")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(bad)
+}
+
+// ---- read verbs --------------------------------------------------------------
+
+pub async fn get(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Value> {
+    let name = t.name.as_deref().unwrap_or_default();
+    let obj = api
+        .objects
+        .get(t.resource, t.namespace.as_deref(), name)
+        .await?;
+    match t.subresource.as_deref() {
+        None | Some("status") => Ok(render_one(headers, q, t.resource, obj)),
+        Some("scale") if t.resource.scale => scale_of(&obj),
+        Some(other) => Err(unknown_subresource(t.resource, other)),
+    }
+}
+
+fn unknown_subresource(resource: &Resource, sub: &str) -> StatusError {
+    let _ = (resource, sub);
+    StatusError::no_such_resource()
+}
+
+pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Value> {
+    let filter = Filter::from_query(t.resource, q)?;
+    let limit = q.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
+    let mut start = match q.get("continue").filter(|c| !c.is_empty()) {
+        Some(c) => Some(decode_continue(c)?),
+        None => None,
+    };
+    let mut items = Vec::new();
+    let mut revision;
+    let mut more_after: Option<String> = None;
+    let mut remaining = 0usize;
+    loop {
+        let want = limit.map(|l| l - items.len());
+        let page = api
+            .objects
+            .list(t.resource, t.namespace.as_deref(), start.clone(), want)
+            .await?;
+        revision = page.revision;
+        let fetched = page.items.len();
+        items.extend(page.items.into_iter().filter(|o| filter.matches(o)));
+        if page.remaining == 0 || fetched == 0 {
+            break;
+        }
+        start = page.last_key.clone();
+        if limit.is_some_and(|l| items.len() >= l) {
+            more_after = page.last_key;
+            remaining = page.remaining;
+            break;
+        }
+    }
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(last) = &more_after {
+        meta["continue"] = json!(encode_continue(revision, last));
+        if filter.labels.is_none() && filter.fields.is_none() {
+            meta["remainingItemCount"] = json!(remaining);
+        }
+    }
+    if response::wants_table(headers) {
+        return Ok(table::table(
+            t.resource.group,
+            t.resource.kind,
+            &items,
+            chrono::Utc::now(),
+            include_object(q),
+            Some(meta),
+        ));
+    }
+    Ok(json!({
+        "kind": t.resource.list_kind(),
+        "apiVersion": t.resource.api_version(),
+        "metadata": meta,
+        "items": items,
+    }))
+}
+
+// ---- write verbs -------------------------------------------------------------
+
+/// Options shared by the write verbs.
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub validation: FieldValidation,
+    pub field_manager: Option<String>,
+}
+
+impl WriteOptions {
+    pub fn from_query(q: &Query) -> Result<Self> {
+        let dry_run = match q.get("dryRun") {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(StatusError::bad_request(format!(
+                    "unsupported dryRun value: {other:?}, supported values: \"All\""
+                )))
+            }
+        };
+        Ok(Self {
+            dry_run,
+            validation: FieldValidation::parse(q.get("fieldValidation"))?,
+            field_manager: q.get("fieldManager").map(str::to_string),
+        })
+    }
+}
+
+const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+fn generated_name(base: &str) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let suffix: String = (0..5)
+        .map(|_| GENERATE_ALPHABET[rng.random_range(0..GENERATE_ALPHABET.len())] as char)
+        .collect();
+    // Upstream truncates the base so that the result stays a valid name.
+    let base: String = base.chars().take(63 - 5).collect();
+    format!("{base}{suffix}")
+}
+
+async fn check_namespace(
+    api: &Api,
+    resource: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<()> {
+    let (true, Some(ns)) = (resource.namespaced, ns) else {
+        return Ok(());
+    };
+    let namespaces =
+        registry::lookup("", "v1", "namespaces").ok_or_else(StatusError::no_such_resource)?;
+    let nsobj = api.objects.get(namespaces, None, ns).await?;
+    if nsobj.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(StatusError::forbidden(
+            resource,
+            name,
+            &format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate(resource: &'static Resource, obj: &Value, old: Option<&Value>) -> Result<()> {
+    let name = name_of(obj).unwrap_or_default().to_string();
+    let mut errs = match obj.get("metadata").and_then(Value::as_object) {
+        Some(m) => validation::object_meta(resource, m),
+        None => vec![validation::FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        )],
+    };
+    errs.extend(skiff_api::validate::validate(resource, obj, old));
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(StatusError::invalid(resource, &name, &errs))
+    }
+}
+
+/// Decodes and checks a create/update body for `t`.
+pub fn decode_body(
+    t: &Target,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    opts: &WriteOptions,
+) -> Result<(Value, Vec<String>)> {
+    let media = body::content_type(headers);
+    let obj = body::decode_object(&media, bytes)?;
+    if t.subresource.as_deref() == Some("scale") {
+        return Ok((obj, Vec::new()));
+    }
+    body::check_object(t.resource, obj, opts.validation)
+}
+
+fn check_namespace_matches(t: &Target, obj: &Value) -> Result<()> {
+    if let (Some(ns), Some(body_ns)) = (
+        t.namespace.as_deref(),
+        obj.pointer("/metadata/namespace").and_then(Value::as_str),
+    ) {
+        if ns != body_ns && !body_ns.is_empty() {
+            return Err(StatusError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(api: &Api, t: &Target, mut obj: Value, opts: &WriteOptions) -> Result<Value> {
+    check_namespace_matches(t, &obj)?;
+    let generate = obj
+        .pointer("/metadata/generateName")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let given = name_of(&obj).filter(|n| !n.is_empty()).map(str::to_string);
+    if given.is_none() && generate.is_none() {
+        return Err(StatusError::invalid(
+            t.resource,
+            "",
+            &[validation::FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            )],
+        ));
+    }
+    let ns = t.namespace.as_deref();
+    check_namespace(api, t.resource, ns, given.as_deref().unwrap_or_default()).await?;
+    strategy::prepare_create(t.resource, &mut obj, ns);
+    skiff_api::defaults::apply(t.resource, &mut obj);
+    for attempt in 0..8 {
+        let name = match (&given, &generate) {
+            (Some(n), _) => n.clone(),
+            (None, Some(base)) => generated_name(base),
+            (None, None) => String::new(),
+        };
+        obj["metadata"]["name"] = json!(name);
+        validate(t.resource, &obj, None)?;
+        if let Some(manager) = &opts.field_manager {
+            crate::managed::record(t.resource, None, &mut obj, manager);
+        }
+        if opts.dry_run {
+            return Ok(obj);
+        }
+        match api.objects.create(t.resource, ns, &name, &obj).await {
+            Err(e) if e.reason == "AlreadyExists" && given.is_none() && attempt < 7 => continue,
+            other => return other,
+        }
+    }
+    Err(StatusError::internal("could not generate a unique name"))
+}
+
+/// Writes `new` over `old` after the server-side preparation; a no-op write is skipped.
+pub async fn write_update(
+    api: &Api,
+    t: &Target,
+    old: &Value,
+    mut new: Value,
+    opts: &WriteOptions,
+) -> Result<Value> {
+    let name = t.name.clone().unwrap_or_default();
+    strategy::prepare_update(t.resource, old, &mut new, t.subresource.as_deref());
+    skiff_api::defaults::apply(t.resource, &mut new);
+    validate(t.resource, &new, Some(old))?;
+    if let Some(manager) = &opts.field_manager {
+        crate::managed::record(t.resource, Some(old), &mut new, manager);
+    }
+    if strategy::same_content(old, &new) {
+        return Ok(old.clone());
+    }
+    if opts.dry_run {
+        return Ok(new);
+    }
+    let expected = revision_of(old).unwrap_or_default();
+    let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
+        && new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
+    if finalized && t.resource.kind != "Namespace" {
+        // The last finalizer is gone from an object being deleted: delete it now.
+        return api
+            .objects
+            .delete(t.resource, t.namespace.as_deref(), &name, Some(expected))
+            .await;
+    }
+    api.objects
+        .update(t.resource, t.namespace.as_deref(), &name, &new, expected)
+        .await
+}
+
+pub async fn update(api: &Api, t: &Target, obj: Value, opts: &WriteOptions) -> Result<Value> {
+    let name = t.name.clone().unwrap_or_default();
+    if t.subresource.as_deref() == Some("scale") {
+        let replicas = obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+        let patch = json!({"spec": {"replicas": replicas}});
+        return patch_with(api, t, opts, |cur| {
+            Ok(skiff_patch::merge_patch(cur, &patch))
+        })
+        .await
+        .and_then(|o| scale_of(&o));
+    }
+    if let Some(body_name) = name_of(&obj) {
+        if body_name != name {
+            return Err(StatusError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    check_namespace_matches(t, &obj)?;
+    let old = api
+        .objects
+        .get(t.resource, t.namespace.as_deref(), &name)
+        .await?;
+    if let Some(rv) = obj
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        if !rv.is_empty()
+            && Some(rv)
+                != old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+        {
+            return Err(StatusError::stale(t.resource, &name));
+        }
+    }
+    write_update(api, t, &old, obj, opts).await
+}
+
+/// Read-modify-write with retries: `f` maps the current object to the new one.
+pub async fn patch_with<F>(api: &Api, t: &Target, opts: &WriteOptions, f: F) -> Result<Value>
+where
+    F: Fn(&Value) -> Result<Value>,
+{
+    let name = t.name.clone().unwrap_or_default();
+    let mut last = None;
+    for _ in 0..PATCH_RETRIES {
+        let old = api
+            .objects
+            .get(t.resource, t.namespace.as_deref(), &name)
+            .await?;
+        let mut new = f(&old)?;
+        // A patch may carry a resourceVersion precondition; otherwise it applies to what is current.
+        let asked = new
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(rv) = &asked {
+            if Some(rv.as_str())
+                != old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+            {
+                return Err(StatusError::stale(t.resource, &name));
+            }
+        }
+        if name_of(&new) != Some(name.as_str()) {
+            return Err(StatusError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                name_of(&new).unwrap_or_default()
+            )));
+        }
+        if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        match write_update(api, t, &old, new, opts).await {
+            Err(e) if e.reason == "Conflict" && asked.is_none() => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.unwrap_or_else(|| StatusError::internal("patch retries exhausted")))
+}
+
+/// The `autoscaling/v1 Scale` view of an object with `spec.replicas`.
+pub fn scale_of(obj: &Value) -> Result<Value> {
+    let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+    let selector = obj
+        .pointer("/spec/selector")
+        .map(|s| skiff_api::selector::LabelSelector::from_json(s).map(|l| l.to_string()))
+        .transpose()
+        .map_err(|e| StatusError::internal(e.to_string()))?
+        .unwrap_or_default();
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    }))
+}

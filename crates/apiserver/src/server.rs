@@ -1,0 +1,356 @@
+//! The HTTPS server: authentication, the dispatcher from URL to verb, and the
+//! ordered start-up (credentials, listener, built-in namespaces, lifecycle tasks).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::Router;
+use http::{HeaderMap, Method};
+use serde_json::{json, Value};
+use skiff_api::registry;
+use skiff_api::StatusError;
+use skiff_store::Backend;
+use tokio::sync::Notify;
+
+use crate::delete::{self, DeleteOptions};
+use crate::objects::Objects;
+use crate::request::{self, Query, Route, Target};
+use crate::rest::{self, WriteOptions};
+use crate::{body, discovery, metrics::Metrics, namespaces, openapi, patch, pki, response, watch};
+
+/// How the API server is run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// Shared state of every request.
+pub struct Api {
+    pub objects: Objects,
+    pub metrics: Metrics,
+    pub admin_token: String,
+    pub server_address: String,
+    /// Wakes the namespace lifecycle task when a namespace starts terminating.
+    pub namespaces_changed: Notify,
+}
+
+/// A started API server.
+pub struct Running {
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    pub addr: SocketAddr,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Serves until the listener fails or [`Running::shutdown`] is called.
+    pub async fn wait(self) -> Result<()> {
+        self.task.await.context("server task panicked")??;
+        Ok(())
+    }
+
+    /// A handle that stops the server gracefully from elsewhere.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.handle.clone())
+    }
+}
+
+#[derive(Clone)]
+pub struct Stopper(axum_server::Handle<SocketAddr>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.graceful_shutdown(Some(Duration::from_secs(1)));
+    }
+}
+
+const VERSION: &str = "v1.33.0-skiff";
+
+fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": VERSION,
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "n/a (rust)",
+        "compiler": "rustc",
+        "platform": "linux/amd64",
+    })
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Compare without an early exit, so timing does not reveal a prefix.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn text(code: u16, s: impl Into<String>) -> Response {
+    let mut r = Response::new(Body::from(s.into()));
+    *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    match path.as_str() {
+        "/version" => return response::json(200, &version()),
+        "/healthz" | "/livez" | "/readyz" => return text(200, "ok"),
+        _ => {}
+    }
+    if !authorized(&parts.headers, &api.admin_token) {
+        return response::error(&StatusError::unauthorized());
+    }
+    if path == "/metrics" {
+        return text(200, api.metrics.render());
+    }
+    if path == "/openapi/v3" {
+        return response::json(200, &openapi::index());
+    }
+    if let Some(rest) = path.strip_prefix("/openapi/v3/") {
+        return match openapi::document(rest) {
+            Some(doc) => response::json(200, &doc),
+            None => response::error(&StatusError::no_such_resource()),
+        };
+    }
+    let query = Query::parse(parts.uri.query());
+    let (verb, resource, resp) = match request::route(&path) {
+        Err(e) => ("", String::new(), response::error(&e)),
+        Ok(Route::Discovery(d)) => {
+            match discovery::serve(&d, &parts.headers, &api.server_address) {
+                Ok((doc, aggregated)) => {
+                    let mut r = response::json(200, &doc);
+                    if aggregated {
+                        r.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static(discovery::AGGREGATED_V2),
+                        );
+                    }
+                    ("discovery", String::new(), r)
+                }
+                Err(e) => ("discovery", String::new(), response::error(&e)),
+            }
+        }
+        Ok(Route::Resource(t)) => {
+            let (verb, resp) =
+                resource_request(&api, &t, &parts.method, &query, &parts.headers, body).await;
+            (verb, t.resource.plural.to_string(), resp)
+        }
+    };
+    if verb != "watch" {
+        api.metrics.observe(
+            verb,
+            &resource,
+            resp.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    resp
+}
+
+async fn resource_request(
+    api: &Api,
+    t: &Target,
+    method: &Method,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> (&'static str, Response) {
+    let verb = match (method.as_str(), t.name.is_some()) {
+        ("GET", true) if q.flag("watch") => "watch",
+        ("GET", true) => "get",
+        ("GET", false) if q.flag("watch") => "watch",
+        ("GET", false) => "list",
+        ("POST", false) => "create",
+        ("PUT", true) => "update",
+        ("PATCH", true) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return ("", response::error(&StatusError::method_not_allowed())),
+    };
+    if !t.resource.verbs.contains(&verb) && verb != "watch" {
+        return (verb, response::error(&StatusError::method_not_allowed()));
+    }
+    let result = run_verb(api, t, verb, q, headers, body).await;
+    (verb, result.unwrap_or_else(|e| response::error(&e)))
+}
+
+async fn run_verb(
+    api: &Api,
+    t: &Target,
+    verb: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, StatusError> {
+    if let Some(sub) = t.subresource.as_deref() {
+        let known = match sub {
+            "status" => t.resource.status,
+            "scale" => t.resource.scale,
+            "finalize" => t.resource.kind == "Namespace",
+            _ => false,
+        };
+        if !known {
+            return Err(StatusError::no_such_resource());
+        }
+    }
+    match verb {
+        "get" => Ok(response::json(200, &rest::get(api, t, q, headers).await?)),
+        "list" => Ok(response::json(200, &rest::list(api, t, q, headers).await?)),
+        "watch" => {
+            let mut t = t.clone();
+            if let Some(n) = t.name.take() {
+                // A watch on a single object is a watch on its collection filtered by name.
+                let _ = n.clone();
+                t.name = Some(n);
+            }
+            watch::watch(api, &t, q, headers).await
+        }
+        "create" => {
+            let bytes = body::read(body).await?;
+            let opts = WriteOptions::from_query(q)?;
+            let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
+            let created = rest::create(api, t, obj, &opts).await?;
+            Ok(response::with_warnings(
+                response::json(201, &created),
+                &warnings,
+            ))
+        }
+        "update" => {
+            let bytes = body::read(body).await?;
+            let opts = WriteOptions::from_query(q)?;
+            let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
+            let updated = rest::update(api, t, obj, &opts).await?;
+            Ok(response::with_warnings(
+                response::json(200, &updated),
+                &warnings,
+            ))
+        }
+        "patch" => {
+            let bytes = body::read(body).await?;
+            let (code, obj) = patch::patch(api, t, q, headers, &bytes).await?;
+            Ok(response::json(code, &obj))
+        }
+        "delete" => {
+            let bytes = body::read(body).await?;
+            let opts = DeleteOptions::parse(q, &bytes)?;
+            Ok(response::json(200, &delete::delete(api, t, &opts).await?))
+        }
+        "deletecollection" => {
+            let bytes = body::read(body).await?;
+            let opts = DeleteOptions::parse(q, &bytes)?;
+            Ok(response::json(
+                200,
+                &delete::delete_collection(api, t, q, &opts).await?,
+            ))
+        }
+        _ => Err(StatusError::method_not_allowed()),
+    }
+}
+
+/// Namespaces every cluster has from the start.
+pub const BUILTIN_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+async fn bootstrap(api: &Api) -> Result<()> {
+    let ns = registry::lookup("", "v1", "namespaces").context("namespaces resource")?;
+    for name in BUILTIN_NAMESPACES {
+        if api
+            .objects
+            .get_opt(ns, None, name)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+            .is_some()
+        {
+            continue;
+        }
+        let t = Target {
+            resource: ns,
+            namespace: None,
+            name: None,
+            subresource: None,
+        };
+        let opts = WriteOptions {
+            dry_run: false,
+            validation: body::FieldValidation::Strict,
+            field_manager: None,
+        };
+        match rest::create(api, &t, json!({"metadata": {"name": name}}), &opts).await {
+            Ok(_) => {}
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => return Err(anyhow::anyhow!("creating namespace {name}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Starts the API server: credentials, listener, built-in objects, then serving.
+pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = std::net::TcpListener::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let url = format!("https://{host}:{}", addr.port());
+    let creds = pki::ensure(&config.data_dir, &url, &[addr.ip().to_string()])?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        creds.cert_pem.clone().into_bytes(),
+        creds.key_pem.clone().into_bytes(),
+    )
+    .await
+    .context("loading the serving certificate")?;
+
+    let api = Arc::new(Api {
+        objects: Objects::new(backend),
+        metrics: Metrics::default(),
+        admin_token: creds.admin_token.clone(),
+        server_address: format!("{host}:{}", addr.port()),
+        namespaces_changed: Notify::new(),
+    });
+    bootstrap(&api).await?;
+    tokio::spawn(namespaces::lifecycle(api.clone()));
+
+    let app = Router::new().fallback(dispatch).with_state(api);
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+    let task = tokio::spawn(server.serve(app.into_make_service()));
+    tracing::info!(%url, kubeconfig = %creds.kubeconfig_path.display(), "API server listening");
+    Ok(Running {
+        url,
+        kubeconfig: creds.kubeconfig_path,
+        addr,
+        handle,
+        task,
+    })
+}

@@ -1,0 +1,227 @@
+//! What the server does to an object before it is stored, per upstream's
+//! per-kind "strategies": system metadata, status resets, generation, defaults.
+
+use serde_json::{json, Map, Value};
+use skiff_api::registry::Resource;
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = json!({});
+    }
+    match &mut obj["metadata"] {
+        Value::Object(m) => m,
+        _ => unreachable!("metadata was made an object above"),
+    }
+}
+
+/// The status a freshly created object starts with, or `None` to keep the client's.
+fn initial_status(resource: &Resource, obj: &Value) -> Option<Value> {
+    match (resource.group, resource.kind) {
+        ("", "Node") => None,
+        ("", "Pod") => Some(json!({"phase": "Pending", "qosClass": qos_class(obj)})),
+        ("", "Namespace") => Some(json!({"phase": "Active"})),
+        ("", "Service") => Some(json!({"loadBalancer": {}})),
+        _ if resource.status => Some(json!({})),
+        _ => None,
+    }
+}
+
+/// Upstream's QoS class: Guaranteed when every container's requests equal its limits
+/// for cpu and memory, BestEffort when nothing is requested or limited.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in containers {
+        let req = c.pointer("/resources/requests").and_then(Value::as_object);
+        let lim = c.pointer("/resources/limits").and_then(Value::as_object);
+        any |= req.is_some_and(|m| !m.is_empty()) || lim.is_some_and(|m| !m.is_empty());
+        for r in ["cpu", "memory"] {
+            let l = lim.and_then(|m| m.get(r));
+            let q = req.and_then(|m| m.get(r)).or(l);
+            if l.is_none() || q != l {
+                guaranteed = false;
+            }
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        (true, false) => "Burstable",
+    }
+}
+
+/// Fills system metadata and resets server-owned state on create.
+pub fn prepare_create(resource: &Resource, obj: &mut Value, namespace: Option<&str>) {
+    let obj_kind = resource.kind;
+    let api_version = resource.api_version();
+    if let Some(o) = obj.as_object_mut() {
+        o.insert("apiVersion".into(), json!(api_version));
+        o.insert("kind".into(), json!(obj_kind));
+    }
+    let has_spec = resource.has_spec;
+    let meta = meta_mut(obj);
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+    for f in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        meta.remove(f);
+    }
+    if has_spec {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    match namespace {
+        Some(ns) if resource.namespaced => {
+            meta.insert("namespace".into(), json!(ns));
+        }
+        _ => {
+            meta.remove("namespace");
+        }
+    }
+    if let Some(status) = initial_status(resource, obj) {
+        obj["status"] = status;
+    }
+    if (resource.group, resource.kind) == ("", "Namespace") {
+        obj["spec"] = json!({"finalizers": ["kubernetes"]});
+    }
+}
+
+const SYSTEM_META: &[&str] = &[
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "namespace",
+    "name",
+];
+
+/// Carries server-owned state from `old` into an update of the main resource or
+/// of a subresource, and bumps `generation` when the spec changed.
+pub fn prepare_update(
+    resource: &Resource,
+    old: &Value,
+    new: &mut Value,
+    subresource: Option<&str>,
+) {
+    if subresource == Some("status") {
+        // A status write changes status and nothing else (managedFields aside).
+        let status = new.get("status").cloned().unwrap_or(json!({}));
+        let managed = new.pointer("/metadata/managedFields").cloned();
+        *new = old.clone();
+        new["status"] = status;
+        if let Some(m) = managed {
+            meta_mut(new).insert("managedFields".into(), m);
+        }
+        return;
+    }
+    if let Some(o) = new.as_object_mut() {
+        o.insert("apiVersion".into(), json!(resource.api_version()));
+        o.insert("kind".into(), json!(resource.kind));
+    }
+    let old_meta = old.get("metadata").and_then(Value::as_object);
+    let meta = meta_mut(new);
+    for f in SYSTEM_META {
+        match old_meta.and_then(|m| m.get(*f)) {
+            Some(v) => meta.insert((*f).into(), v.clone()),
+            None => meta.remove(*f),
+        };
+    }
+    if resource.status && subresource.is_none() {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("status");
+                }
+            }
+        }
+    }
+    if (resource.group, resource.kind) == ("", "Namespace") && subresource != Some("finalize") {
+        new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
+    }
+    if resource.has_spec && old.get("spec") != new.get("spec") {
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        meta_mut(new).insert("generation".into(), json!(g + 1));
+    }
+}
+
+/// Objects compare equal for "did anything change" once the revision is ignored.
+pub fn same_content(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_api::registry::lookup;
+
+    #[test]
+    fn create_sets_system_fields_and_resets_status() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let mut p = json!({"metadata": {"name": "p", "resourceVersion": "9"},
+            "spec": {"containers": [{"name": "c", "image": "nginx"}]}, "status": {"phase": "Running"}});
+        prepare_create(pods, &mut p, Some("default"));
+        assert_eq!(p["status"]["phase"], "Pending");
+        assert_eq!(p["status"]["qosClass"], "BestEffort");
+        assert_eq!(p["metadata"]["namespace"], "default");
+        assert_eq!(p["metadata"]["generation"], 1);
+        assert!(p["metadata"].get("resourceVersion").is_none());
+        assert_eq!(p["kind"], "Pod");
+    }
+
+    #[test]
+    fn update_keeps_status_and_bumps_generation_on_spec_change() {
+        let d = lookup("apps", "v1", "deployments").unwrap();
+        let old = json!({"metadata": {"name": "d", "uid": "u", "generation": 3},
+            "spec": {"replicas": 1}, "status": {"replicas": 1}});
+        let mut new = json!({"metadata": {"name": "d", "uid": "other"},
+            "spec": {"replicas": 2}, "status": {"replicas": 99}});
+        prepare_update(d, &old, &mut new, None);
+        assert_eq!(new["status"]["replicas"], 1);
+        assert_eq!(new["metadata"]["generation"], 4);
+        assert_eq!(new["metadata"]["uid"], "u");
+        let mut st =
+            json!({"metadata": {"name": "d"}, "spec": {"replicas": 7}, "status": {"replicas": 2}});
+        prepare_update(d, &old, &mut st, Some("status"));
+        assert_eq!(st["spec"]["replicas"], 1);
+        assert_eq!(st["status"]["replicas"], 2);
+        assert_eq!(st["metadata"]["generation"], 3);
+    }
+
+    #[test]
+    fn qos() {
+        let g = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        assert_eq!(qos_class(&g), "Guaranteed");
+        let b = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
+        assert_eq!(qos_class(&b), "Burstable");
+    }
+}

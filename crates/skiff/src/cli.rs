@@ -1,0 +1,134 @@
+//! Command line: `skiff server` starts the store and the API server (and, as they
+//! land, the other components) in dependency order.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use skiff_store::{Backend, MemoryBackend, SqliteBackend};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "skiff",
+    version,
+    about = "Kubernetes service networking in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a single-node cluster: store and API server.
+    Server(ServerArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum StoreKind {
+    /// Embedded SQLite in the data directory (durable).
+    Sqlite,
+    /// In memory; everything is lost when skiff stops.
+    Memory,
+}
+
+#[derive(Parser, Debug)]
+struct ServerArgs {
+    /// Where the store, credentials and kubeconfig live.
+    #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address of the API server (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Storage backend.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    store: StoreKind,
+    /// Log filter, e.g. `info` or `skiff_apiserver=debug`.
+    #[arg(long, default_value = "info", env = "SKIFF_LOG")]
+    log: String,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => {
+            init_logs(&args.log);
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => return fail(&anyhow::anyhow!(e).context("cannot start the runtime")),
+            };
+            match rt.block_on(server(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    // One line: the chain of causes, outermost first.
+    eprintln!("skiff: error: {e:#}");
+    ExitCode::FAILURE
+}
+
+fn init_logs(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>> {
+    Ok(match args.store {
+        StoreKind::Memory => Arc::new(MemoryBackend::new()),
+        StoreKind::Sqlite => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("data dir {} is not usable", args.data_dir.display()))?;
+            let path = args.data_dir.join("state.db");
+            Arc::new(
+                SqliteBackend::open(&path)
+                    .with_context(|| format!("cannot open the store at {}", path.display()))?,
+            )
+        }
+    })
+}
+
+async fn server(args: ServerArgs) -> Result<()> {
+    tracing::info!(data_dir = %args.data_dir.display(), store = ?args.store, "starting skiff");
+    let backend = open_store(&args)?;
+    let running = skiff_apiserver::start(
+        skiff_apiserver::Config {
+            listen: args.listen,
+            data_dir: args.data_dir.clone(),
+        },
+        backend,
+    )
+    .await?;
+    println!(
+        "skiff is running. To use it:\n  export KUBECONFIG={}\n  kubectl get namespaces",
+        running.kubeconfig.display()
+    );
+    let stopper = running.stopper();
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    tokio::select! {
+        r = shutdown => {
+            r?;
+            tracing::info!("shutting down");
+            stopper.stop();
+            Ok(())
+        }
+        r = running.wait() => r,
+    }
+}

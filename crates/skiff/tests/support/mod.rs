@@ -1,0 +1,231 @@
+//! End-to-end harness: every cluster runs inside a network namespace made for the
+//! test (only `lo`, no route off the machine) and is torn down on drop, even when
+//! the test panics. kubectl, curl and friends run inside the same namespace.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub const API: &str = "127.0.0.1:6443";
+
+/// A network namespace owned by the test; deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        let name = format!(
+            "skiff-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Self { name };
+        run_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        ns
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+fn run_ok(c: &mut Command) {
+    let out = c.output().expect("spawn");
+    assert!(out.status.success(), "{c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn skiff_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
+}
+
+/// A running `skiff server` in its own namespace and data directory.
+pub struct Cluster {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub netns: Netns,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let netns = Netns::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = Cluster { child: None, kubeconfig: dir.path().join("data/admin.kubeconfig"), dir, netns };
+        c.spawn(extra);
+        c
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn spawn(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("skiff.log"))
+            .expect("log file");
+        let child = self
+            .netns
+            .command(skiff_bin())
+            .args(["server", "--listen", API, "--data-dir"])
+            .arg(self.data_dir())
+            .args(extra)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start skiff");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("skiff exited early ({status}):\n{}", self.log());
+                }
+            }
+            if self.kubeconfig.exists() {
+                let out = self.sh("curl -sk https://127.0.0.1:6443/readyz");
+                if out.status.success() && String::from_utf8_lossy(&out.stdout) == "ok" {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "skiff not ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("skiff.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stops the server: SIGKILL if `hard`, else SIGTERM; waits for it to exit.
+    pub fn stop(&mut self, hard: bool) {
+        if let Some(mut child) = self.child.take() {
+            // `ip netns exec` execs skiff, so the child PID is skiff's own.
+            let sig = if hard { "-KILL" } else { "-TERM" };
+            let _ = Command::new("kill").args([sig, &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn env(&self, c: &mut Command) {
+        c.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .env_remove("KUBERNETES_SERVICE_HOST");
+    }
+
+    /// Runs kubectl (the machine's dispatcher unless `bin` says otherwise).
+    pub fn kubectl_bin(&self, bin: &Path, args: &[&str]) -> Output {
+        let mut c = self.netns.command(bin);
+        c.args(args);
+        self.env(&mut c);
+        c.output().expect("run kubectl")
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_bin(Path::new("kubectl"), args)
+    }
+
+    /// kubectl with `stdin` fed to it.
+    pub fn kubectl_in(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut c = self.netns.command("kubectl");
+        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        self.env(&mut c);
+        let mut child = c.spawn().expect("run kubectl");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// kubectl that must succeed; returns its stdout.
+    pub fn k(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl that must fail; returns its stderr.
+    pub fn k_err(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `kubectl apply -f -` of a manifest; returns stdout.
+    pub fn apply(&self, manifest: &str) -> String {
+        let out = self.kubectl_in(&["apply", "-f", "-"], manifest);
+        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A shell command inside the namespace, with KUBECONFIG set.
+    pub fn sh(&self, script: &str) -> Output {
+        let mut c = self.netns.command("sh");
+        c.args(["-c", script]);
+        self.env(&mut c);
+        c.output().expect("run sh")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token")).expect("token").trim().to_string()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop(true);
+    }
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
