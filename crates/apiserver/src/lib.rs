@@ -20,6 +20,7 @@ pub mod request;
 pub mod response;
 pub mod rest;
 pub mod server;
+pub mod services;
 pub mod strategy;
 pub mod watch;
 

@@ -338,10 +338,14 @@ pub async fn create(api: &Api, t: &Target, mut obj: Value, opts: &WriteOptions) 
         if let Some(manager) = &opts.field_manager {
             crate::managed::record(t.resource, None, &mut obj, manager);
         }
+        crate::services::before_create(api, t.resource, &mut obj).await?;
         if opts.dry_run {
+            crate::services::after_write(api, t.resource, None, &obj, false);
             return Ok(obj);
         }
-        match api.objects.create(t.resource, ns, &name, &obj).await {
+        let result = api.objects.create(t.resource, ns, &name, &obj).await;
+        crate::services::after_write(api, t.resource, None, &obj, result.is_ok());
+        match result {
             Err(e) if e.reason == "AlreadyExists" && given.is_none() && attempt < 7 => continue,
             other => return other,
         }
@@ -367,7 +371,9 @@ pub async fn write_update(
     if strategy::same_content(old, &new) {
         return Ok(old.clone());
     }
+    crate::services::before_update(api, t.resource, old, &mut new).await?;
     if opts.dry_run {
+        crate::services::after_write(api, t.resource, Some(old), &new, false);
         return Ok(new);
     }
     let expected = revision_of(old).unwrap_or_default();
@@ -383,9 +389,12 @@ pub async fn write_update(
             .delete(t.resource, t.namespace.as_deref(), &name, Some(expected))
             .await;
     }
-    api.objects
+    let result = api
+        .objects
         .update(t.resource, t.namespace.as_deref(), &name, &new, expected)
-        .await
+        .await;
+    crate::services::after_write(api, t.resource, Some(old), &new, result.is_ok());
+    result
 }
 
 pub async fn update(api: &Api, t: &Target, obj: Value, opts: &WriteOptions) -> Result<Value> {
