@@ -72,6 +72,9 @@ impl SqliteBackend {
         }
         // FULL fsyncs the WAL on every commit: an acknowledged write survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // The WAL is reused after each checkpoint; this only caps the file a burst left
+        // behind.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         migrate(&mut conn, &path)?;
 
         let readers = Readers {

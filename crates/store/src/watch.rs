@@ -134,3 +134,39 @@ impl fmt::Debug for Watch {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_can_move_into_a_task() {
+        fn assert_send<T: Send + Sync + 'static>() {}
+        assert_send::<Watch>();
+    }
+
+    #[test]
+    fn history_then_live_without_duplicates() {
+        let hub = Hub::new(16);
+        let put = |rev, key: &str| Event::Put {
+            kv: crate::KeyValue {
+                key: key.to_owned(),
+                value: bytes::Bytes::new(),
+                create_revision: rev,
+                mod_revision: rev,
+            },
+            prev: None,
+        };
+        let rx = hub.subscribe();
+        // Revision 3 was committed before the snapshot but published after subscribing.
+        hub.publish(put(3, "/a"));
+        hub.publish(put(4, "/b"));
+        hub.publish(put(5, "/a"));
+        let mut watch = Watch::new("/a", 1, vec![put(2, "/a"), put(3, "/a")], rx, 3);
+        drop(hub);
+        let revs: Vec<_> = std::iter::from_fn(|| watch.blocking_next())
+            .map(|e| e.map(|e| e.revision()).ok())
+            .collect();
+        assert_eq!(revs, [Some(2), Some(3), Some(5)]);
+    }
+}

@@ -609,11 +609,19 @@ pub fn watchers_started_during_writes_see_everything_once(make: Make) {
     let f = store(make);
     let start = f.backend.current_revision().expect("rev");
     let writes = 600;
+    let (halfway_tx, halfway_rx) = std::sync::mpsc::channel();
+    let (resume_tx, resume_rx) = std::sync::mpsc::channel();
     let writer = {
         let s = f.backend.clone();
         thread::spawn(move || {
             let mut last = None;
             for i in 0..writes {
+                if i == 100 {
+                    // Guarantee at least one watcher joins with history behind it and
+                    // writes ahead of it.
+                    halfway_tx.send(()).expect("signal");
+                    resume_rx.recv().expect("resume");
+                }
                 let key = format!("/live/{}", i % 50);
                 last = Some(match s.get(&key).expect("get") {
                     None => s.create(&key, b"v").expect("create").mod_revision,
@@ -624,31 +632,36 @@ pub fn watchers_started_during_writes_see_everything_once(make: Make) {
                             .mod_revision
                     }
                 });
-                if i % 64 == 0 {
-                    thread::yield_now();
+                if i % 10 == 0 {
+                    // Let the in-memory backend run long enough for watchers to race it.
+                    thread::sleep(Duration::from_micros(100));
                 }
             }
             last.expect("wrote something")
         })
     };
     // Watchers join at different moments, each from the very beginning and from "now".
-    let watchers: Vec<_> = (0..6)
-        .map(|n| {
-            thread::sleep(Duration::from_millis(n * 3));
-            let from_start = f.backend.watch("/live/", start).expect("watch");
-            let now = f.backend.current_revision().expect("rev");
-            let from_now = f.backend.watch("/live/", now).expect("watch");
-            (from_start, (from_now, now))
-        })
-        .collect();
+    let join = || {
+        let from_start = f.backend.watch("/live/", start).expect("watch");
+        let now = f.backend.current_revision().expect("rev");
+        let from_now = f.backend.watch("/live/", now).expect("watch");
+        [(from_start, start), (from_now, now)]
+    };
+    halfway_rx.recv().expect("writer reached halfway");
+    let mut watchers = vec![join()];
+    resume_tx.send(()).expect("resume writer");
+    while !writer.is_finished() && watchers.len() < 30 {
+        watchers.push(join());
+        thread::sleep(Duration::from_micros(200));
+    }
     let end = writer.join().expect("writer thread");
     assert_eq!(end, start + writes);
-    for (from_start, (from_now, now)) in watchers {
-        for (mut w, after) in [(from_start, start), (from_now, now)] {
-            let events = next_n(&mut w, usize::try_from(end - after).expect("count"));
-            assert_eq!(revisions(&events), (after + 1..=end).collect::<Vec<_>>());
-            assert_quiet(&mut w);
-        }
+    for (mut w, after) in watchers.into_iter().flatten() {
+        let events = next_n(&mut w, usize::try_from(end - after).expect("count"));
+        assert_eq!(revisions(&events), (after + 1..=end).collect::<Vec<_>>());
+        // The writer has finished, so a duplicate would already be queued.
+        let extra = within(Duration::ZERO, &mut w);
+        assert!(extra.is_err(), "extra event {extra:?}");
     }
 }
 
