@@ -74,7 +74,8 @@ impl Watch {
         }
     }
 
-    /// The next event, waiting for one if necessary.
+    /// The next event, waiting for one if necessary. Cancel-safe: dropping the future
+    /// (e.g. a losing `tokio::select!` branch) loses no event.
     pub async fn next(&mut self) -> Option<Result<Event>> {
         if let Some(event) = self.history.pop_front() {
             return Some(Ok(event));

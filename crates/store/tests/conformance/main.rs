@@ -61,6 +61,7 @@ all_backends!(
     watch_from_middle_revision,
     watch_live_events,
     watch_async_inside_runtime,
+    watch_next_is_cancel_safe,
     watch_filters_by_prefix,
     watch_from_future_revision,
     compaction,

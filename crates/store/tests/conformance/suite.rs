@@ -426,6 +426,39 @@ pub fn watch_async_inside_runtime(make: Make) {
     });
 }
 
+pub fn watch_next_is_cancel_safe(make: Make) {
+    let f = store(make);
+    let start = f.backend.current_revision().expect("rev");
+    let mut w = f.backend.watch("/cs/", start).expect("watch");
+    let writes = 200;
+    let writer = {
+        let s = f.backend.clone();
+        thread::spawn(move || {
+            for i in 0..writes {
+                s.create(&format!("/cs/{i}"), b"v").expect("create");
+                s.create(&format!("/other/{i}"), b"v").expect("create");
+                if i % 10 == 0 {
+                    thread::sleep(Duration::from_micros(200));
+                }
+            }
+        })
+    };
+    let got = runtime().block_on(async {
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while got.len() < writes && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                ev = w.next() => got.push(ev.expect("ended").expect("failed").revision()),
+                _ = tokio::time::sleep(Duration::from_micros(50)) => {}
+            }
+        }
+        got
+    });
+    writer.join().expect("writer thread");
+    assert_eq!(got.len(), writes, "events lost to cancelled next() calls");
+    assert!(got.windows(2).all(|p| p[0] < p[1]), "{got:?}");
+}
+
 pub fn watch_filters_by_prefix(make: Make) {
     let f = store(make);
     let s = &f.backend;
