@@ -29,6 +29,10 @@ use crate::{body, discovery, metrics::Metrics, namespaces, openapi, patch, pki, 
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// How often superseded history is compacted away.
+    pub compact_interval: Duration,
+    /// How many revisions of history compaction keeps (watchers further behind get 410).
+    pub compact_keep: i64,
 }
 
 /// Shared state of every request.
@@ -310,6 +314,29 @@ async fn bootstrap(api: &Api) -> Result<()> {
     Ok(())
 }
 
+/// Compacts the store's history periodically, as kube-apiserver asks etcd to.
+async fn compactor(api: Arc<Api>, every: Duration, keep: i64) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let backend = api.objects.backend().clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let target = backend.current_revision()? - keep;
+            if target > backend.compacted_revision() {
+                backend.compact(target)?;
+            }
+            Ok::<_, skiff_store::Error>(target)
+        })
+        .await;
+        match r {
+            Ok(Ok(rev)) => tracing::debug!(revision = rev, "compacted"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "compaction failed"),
+            Err(e) => tracing::warn!(error = %e, "compaction task failed"),
+        }
+    }
+}
+
 /// Starts the API server: credentials, listener, built-in objects, then serving.
 pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -340,6 +367,11 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     });
     bootstrap(&api).await?;
     tokio::spawn(namespaces::lifecycle(api.clone()));
+    tokio::spawn(compactor(
+        api.clone(),
+        config.compact_interval,
+        config.compact_keep,
+    ));
 
     let app = Router::new().fallback(dispatch).with_state(api);
     let handle = axum_server::Handle::new();

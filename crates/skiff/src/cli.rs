@@ -46,9 +46,33 @@ struct ServerArgs {
     /// Storage backend.
     #[arg(long, value_enum, default_value = "sqlite")]
     store: StoreKind,
+    /// How often the store's superseded history is compacted, e.g. `5m`, `30s`.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    compact_interval: std::time::Duration,
+    /// Revisions of history kept by compaction; watches further behind must relist (410).
+    #[arg(long, default_value_t = 1000)]
+    compact_keep: i64,
     /// Log filter, e.g. `info` or `skiff_apiserver=debug`.
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
+}
+
+/// `90s`, `5m`, `1h` or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("invalid duration {s:?}: expected e.g. 30s, 5m, 1h")),
+    };
+    if secs == 0 {
+        return Err("duration must be at least 1s".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 pub fn main() -> ExitCode {
@@ -105,6 +129,8 @@ async fn server(args: ServerArgs) -> Result<()> {
         skiff_apiserver::Config {
             listen: args.listen,
             data_dir: args.data_dir.clone(),
+            compact_interval: args.compact_interval,
+            compact_keep: args.compact_keep,
         },
         backend,
     )
