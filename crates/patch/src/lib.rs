@@ -5,8 +5,12 @@
 //! - [`merge_patch`] (RFC 7386, `application/merge-patch+json`),
 //! - [`strategic_merge_patch`] (`application/strategic-merge-patch+json`), driven by
 //!   the per-kind list keys in [`schema`],
-//! - [`apply`] for server-side apply (`application/apply-patch+yaml`) and the
-//!   `metadata.managedFields` bookkeeping of ordinary writes.
+//! - [`apply::apply`] for server-side apply (`application/apply-patch+yaml`), and
+//!   [`apply::record_update`] for the `metadata.managedFields` bookkeeping of
+//!   every other write; [`apply::conflict_message`] words a 409.
+//!
+//! All take and return `serde_json::Value`s and never panic on bad input: a
+//! malformed patch is an [`Error`] (or an [`apply::ApplyError`]).
 
 pub mod apply;
 mod error;

@@ -34,6 +34,9 @@ const DELETE_PRIMITIVE: &str = "$deleteFromPrimitiveList/";
 /// come from [`crate::schema`] for `kind`. A kind the schema does not know is
 /// merged like a JSON merge patch for maps, with every list replaced (upstream
 /// refuses strategic merge patch for such kinds; being lenient costs nothing).
+/// One exception, for kinds known or not: a list that comes with a
+/// `$setElementOrder` naming its items by one key is merged by that key, since
+/// kubectl sends that directive only for merge lists.
 pub fn strategic_merge_patch(doc: &Value, patch: &Value, kind: &GroupKind) -> Result<Value> {
     let (Value::Object(doc), Value::Object(patch)) = (doc, patch) else {
         return Err(Error::BadPatch("invalid JSON document".into()));
@@ -148,6 +151,16 @@ fn fresh(patch: Value, cur: Cursor) -> Result<Option<Value>> {
 
 /// Merges a `patchStrategy:"merge"` list.
 fn merge_list(original: Vec<Value>, patch: Vec<Value>, cur: Cursor) -> Result<Vec<Value>> {
+    merge_list_by(original, patch, merge_key(cur), cur.element())
+}
+
+/// Merges a list by `key` (objects) or as a union (scalars).
+fn merge_list_by(
+    original: Vec<Value>,
+    patch: Vec<Value>,
+    key: Option<&str>,
+    elem: Cursor,
+) -> Result<Vec<Value>> {
     if original.is_empty() && patch.is_empty() {
         return Ok(original);
     }
@@ -155,10 +168,10 @@ fn merge_list(original: Vec<Value>, patch: Vec<Value>, cur: Cursor) -> Result<Ve
     if !objects {
         return Ok(merge_scalars(original, patch));
     }
-    let Some(key) = merge_key(cur) else {
+    let Some(key) = key else {
         return Err(bad("cannot merge lists without merge key"));
     };
-    merge_keyed(original, patch, key, cur.element())
+    merge_keyed(original, patch, key, elem)
 }
 
 /// Whether the elements are objects; all must be of one kind and none a list.

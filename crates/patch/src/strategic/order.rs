@@ -7,7 +7,9 @@
 
 use serde_json::{Map, Value};
 
-use super::{bad, fresh, merge_key, merge_list, merges, no_merge_key, DIRECTIVE, SET_ORDER};
+use super::{
+    bad, fresh, merge_key, merge_list, merge_list_by, merges, no_merge_key, DIRECTIVE, SET_ORDER,
+};
 use crate::schema::Cursor;
 use crate::Result;
 
@@ -84,7 +86,11 @@ pub(super) fn set_element_order(
             return Err(bad("invalid patch format of setElementOrder list"));
         }
         let child = cur.child(field);
-        let key = merge_key(child);
+        // kubectl only sends `$setElementOrder` for merge lists, naming each item by
+        // its merge key. Should the table lack the list, trust the directive rather
+        // than replace the list with the few items the patch carries.
+        let inferred = (!merges(child)).then(|| inferred_key(&order)).flatten();
+        let key = merge_key(child).or(inferred.as_deref());
         let live = match original.get(field) {
             None => None,
             Some(Value::Array(l)) => Some(l.clone()),
@@ -106,6 +112,9 @@ pub(super) fn set_element_order(
                 _ => Vec::new(),
             },
             (Some(l), Some(p)) if merges(child) => merge_list(l, p, child)?,
+            (Some(l), Some(p)) if inferred.is_some() || order.iter().all(|v| !v.is_object()) => {
+                merge_list_by(l, p, key, child.element())?
+            }
             (Some(_), Some(p)) => match fresh(Value::Array(p), child)? {
                 Some(Value::Array(a)) => a,
                 _ => Vec::new(),
@@ -116,6 +125,25 @@ pub(super) fn set_element_order(
         original.insert(field.to_string(), Value::Array(ordered));
     }
     Ok(())
+}
+
+/// The merge key a `$setElementOrder` list names: every item an object with the
+/// same single key.
+fn inferred_key(order: &[Value]) -> Option<String> {
+    let mut key = None;
+    for item in order {
+        let Value::Object(m) = item else { return None };
+        let mut keys = m.keys();
+        let (Some(k), None) = (keys.next(), keys.next()) else {
+            return None;
+        };
+        match &key {
+            None => key = Some(k.clone()),
+            Some(seen) if seen == k => {}
+            Some(_) => return None,
+        }
+    }
+    key
 }
 
 /// The patch list's items (deletions aside) must appear in `$setElementOrder`

@@ -420,3 +420,23 @@ fn identical_reapply_changes_nothing() {
         text(&live)
     );
 }
+
+#[test]
+fn set_element_order_names_the_key_of_a_list_missing_from_the_table() {
+    // An unknown kind: no table entry, yet kubectl-style directives still merge.
+    let w = gk("example.com", "Widget");
+    let live =
+        json!({"spec": {"items": [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}], "tags": ["x", "y"]}});
+    let patch = json!({"spec": {
+        "$setElementOrder/items": [{"id": 2}, {"id": 3}],
+        "items": [{"id": 3, "v": "c"}, {"$patch": "delete", "id": 1}],
+        "$setElementOrder/tags": ["y", "x", "z"],
+        "tags": ["z"]
+    }});
+    let got = smp(&w, &live, &patch);
+    assert_eq!(
+        got["spec"]["items"],
+        json!([{"id": 2, "v": "b"}, {"id": 3, "v": "c"}])
+    );
+    assert_eq!(got["spec"]["tags"], json!(["y", "x", "z"]));
+}
