@@ -1,9 +1,9 @@
 //! `k8s.io/api/apps/v1` messages: Deployment, ReplicaSet, StatefulSet, DaemonSet.
 
-use super::meta::LABEL_SELECTOR;
+use super::meta::{LABEL_SELECTOR, OBJECT_META};
 use super::pod::POD_TEMPLATE_SPEC;
 use super::volume::PERSISTENT_VOLUME_CLAIM;
-use super::{field, msg, object, Message, BOOL, I32, I64, INT_OR_STR, STR, TIME};
+use super::{field, msg, object, Kind, Message, BOOL, I32, I64, INT_OR_STR, STR, TIME};
 
 pub(crate) static DEPLOYMENT: Message = object!("Deployment", &DEPLOYMENT_SPEC, &DEPLOYMENT_STATUS);
 
@@ -216,5 +216,14 @@ static DAEMON_SET_STATUS: Message = Message {
         field(8, "numberUnavailable", I32),
         field(9, "collisionCount", I32).ptr(),
         field(10, "conditions", msg(&APPS_CONDITION)).rep(),
+    ],
+};
+
+pub(crate) static CONTROLLER_REVISION: Message = Message {
+    name: "ControllerRevision",
+    fields: &[
+        field(1, "metadata", msg(&OBJECT_META)),
+        field(2, "data", Kind::RawExtension),
+        field(3, "revision", I64).req(),
     ],
 };

@@ -3,7 +3,8 @@
 
 use super::meta::{CONDITION, OBJECT_META};
 use super::{
-    field, msg, object, Message, BOOL, I32, INT_OR_STR, MAP_BYTES, MAP_QTY, MAP_STR, STR, TIME,
+    field, msg, object, Message, BOOL, I32, INT_OR_STR, MAP_BYTES, MAP_QTY, MAP_STR, MICRO_TIME,
+    STR, TIME,
 };
 
 pub(crate) static NAMESPACE: Message = object!("Namespace", &NAMESPACE_SPEC, &NAMESPACE_STATUS);
@@ -200,4 +201,38 @@ static SCOPED_RESOURCE_SELECTOR_REQUIREMENT: Message = Message {
 static RESOURCE_QUOTA_STATUS: Message = Message {
     name: "ResourceQuotaStatus",
     fields: &[field(1, "hard", MAP_QTY), field(2, "used", MAP_QTY)],
+};
+
+pub(crate) static EVENT: Message = Message {
+    name: "Event",
+    fields: &[
+        field(1, "metadata", msg(&OBJECT_META)),
+        field(2, "involvedObject", msg(&OBJECT_REFERENCE)),
+        field(3, "reason", STR),
+        field(4, "message", STR),
+        field(5, "source", msg(&EVENT_SOURCE)),
+        field(6, "firstTimestamp", TIME),
+        field(7, "lastTimestamp", TIME),
+        field(8, "count", I32),
+        field(9, "type", STR),
+        field(10, "eventTime", MICRO_TIME),
+        field(11, "series", msg(&EVENT_SERIES)).ptr(),
+        field(12, "action", STR),
+        field(13, "related", msg(&OBJECT_REFERENCE)).ptr(),
+        field(14, "reportingComponent", STR).req(),
+        field(15, "reportingInstance", STR).req(),
+    ],
+};
+
+static EVENT_SOURCE: Message = Message {
+    name: "EventSource",
+    fields: &[field(1, "component", STR), field(2, "host", STR)],
+};
+
+static EVENT_SERIES: Message = Message {
+    name: "EventSeries",
+    fields: &[
+        field(1, "count", I32),
+        field(2, "lastObservedTime", MICRO_TIME),
+    ],
 };

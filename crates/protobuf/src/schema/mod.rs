@@ -15,12 +15,20 @@
 //!   whenever it is on the wire, even when zero, and dropped when absent.
 //! - [`Presence::Always`]: a field without `omitempty`: always printed, zero if absent
 //!   (`null` for an absent list or map).
+//! - [`Presence::Nullable`]: a Go pointer without `omitempty`: printed when on the wire,
+//!   `null` when absent.
 
 mod apps;
+mod auth;
+mod autoscaling;
+mod batch;
+mod coordination;
 mod core;
 mod meta;
+mod networking;
 mod pod;
 mod pod_status;
+mod policy;
 mod volume;
 
 /// The value type of a field.
@@ -35,6 +43,10 @@ pub(crate) enum Kind {
     /// `bool` varint.
     Bool,
     /// `bytes` -> base64 JSON string.
+    #[allow(
+        dead_code,
+        reason = "no covered kind has a plain bytes field; kept for new tables"
+    )]
     Bytes,
     /// A nested message.
     Message(&'static Message),
@@ -47,6 +59,10 @@ pub(crate) enum Kind {
     /// `metav1.MicroTime` -> RFC 3339 string with microseconds, or null when zero.
     MicroTime,
     /// `metav1.Duration` {1 duration (ns)} -> Go duration string such as `1h2m3s`.
+    #[allow(
+        dead_code,
+        reason = "no covered kind has a Duration field; kept for new tables"
+    )]
     Duration,
     /// `runtime.RawExtension` {1 raw} -> the embedded JSON.
     RawExtension,
@@ -58,6 +74,8 @@ pub(crate) enum Kind {
     MapBytes,
     /// `map<string, Quantity>`.
     MapQuantity,
+    /// `map<string, Time>`.
+    MapTime,
 }
 
 /// How a field's absence or zero value shows in JSON; see the module docs.
@@ -66,6 +84,7 @@ pub(crate) enum Presence {
     OmitEmpty,
     Pointer,
     Always,
+    Nullable,
 }
 
 /// One field of a message.
@@ -120,6 +139,12 @@ impl Field {
         self
     }
 
+    /// A Go pointer without `omitempty`: `null` when absent.
+    pub(crate) const fn nullable(mut self) -> Self {
+        self.presence = Presence::Nullable;
+        self
+    }
+
     /// A repeated field (a Go slice).
     pub(crate) const fn rep(mut self) -> Self {
         self.repeated = true;
@@ -140,9 +165,11 @@ pub(crate) const BOOL: Kind = Kind::Bool;
 pub(crate) const INT_OR_STR: Kind = Kind::IntOrString;
 pub(crate) const QTY: Kind = Kind::Quantity;
 pub(crate) const TIME: Kind = Kind::Time;
+pub(crate) const MICRO_TIME: Kind = Kind::MicroTime;
 pub(crate) const MAP_STR: Kind = Kind::MapString;
 pub(crate) const MAP_BYTES: Kind = Kind::MapBytes;
 pub(crate) const MAP_QTY: Kind = Kind::MapQuantity;
+pub(crate) const MAP_TIME: Kind = Kind::MapTime;
 
 /// A nested message kind.
 pub(crate) const fn msg(m: &'static Message) -> Kind {
@@ -171,6 +198,7 @@ pub(crate) use object;
 /// Top-level kinds: (apiVersion, kind, message).
 static ROOTS: &[(&str, &str, &Message)] = &[
     ("v1", "ConfigMap", &core::CONFIG_MAP),
+    ("v1", "Event", &core::EVENT),
     ("v1", "Namespace", &core::NAMESPACE),
     ("v1", "Pod", &pod::POD),
     (
@@ -182,10 +210,56 @@ static ROOTS: &[(&str, &str, &Message)] = &[
     ("v1", "Secret", &core::SECRET),
     ("v1", "Service", &core::SERVICE),
     ("v1", "ServiceAccount", &core::SERVICE_ACCOUNT),
+    ("apps/v1", "ControllerRevision", &apps::CONTROLLER_REVISION),
     ("apps/v1", "DaemonSet", &apps::DAEMON_SET),
     ("apps/v1", "Deployment", &apps::DEPLOYMENT),
     ("apps/v1", "ReplicaSet", &apps::REPLICA_SET),
     ("apps/v1", "StatefulSet", &apps::STATEFUL_SET),
+    (
+        "authentication.k8s.io/v1",
+        "TokenRequest",
+        &auth::TOKEN_REQUEST,
+    ),
+    (
+        "autoscaling/v1",
+        "HorizontalPodAutoscaler",
+        &autoscaling::HORIZONTAL_POD_AUTOSCALER_V1,
+    ),
+    (
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        &autoscaling::HORIZONTAL_POD_AUTOSCALER_V2,
+    ),
+    ("batch/v1", "CronJob", &batch::CRON_JOB),
+    ("batch/v1", "Job", &batch::JOB),
+    ("coordination.k8s.io/v1", "Lease", &coordination::LEASE),
+    ("networking.k8s.io/v1", "Ingress", &networking::INGRESS),
+    (
+        "policy/v1",
+        "PodDisruptionBudget",
+        &policy::POD_DISRUPTION_BUDGET,
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        &auth::CLUSTER_ROLE,
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        &auth::CLUSTER_ROLE_BINDING,
+    ),
+    ("rbac.authorization.k8s.io/v1", "Role", &auth::ROLE),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        &auth::ROLE_BINDING,
+    ),
+    (
+        "scheduling.k8s.io/v1",
+        "PriorityClass",
+        &policy::PRIORITY_CLASS,
+    ),
 ];
 
 /// The schema of a top-level kind.
@@ -205,11 +279,11 @@ pub(crate) fn roots() -> impl Iterator<Item = (&'static str, &'static str)> {
 mod tests {
     use super::*;
 
-    fn visit(m: &'static Message, seen: &mut Vec<&'static str>) {
-        if seen.contains(&m.name) {
+    fn visit(m: &'static Message, seen: &mut Vec<&'static Message>) {
+        if seen.iter().any(|s| std::ptr::eq(*s, m)) {
             return;
         }
-        seen.push(m.name);
+        seen.push(m);
         for (i, f) in m.fields.iter().enumerate() {
             assert!(f.number > 0, "{}.{}", m.name, f.name);
             assert!(

@@ -241,7 +241,7 @@ static VOLUME_RESOURCE_REQUIREMENTS: Message = Message {
     fields: &[field(1, "limits", MAP_QTY), field(2, "requests", MAP_QTY)],
 };
 
-static TYPED_LOCAL_OBJECT_REFERENCE: Message = Message {
+pub(crate) static TYPED_LOCAL_OBJECT_REFERENCE: Message = Message {
     name: "TypedLocalObjectReference",
     fields: &[
         field(1, "apiGroup", STR).ptr(),
