@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod namespaces;
 pub mod objects;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod request;

@@ -11,5 +11,5 @@ pub fn record(resource: &Resource, old: Option<&Value>, new: &mut Value, manager
         kind: resource.kind.to_string(),
     };
     let now = crate::strategy::now_rfc3339();
-    let _ = (old, new, manager, gk, now); // TEMP until skiff_patch::apply lands
+    *new = skiff_patch::apply::record_update(old, new, manager, &gk, &now);
 }

@@ -33,7 +33,7 @@ pub async fn patch(
     if !ACCEPTED.contains(&media.as_str()) {
         return Err(StatusError::unsupported_media_type(&media, ACCEPTED));
     }
-    let mut opts = WriteOptions::from_query(q)?;
+    let mut opts = WriteOptions::from_request(q, headers)?;
     let patch = body::parse_text(&media, bytes)?;
     let gk = GroupKind {
         group: t.resource.group.to_string(),
@@ -133,4 +133,21 @@ async fn apply(
         }
     }
     Err(StatusError::internal("apply retries exhausted"))
+}
+
+fn apply_error(t: &Target, name: &str, e: skiff_patch::apply::ApplyError) -> StatusError {
+    match &e {
+        skiff_patch::apply::ApplyError::Conflicts(conflicts) => {
+            let mut err = StatusError::apply_conflict(t.resource, name, &e.to_string());
+            let causes: Vec<Value> = conflicts
+                .iter()
+                .map(|c| serde_json::json!({"reason": "FieldManagerConflict", "message": c.cause_message(), "field": c.path}))
+                .collect();
+            if let Some(d) = err.details.as_mut() {
+                d["causes"] = Value::Array(causes);
+            }
+            err
+        }
+        skiff_patch::apply::ApplyError::Invalid(_) => StatusError::unprocessable(e.to_string()),
+    }
 }

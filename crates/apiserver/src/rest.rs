@@ -205,6 +205,21 @@ pub struct WriteOptions {
 }
 
 impl WriteOptions {
+    /// Reads the options; the field manager defaults to the client's User-Agent
+    /// product (`kubectl`, `kube-rs`...), as upstream does.
+    pub fn from_request(q: &Query, headers: &HeaderMap) -> Result<Self> {
+        let mut o = Self::from_query(q)?;
+        if o.field_manager.is_none() {
+            o.field_manager = headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .filter(|m| !m.is_empty() && m.len() <= 128)
+                .map(str::to_string);
+        }
+        Ok(o)
+    }
+
     pub fn from_query(q: &Query) -> Result<Self> {
         let dry_run = match q.get("dryRun") {
             None | Some("") => false,

@@ -134,6 +134,15 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     if path == "/metrics" {
         return text(200, api.metrics.render());
     }
+    if path == "/openapi/v2" {
+        let mut r = Response::new(Body::from(crate::openapi_v2::document()));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            // Go's mime parser rejects the spec's own media type, so upstream sends this.
+            http::HeaderValue::from_static("application/octet-stream"),
+        );
+        return r;
+    }
     if path == "/openapi/v3" {
         return response::json(200, &openapi::index());
     }
@@ -238,7 +247,7 @@ async fn run_verb(
         }
         "create" => {
             let bytes = body::read(body).await?;
-            let opts = WriteOptions::from_query(q)?;
+            let opts = WriteOptions::from_request(q, headers)?;
             let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
             let created = rest::create(api, t, obj, &opts).await?;
             Ok(response::with_warnings(
@@ -248,7 +257,7 @@ async fn run_verb(
         }
         "update" => {
             let bytes = body::read(body).await?;
-            let opts = WriteOptions::from_query(q)?;
+            let opts = WriteOptions::from_request(q, headers)?;
             let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
             let updated = rest::update(api, t, obj, &opts).await?;
             Ok(response::with_warnings(

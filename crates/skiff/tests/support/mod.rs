@@ -41,13 +41,19 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 fn run_ok(c: &mut Command) {
     let out = c.output().expect("spawn");
-    assert!(out.status.success(), "{c:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn skiff_bin() -> PathBuf {
@@ -70,7 +76,12 @@ impl Cluster {
     pub fn start_with(extra: &[&str]) -> Self {
         let netns = Netns::new();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut c = Cluster { child: None, kubeconfig: dir.path().join("data/admin.kubeconfig"), dir, netns };
+        let mut c = Cluster {
+            child: None,
+            kubeconfig: dir.path().join("data/admin.kubeconfig"),
+            dir,
+            netns,
+        };
         c.spawn(extra);
         c
     }
@@ -113,7 +124,11 @@ impl Cluster {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "skiff not ready:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "skiff not ready:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -131,7 +146,9 @@ impl Cluster {
         if let Some(mut child) = self.child.take() {
             // `ip netns exec` execs skiff, so the child PID is skiff's own.
             let sig = if hard { "-KILL" } else { "-TERM" };
-            let _ = Command::new("kill").args([sig, &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([sig, &child.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -166,10 +183,18 @@ impl Cluster {
     pub fn kubectl_in(&self, args: &[&str], stdin: &str) -> Output {
         use std::io::Write;
         let mut c = self.netns.command("kubectl");
-        c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         self.env(&mut c);
         let mut child = c.spawn().expect("run kubectl");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
         child.wait_with_output().expect("kubectl output")
     }
 
@@ -188,14 +213,22 @@ impl Cluster {
     /// kubectl that must fail; returns its stderr.
     pub fn k_err(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// `kubectl apply -f -` of a manifest; returns stdout.
     pub fn apply(&self, manifest: &str) -> String {
         let out = self.kubectl_in(&["apply", "-f", "-"], manifest);
-        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -208,7 +241,10 @@ impl Cluster {
     }
 
     pub fn token(&self) -> String {
-        std::fs::read_to_string(self.data_dir().join("admin.token")).expect("token").trim().to_string()
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .expect("token")
+            .trim()
+            .to_string()
     }
 }
 
@@ -225,7 +261,10 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
