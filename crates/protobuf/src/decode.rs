@@ -301,6 +301,26 @@ impl Decoder {
                 Kind::MapBytes => {
                     Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
                 }
+                Kind::MapStringList => {
+                    let mut items = Vec::new();
+                    let mut inner = Reader::new(bytes);
+                    while let Some((number, v)) = inner.field().map_err(|e| entry_owner.fail(e))? {
+                        match (number, v) {
+                            (1, WireValue::Len(s)) => {
+                                items.push(Value::String(String::from_utf8_lossy(s).into_owned()))
+                            }
+                            (1, other) => {
+                                return Err(entry_owner.fail(Malformation::WrongWireType {
+                                    field: 1,
+                                    got: other.wire_type(),
+                                    expected: LEN,
+                                }))
+                            }
+                            _ => self.unknown(path, number),
+                        }
+                    }
+                    Value::Array(items)
+                }
                 Kind::MapQuantity | Kind::MapTime => {
                     let entry = path.child(Segment::Key(&key));
                     let kind = if matches!(field.kind, Kind::MapTime) {
@@ -492,7 +512,7 @@ fn wrong_wire_type(field: &Field, got: WireValue<'_>, expected: u8) -> Malformat
 fn is_map(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::MapString | Kind::MapBytes | Kind::MapQuantity | Kind::MapTime
+        Kind::MapString | Kind::MapBytes | Kind::MapQuantity | Kind::MapTime | Kind::MapStringList
     )
 }
 
@@ -510,10 +530,10 @@ fn is_message_like(kind: Kind) -> bool {
     )
 }
 
-/// Go's zero value for an absent scalar field.
+/// Go's zero value for an absent scalar field (a nil `[]byte` prints as `null`).
 fn zero(kind: Kind) -> Value {
     match kind {
-        Kind::String | Kind::Bytes => Value::String(String::new()),
+        Kind::String => Value::String(String::new()),
         Kind::Int32 | Kind::Int64 => Value::from(0),
         Kind::Bool => Value::Bool(false),
         _ => Value::Null,

@@ -94,7 +94,9 @@ fn every_truncation_is_an_error_or_ok() {
 #[test]
 fn byte_mutations_never_panic() {
     for (_, body, _) in fixtures() {
-        for i in 4..body.len() {
+        // Every byte of small bodies; about 300 evenly spread positions of large ones.
+        let step = (body.len() / 300).max(1);
+        for i in (4..body.len()).step_by(step) {
             for replacement in [
                 0x00,
                 0xff,

@@ -22,6 +22,7 @@ mod apps;
 mod auth;
 mod autoscaling;
 mod batch;
+mod certificates;
 mod coordination;
 mod core;
 mod meta;
@@ -42,11 +43,7 @@ pub(crate) enum Kind {
     Int64,
     /// `bool` varint.
     Bool,
-    /// `bytes` -> base64 JSON string.
-    #[allow(
-        dead_code,
-        reason = "no covered kind has a plain bytes field; kept for new tables"
-    )]
+    /// `bytes` -> base64 JSON string (`null` when absent).
     Bytes,
     /// A nested message.
     Message(&'static Message),
@@ -76,6 +73,9 @@ pub(crate) enum Kind {
     MapQuantity,
     /// `map<string, Time>`.
     MapTime,
+    /// `map<string, ExtraValue>` where `ExtraValue` is {repeated string items = 1}: a map
+    /// of string lists in JSON.
+    MapStringList,
 }
 
 /// How a field's absence or zero value shows in JSON; see the module docs.
@@ -161,6 +161,7 @@ impl Field {
 pub(crate) const STR: Kind = Kind::String;
 pub(crate) const I32: Kind = Kind::Int32;
 pub(crate) const I64: Kind = Kind::Int64;
+pub(crate) const BYTES: Kind = Kind::Bytes;
 pub(crate) const BOOL: Kind = Kind::Bool;
 pub(crate) const INT_OR_STR: Kind = Kind::IntOrString;
 pub(crate) const QTY: Kind = Kind::Quantity;
@@ -232,6 +233,11 @@ static ROOTS: &[(&str, &str, &Message)] = &[
     ),
     ("batch/v1", "CronJob", &batch::CRON_JOB),
     ("batch/v1", "Job", &batch::JOB),
+    (
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        &certificates::CERTIFICATE_SIGNING_REQUEST,
+    ),
     ("coordination.k8s.io/v1", "Lease", &coordination::LEASE),
     ("networking.k8s.io/v1", "Ingress", &networking::INGRESS),
     (
