@@ -55,22 +55,6 @@ fn template(obj: &mut Value) {
     }
 }
 
-fn service(obj: &mut Value) {
-    let Some(spec) = obj.get_mut("spec") else {
-        return;
-    };
-    set_if_absent(spec, "type", json!("ClusterIP"));
-    set_if_absent(spec, "sessionAffinity", json!("None"));
-    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-        for p in ports {
-            set_if_absent(p, "protocol", json!("TCP"));
-            if let Some(port) = p.get("port").cloned() {
-                set_if_absent(p, "targetPort", port);
-            }
-        }
-    }
-}
-
 /// Applies the defaults of `resource`'s kind to `obj` in place.
 pub fn apply(resource: &Resource, obj: &mut Value) {
     match (resource.group, resource.kind) {
@@ -80,7 +64,7 @@ pub fn apply(resource: &Resource, obj: &mut Value) {
                 set_if_absent(spec, "enableServiceLinks", json!(true));
             }
         }
-        ("", "Service") => service(obj),
+        ("", "Service") => crate::service::default(obj),
         ("apps", "Deployment") => {
             if let Some(spec) = obj.get_mut("spec") {
                 set_if_absent(spec, "replicas", json!(1));

@@ -9,6 +9,7 @@ pub mod defaults;
 pub mod fields;
 pub mod registry;
 pub mod selector;
+pub mod service;
 pub mod status;
 pub mod table;
 pub mod typed;

@@ -86,10 +86,10 @@ fn workload(obj: &Value, errs: &mut Vec<FieldError>) {
 
 /// Kind-specific validation of `obj` (and of the change from `old` on update).
 pub fn validate(resource: &Resource, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-    let _ = old;
     let mut errs = Vec::new();
     match (resource.group, resource.kind) {
         ("", "Pod") => pod_spec(obj.get("spec"), "spec", &mut errs),
+        ("", "Service") => errs.extend(crate::service::validate(obj, old)),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => workload(obj, &mut errs),
         _ => {}
     }

@@ -40,9 +40,23 @@ pub struct FieldError {
     pub detail: String,
 }
 
+/// The key of [`go_value`]'s one-entry object.
+const GO_VALUE: &str = "$goValue";
+
+/// A bad value JSON cannot spell the way upstream prints it (Go's `%#v` of a typed
+/// slice or struct, e.g. `[]string{"10.0.0.1"}`): the text is rendered verbatim.
+pub fn go_value(text: impl Into<String>) -> Value {
+    let mut m = Map::new();
+    m.insert(GO_VALUE.to_string(), Value::String(text.into()));
+    Value::Object(m)
+}
+
 /// Renders a bad value the way Go's `%#v`/`%q` does in upstream messages.
 fn render_value(v: &Value) -> String {
     match v {
+        Value::Object(m) if m.len() == 1 && m.contains_key(GO_VALUE) => {
+            m[GO_VALUE].as_str().unwrap_or_default().to_string()
+        }
         Value::String(s) => format!("{s:?}"),
         Value::Null => "null".into(),
         other => other.to_string(),
