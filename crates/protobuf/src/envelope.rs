@@ -14,6 +14,15 @@ pub const MAGIC: [u8; 4] = *b"k8s\0";
 /// The media type of Kubernetes protobuf bodies.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
+/// Whether a `Content-Type` header value names Kubernetes protobuf (parameters such as
+/// `; charset=...` and letter case are ignored).
+pub fn is_protobuf_content_type(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(CONTENT_TYPE))
+}
+
 /// A decoded object plus the field numbers that were skipped because the schema does not
 /// know them (upstream ignores them too; a server may report them under strict field
 /// validation).
@@ -133,4 +142,79 @@ fn wrong_wire_type(field: u32, got: WireValue<'_>) -> Error {
         got: got.wire_type(),
         expected: LEN,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        assert!(is_protobuf_content_type(
+            "application/vnd.kubernetes.protobuf"
+        ));
+        assert!(is_protobuf_content_type(
+            "Application/VND.Kubernetes.Protobuf ; charset=utf-8"
+        ));
+        assert!(!is_protobuf_content_type("application/json"));
+        assert!(!is_protobuf_content_type(
+            "application/vnd.kubernetes.protobuf2"
+        ));
+    }
+
+    fn envelope(api_version: &str, kind: &str, raw: &[u8], encoding: &str) -> Vec<u8> {
+        fn len(n: u8, bytes: &[u8], out: &mut Vec<u8>) {
+            out.push((n << 3) | 2);
+            out.push(u8::try_from(bytes.len()).expect("short"));
+            out.extend_from_slice(bytes);
+        }
+        let mut type_meta = Vec::new();
+        len(1, api_version.as_bytes(), &mut type_meta);
+        len(2, kind.as_bytes(), &mut type_meta);
+        let mut out = MAGIC.to_vec();
+        len(1, &type_meta, &mut out);
+        len(2, raw, &mut out);
+        len(3, encoding.as_bytes(), &mut out);
+        len(4, b"", &mut out);
+        out
+    }
+
+    #[test]
+    fn envelope_errors() {
+        assert_eq!(decode(b"{\"kind\":\"Pod\"}"), Err(Error::MissingMagic));
+        assert_eq!(
+            decode(&envelope("example.com/v1", "Widget", b"", "")),
+            Err(Error::UnsupportedKind {
+                api_version: "example.com/v1".to_string(),
+                kind: "Widget".to_string(),
+            })
+        );
+        assert_eq!(
+            decode(&envelope("v1", "ConfigMap", b"", "gzip")),
+            Err(Error::UnsupportedContentEncoding("gzip".to_string()))
+        );
+        let err = decode(&[b'k', b'8', b's', 0, 0x0a, 0x09]).expect_err("truncated");
+        assert_eq!(err.status_code(), 400);
+        assert!(err.to_string().contains("Unknown at <envelope>"), "{err}");
+        assert_eq!(
+            decode(&envelope("v1", "Nope", b"", ""))
+                .expect_err("kind")
+                .status_code(),
+            415
+        );
+    }
+
+    #[test]
+    fn minimal_object() {
+        // A ConfigMap with no fields at all still gets metadata (a non-pointer struct).
+        let object = decode(&envelope("v1", "ConfigMap", b"", "")).expect("decode");
+        assert_eq!(
+            object,
+            serde_json::json!({
+                "kind": "ConfigMap", "apiVersion": "v1", "metadata": {"creationTimestamp": null}
+            })
+        );
+        assert!(is_supported("apps/v1", "Deployment"));
+        assert!(supported_kinds().any(|k| k == ("v1", "Service")));
+    }
 }

@@ -78,5 +78,16 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The HTTP status an API server should answer with: 415 Unsupported Media Type when
+    /// there is no schema for the kind or the encoding, 400 Bad Request for broken data.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            Error::UnsupportedKind { .. } | Error::UnsupportedContentEncoding(_) => 415,
+            _ => 400,
+        }
+    }
+}
+
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

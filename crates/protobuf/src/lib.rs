@@ -22,7 +22,7 @@ mod wire;
 
 pub use decode::{UnknownField, MAX_DEPTH};
 pub use envelope::{
-    decode, decode_detailed, decode_object, is_supported, supported_kinds, Decoded, CONTENT_TYPE,
-    MAGIC,
+    decode, decode_detailed, decode_object, is_protobuf_content_type, is_supported,
+    supported_kinds, Decoded, CONTENT_TYPE, MAGIC,
 };
 pub use error::{Error, Malformation, Result};
