@@ -9,6 +9,16 @@
 //! pointer fields such as `spec.replicas` kept). [`decode_detailed`] also lists skipped
 //! unknown field numbers; [`Error::UnsupportedKind`] means "no schema" (answer 415).
 //!
+//! ```
+//! // The body `kubectl create namespace moon` sends.
+//! let body = include_bytes!("../tests/fixtures/namespace_moon.pb");
+//! let object = skiff_protobuf::decode(body)?;
+//! assert_eq!(object["kind"], "Namespace");
+//! assert_eq!(object["metadata"]["name"], "moon");
+//! assert_eq!(object["spec"], serde_json::json!({}));
+//! # Ok::<(), skiff_protobuf::Error>(())
+//! ```
+//!
 //! Layout: `wire` reads the protobuf wire format, `schema` holds the message tables (one
 //! file per API area), `decode` walks a table over the bytes, `envelope` is the entry
 //! point, `format` renders times and durations.
