@@ -33,6 +33,8 @@ pub struct Config {
     pub compact_interval: Duration,
     /// How many revisions of history compaction keeps (watchers further behind get 410).
     pub compact_keep: i64,
+    /// Where Service ClusterIPs, node ports and load-balancer addresses come from.
+    pub services: crate::services::Settings,
 }
 
 /// Shared state of every request.
@@ -43,6 +45,8 @@ pub struct Api {
     pub server_address: String,
     /// Wakes the namespace lifecycle task when a namespace starts terminating.
     pub namespaces_changed: Notify,
+    /// Service ClusterIP / NodePort / LoadBalancer allocations.
+    pub services: crate::services::State,
 }
 
 /// A started API server.
@@ -320,6 +324,7 @@ async fn bootstrap(api: &Api) -> Result<()> {
             Err(e) => return Err(anyhow::anyhow!("creating namespace {name}: {e}")),
         }
     }
+    crate::services::builtin::ensure(api).await;
     Ok(())
 }
 
@@ -373,8 +378,13 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         admin_token: creds.admin_token.clone(),
         server_address: format!("{host}:{}", addr.port()),
         namespaces_changed: Notify::new(),
+        services: crate::services::State::new(&config.services),
     });
+    crate::services::load(&api)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading service allocations: {e}"))?;
     bootstrap(&api).await?;
+    tokio::spawn(crate::services::run(api.clone()));
     tokio::spawn(namespaces::lifecycle(api.clone()));
     tokio::spawn(compactor(
         api.clone(),

@@ -52,6 +52,18 @@ struct ServerArgs {
     /// Revisions of history kept by compaction; watches further behind must relist (410).
     #[arg(long, default_value_t = 1000)]
     compact_keep: i64,
+    /// Service ClusterIP range (IPv4 CIDR, at most a /12). `default/kubernetes` gets
+    /// its first address, `kube-system/kube-dns` its tenth.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// NodePort range, `FROM-TO`.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    /// Addresses the built-in load balancer gives LoadBalancer services (IPv4 CIDR).
+    /// The default, TEST-NET-2 (RFC 5737), is reserved for documentation and routed
+    /// nowhere.
+    #[arg(long, default_value = skiff_apiserver::services::DEFAULT_LB_POOL)]
+    lb_pool: String,
     /// Log filter, e.g. `info` or `skiff_apiserver=debug`.
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
@@ -123,6 +135,12 @@ fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>> {
 }
 
 async fn server(args: ServerArgs) -> Result<()> {
+    let services = skiff_apiserver::services::Settings::parse(
+        &args.service_cidr,
+        &args.service_node_port_range,
+        &args.lb_pool,
+    )
+    .map_err(anyhow::Error::msg)?;
     tracing::info!(data_dir = %args.data_dir.display(), store = ?args.store, "starting skiff");
     let backend = open_store(&args)?;
     let running = skiff_apiserver::start(
@@ -131,6 +149,7 @@ async fn server(args: ServerArgs) -> Result<()> {
             data_dir: args.data_dir.clone(),
             compact_interval: args.compact_interval,
             compact_keep: args.compact_keep,
+            services,
         },
         backend,
     )
