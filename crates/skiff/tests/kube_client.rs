@@ -104,6 +104,7 @@ fn inner_kube_rs_watcher() {
             data_dir: dir.path().to_path_buf(),
             compact_interval: Duration::from_secs(3600),
             compact_keep: 1000,
+            services: Default::default(),
         };
         let running = skiff_apiserver::start(config.clone(), backend.clone()).await.unwrap();
         let kubeconfig = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();
