@@ -117,6 +117,30 @@ impl StatusError {
         .with_details(details)
     }
 
+    pub fn forbidden(resource: &Resource, name: &str, why: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} \"{}\" is forbidden: {}",
+                resource.qualified_plural(),
+                name,
+                why
+            ),
+        )
+        .with_details(Self::resource_details(resource, name))
+    }
+
+    /// A patch that cannot be applied to the object.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", message)
+    }
+
+    /// A server-side apply conflict; `message` is upstream's "Apply failed with ..." text.
+    pub fn apply_conflict(resource: &Resource, name: &str, message: &str) -> Self {
+        Self::new(409, "Conflict", message).with_details(Self::resource_details(resource, name))
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

@@ -115,11 +115,8 @@ async fn apply(
             .objects
             .get_opt(t.resource, t.namespace.as_deref(), &name)
             .await?;
-        let _ = (manager, force, gk, &now); // TEMP until skiff_patch::apply lands
-        let merged = match &live {
-            Some(l) => skiff_patch::merge_patch(l, &applied),
-            None => applied.clone(),
-        };
+        let merged = skiff_patch::apply::apply(live.as_ref(), &applied, manager, force, gk, &now)
+            .map_err(|e| apply_error(t, &name, e))?;
         match live {
             None => {
                 let mut obj = merged;

@@ -58,7 +58,6 @@ pub fn route(path: &str) -> Result<Route, StatusError> {
             rest = &rest[2..];
         } else {
             // `namespaces/{name}[/status]`: the namespace is the object itself.
-            rest = &rest[..];
             namespace = None;
         }
     }
