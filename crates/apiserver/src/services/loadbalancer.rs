@@ -20,7 +20,11 @@ use crate::request::Target;
 use crate::rest::{self, WriteOptions};
 use crate::server::Api;
 
+/// How often waiting services are looked at again without being woken.
 const RESYNC: Duration = Duration::from_secs(5);
+/// The safety net when nothing waits (every release and every pending write wakes
+/// the task anyway).
+const IDLE_RESYNC: Duration = Duration::from_secs(60);
 /// The event source, as `kubectl describe` shows it under "From".
 const COMPONENT: &str = "skiff-loadbalancer";
 
@@ -28,12 +32,17 @@ pub async fn run(api: Arc<Api>) {
     // The last reason each waiting service was told, so it is told once.
     let mut told: HashMap<Arc<str>, String> = HashMap::new();
     loop {
-        if let Err(e) = pass(&api, &mut told).await {
-            tracing::debug!(error = %e, "load-balancer pass failed; will retry");
-        }
+        let resync = match pass(&api, &mut told).await {
+            Ok(0) => IDLE_RESYNC,
+            Ok(_) => RESYNC,
+            Err(e) => {
+                tracing::debug!(error = %e, "load-balancer pass failed; will retry");
+                RESYNC
+            }
+        };
         tokio::select! {
             _ = api.services.lb_wake.notified() => {}
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = tokio::time::sleep(resync) => {}
         }
     }
 }
@@ -59,7 +68,8 @@ fn waiting(api: &Api, obj: &Value, owner: &Owner) -> bool {
         })
 }
 
-async fn pass(api: &Api, told: &mut HashMap<Arc<str>, String>) -> Result<(), StatusError> {
+/// Serves the waiting services it can; returns how many still wait.
+async fn pass(api: &Api, told: &mut HashMap<Arc<str>, String>) -> Result<usize, StatusError> {
     let res = services_resource().ok_or_else(StatusError::no_such_resource)?;
     let items = api.objects.list(res, None, None, None).await?.items;
     let mut still_waiting = Vec::new();
@@ -89,7 +99,7 @@ async fn pass(api: &Api, told: &mut HashMap<Arc<str>, String>) -> Result<(), Sta
         }
     }
     told.retain(|uid, _| still_waiting.contains(uid));
-    Ok(())
+    Ok(still_waiting.len())
 }
 
 /// Writes the address into the service's status; false if it did not stick.

@@ -203,12 +203,11 @@ async fn allocate(
                 *obj = draft;
                 return Ok(());
             }
-            Err(Failure::Invalid(err, Some(holder)))
+            Err(Failure::Invalid(_, Some(holder)))
                 if holder.uid != owner.uid && holder_gone(api, &holder).await =>
             {
                 let n = state.pools().release_all(&holder.uid);
                 tracing::info!(holder = %holder.key, released = n, "reclaimed what a deleted service held");
-                let _ = err;
             }
             Err(Failure::Invalid(err, _)) => {
                 return Err(StatusError::invalid(resource, &name_of(obj), &[*err]))
