@@ -112,10 +112,14 @@ pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value
             .pointer("/status/phase")
             .and_then(Value::as_str)
             .is_none_or(|p| p != "Succeeded" && p != "Failed");
-    if has_finalizers || is_namespace || graceful_pod {
-        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+    if obj.pointer("/metadata/deletionTimestamp").is_some() {
+        // Already being deleted. A second delete with no grace (the node agent's
+        // last word, or --force) removes an object that only waited for its grace.
+        let force_now = !has_finalizers && !is_namespace && opts.grace_period == Some(0);
+        if !force_now {
             return Ok(obj);
         }
+    } else if has_finalizers || is_namespace || graceful_pod {
         if opts.dry_run {
             return Ok(obj);
         }
@@ -147,9 +151,12 @@ pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value
     if opts.dry_run {
         return Ok(obj);
     }
-    api.objects
+    let removed = api
+        .objects
         .delete(t.resource, ns, &name, revision_of(&obj))
-        .await
+        .await?;
+    crate::services::after_delete(api, t.resource, &removed);
+    Ok(removed)
 }
 
 /// Deletes every object a list request with the same selectors would return.

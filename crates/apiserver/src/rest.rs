@@ -392,17 +392,24 @@ pub async fn write_update(
         return Ok(new);
     }
     let expected = revision_of(old).unwrap_or_default();
+    // The last finalizer is gone from an object being deleted (not a pod still in
+    // its grace period): delete it now.
     let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
+        && new
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .is_none_or(|g| g == 0)
         && new
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .is_none_or(Vec::is_empty);
     if finalized && t.resource.kind != "Namespace" {
-        // The last finalizer is gone from an object being deleted: delete it now.
-        return api
+        let removed = api
             .objects
             .delete(t.resource, t.namespace.as_deref(), &name, Some(expected))
-            .await;
+            .await?;
+        crate::services::after_delete(api, t.resource, &removed);
+        return Ok(removed);
     }
     let result = api
         .objects

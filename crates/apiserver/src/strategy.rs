@@ -121,17 +121,6 @@ pub fn prepare_update(
     new: &mut Value,
     subresource: Option<&str>,
 ) {
-    if subresource == Some("status") {
-        // A status write changes status and nothing else (managedFields aside).
-        let status = new.get("status").cloned().unwrap_or(json!({}));
-        let managed = new.pointer("/metadata/managedFields").cloned();
-        *new = old.clone();
-        new["status"] = status;
-        if let Some(m) = managed {
-            meta_mut(new).insert("managedFields".into(), m);
-        }
-        return;
-    }
     if let Some(o) = new.as_object_mut() {
         o.insert("apiVersion".into(), json!(resource.api_version()));
         o.insert("kind".into(), json!(resource.kind));
@@ -143,6 +132,25 @@ pub fn prepare_update(
             Some(v) => meta.insert((*f).into(), v.clone()),
             None => meta.remove(*f),
         };
+    }
+    if subresource == Some("status") {
+        // As upstream's status strategies: a status write cannot change the spec,
+        // and workloads keep their labels; other metadata changes are kept.
+        match old.get("spec") {
+            Some(spec) => new["spec"] = spec.clone(),
+            None => {
+                if let Some(o) = new.as_object_mut() {
+                    o.remove("spec");
+                }
+            }
+        }
+        if resource.group == "apps" {
+            match old.pointer("/metadata/labels") {
+                Some(l) => meta_mut(new).insert("labels".into(), l.clone()),
+                None => meta_mut(new).remove("labels"),
+            };
+        }
+        return;
     }
     if resource.status && subresource.is_none() {
         match old.get("status") {

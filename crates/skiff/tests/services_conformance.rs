@@ -319,7 +319,6 @@ fn conformance_delete_collection_and_list_all_namespaces() {
 /// lifecycle test patches an annotation there); skiff's generic status write
 /// (`strategy::prepare_update`) keeps only the status.
 #[test]
-#[ignore = "strategy.rs drops metadata changes on status writes; upstream keeps them for Services"]
 fn conformance_status_patch_keeps_annotations() {
     let c = Cluster::start();
     c.k(&["create", "service", "clusterip", "s", "--tcp=80:80"]);
