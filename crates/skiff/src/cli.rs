@@ -64,9 +64,20 @@ struct ServerArgs {
     /// nowhere.
     #[arg(long, default_value = skiff_apiserver::services::DEFAULT_LB_POOL)]
     lb_pool: String,
+    /// Name of this node (its Node object).
+    #[arg(long, default_value_t = default_node_name(), env = "SKIFF_NODE_NAME")]
+    node_name: String,
     /// Log filter, e.g. `info` or `skiff_apiserver=debug`.
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
+}
+
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_ascii_lowercase())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "skiff-node".to_string())
 }
 
 /// `90s`, `5m`, `1h` or plain seconds.
@@ -154,6 +165,14 @@ async fn server(args: ServerArgs) -> Result<()> {
         backend,
     )
     .await?;
+    let client = crate::components::client(&running.kubeconfig).await?;
+    let node = crate::components::NodeSettings {
+        node_name: args.node_name.clone(),
+    };
+    let components = crate::components::start(&client, &node);
+    for (name, _) in &components {
+        tracing::info!(component = name, "started");
+    }
     println!(
         "skiff is running. To use it:\n  export KUBECONFIG={}\n  kubectl get namespaces",
         running.kubeconfig.display()

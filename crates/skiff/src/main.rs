@@ -2,6 +2,7 @@
 //! [`cli`]; each component lives in its own crate.
 
 mod cli;
+mod components;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -1,0 +1,35 @@
+//! The cluster components that run beside the API server in `skiff server`:
+//! each is an ordinary kube-rs client of the API server, started here in
+//! dependency order. A component crate adds one `spawn` line to [`start`].
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use tokio::task::JoinHandle;
+
+/// What every component needs to know about the node it runs on.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// Name of this node's Node object.
+    pub node_name: String,
+}
+
+/// A kube-rs client for the in-process components, from the admin kubeconfig.
+pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("kubeconfig")?;
+    kube::Client::try_from(config).context("building the in-process client")
+}
+
+/// A component task: its name (for logs) and its handle.
+pub type Component = (&'static str, JoinHandle<Result<()>>);
+
+/// Starts every component. Order matters where one consumes what another makes.
+pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
+    let components: Vec<Component> = Vec::new();
+    let _ = (client, &node.node_name);
+    components
+}
