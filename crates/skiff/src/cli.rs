@@ -67,6 +67,21 @@ struct ServerArgs {
     /// Name of this node (its Node object).
     #[arg(long, default_value_t = default_node_name(), env = "SKIFF_NODE_NAME")]
     node_name: String,
+    /// This node's address as other hosts reach it (default: first non-loopback IPv4).
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
+    /// Cluster pod network; each node gets a /24 of it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pod_cidr: String,
+    /// The cluster's DNS zone.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Address of the cluster DNS service (pods' nameserver).
+    #[arg(long, default_value = "10.96.0.10")]
+    cluster_dns: std::net::IpAddr,
+    /// Components not to start, comma-separated: controllers, agent, proxy, dns.
+    #[arg(long, value_delimiter = ',')]
+    disable: Vec<String>,
     /// Log filter, e.g. `info` or `skiff_apiserver=debug`.
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
@@ -168,6 +183,12 @@ async fn server(args: ServerArgs) -> Result<()> {
     let client = crate::components::client(&running.kubeconfig).await?;
     let node = crate::components::NodeSettings {
         node_name: args.node_name.clone(),
+        node_ip: args.node_ip,
+        pod_cidr: args.pod_cidr.clone(),
+        service_cidr: args.service_cidr.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+        cluster_dns: args.cluster_dns,
+        disabled: args.disable.clone(),
     };
     let components = crate::components::start(&client, &node);
     for (name, _) in &components {

@@ -7,11 +7,30 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tokio::task::JoinHandle;
 
-/// What every component needs to know about the node it runs on.
+/// What every component needs to know about the node and the cluster network.
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
     /// Name of this node's Node object.
     pub node_name: String,
+    /// The node's address as other hosts reach it (NodePorts, `InternalIP`);
+    /// `None`: the agent picks (first non-loopback IPv4, else the pod gateway).
+    pub node_ip: Option<std::net::IpAddr>,
+    /// Cluster pod network; each node gets one /24 of it.
+    pub pod_cidr: String,
+    /// Service network (the API server allocates ClusterIPs from it).
+    pub service_cidr: String,
+    /// DNS zone of the cluster, e.g. `cluster.local`.
+    pub cluster_domain: String,
+    /// The `kube-dns` ClusterIP written into pods' resolv.conf.
+    pub cluster_dns: std::net::IpAddr,
+    /// Components not to start (`controllers`, `agent`, `proxy`, `dns`).
+    pub disabled: Vec<String>,
+}
+
+impl NodeSettings {
+    pub fn enabled(&self, component: &str) -> bool {
+        !self.disabled.iter().any(|d| d == component)
+    }
 }
 
 /// A kube-rs client for the in-process components, from the admin kubeconfig.
@@ -30,6 +49,6 @@ pub type Component = (&'static str, JoinHandle<Result<()>>);
 /// Starts every component. Order matters where one consumes what another makes.
 pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
     let components: Vec<Component> = Vec::new();
-    let _ = (client, &node.node_name);
+    let _ = (client, node.enabled("controllers"));
     components
 }
