@@ -48,6 +48,15 @@ pub type Component = (&'static str, JoinHandle<Result<()>>);
 
 /// Starts every component. Order matters where one consumes what another makes.
 pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
+    tracing::info!(
+        node = %node.node_name,
+        node_ip = ?node.node_ip,
+        pod_cidr = %node.pod_cidr,
+        service_cidr = %node.service_cidr,
+        cluster_domain = %node.cluster_domain,
+        cluster_dns = %node.cluster_dns,
+        "starting components"
+    );
     let components: Vec<Component> = Vec::new();
     let _ = (client, node.enabled("controllers"));
     components
