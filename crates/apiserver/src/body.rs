@@ -84,6 +84,88 @@ pub fn decode_object(media: &str, bytes: &[u8]) -> Result<Value, StatusError> {
     Ok(v)
 }
 
+/// Paths of keys that appear twice in one JSON object (`spec.replicas`), which
+/// a parse into a map would silently collapse; Strict validation rejects them.
+pub fn duplicate_fields(bytes: &[u8]) -> Vec<String> {
+    use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+    struct Walk<'a> {
+        path: String,
+        out: &'a mut Vec<String>,
+    }
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if !seen.insert(key) {
+                    self.out.push(path.clone());
+                }
+                map.next_value_seed(Walk {
+                    path,
+                    out: &mut *self.out,
+                })?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0;
+            while seq
+                .next_element_seed(Walk {
+                    path: format!("{}[{i}]", self.path),
+                    out: &mut *self.out,
+                })?
+                .is_some()
+            {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+
+    let mut out = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // Malformed JSON is reported by the real parse; here it just ends the walk.
+    let _ = Walk {
+        path: String::new(),
+        out: &mut out,
+    }
+    .deserialize(&mut de);
+    out
+}
+
 /// How unknown fields are treated (`fieldValidation`); upstream's default is Warn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldValidation {
@@ -112,6 +194,7 @@ pub fn check_object(
     resource: &Resource,
     mut obj: Value,
     validation: FieldValidation,
+    duplicates: &[String],
 ) -> Result<(Value, Vec<String>), StatusError> {
     let expected_av = resource.api_version();
     let av = obj
@@ -148,12 +231,17 @@ pub fn check_object(
         ))
     })?;
     let mut warnings = Vec::new();
-    if !decoded.unknown_fields.is_empty() {
-        let list: Vec<String> = decoded
-            .unknown_fields
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect();
+    let list: Vec<String> = decoded
+        .unknown_fields
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .chain(
+            duplicates
+                .iter()
+                .map(|f| format!("duplicate field \"{f}\"")),
+        )
+        .collect();
+    if !list.is_empty() {
         match validation {
             FieldValidation::Strict => {
                 return Err(StatusError::bad_request(format!(
@@ -184,6 +272,7 @@ mod tests {
             svc,
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"bogus": 1}}),
             FieldValidation::Strict,
+            &[],
         )
         .unwrap_err();
         assert_eq!(err.code, 400);
@@ -195,10 +284,18 @@ mod tests {
             svc,
             json!({"metadata": {"name": "x"}, "spec": {"bogus": 1}}),
             FieldValidation::Warn,
+            &[],
         )
         .unwrap();
         assert_eq!(warn, vec!["unknown field \"spec.bogus\""]);
         assert_eq!(obj["kind"], "Service");
+    }
+
+    #[test]
+    fn duplicates_are_found_with_paths() {
+        let d = duplicate_fields(br#"{"a":1,"spec":{"r":1,"r":2,"l":[{"x":1,"x":2}]},"a":3}"#);
+        assert_eq!(d, vec!["spec.r", "spec.l[0].x", "a"]);
+        assert!(duplicate_fields(b"{not json").is_empty());
     }
 
     #[test]
@@ -208,6 +305,7 @@ mod tests {
             svc,
             json!({"apiVersion": "apps/v1", "kind": "Deployment"}),
             FieldValidation::Strict,
+            &[],
         )
         .unwrap_err();
         assert_eq!(err.code, 400);

@@ -35,7 +35,13 @@ fn store_error(resource: &Resource, name: &str, err: StoreError) -> StatusError 
     }
 }
 
-/// Parses a stored value and stamps its revision as `metadata.resourceVersion`.
+/// Parses a stored value as `resource` serves it, with its revision stamped.
+pub fn decode_as(resource: &Resource, kv: &KeyValue) -> Result<Value, StatusError> {
+    decode(kv).map(|o| crate::convert::from_storage(resource, o))
+}
+
+/// Parses a stored value (in its storage shape) and stamps its revision as
+/// `metadata.resourceVersion`.
 pub fn decode(kv: &KeyValue) -> Result<Value, StatusError> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| StatusError::internal(format!("corrupt object at {}: {e}", kv.key)))?;
@@ -52,9 +58,9 @@ pub fn set_resource_version(obj: &mut Value, revision: Revision) {
     }
 }
 
-fn encode(obj: &Value) -> Result<Vec<u8>, StatusError> {
+fn encode(resource: &Resource, obj: &Value) -> Result<Vec<u8>, StatusError> {
     // The revision lives in the store row, not in the stored bytes.
-    let mut copy = obj.clone();
+    let mut copy = crate::convert::to_storage(resource, obj);
     if let Some(meta) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
@@ -90,7 +96,7 @@ impl Objects {
             .await?
             .map_err(|e| store_error(resource, name, e))?;
         match kv {
-            Some(kv) => decode(&kv),
+            Some(kv) => decode_as(resource, &kv),
             None => Err(StatusError::not_found(resource, name)),
         }
     }
@@ -121,7 +127,11 @@ impl Objects {
             .await?
             .map_err(|e| store_error(resource, "", e))?;
         let last_key = res.items.last().map(|kv| kv.key.clone());
-        let items = res.items.iter().map(decode).collect::<Result<_, _>>()?;
+        let items = res
+            .items
+            .iter()
+            .map(|kv| decode_as(resource, kv))
+            .collect::<Result<_, _>>()?;
         Ok(Page {
             items,
             revision: res.revision,
@@ -138,7 +148,7 @@ impl Objects {
         obj: &Value,
     ) -> Result<Value, StatusError> {
         let key = resource.key(namespace, name);
-        let bytes = encode(obj)?;
+        let bytes = encode(resource, obj)?;
         let b = self.backend.clone();
         let kv = blocking(move || b.create(&key, &bytes))
             .await?
@@ -157,7 +167,7 @@ impl Objects {
         expected: Revision,
     ) -> Result<Value, StatusError> {
         let key = resource.key(namespace, name);
-        let bytes = encode(obj)?;
+        let bytes = encode(resource, obj)?;
         let b = self.backend.clone();
         let kv = blocking(move || b.update(&key, &bytes, expected))
             .await?
@@ -179,7 +189,7 @@ impl Objects {
         let kv = blocking(move || b.delete(&key, expected))
             .await?
             .map_err(|e| store_error(resource, name, e))?;
-        decode(&kv)
+        decode_as(resource, &kv)
     }
 
     pub fn watch(

@@ -101,7 +101,7 @@ async fn apply(
     force: bool,
     gk: &GroupKind,
 ) -> Result<(u16, Value)> {
-    let (applied, _warnings) = body::check_object(t.resource, applied, opts.validation)?;
+    let (applied, _warnings) = body::check_object(t.resource, applied, opts.validation, &[])?;
     let name = t.name.clone().unwrap_or_default();
     if rest::name_of(&applied).is_some_and(|n| n != name) {
         return Err(StatusError::bad_request(format!(

@@ -304,7 +304,12 @@ pub fn decode_body(
     if t.subresource.as_deref() == Some("scale") {
         return Ok((obj, Vec::new()));
     }
-    body::check_object(t.resource, obj, opts.validation)
+    let duplicates = if media == body::JSON {
+        body::duplicate_fields(bytes)
+    } else {
+        Vec::new()
+    };
+    body::check_object(t.resource, obj, opts.validation, &duplicates)
 }
 
 fn check_namespace_matches(t: &Target, obj: &Value) -> Result<()> {

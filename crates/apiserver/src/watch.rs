@@ -39,14 +39,14 @@ fn bookmark(resource: &Resource, revision: i64, initial_end: bool) -> Bytes {
 
 /// Maps a store event to a watch event for a filtered watcher, as upstream's watch
 /// cache does: an object that starts or stops matching is ADDED or DELETED.
-fn translate(ev: &Event, filter: &Filter) -> Option<(&'static str, Value)> {
+fn translate(resource: &Resource, ev: &Event, filter: &Filter) -> Option<(&'static str, Value)> {
     match ev {
         Event::Put { kv, prev } => {
-            let new = objects::decode(kv).ok()?;
+            let new = objects::decode_as(resource, kv).ok()?;
             let now = filter.matches(&new);
             let before = prev
                 .as_ref()
-                .and_then(|p| objects::decode(p).ok())
+                .and_then(|p| objects::decode_as(resource, p).ok())
                 .is_some_and(|o| filter.matches(&o));
             match (before, now) {
                 (_, true) if prev.is_none() => Some(("ADDED", new)),
@@ -57,7 +57,7 @@ fn translate(ev: &Event, filter: &Filter) -> Option<(&'static str, Value)> {
             }
         }
         Event::Delete { kv } => {
-            let old = objects::decode(kv).ok()?;
+            let old = objects::decode_as(resource, kv).ok()?;
             filter.matches(&old).then_some(("DELETED", old))
         }
     }
@@ -134,7 +134,7 @@ pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Res
                     }
                     Some(Ok(ev)) => {
                         last = ev.revision();
-                        if let Some((kind, obj)) = translate(&ev, &filter) {
+                        if let Some((kind, obj)) = translate(resource, &ev, &filter) {
                             if matches_name(&obj) {
                                 yield Ok(line(kind, render_one(&headers, &q, resource, obj)));
                             }

@@ -527,3 +527,60 @@ fn acknowledged_writes_survive_sigkill() {
         "resourceVersion went backwards: {after} <= {before}"
     );
 }
+
+#[test]
+fn events_both_apis_duplicates_and_http2() {
+    let c = Cluster::start();
+    c.apply(SERVICE);
+    let uid = c.k(&["get", "svc", "example", "-o", "jsonpath={.metadata.uid}"]);
+    let tok = c.token();
+    let post = |path: &str, body: &str| -> String {
+        let file = c.dir.path().join("body.json");
+        std::fs::write(&file, body).unwrap();
+        let out = c.sh(&format!(
+            "curl -sk -w ' %{{http_code}}' -H 'Authorization: Bearer {tok}' -H 'Content-Type: application/json' \
+             -X POST --data-binary @{} 'https://127.0.0.1:6443{path}?fieldValidation=Strict'",
+            file.display()
+        ));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A component records an event through events.k8s.io/v1, as kube-rs's Recorder does...
+    let ev = format!(
+        r#"{{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{{"name":"example.1"}},
+        "regarding":{{"apiVersion":"v1","kind":"Service","name":"example","namespace":"default","uid":"{uid}"}},
+        "reason":"Probing","note":"hello from a controller","type":"Normal","eventTime":"2026-01-01T00:00:00.000000Z",
+        "reportingController":"skiff/test","reportingInstance":"skiff/test-1","action":"Probe"}}"#
+    );
+    let r = post("/apis/events.k8s.io/v1/namespaces/default/events", &ev);
+    assert!(r.ends_with(" 201"), "{r}");
+    // ...and kubectl sees it through core/v1, in describe and in get events.
+    let desc = c.k(&["describe", "svc", "example"]);
+    assert!(
+        desc.contains("Probing") && desc.contains("hello from a controller"),
+        "{desc}"
+    );
+    let core: serde_json::Value =
+        serde_json::from_str(&c.k(&["get", "events.v1.", "example.1", "-o", "json"])).unwrap();
+    assert_eq!(core["involvedObject"]["name"], "example");
+    assert_eq!(core["message"], "hello from a controller");
+    let new: serde_json::Value =
+        serde_json::from_str(&c.k(&["get", "events.v1.events.k8s.io", "example.1", "-o", "json"]))
+            .unwrap();
+    assert_eq!(new["regarding"]["name"], "example");
+    assert_eq!(new["note"], "hello from a controller");
+    // Strict validation reports a duplicated field, and nothing is stored.
+    let r = post(
+        "/api/v1/namespaces/default/configmaps",
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"dup"},"data":{"a":"1"},"data":{"a":"2"}}"#,
+    );
+    assert!(
+        r.ends_with(" 400") && r.contains("duplicate field \\\"data\\\""),
+        "{r}"
+    );
+    assert!(c.k_err(&["get", "cm", "dup"]).contains("not found"));
+    // HTTP/2 is negotiated over TLS, HTTP/1.1 still works.
+    let out = c.sh(&format!("curl -sk --http2 -o /dev/null -w '%{{http_version}}' -H 'Authorization: Bearer {tok}' https://127.0.0.1:6443/api"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2");
+    let out = c.sh(&format!("curl -sk --http1.1 -o /dev/null -w '%{{http_version}}' -H 'Authorization: Bearer {tok}' https://127.0.0.1:6443/api"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1");
+}
