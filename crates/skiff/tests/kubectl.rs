@@ -584,3 +584,74 @@ fn events_both_apis_duplicates_and_http2() {
     let out = c.sh(&format!("curl -sk --http1.1 -o /dev/null -w '%{{http_version}}' -H 'Authorization: Bearer {tok}' https://127.0.0.1:6443/api"));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1");
 }
+
+#[test]
+fn paging_generate_name_finalizers_metrics() {
+    let c = Cluster::start();
+    for i in 0..7 {
+        c.k(&["create", "configmap", &format!("page-{i}")]);
+    }
+    // kubectl follows continue tokens when it lists in chunks.
+    let names = c.k(&["get", "cm", "--chunk-size=2", "-o", "name"]);
+    assert_eq!(
+        names
+            .lines()
+            .filter(|l| l.starts_with("configmap/page-"))
+            .count(),
+        7,
+        "{names}"
+    );
+    let gen = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: gen-\n";
+    let out = c.kubectl_in(&["create", "-f", "-"], gen);
+    let made = String::from_utf8_lossy(&out.stdout).into_owned();
+    let made = made.trim().strip_suffix(" created").unwrap_or_default();
+    assert!(
+        made.starts_with("configmap/gen-") && made.len() == "configmap/gen-".len() + 5,
+        "{made}"
+    );
+    // An object with a finalizer is only marked; removing the finalizer removes it.
+    c.apply("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n");
+    c.k(&["delete", "cm", "held", "--wait=false"]);
+    let ts = c.k(&[
+        "get",
+        "cm",
+        "held",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(!ts.is_empty(), "deletionTimestamp must be set");
+    c.k(&[
+        "patch",
+        "cm",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    assert!(c.k_err(&["get", "cm", "held"]).contains("not found"));
+    // Metrics count requests by verb and resource.
+    let tok = c.token();
+    let out = c.sh(&format!(
+        "curl -sk -H 'Authorization: Bearer {tok}' https://127.0.0.1:6443/metrics"
+    ));
+    let m = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        m.contains("apiserver_request_total{verb=\"create\",resource=\"configmaps\",code=\"201\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("apiserver_request_duration_seconds_bucket"),
+        "{m}"
+    );
+    // Garbage protobuf is a 400, never a 500.
+    let out = c.sh(&format!(
+        "printf 'k8s\\000\\012\\377\\377' | curl -sk -w ' %{{http_code}}' -H 'Authorization: Bearer {tok}' \
+         -H 'Content-Type: application/vnd.kubernetes.protobuf' -X POST --data-binary @- \
+         https://127.0.0.1:6443/api/v1/namespaces/default/configmaps"
+    ));
+    let r = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        r.ends_with(" 400") && r.contains("\"kind\":\"Status\""),
+        "{r}"
+    );
+}
