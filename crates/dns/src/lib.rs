@@ -1,0 +1,42 @@
+//! Cluster DNS: the Kubernetes DNS specification (schema 1.1.0) served from an
+//! in-memory index that kube-rs reflectors on Services and EndpointSlices keep
+//! current, over UDP (one SO_REUSEPORT socket per core) and TCP, with names
+//! outside the cluster zone forwarded to the node's resolvers.
+//!
+//! The path of a query: [`request::handle`] decodes it, [`qname::parse`] says
+//! what the name asks for, [`answer::answer`] reads the [`index::Index`], and
+//! the response is encoded with EDNS0 and truncation. See `docs/dns.md`.
+
+pub mod answer;
+pub mod index;
+mod metrics;
+pub mod qname;
+pub mod request;
+mod server;
+mod settings;
+mod upstream;
+mod watch;
+
+pub use settings::DnsSettings;
+
+/// Errors that stop the DNS component.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Runs the DNS component until an error stops it: listeners, reflectors,
+/// the kube-dns EndpointSlice for this node, metrics and health.
+pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
+    server::run(client, settings).await
+}

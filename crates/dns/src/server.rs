@@ -1,0 +1,248 @@
+//! Sockets: one UDP socket per core bound with SO_REUSEPORT (the kernel
+//! spreads clients across them, each served by its own task), one TCP
+//! listener, the metrics port, and the tasks that keep the index current.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use hickory_proto::op::ResponseCode;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::index::{Index, Zone};
+use crate::metrics::Metrics;
+use crate::request::{handle, Reply, Transport};
+use crate::settings::DnsSettings;
+use crate::{upstream, Error, Result};
+
+/// An idle TCP connection is closed after this long (RFC 7766 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// TCP connections served at once; more wait in the accept queue.
+const TCP_MAX: usize = 1024;
+
+/// What every socket task shares.
+struct Shared {
+    index: Arc<ArcSwapOption<Index>>,
+    metrics: Arc<Metrics>,
+    upstreams: Vec<SocketAddr>,
+    recursion_allowed: Vec<(std::net::IpAddr, u8)>,
+}
+
+pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
+    let workers = match settings.udp_workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut udp = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        udp.push(Arc::new(udp_socket(settings.listen)?));
+    }
+    let tcp = tcp_listener(settings.listen)?;
+    let http = TcpListener::bind(settings.metrics_listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: settings.metrics_listen,
+            source,
+        })?;
+    let upstreams = if settings.upstreams.is_empty() {
+        let mut avoid = vec![settings.cluster_dns];
+        avoid.extend(settings.endpoint_ip);
+        if !settings.listen.ip().is_unspecified() {
+            avoid.push(settings.listen.ip());
+        }
+        upstream::from_resolv_conf(&avoid)
+    } else {
+        settings.upstreams.clone()
+    };
+    tracing::info!(listen = %settings.listen, udp_sockets = workers, ?upstreams, zone = %settings.zone, "dns serving");
+    let metrics = Metrics::new();
+    let shared = Arc::new(Shared {
+        index: Arc::new(ArcSwapOption::empty()),
+        metrics: metrics.clone(),
+        upstreams,
+        recursion_allowed: settings.recursion_allowed.clone(),
+    });
+    let zone = Zone {
+        domain: settings.zone.clone(),
+        ttl: settings.ttl,
+        dns_ip: settings.cluster_dns,
+    };
+    tokio::spawn(crate::watch::keep_current(
+        client.clone(),
+        zone,
+        shared.index.clone(),
+        metrics.clone(),
+    ));
+    if let Some(ip) = settings.endpoint_ip {
+        tokio::spawn(crate::watch::publish_kube_dns(
+            client,
+            settings.node_name.clone(),
+            ip,
+        ));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for sock in udp {
+        tasks.spawn(serve_udp(sock, shared.clone()));
+    }
+    tasks.spawn(serve_tcp(tcp, shared.clone()));
+    tasks.spawn(crate::metrics::serve(http, metrics));
+    // The tasks run forever; the first to end ends the component.
+    match tasks.join_next().await {
+        Some(Ok(Err(e))) => Err(e.into()),
+        Some(Err(e)) => Err(std::io::Error::other(e).into()),
+        _ => Ok(()),
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> Result<UdpSocket> {
+    let sock =
+        bind(addr, Type::DGRAM, Protocol::UDP).map_err(|source| Error::Listen { addr, source })?;
+    UdpSocket::from_std(sock.into()).map_err(|source| Error::Listen { addr, source })
+}
+
+fn tcp_listener(addr: SocketAddr) -> Result<TcpListener> {
+    let sock =
+        bind(addr, Type::STREAM, Protocol::TCP).map_err(|source| Error::Listen { addr, source })?;
+    sock.listen(1024)
+        .map_err(|source| Error::Listen { addr, source })?;
+    TcpListener::from_std(sock.into()).map_err(|source| Error::Listen { addr, source })
+}
+
+fn bind(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    // REUSEPORT: one socket per core in the same group; also lets a resolver
+    // bound to a specific address on port 53 (with REUSEPORT) coexist.
+    sock.set_reuse_port(true)?;
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock)
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 65535];
+    let mut lower = String::with_capacity(256);
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            // ICMP errors from earlier sends surface here on some kernels: keep serving.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(e) => return Err(e),
+        };
+        let start = Instant::now();
+        let packet = &buf[..n];
+        let index = shared.index.load();
+        let h = handle(index.as_deref(), packet, Transport::Udp, &mut lower);
+        match h.reply {
+            Reply::Send(bytes) => {
+                let _ = sock.send_to(&bytes, peer).await;
+                shared
+                    .metrics
+                    .observe(Transport::Udp, h.qtype, h.rcode, start.elapsed());
+            }
+            Reply::Forward => {
+                let (sock, shared, query) = (sock.clone(), shared.clone(), packet.to_vec());
+                tokio::spawn(async move {
+                    let bytes = forward_or_refuse(&shared, peer, &query, Transport::Udp).await;
+                    if let Some(b) = bytes {
+                        let _ = sock.send_to(&b, peer).await;
+                    }
+                    shared.metrics.observe(
+                        Transport::Udp,
+                        h.qtype,
+                        ResponseCode::NoError,
+                        start.elapsed(),
+                    );
+                });
+            }
+            Reply::Drop => {}
+        }
+    }
+}
+
+/// The upstream's answer, or REFUSED for clients that may not recurse,
+/// or SERVFAIL when no upstream answered.
+async fn forward_or_refuse(
+    shared: &Shared,
+    peer: SocketAddr,
+    query: &[u8],
+    t: Transport,
+) -> Option<Vec<u8>> {
+    let rcode = if !upstream::may_recurse(peer.ip(), &shared.recursion_allowed) {
+        ResponseCode::Refused
+    } else {
+        shared.metrics.forwarded();
+        match upstream::forward(&shared.upstreams, query, t).await {
+            Some(resp) => return Some(resp),
+            None => ResponseCode::ServFail,
+        }
+    };
+    crate::request::error_reply(query, rcode)
+}
+
+async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(TCP_MAX));
+    loop {
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(std::io::Error::other)?;
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and the like: wait, do not spin or die.
+                tracing::warn!(error = %e, "dns tcp accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = serve_conn(stream, peer, &shared).await;
+        });
+    }
+}
+
+/// Serves length-prefixed requests on one connection until it goes idle.
+async fn serve_conn(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    let mut lower = String::with_capacity(256);
+    let mut buf = Vec::new();
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(n)) => usize::from(n),
+            _ => return Ok(()),
+        };
+        buf.resize(len, 0);
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut buf))
+            .await
+            .map_err(|_| std::io::ErrorKind::TimedOut)??;
+        let start = Instant::now();
+        let index = shared.index.load();
+        let h = handle(index.as_deref(), &buf, Transport::Tcp, &mut lower);
+        let bytes = match h.reply {
+            Reply::Send(b) => Some(b),
+            Reply::Forward => forward_or_refuse(shared, peer, &buf, Transport::Tcp).await,
+            Reply::Drop => None,
+        };
+        let Some(bytes) = bytes else {
+            return Ok(());
+        };
+        let n = u16::try_from(bytes.len()).map_err(|_| std::io::ErrorKind::InvalidData)?;
+        let mut out = Vec::with_capacity(bytes.len() + 2);
+        out.extend_from_slice(&n.to_be_bytes());
+        out.extend_from_slice(&bytes);
+        stream.write_all(&out).await?;
+        shared
+            .metrics
+            .observe(Transport::Tcp, h.qtype, h.rcode, start.elapsed());
+    }
+}
