@@ -57,7 +57,13 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
         cluster_dns = %node.cluster_dns,
         "starting components"
     );
-    let components: Vec<Component> = Vec::new();
-    let _ = (client, node.enabled("controllers"));
+    let mut components: Vec<Component> = Vec::new();
+    if node.enabled("controllers") {
+        let (c, s) = (client.clone(), skiff_controllers::Settings::default());
+        components.push((
+            "controllers",
+            tokio::spawn(async move { Ok(skiff_controllers::run(c, s).await?) }),
+        ));
+    }
     components
 }

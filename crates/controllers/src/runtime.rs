@@ -1,0 +1,578 @@
+//! The machinery shared by the controllers: one informer (a kube-rs reflector
+//! cache) per kind, de-duplicating work queues, write expectations, and the
+//! dispatcher that turns every observed change into the keys of the objects that
+//! must be reconciled because of it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, Notify};
+
+use crate::{Result, Settings};
+
+/// Namespace (empty for cluster-scoped objects) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub ns: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(ns: &str, name: &str) -> Self {
+        Key {
+            ns: ns.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    pub fn of<K: Resource>(o: &K) -> Self {
+        let m = o.meta();
+        Key::new(
+            m.namespace.as_deref().unwrap_or(""),
+            m.name.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.ns.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.ns, self.name)
+        }
+    }
+}
+
+/// A work queue that holds each key at most once: a key added while waiting is
+/// not added again, so bursts of changes collapse into one reconcile.
+#[derive(Default)]
+pub struct Queue {
+    inner: Mutex<(VecDeque<Key>, HashSet<Key>)>,
+    notify: Notify,
+}
+
+impl Queue {
+    pub fn add(&self, key: Key) {
+        let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if q.1.insert(key.clone()) {
+            q.0.push_back(key);
+            self.notify.notify_one();
+        }
+    }
+
+    pub fn add_after(self: &Arc<Self>, key: Key, after: Duration) {
+        let q = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            q.add(key);
+        });
+    }
+
+    pub async fn next(&self) -> Key {
+        loop {
+            {
+                let mut q = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(k) = q.0.pop_front() {
+                    q.1.remove(&k);
+                    return k;
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// What a controller wrote and has not yet seen in its cache. Upstream calls
+/// these "expectations": until the cache catches up, a reconcile would act on
+/// stale data (and, say, create a second set of pods), so the owner waits.
+#[derive(Default)]
+pub struct Tracker {
+    /// child -> (owner, the resourceVersion we wrote or None for a deletion, deadline)
+    inner: Mutex<HashMap<Key, (Key, Option<String>, Instant)>>,
+}
+
+/// How long an expectation holds before the owner reconciles anyway (upstream: 5 min;
+/// ours is shorter because a lost watch event here is only a relist away).
+const EXPECTATION_TTL: Duration = Duration::from_secs(15);
+
+impl Tracker {
+    pub fn expect_write(&self, owner: &Key, child: Key, resource_version: Option<String>) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(
+            child,
+            (
+                owner.clone(),
+                Some(resource_version.unwrap_or_default()),
+                Instant::now() + EXPECTATION_TTL,
+            ),
+        );
+    }
+
+    pub fn expect_delete(&self, owner: &Key, child: Key) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(
+            child,
+            (owner.clone(), None, Instant::now() + EXPECTATION_TTL),
+        );
+    }
+
+    /// The cache saw `child` at `resource_version` (or its deletion).
+    pub fn observe(&self, child: &Key, resource_version: Option<&str>) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let done = match (m.get(child), resource_version) {
+            (Some((_, Some(want), _)), Some(rv)) => want.is_empty() || want == rv,
+            (Some((_, None, _)), None) => true,
+            // A write for a child we expect deleted (its last update before the
+            // delete) keeps the expectation.
+            _ => false,
+        };
+        if done {
+            m.remove(child);
+        }
+    }
+
+    /// Whether `owner` still waits for its cache to catch up.
+    pub fn pending(&self, owner: &Key) -> bool {
+        let now = Instant::now();
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, (_, _, deadline)| *deadline > now);
+        m.values().any(|(o, _, _)| o == owner)
+    }
+}
+
+/// The informer caches every controller reads from.
+#[derive(Clone)]
+pub struct Cache {
+    pub pods: Store<Pod>,
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    pub endpoints: Store<Endpoints>,
+    pub replicasets: Store<ReplicaSet>,
+    pub deployments: Store<Deployment>,
+    pub statefulsets: Store<StatefulSet>,
+    pub nodes: Store<Node>,
+}
+
+impl Cache {
+    pub fn pods_in(&self, ns: &str) -> Vec<Arc<Pod>> {
+        self.pods
+            .state_filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+    }
+
+    async fn wait_ready(&self) {
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.slices.wait_until_ready().await;
+        let _ = self.endpoints.wait_until_ready().await;
+        let _ = self.replicasets.wait_until_ready().await;
+        let _ = self.deployments.wait_until_ready().await;
+        let _ = self.statefulsets.wait_until_ready().await;
+        let _ = self.nodes.wait_until_ready().await;
+    }
+}
+
+/// One observed change, as the dispatcher sees it.
+pub enum Change {
+    Pod(Arc<Pod>, bool),
+    Service(Arc<Service>, bool),
+    Slice(Arc<EndpointSlice>, bool),
+    Endpoints(Arc<Endpoints>, bool),
+    ReplicaSet(Arc<ReplicaSet>, bool),
+    Deployment(Arc<Deployment>, bool),
+    StatefulSet(Arc<StatefulSet>, bool),
+    Node(Arc<Node>, bool),
+    /// An informer (re)listed: every owner is reconciled again, since deletions
+    /// during a disconnect are not reported one by one.
+    Resynced,
+}
+
+/// The queues of the controllers.
+#[derive(Default)]
+pub struct Queues {
+    pub endpointslice: Arc<Queue>,
+    pub mirroring: Arc<Queue>,
+    pub endpoints: Arc<Queue>,
+    pub replicaset: Arc<Queue>,
+    pub deployment: Arc<Queue>,
+    pub statefulset: Arc<Queue>,
+    pub scheduler: Arc<Queue>,
+    pub gc: Arc<Queue>,
+}
+
+/// Everything a reconcile needs.
+pub struct Ctx {
+    pub client: Client,
+    pub settings: Settings,
+    pub cache: Cache,
+    pub queues: Queues,
+    /// EndpointSlices written per Service (and per mirrored Endpoints).
+    pub slice_writes: Tracker,
+    /// Pods written per ReplicaSet / StatefulSet.
+    pub pod_writes: Tracker,
+    /// ReplicaSets written per Deployment.
+    pub rs_writes: Tracker,
+    pub events: crate::events::Recorder,
+}
+
+fn informer<K>(
+    client: &Client,
+    tx: mpsc::UnboundedSender<Change>,
+    wrap: fn(Arc<K>, bool) -> Change,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let api: Api<K> = Api::all(client.clone());
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).default_backoff(),
+    );
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            let change = match ev {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    wrap(Arc::new(o), false)
+                }
+                Ok(watcher::Event::Delete(o)) => wrap(Arc::new(o), true),
+                Ok(watcher::Event::InitDone) => Change::Resynced,
+                Ok(watcher::Event::Init) => continue,
+                Err(e) => {
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying");
+                    continue;
+                }
+            };
+            if tx.send(change).is_err() {
+                return;
+            }
+        }
+    });
+    reader
+}
+
+/// Runs every enabled controller until the client's server goes away for good.
+pub async fn run(client: Client, settings: Settings) -> Result<()> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let cache = Cache {
+        pods: informer(&client, tx.clone(), Change::Pod),
+        services: informer(&client, tx.clone(), Change::Service),
+        slices: informer(&client, tx.clone(), Change::Slice),
+        endpoints: informer(&client, tx.clone(), Change::Endpoints),
+        replicasets: informer(&client, tx.clone(), Change::ReplicaSet),
+        deployments: informer(&client, tx.clone(), Change::Deployment),
+        statefulsets: informer(&client, tx.clone(), Change::StatefulSet),
+        nodes: informer(&client, tx, Change::Node),
+    };
+    let ctx = Arc::new(Ctx {
+        events: crate::events::Recorder::new(client.clone()),
+        client,
+        settings,
+        cache,
+        queues: Queues::default(),
+        slice_writes: Tracker::default(),
+        pod_writes: Tracker::default(),
+        rs_writes: Tracker::default(),
+    });
+    ctx.cache.wait_ready().await;
+    tracing::info!("controller caches synced");
+
+    let mut workers = Vec::new();
+    macro_rules! worker {
+        ($name:literal, $queue:ident, $reconcile:path) => {
+            if ctx.settings.enabled($name) {
+                workers.push(tokio::spawn(work(
+                    $name,
+                    ctx.clone(),
+                    ctx.queues.$queue.clone(),
+                    |c, k| Box::pin($reconcile(c, k)),
+                )));
+            }
+        };
+    }
+    worker!(
+        "endpointslice",
+        endpointslice,
+        crate::endpointslice::reconcile
+    );
+    worker!(
+        "endpointslicemirroring",
+        mirroring,
+        crate::mirroring::reconcile
+    );
+    worker!("endpoints", endpoints, crate::endpoints::reconcile);
+    worker!("replicaset", replicaset, crate::replicaset::reconcile);
+    worker!("deployment", deployment, crate::deployment::reconcile);
+    worker!("statefulset", statefulset, crate::statefulset::reconcile);
+    worker!("scheduler", scheduler, crate::scheduler::reconcile);
+    worker!("garbagecollector", gc, crate::gc::reconcile);
+
+    enqueue_all(&ctx);
+    while let Some(change) = rx.recv().await {
+        dispatch(&ctx, change);
+    }
+    for w in workers {
+        w.abort();
+    }
+    Ok(())
+}
+
+type ReconcileFn = fn(
+    Arc<Ctx>,
+    Key,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Option<Duration>>> + Send>,
+>;
+
+async fn work(name: &'static str, ctx: Arc<Ctx>, queue: Arc<Queue>, reconcile: ReconcileFn) {
+    let mut failures: HashMap<Key, u32> = HashMap::new();
+    loop {
+        let key = queue.next().await;
+        match reconcile(ctx.clone(), key.clone()).await {
+            Ok(again) => {
+                failures.remove(&key);
+                if let Some(after) = again {
+                    queue.add_after(key, after);
+                }
+            }
+            Err(e) => {
+                // Exponential backoff per key, as upstream's rate-limited queues:
+                // 5 ms doubling up to 30 s.
+                let n = failures.entry(key.clone()).or_insert(0);
+                *n = (*n + 1).min(13);
+                let delay = Duration::from_millis(5u64 << *n).min(Duration::from_secs(30));
+                tracing::debug!(controller = name, key = %key, error = %e, ?delay, "reconcile failed; retrying");
+                queue.add_after(key, delay);
+            }
+        }
+    }
+}
+
+fn enqueue_all(ctx: &Ctx) {
+    let q = &ctx.queues;
+    for s in ctx.cache.services.state() {
+        q.endpointslice.add(Key::of(&*s));
+        q.endpoints.add(Key::of(&*s));
+        q.mirroring.add(Key::of(&*s));
+    }
+    for e in ctx.cache.endpoints.state() {
+        q.endpoints.add(Key::of(&*e));
+    }
+    for o in ctx.cache.replicasets.state() {
+        q.replicaset.add(Key::of(&*o));
+        q.gc.add(gc_key("ReplicaSet", &*o));
+    }
+    for o in ctx.cache.deployments.state() {
+        q.deployment.add(Key::of(&*o));
+    }
+    for o in ctx.cache.statefulsets.state() {
+        q.statefulset.add(Key::of(&*o));
+    }
+    for p in ctx.cache.pods.state() {
+        if crate::scheduler::needs_scheduling(&p) {
+            q.scheduler.add(Key::of(&*p));
+        }
+        if !p.owner_references().is_empty() {
+            q.gc.add(gc_key("Pod", &*p));
+        }
+    }
+    for s in ctx.cache.slices.state() {
+        if !s.owner_references().is_empty() {
+            q.gc.add(gc_key("EndpointSlice", &*s));
+        }
+    }
+}
+
+/// GC keys carry the kind in the namespace field: `Kind/namespace`.
+pub fn gc_key<K: Resource>(kind: &str, o: &K) -> Key {
+    let k = Key::of(o);
+    Key::new(&format!("{kind}/{}", k.ns), &k.name)
+}
+
+/// Owners of `o` that are gone: enqueue the dependents of a deleted object.
+fn gc_dependents(ctx: &Ctx, uid: &str) {
+    let refers = |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference]| {
+        refs.iter().any(|r| r.uid == uid)
+    };
+    for p in ctx
+        .cache
+        .pods
+        .state_filter(|p| refers(p.owner_references()))
+    {
+        ctx.queues.gc.add(gc_key("Pod", &*p));
+    }
+    for r in ctx
+        .cache
+        .replicasets
+        .state_filter(|r| refers(r.owner_references()))
+    {
+        ctx.queues.gc.add(gc_key("ReplicaSet", &*r));
+    }
+    for s in ctx
+        .cache
+        .slices
+        .state_filter(|s| refers(s.owner_references()))
+    {
+        ctx.queues.gc.add(gc_key("EndpointSlice", &*s));
+    }
+}
+
+fn controller_of<K: Resource>(o: &K, kind: &str) -> Option<Key> {
+    o.owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true) && r.kind == kind)
+        .map(|r| Key::new(o.meta().namespace.as_deref().unwrap_or(""), &r.name))
+}
+
+fn dispatch(ctx: &Ctx, change: Change) {
+    let q = &ctx.queues;
+    match change {
+        Change::Resynced => enqueue_all(ctx),
+        Change::Pod(pod, deleted) => {
+            let key = Key::of(&*pod);
+            ctx.pod_writes.observe(
+                &key,
+                if deleted {
+                    None
+                } else {
+                    pod.metadata.resource_version.as_deref()
+                },
+            );
+            for svc in crate::endpointslice::services_for_pod(&ctx.cache, &pod) {
+                q.endpointslice.add(svc.clone());
+                q.endpoints.add(svc);
+            }
+            match controller_of(&*pod, "ReplicaSet") {
+                Some(rs) => q.replicaset.add(rs),
+                None => {
+                    for rs in crate::replicaset::selecting(&ctx.cache, &pod) {
+                        q.replicaset.add(rs);
+                    }
+                }
+            }
+            if let Some(sts) = controller_of(&*pod, "StatefulSet") {
+                q.statefulset.add(sts);
+            }
+            if !deleted && crate::scheduler::needs_scheduling(&pod) {
+                q.scheduler.add(key);
+            }
+            if deleted {
+                if let Some(uid) = &pod.metadata.uid {
+                    gc_dependents(ctx, uid);
+                }
+            } else if !pod.owner_references().is_empty() {
+                q.gc.add(gc_key("Pod", &*pod));
+            }
+        }
+        Change::Service(svc, deleted) => {
+            let key = Key::of(&*svc);
+            if deleted {
+                if let Some(uid) = &svc.metadata.uid {
+                    gc_dependents(ctx, uid);
+                }
+            }
+            q.endpointslice.add(key.clone());
+            q.endpoints.add(key.clone());
+            q.mirroring.add(key);
+        }
+        Change::Slice(slice, deleted) => {
+            let key = Key::of(&*slice);
+            ctx.slice_writes.observe(
+                &key,
+                if deleted {
+                    None
+                } else {
+                    slice.metadata.resource_version.as_deref()
+                },
+            );
+            let labels = slice.labels();
+            if let Some(svc) = labels.get(crate::endpointslice::LABEL_SERVICE_NAME) {
+                let svc = Key::new(&key.ns, svc);
+                match labels
+                    .get(crate::endpointslice::LABEL_MANAGED_BY)
+                    .map(String::as_str)
+                {
+                    Some(crate::endpointslice::MANAGED_BY) => q.endpointslice.add(svc),
+                    Some(crate::mirroring::MANAGED_BY) => q.mirroring.add(svc),
+                    _ => {}
+                }
+            }
+            if !deleted && !slice.owner_references().is_empty() {
+                q.gc.add(gc_key("EndpointSlice", &*slice));
+            }
+        }
+        Change::Endpoints(ep, deleted) => {
+            let key = Key::of(&*ep);
+            q.endpoints.add(key.clone());
+            q.mirroring.add(key);
+            if deleted {
+                if let Some(uid) = &ep.metadata.uid {
+                    gc_dependents(ctx, uid);
+                }
+            }
+        }
+        Change::ReplicaSet(rs, deleted) => {
+            let key = Key::of(&*rs);
+            ctx.rs_writes.observe(
+                &key,
+                if deleted {
+                    None
+                } else {
+                    rs.metadata.resource_version.as_deref()
+                },
+            );
+            q.replicaset.add(key);
+            if let Some(d) = controller_of(&*rs, "Deployment") {
+                q.deployment.add(d);
+            } else {
+                for d in crate::deployment::selecting(&ctx.cache, &rs) {
+                    q.deployment.add(d);
+                }
+            }
+            if deleted {
+                if let Some(uid) = &rs.metadata.uid {
+                    gc_dependents(ctx, uid);
+                }
+            } else if !rs.owner_references().is_empty() {
+                q.gc.add(gc_key("ReplicaSet", &*rs));
+            }
+        }
+        Change::Deployment(d, deleted) => {
+            q.deployment.add(Key::of(&*d));
+            if deleted {
+                if let Some(uid) = &d.metadata.uid {
+                    gc_dependents(ctx, uid);
+                }
+            }
+        }
+        Change::StatefulSet(s, deleted) => {
+            q.statefulset.add(Key::of(&*s));
+            if deleted {
+                if let Some(uid) = &s.metadata.uid {
+                    gc_dependents(ctx, uid);
+                }
+            }
+        }
+        Change::Node(_, _) => {
+            for p in ctx
+                .cache
+                .pods
+                .state_filter(|p| crate::scheduler::needs_scheduling(p))
+            {
+                q.scheduler.add(Key::of(&*p));
+            }
+        }
+    }
+}

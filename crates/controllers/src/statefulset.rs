@@ -1,0 +1,8 @@
+//! stub
+use crate::runtime::{Ctx, Key};
+use crate::Result;
+use std::sync::Arc;
+use std::time::Duration;
+pub async fn reconcile(_ctx: Arc<Ctx>, _key: Key) -> Result<Option<Duration>> {
+    Ok(None)
+}
