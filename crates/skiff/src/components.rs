@@ -58,10 +58,16 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
         "starting components"
     );
     let mut components: Vec<Component> = Vec::new();
+    if node.enabled("controllers") {
+        let (c, s) = (client.clone(), skiff_controllers::Settings::default());
+        components.push((
+            "controllers",
+            tokio::spawn(async move { Ok(skiff_controllers::run(c, s).await?) }),
+        ));
+    }
     if node.enabled("dns") {
         let (c, s) = (client.clone(), skiff_dns::DnsSettings::new(&node.cluster_domain, node.cluster_dns, &node.pod_cidr, &node.node_name));
         components.push(("dns", tokio::spawn(async move { Ok(skiff_dns::run(c, s).await?) })));
     }
-    let _ = (client, node.enabled("controllers"));
     components
 }
