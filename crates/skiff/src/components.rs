@@ -66,8 +66,19 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
         ));
     }
     if node.enabled("dns") {
-        let (c, s) = (client.clone(), skiff_dns::DnsSettings::new(&node.cluster_domain, node.cluster_dns, &node.pod_cidr, &node.node_name));
-        components.push(("dns", tokio::spawn(async move { Ok(skiff_dns::run(c, s).await?) })));
+        let (c, s) = (
+            client.clone(),
+            skiff_dns::DnsSettings::new(
+                &node.cluster_domain,
+                node.cluster_dns,
+                &node.pod_cidr,
+                &node.node_name,
+            ),
+        );
+        components.push((
+            "dns",
+            tokio::spawn(async move { Ok(skiff_dns::run(c, s).await?) }),
+        ));
     }
     components
 }
