@@ -189,6 +189,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         cluster_domain: args.cluster_domain.clone(),
         cluster_dns: args.cluster_dns,
         disabled: args.disable.clone(),
+        data_dir: args.data_dir.clone(),
     };
     let components = crate::components::start(&client, &node);
     for (name, _) in &components {

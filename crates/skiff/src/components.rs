@@ -25,6 +25,8 @@ pub struct NodeSettings {
     pub cluster_dns: std::net::IpAddr,
     /// Components not to start (`controllers`, `agent`, `proxy`, `dns`).
     pub disabled: Vec<String>,
+    /// The server's data directory (the agent keeps pod state, logs and IPAM under it).
+    pub data_dir: std::path::PathBuf,
 }
 
 impl NodeSettings {
@@ -58,11 +60,10 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
         "starting components"
     );
     let mut components: Vec<Component> = Vec::new();
-    if node.enabled("controllers") {
-        let (c, s) = (client.clone(), skiff_controllers::Settings::default());
+    if node.enabled("agent") {
         components.push((
-            "controllers",
-            tokio::spawn(async move { Ok(skiff_controllers::run(c, s).await?) }),
+            "agent",
+            tokio::spawn(skiff_agent::run(client.clone(), agent_settings(node))),
         ));
     }
     if node.enabled("dns") {
@@ -80,5 +81,22 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
             tokio::spawn(async move { Ok(skiff_dns::run(c, s).await?) }),
         ));
     }
+    if node.enabled("controllers") {
+        let (c, s) = (client.clone(), skiff_controllers::Settings::default());
+        components.push((
+            "controllers",
+            tokio::spawn(async move { Ok(skiff_controllers::run(c, s).await?) }),
+        ));
+    }
     components
+}
+
+/// The agent's settings from the node's.
+fn agent_settings(node: &NodeSettings) -> skiff_agent::AgentSettings {
+    let mut s = skiff_agent::AgentSettings::new(&node.node_name, node.data_dir.clone());
+    s.node_ip = node.node_ip;
+    s.pod_cidr = node.pod_cidr.clone();
+    s.cluster_domain = node.cluster_domain.clone();
+    s.cluster_dns = node.cluster_dns;
+    s
 }

@@ -1,0 +1,308 @@
+//! The built-in image catalog: what a container runs when its image is not a real
+//! image (there is no container engine). Held as data: each image has an
+//! entrypoint and a default command, combined with the pod's `command`/`args` as a
+//! container runtime combines them with an image's ENTRYPOINT/CMD. A JSON file
+//! (`{"image": {"entrypoint": [...], "cmd": [...]}}`) extends or overrides it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// `traefik/whoami`: who am I, which addresses, and the request as received.
+const WHOAMI: &str = r#"
+import http.server, os, socket, subprocess, sys
+port = int(os.environ.get("WHOAMI_PORT_NUMBER", "80"))
+args = sys.argv[1:]
+for i, a in enumerate(args):
+    if a in ("--port", "-port") and i + 1 < len(args):
+        port = int(args[i + 1])
+    elif a.startswith("--port=") or a.startswith("-port="):
+        port = int(a.split("=", 1)[1])
+def ips():
+    try:
+        out = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+        return [l.split()[3].split("/")[0] for l in out.splitlines() if " inet" in l]
+    except Exception:
+        return []
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        lines = ["Hostname: " + socket.gethostname()]
+        lines += ["IP: " + ip for ip in ips()]
+        lines.append("RemoteAddr: %s:%d" % self.client_address[:2])
+        lines.append("%s %s %s" % (self.command, self.path, self.request_version))
+        for k, v in self.headers.items():
+            lines.append("%s: %s" % (k, v))
+        body = ("\n".join(lines) + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_POST = do_GET
+    def log_message(self, *a):
+        pass
+print("Starting up on port %d" % port, flush=True)
+http.server.ThreadingHTTPServer(("", port), H).serve_forever()
+"#;
+
+/// `bretfisher/httpenv`: the environment as JSON on :8888.
+const HTTPENV: &str = r#"
+import http.server, json, os
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = json.dumps(dict(os.environ)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("", 8888), H).serve_forever()
+"#;
+
+/// `nginx`: the welcome page on :80, and an access log on stdout.
+const NGINX: &str = r#"
+import http.server, time
+PAGE = b"""<!DOCTYPE html>
+<html>
+<head>
+<title>Welcome to nginx!</title>
+</head>
+<body>
+<h1>Welcome to nginx!</h1>
+<p>If you see this page, the nginx web server is successfully installed and
+working. Further configuration is required.</p>
+<p><em>Thank you for using nginx.</em></p>
+</body>
+</html>
+"""
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "nginx/1.27.0"
+    sys_version = ""
+    def do_GET(self):
+        if self.path.split("?")[0] not in ("/", "/index.html"):
+            body = b"<html><body><h1>404 Not Found</h1></body></html>\n"
+            self.send_response(404)
+        else:
+            body = PAGE
+            self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+    do_HEAD = do_GET
+    def log_message(self, fmt, *args):
+        print('%s - - [%s] "%s" %s' % (self.client_address[0], time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()), self.requestline, args[1] if len(args) > 1 else "-"), flush=True)
+print("nginx: ready", flush=True)
+http.server.ThreadingHTTPServer(("", 80), H).serve_forever()
+"#;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct Image {
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    images: HashMap<String, Image>,
+}
+
+fn script(src: &str) -> Image {
+    Image {
+        entrypoint: vec![
+            PYTHON.into(),
+            "-u".into(),
+            "-c".into(),
+            src.into(),
+            "--".into(),
+        ],
+        cmd: vec![],
+    }
+}
+
+fn tool(cmd: &[&str]) -> Image {
+    Image {
+        entrypoint: vec![],
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// `docker.io/library/nginx:1.27@sha256:...` -> `nginx`.
+pub fn normalize(image: &str) -> String {
+    let image = image.split('@').next().unwrap_or(image);
+    // A tag is a ':' after the last '/' (a ':' before it is a registry port).
+    let image = match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => &image[..i],
+        _ => image,
+    };
+    let image = image
+        .strip_prefix("docker.io/")
+        .or_else(|| image.strip_prefix("index.docker.io/"))
+        .unwrap_or(image);
+    let image = image.strip_prefix("library/").unwrap_or(image);
+    image.to_string()
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        let mut images = HashMap::new();
+        images.insert("traefik/whoami".into(), script(WHOAMI));
+        images.insert("containous/whoami".into(), script(WHOAMI));
+        images.insert("bretfisher/httpenv".into(), script(HTTPENV));
+        images.insert("jpetazzo/httpenv".into(), script(HTTPENV));
+        images.insert("nginx".into(), script(NGINX));
+        images.insert("nginxinc/nginx-unprivileged".into(), script(NGINX));
+        for shell in [
+            "busybox",
+            "alpine",
+            "ubuntu",
+            "debian",
+            "nicolaka/netshoot",
+            "tutum/dnsutils",
+            "registry.k8s.io/e2e-test-images/jessie-dnsutils",
+            "registry.k8s.io/e2e-test-images/agnhost",
+            "gcr.io/kubernetes-e2e-test-images/dnsutils",
+            "infoblox/dnstools",
+            "praqma/network-multitool",
+            "wbitt/network-multitool",
+        ] {
+            images.insert(shell.into(), tool(&["sh"]));
+        }
+        images.insert(
+            "curlimages/curl".into(),
+            Image {
+                entrypoint: vec!["curl".into()],
+                cmd: vec!["--help".into()],
+            },
+        );
+        images.insert("registry.k8s.io/pause".into(), tool(&["sleep", "infinity"]));
+        Self { images }
+    }
+}
+
+impl Catalog {
+    /// The default catalog, extended by `file` when it exists.
+    pub fn load(file: Option<&Path>) -> Self {
+        let mut c = Self::default();
+        if let Some(f) = file {
+            match std::fs::read_to_string(f) {
+                Ok(text) => match serde_json::from_str::<HashMap<String, Image>>(&text) {
+                    Ok(extra) => {
+                        for (k, v) in extra {
+                            c.images.insert(normalize(&k), v);
+                        }
+                    }
+                    Err(e) => tracing::warn!(file = %f.display(), error = %e, "bad image catalog"),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %f.display(), error = %e, "cannot read image catalog")
+                }
+            }
+        }
+        c
+    }
+
+    pub fn get(&self, image: &str) -> Option<&Image> {
+        self.images.get(&normalize(image))
+    }
+
+    /// The argv a container runs: `command` replaces the entrypoint, `args`
+    /// replace the default command (which a given `command` also drops). `Err`:
+    /// the image is unknown and nothing was given to run.
+    pub fn argv(
+        &self,
+        image: &str,
+        command: &[String],
+        args: &[String],
+    ) -> Result<Vec<String>, String> {
+        let known = self.get(image);
+        if !command.is_empty() {
+            let mut v = command.to_vec();
+            v.extend(args.iter().cloned());
+            return Ok(v);
+        }
+        match known {
+            Some(img) => {
+                let mut v = img.entrypoint.clone();
+                if args.is_empty() {
+                    v.extend(img.cmd.iter().cloned());
+                } else {
+                    v.extend(args.iter().cloned());
+                }
+                if v.is_empty() {
+                    Err(format!("image {image:?} has no command to run"))
+                } else {
+                    Ok(v)
+                }
+            }
+            None => Err(format!(
+                "image {image:?} is not in skiff's built-in catalog and the container has no command; \
+                 give it a command or add the image to the catalog"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(normalize("docker.io/library/nginx:1.27"), "nginx");
+        assert_eq!(normalize("nginx@sha256:abc"), "nginx");
+        assert_eq!(normalize("localhost:5000/x/y"), "localhost:5000/x/y");
+        assert_eq!(normalize("bretfisher/httpenv:latest"), "bretfisher/httpenv");
+    }
+
+    #[test]
+    fn argv_rules() {
+        let c = Catalog::default();
+        assert_eq!(c.argv("busybox", &[], &[]).unwrap(), s(&["sh"]));
+        assert_eq!(
+            c.argv("busybox", &[], &s(&["sleep", "10"])).unwrap(),
+            s(&["sleep", "10"])
+        );
+        assert_eq!(
+            c.argv("whatever", &s(&["sh", "-c"]), &s(&["echo hi"]))
+                .unwrap(),
+            s(&["sh", "-c", "echo hi"])
+        );
+        assert_eq!(
+            c.argv("curlimages/curl", &[], &s(&["-s", "x"])).unwrap(),
+            s(&["curl", "-s", "x"])
+        );
+        let whoami = c
+            .argv("traefik/whoami", &[], &s(&["--port", "8080"]))
+            .unwrap();
+        assert_eq!(whoami[0], PYTHON);
+        assert_eq!(&whoami[whoami.len() - 2..], &s(&["--port", "8080"]));
+        let err = c.argv("example/unknown", &[], &[]).unwrap_err();
+        assert!(err.contains("not in skiff's built-in catalog"), "{err}");
+    }
+
+    #[test]
+    fn extended_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("images.json");
+        std::fs::write(&f, r#"{"example/app:v1": {"cmd": ["sleep", "1"]}}"#).unwrap();
+        let c = Catalog::load(Some(&f));
+        assert_eq!(c.argv("example/app", &[], &[]).unwrap(), s(&["sleep", "1"]));
+    }
+}

@@ -1,0 +1,291 @@
+//! The skiff node agent: registers the node, runs the pods bound to it as process
+//! trees in their own namespaces (DESIGN.md §4, §5), reports their status, and
+//! serves their logs, exec and attach to the API server. It is an ordinary kube-rs
+//! client of the API server.
+//!
+//! Start at [`run`]. Pods are watched in [`run`], each handled by a [`pod::Worker`];
+//! networking is [`net`] + [`ipam`], processes are [`runtime`], files a pod sees are
+//! [`files`], its environment [`envvars`], what images run [`catalog`], streaming
+//! [`stream`], node registration [`node`].
+
+pub mod catalog;
+pub mod cmd;
+pub mod envvars;
+pub mod files;
+pub mod ipam;
+pub mod net;
+pub mod node;
+pub mod pod;
+pub mod probe;
+pub mod runtime;
+pub mod state;
+pub mod stream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::DeleteParams;
+use kube::runtime::reflector;
+use kube::runtime::watcher::{self, Event};
+use kube::Api;
+use tokio::sync::mpsc;
+
+use crate::pod::{lock, Msg, Runtime};
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub node_name: String,
+    /// The node's address; `None`: first non-loopback IPv4, else the pod gateway.
+    pub node_ip: Option<IpAddr>,
+    /// The cluster pod network; this node takes its first /24.
+    pub pod_cidr: String,
+    pub cluster_domain: String,
+    pub cluster_dns: IpAddr,
+    /// Where pod state, logs and IPAM live (`<data_dir>/agent`).
+    pub data_dir: PathBuf,
+    /// The agent's streaming endpoint port (kubelet's is 10250).
+    pub port: u16,
+}
+
+impl AgentSettings {
+    pub fn new(node_name: &str, data_dir: PathBuf) -> Self {
+        Self {
+            node_name: node_name.to_string(),
+            node_ip: None,
+            pod_cidr: "10.244.0.0/16".into(),
+            cluster_domain: "cluster.local".into(),
+            cluster_dns: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
+            data_dir,
+            port: 10250,
+        }
+    }
+}
+
+/// Shared by every pod worker and the stream server.
+pub struct Agent {
+    pub client: kube::Client,
+    pub node_name: String,
+    pub node_ip: Ipv4Addr,
+    pub subnet: net::Cidr,
+    pub data_dir: PathBuf,
+    pub ipam: ipam::Ipam,
+    pub catalog: catalog::Catalog,
+    pub dns: files::DnsSettings,
+    pub services: reflector::Store<Service>,
+    pub pods: Mutex<HashMap<String, PodHandle>>,
+}
+
+pub struct PodHandle {
+    pub namespace: String,
+    pub name: String,
+    pub tx: mpsc::UnboundedSender<Msg>,
+    pub rt: Arc<Mutex<Runtime>>,
+}
+
+impl Agent {
+    /// The runtime view of a pod by namespace and name (for streaming).
+    pub fn find(&self, ns: &str, name: &str) -> Option<Arc<Mutex<Runtime>>> {
+        lock(&self.pods)
+            .values()
+            .find(|h| h.namespace == ns && h.name == name)
+            .map(|h| h.rt.clone())
+    }
+}
+
+/// Runs the agent until an unrecoverable error.
+pub async fn run(client: kube::Client, settings: AgentSettings) -> Result<()> {
+    let cluster = net::Cidr::parse(&settings.pod_cidr).context("--pod-cidr")?;
+    let subnet = cluster.node_subnet();
+    let data_dir = settings.data_dir.join("agent");
+    std::fs::create_dir_all(state::pods_dir(&data_dir))
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    net::setup_node(subnet, cluster)
+        .await
+        .context("setting up the pod network")?;
+    let node_ip = match settings.node_ip {
+        Some(IpAddr::V4(ip)) => ip,
+        _ => net::first_ipv4().await.unwrap_or(subnet.gateway()),
+    };
+
+    let listener = tokio::net::TcpListener::bind((node_ip, settings.port))
+        .await
+        .with_context(|| format!("agent endpoint {node_ip}:{}", settings.port))?;
+    let port = listener.local_addr()?.port();
+
+    let info = node::NodeInfo {
+        name: settings.node_name.clone(),
+        ip: node_ip,
+        subnet,
+        port,
+    };
+    let since = node::register(&client, &info).await?;
+    tokio::spawn(node::heartbeat(client.clone(), info, since));
+
+    let (reader, writer) = reflector::store();
+    let svc_api: Api<Service> = Api::all(client.clone());
+    tokio::spawn(
+        reflector::reflector(
+            writer,
+            watcher::watcher(svc_api, watcher::Config::default()),
+        )
+        .for_each(|_| futures::future::ready(())),
+    );
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reader.wait_until_ready(),
+    )
+    .await;
+
+    let agent = Arc::new(Agent {
+        client: client.clone(),
+        node_name: settings.node_name.clone(),
+        node_ip,
+        subnet,
+        ipam: ipam::Ipam::open(&data_dir.join("ipam"), subnet)?,
+        catalog: catalog::Catalog::load(Some(&data_dir.join("images.json"))),
+        dns: files::DnsSettings {
+            cluster_domain: settings.cluster_domain.clone(),
+            cluster_dns: settings.cluster_dns.to_string(),
+            host_resolv: std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        },
+        data_dir,
+        services: reader,
+        pods: Mutex::new(HashMap::new()),
+    });
+    tokio::spawn(stream::serve(agent.clone(), listener));
+    tracing::info!(node = %settings.node_name, %node_ip, %subnet, port, "agent running");
+    watch_pods(agent).await
+}
+
+async fn watch_pods(agent: Arc<Agent>) -> Result<()> {
+    let api: Api<Pod> = Api::all(agent.client.clone());
+    let cfg = watcher::Config::default().fields(&format!("spec.nodeName={}", agent.node_name));
+    let mut saved: BTreeMap<String, (PathBuf, state::PodState)> = state::load_all(&agent.data_dir);
+    let mut first_sync = true;
+    let mut seen: Vec<String> = Vec::new();
+    let mut stream = watcher::watcher(api, cfg).boxed();
+    while let Some(ev) = stream.try_next().await.transpose() {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "pod watch");
+                continue;
+            }
+        };
+        match ev {
+            Event::Init => seen.clear(),
+            Event::InitApply(p) => {
+                seen.push(p.metadata.uid.clone().unwrap_or_default());
+                dispatch(&agent, p, &mut saved).await;
+            }
+            Event::Apply(p) => dispatch(&agent, p, &mut saved).await,
+            Event::Delete(p) => {
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                if let Some(h) = lock(&agent.pods).get(&uid) {
+                    let _ = h.tx.send(Msg::Gone);
+                }
+            }
+            Event::InitDone => {
+                // Pods that vanished while we were not watching.
+                let gone: Vec<_> = lock(&agent.pods)
+                    .iter()
+                    .filter(|(uid, _)| !seen.contains(uid))
+                    .map(|(_, h)| h.tx.clone())
+                    .collect();
+                for tx in gone {
+                    let _ = tx.send(Msg::Gone);
+                }
+                if first_sync {
+                    first_sync = false;
+                    for (uid, (dir, s)) in std::mem::take(&mut saved) {
+                        cleanup_orphan(&agent, &uid, &dir, &s).await;
+                    }
+                    let live: Vec<String> = lock(&agent.pods).keys().cloned().collect();
+                    for (ip, owner) in agent.ipam.allocations() {
+                        if !live.contains(&owner) {
+                            agent.ipam.release(ip);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    anyhow::bail!("pod watch ended")
+}
+
+async fn dispatch(
+    agent: &Arc<Agent>,
+    pod: Pod,
+    saved: &mut BTreeMap<String, (PathBuf, state::PodState)>,
+) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if uid.is_empty() {
+        return;
+    }
+    {
+        let pods = lock(&agent.pods);
+        if let Some(h) = pods.get(&uid) {
+            let _ = h.tx.send(Msg::Update(Box::new(pod)));
+            return;
+        }
+    }
+    let adopted = saved.remove(&uid).map(|(_, s)| s);
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let finished = matches!(phase, Some("Succeeded" | "Failed"));
+    if adopted.is_none() && (pod.metadata.deletion_timestamp.is_some() || finished) {
+        if pod.metadata.deletion_timestamp.is_some() {
+            // Nothing of it runs here: let the deletion complete.
+            let api: Api<Pod> = Api::namespaced(
+                agent.client.clone(),
+                pod.metadata.namespace.as_deref().unwrap_or("default"),
+            );
+            let _ = api
+                .delete(
+                    pod.metadata.name.as_deref().unwrap_or_default(),
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await;
+        }
+        return;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rt = Arc::new(Mutex::new(Runtime::default()));
+    lock(&agent.pods).insert(
+        uid,
+        PodHandle {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            tx: tx.clone(),
+            rt: rt.clone(),
+        },
+    );
+    let worker = pod::Worker::new(agent.clone(), pod, tx, rt, adopted);
+    tokio::spawn(worker.run(rx));
+}
+
+/// A pod the agent ran before its restart that no longer exists: kill what is left.
+async fn cleanup_orphan(agent: &Agent, uid: &str, dir: &std::path::Path, s: &state::PodState) {
+    tracing::info!(uid, pod = %s.name, "cleaning up a pod deleted while the agent was down");
+    for c in s.containers.values() {
+        if let Some(p) = c.proc.filter(runtime::Proc::alive) {
+            runtime::signal_group(p.pid, "KILL").await;
+        }
+    }
+    if let Some(p) = s.sandbox.filter(runtime::Proc::alive) {
+        runtime::signal(p.pid, "KILL").await;
+    }
+    net::detach_pod(&net::veth_name(uid)).await;
+    if let Some(ip) = s.ip {
+        agent.ipam.release(ip);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,218 @@
+//! Pod networking as a bridge CNI plugin does it, driven through iproute2 and nft:
+//! bridge `skiff0` holding the gateway, a veth per pod with `eth0` inside the pod's
+//! network namespace, and masquerade for traffic leaving the pod network.
+//!
+//! Everything here acts on the network namespace the agent runs in (the node's), and
+//! on pod namespaces reached by the PID of their sandbox process.
+
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd;
+
+pub const BRIDGE: &str = "skiff0";
+/// The agent's own nft table; the proxy owns `ip skiff`, so this one is separate.
+pub const NFT_TABLE: &str = "skiff-agent";
+
+/// An IPv4 network, `addr/len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Self> {
+        let (a, l) = s
+            .split_once('/')
+            .with_context(|| format!("{s:?} is not a CIDR"))?;
+        let addr: Ipv4Addr = a.parse().with_context(|| format!("{s:?}: bad address"))?;
+        let len: u8 = l
+            .parse()
+            .with_context(|| format!("{s:?}: bad prefix length"))?;
+        if len > 32 {
+            bail!("{s:?}: prefix length over 32");
+        }
+        let c = Self { addr, len };
+        Ok(Self {
+            addr: Ipv4Addr::from(u32::from(addr) & c.mask()),
+            len,
+        })
+    }
+
+    pub fn mask(&self) -> u32 {
+        if self.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.len))
+        }
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr)
+    }
+
+    /// The `index`-th address of the network (0 = the network address).
+    pub fn nth(&self, index: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr).wrapping_add(index))
+    }
+
+    pub fn size(&self) -> u32 {
+        if self.len == 0 {
+            u32::MAX
+        } else {
+            1u32 << (32 - u32::from(self.len))
+        }
+    }
+
+    /// This node's /24 of the cluster pod network: the first one, since a single
+    /// node owns the network until a node-IPAM controller hands out ranges. A
+    /// cluster network smaller than a /24 is used whole.
+    pub fn node_subnet(&self) -> Cidr {
+        if self.len >= 24 {
+            *self
+        } else {
+            Cidr {
+                addr: self.addr,
+                len: 24,
+            }
+        }
+    }
+
+    /// The gateway: the first usable address, held by the bridge.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.nth(1)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// Node-wide setup, idempotent: the bridge with the gateway address, forwarding,
+/// and masquerade of pod traffic that leaves the cluster pod network.
+pub async fn setup_node(subnet: Cidr, cluster: Cidr) -> Result<()> {
+    let exists = cmd::run("ip", &["link", "show", BRIDGE]).await.is_ok();
+    if !exists {
+        cmd::run("ip", &["link", "add", BRIDGE, "type", "bridge"]).await?;
+    }
+    let gw = format!("{}/{}", subnet.gateway(), subnet.len);
+    let addrs = cmd::run("ip", &["-4", "-o", "addr", "show", "dev", BRIDGE]).await?;
+    if !addrs.contains(&format!(" {gw} ")) {
+        cmd::run("ip", &["addr", "add", &gw, "dev", BRIDGE]).await?;
+    }
+    cmd::run("ip", &["link", "set", BRIDGE, "up"]).await?;
+    // Per-namespace sysctls: these act on the node's namespace only.
+    write_sysctl("net/ipv4/ip_forward", "1");
+    // Bridged pod-to-pod traffic must traverse nftables for service DNAT to work
+    // between pods on the same bridge (as kube-proxy requires br_netfilter).
+    write_sysctl("net/bridge/bridge-nf-call-iptables", "1");
+    let rules = format!(
+        "table ip {t}\n\
+         delete table ip {t}\n\
+         table ip {t} {{\n\
+           chain postrouting {{\n\
+             type nat hook postrouting priority srcnat + 10; policy accept;\n\
+             ip saddr {c} ip daddr != {c} oifname != \"{b}\" masquerade\n\
+           }}\n\
+         }}\n",
+        t = NFT_TABLE,
+        c = cluster,
+        b = BRIDGE,
+    );
+    cmd::run_stdin("nft", &["-f", "-"], &rules)
+        .await
+        .context("installing the masquerade rule")?;
+    Ok(())
+}
+
+fn write_sysctl(path: &str, value: &str) {
+    let p = format!("/proc/sys/{path}");
+    if let Err(e) = std::fs::write(&p, value) {
+        tracing::debug!(path = %p, error = %e, "sysctl not set");
+    }
+}
+
+/// The host end of a pod's veth: short enough for IFNAMSIZ, unique per pod.
+pub fn veth_name(uid: &str) -> String {
+    let short: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+    format!("vsk{short}")
+}
+
+/// Wires a pod's network namespace (held by `sandbox_pid`): veth into the bridge,
+/// `eth0` with the pod IP, default route via the gateway.
+pub async fn attach_pod(sandbox_pid: u32, veth: &str, ip: Ipv4Addr, subnet: Cidr) -> Result<()> {
+    let pid = sandbox_pid.to_string();
+    // A leftover from a crashed attempt would make `link add` fail.
+    let _ = cmd::run("ip", &["link", "del", veth]).await;
+    let host = format!(
+        "link add {veth} type veth peer name eth0 netns {pid}\n\
+         link set {veth} master {BRIDGE}\n\
+         link set {veth} up\n"
+    );
+    cmd::run_stdin("ip", &["-batch", "-"], &host).await?;
+    // Hairpin lets a pod reach itself through a service address.
+    let _ = cmd::run(
+        "ip",
+        &["link", "set", veth, "type", "bridge_slave", "hairpin", "on"],
+    )
+    .await;
+    let inside = format!(
+        "addr add {ip}/{len} dev eth0\n\
+         link set eth0 up\n\
+         route add default via {gw} dev eth0\n",
+        len = subnet.len,
+        gw = subnet.gateway()
+    );
+    cmd::run_stdin("nsenter", &["-t", &pid, "-n", "ip", "-batch", "-"], &inside).await?;
+    Ok(())
+}
+
+/// Removes a pod's veth (its peer goes with it); absent is fine.
+pub async fn detach_pod(veth: &str) {
+    let _ = cmd::run("ip", &["link", "del", veth]).await;
+}
+
+/// The first non-loopback IPv4 address of this namespace, if any.
+pub async fn first_ipv4() -> Option<Ipv4Addr> {
+    let out = cmd::run("ip", &["-4", "-o", "addr", "show"]).await.ok()?;
+    out.lines()
+        .filter(|l| !l.contains(" lo ") && !l.contains(&format!(" {BRIDGE} ")))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next()?.split('/').next()?.parse().ok()
+        })
+        .find(|ip: &Ipv4Addr| !ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let c = Cidr::parse("10.244.0.0/16").unwrap();
+        let n = c.node_subnet();
+        assert_eq!(n.to_string(), "10.244.0.0/24");
+        assert_eq!(n.gateway(), Ipv4Addr::new(10, 244, 0, 1));
+        assert!(c.contains(Ipv4Addr::new(10, 244, 3, 4)));
+        assert!(!c.contains(Ipv4Addr::new(10, 245, 0, 1)));
+        assert_eq!(Cidr::parse("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(n.size(), 256);
+        assert!(Cidr::parse("10.0.0.0").is_err());
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        let small = Cidr::parse("192.168.5.0/26").unwrap();
+        assert_eq!(small.node_subnet(), small);
+    }
+
+    #[test]
+    fn veth_names_fit() {
+        let v = veth_name("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0");
+        assert_eq!(v, "vsk0f1e2d3c");
+        assert!(v.len() <= 15);
+    }
+}

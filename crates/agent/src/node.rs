@@ -1,0 +1,183 @@
+//! Node registration and heartbeats, as kubelet does them: the Node object with its
+//! addresses, pod CIDR, capacity, conditions and kubelet endpoint; a Lease in
+//! `kube-node-lease` renewed every 10 s; the status re-posted every minute (and on
+//! start) so `lastHeartbeatTime` stays fresh.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::json;
+
+use crate::net::Cidr;
+
+pub struct NodeInfo {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub subnet: Cidr,
+    pub port: u16,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn now_micro() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn memory_ki() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn status(n: &NodeInfo, ready_since: &str) -> serde_json::Value {
+    let t = now();
+    let capacity = json!({
+        "cpu": cpus().to_string(),
+        "memory": format!("{}Ki", memory_ki()),
+        "pods": "110",
+        "ephemeral-storage": "0",
+    });
+    let cond = |ty: &str, status: &str, reason: &str, message: &str, since: &str| {
+        json!({"type": ty, "status": status, "reason": reason, "message": message,
+               "lastHeartbeatTime": t, "lastTransitionTime": since})
+    };
+    json!({
+        "capacity": capacity,
+        "allocatable": capacity,
+        "addresses": [
+            {"type": "InternalIP", "address": n.ip.to_string()},
+            {"type": "Hostname", "address": n.name},
+        ],
+        "conditions": [
+            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available", ready_since),
+            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure", ready_since),
+            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available", ready_since),
+            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status", ready_since),
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": n.port}},
+        "nodeInfo": {
+            "machineID": read_trim("/etc/machine-id"),
+            "systemUUID": read_trim("/sys/class/dmi/id/product_uuid"),
+            "bootID": read_trim("/proc/sys/kernel/random/boot_id"),
+            "kernelVersion": read_trim("/proc/sys/kernel/osrelease"),
+            "osImage": "skiff",
+            "containerRuntimeVersion": "skiff://0.1.0",
+            "kubeletVersion": "v1.33.0-skiff",
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        },
+    })
+}
+
+/// Creates or updates the Node, then posts its status.
+pub async fn register(client: &kube::Client, n: &NodeInfo) -> Result<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let subnet = n.subnet.to_string();
+    let existing = nodes.get_opt(&n.name).await.context("reading the Node")?;
+    if existing.is_none() {
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": n.name, "labels": {
+                "kubernetes.io/hostname": n.name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+                "beta.kubernetes.io/os": "linux",
+            }},
+            "spec": {"podCIDR": subnet, "podCIDRs": [subnet]},
+        }))?;
+        match nodes.create(&PostParams::default(), &node).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(e).context("creating the Node"),
+        }
+    } else {
+        let patch = json!({"spec": {"podCIDR": subnet, "podCIDRs": [subnet]}});
+        nodes
+            .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context("updating the Node")?;
+    }
+    let since = now();
+    post_status(client, n, &since).await?;
+    Ok(since)
+}
+
+async fn post_status(client: &kube::Client, n: &NodeInfo, since: &str) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch_status(
+            &n.name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status(n, since)})),
+        )
+        .await
+        .context("posting the Node status")?;
+    Ok(())
+}
+
+async fn renew_lease(client: &kube::Client, node: &str) -> Result<()> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let spec =
+        json!({"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": now_micro()});
+    if leases.get_opt(node).await?.is_some() {
+        leases
+            .patch(
+                node,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": spec})),
+            )
+            .await?;
+    } else {
+        let lease: Lease = serde_json::from_value(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": node, "namespace": "kube-node-lease"},
+            "spec": spec,
+        }))?;
+        leases.create(&PostParams::default(), &lease).await?;
+    }
+    Ok(())
+}
+
+/// Heartbeats until the task is dropped.
+pub async fn heartbeat(client: kube::Client, n: NodeInfo, since: String) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut count: u64 = 0;
+    loop {
+        tick.tick().await;
+        if let Err(e) = renew_lease(&client, &n.name).await {
+            tracing::warn!(error = %e, "renewing the node lease");
+        }
+        if count % 6 == 5 {
+            if let Err(e) = post_status(&client, &n, &since).await {
+                tracing::warn!(error = %e, "posting node status");
+            }
+        }
+        count += 1;
+    }
+}

@@ -1,0 +1,1108 @@
+//! One task per pod: sets up its sandbox and network, starts, watches, probes and
+//! restarts its containers, reports status the way kubelet does, and tears it all
+//! down when the pod is deleted.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod, Probe};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::Api;
+use serde_json::{json, Value};
+use tokio::process::ChildStdin;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::state::{self, PodState, SavedContainer, Term};
+use crate::{envvars, files, net, probe, runtime, Agent};
+
+pub enum Msg {
+    Update(Box<Pod>),
+    /// The pod is gone from the API (or was never ours): stop at once.
+    Gone,
+    Exited {
+        ctr: usize,
+        gen: u64,
+        code: Option<i32>,
+    },
+    Probe {
+        ctr: usize,
+        gen: u64,
+        kind: usize,
+        ok: bool,
+    },
+}
+
+/// What streaming (logs, exec, attach) needs to know about a running pod.
+#[derive(Default)]
+pub struct Runtime {
+    pub sandbox: Option<u32>,
+    pub containers: HashMap<String, CtrRuntime>,
+    /// Process groups of exec sessions, killed when the pod goes.
+    pub execs: Vec<u32>,
+}
+
+#[derive(Clone)]
+pub struct CtrRuntime {
+    pub env: Vec<(String, String)>,
+    pub workdir: String,
+    pub log: Option<PathBuf>,
+    pub previous_log: Option<PathBuf>,
+    pub running: bool,
+    pub instance: u64,
+    pub stdin: Option<Arc<tokio::sync::Mutex<Option<ChildStdin>>>>,
+    pub stdin_once: bool,
+    pub tty: bool,
+}
+
+pub const STARTUP: usize = 0;
+pub const READINESS: usize = 1;
+pub const LIVENESS: usize = 2;
+
+#[derive(Default, Clone, Copy)]
+struct ProbeState {
+    next: Option<Instant>,
+    in_flight: bool,
+    successes: i32,
+    failures: i32,
+}
+
+#[derive(Debug, Clone)]
+enum St {
+    Waiting { reason: String, message: String },
+    Running,
+    Terminated(Term),
+}
+
+struct Ctr {
+    spec: Container,
+    init: bool,
+    restart_count: i32,
+    state: St,
+    last: Option<Term>,
+    gen: u64,
+    proc: Option<runtime::Proc>,
+    started_at: Option<String>,
+    started_instant: Option<Instant>,
+    backoff: Option<Duration>,
+    next_start: Option<Instant>,
+    ready: bool,
+    startup_ok: bool,
+    probes: [ProbeState; 3],
+    env: Vec<(String, String)>,
+    workdir: String,
+}
+
+impl Ctr {
+    fn probe(&self, kind: usize) -> Option<&Probe> {
+        match kind {
+            STARTUP => self.spec.startup_probe.as_ref(),
+            READINESS => self.spec.readiness_probe.as_ref(),
+            _ => self.spec.liveness_probe.as_ref(),
+        }
+    }
+    fn is_running(&self) -> bool {
+        matches!(self.state, St::Running)
+    }
+    fn succeeded(&self) -> bool {
+        matches!(&self.state, St::Terminated(t) if t.exit_code == 0)
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+const BACKOFF_START: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+pub struct Worker {
+    agent: Arc<Agent>,
+    pod: Pod,
+    uid: String,
+    ns: String,
+    name: String,
+    dir: PathBuf,
+    tx: mpsc::UnboundedSender<Msg>,
+    rt: Arc<Mutex<Runtime>>,
+    ctrs: Vec<Ctr>,
+    ip: Option<Ipv4Addr>,
+    veth: String,
+    sandbox: Option<runtime::Proc>,
+    setup_error: Option<(String, String)>,
+    fatal: Option<(String, String)>,
+    start_time: String,
+    last_status: Option<Value>,
+    transitions: HashMap<String, (String, String)>,
+    deleting: bool,
+    gone: bool,
+}
+
+impl Worker {
+    pub fn new(
+        agent: Arc<Agent>,
+        pod: Pod,
+        tx: mpsc::UnboundedSender<Msg>,
+        rt: Arc<Mutex<Runtime>>,
+        saved: Option<PodState>,
+    ) -> Self {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let dir = state::pods_dir(&agent.data_dir).join(&uid);
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut ctrs = Vec::new();
+        for (init, c) in spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| (true, c))
+            .chain(spec.containers.iter().map(|c| (false, c)))
+        {
+            ctrs.push(Ctr {
+                spec: c.clone(),
+                init,
+                restart_count: 0,
+                state: St::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: String::new(),
+                },
+                last: None,
+                gen: 0,
+                proc: None,
+                started_at: None,
+                started_instant: None,
+                backoff: None,
+                next_start: Some(Instant::now()),
+                ready: false,
+                startup_ok: c.startup_probe.is_none(),
+                probes: Default::default(),
+                env: Vec::new(),
+                workdir: "/".into(),
+            });
+        }
+        let mut w = Self {
+            veth: net::veth_name(&uid),
+            agent,
+            pod,
+            uid,
+            ns,
+            name,
+            dir,
+            tx,
+            rt,
+            ctrs,
+            ip: None,
+            sandbox: None,
+            setup_error: None,
+            fatal: None,
+            start_time: now(),
+            last_status: None,
+            transitions: HashMap::new(),
+            deleting: false,
+            gone: false,
+        };
+        if let Some(s) = saved {
+            w.adopt(s);
+        }
+        w
+    }
+
+    /// Takes over what a previous agent left: sandbox, IP, live containers.
+    fn adopt(&mut self, s: PodState) {
+        if let Some(t) = s.start_time {
+            self.start_time = t;
+        }
+        self.ip = s.ip;
+        match s.sandbox {
+            Some(p) if p.alive() => self.sandbox = Some(p),
+            _ => return,
+        }
+        let sandbox_pid = self.sandbox.map(|p| p.pid);
+        for (i, c) in self.ctrs.iter_mut().enumerate() {
+            let Some(saved) = s.containers.get(&c.spec.name) else {
+                continue;
+            };
+            c.restart_count = saved.restart_count;
+            c.last = saved.last.clone();
+            c.env = saved.env.clone();
+            c.workdir = saved.workdir.clone();
+            if let Some(t) = &saved.terminated {
+                c.state = St::Terminated(t.clone());
+                c.next_start = None;
+                continue;
+            }
+            if let Some(p) = saved.proc.filter(runtime::Proc::alive) {
+                c.gen += 1;
+                c.proc = Some(p);
+                c.state = St::Running;
+                c.started_at = saved.started_at.clone();
+                c.started_instant = Some(Instant::now());
+                c.next_start = None;
+                // Adopted containers are trusted as started; probes re-establish
+                // readiness from scratch, as after any kubelet restart.
+                c.startup_ok = true;
+                c.ready = c.spec.readiness_probe.is_none();
+                for kind in 0..3 {
+                    c.probes[kind].next = Some(Instant::now());
+                }
+                let tx = self.tx.clone();
+                let gen = c.gen;
+                tokio::spawn(async move {
+                    while p.alive() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    let _ = tx.send(Msg::Exited {
+                        ctr: i,
+                        gen,
+                        code: None,
+                    });
+                });
+                let mut rt = lock(&self.rt);
+                rt.sandbox = sandbox_pid;
+                rt.containers.insert(
+                    c.spec.name.clone(),
+                    CtrRuntime {
+                        env: c.env.clone(),
+                        workdir: c.workdir.clone(),
+                        log: Some(log_path(&self.dir, &c.spec.name, c.restart_count)),
+                        previous_log: (c.restart_count > 0)
+                            .then(|| log_path(&self.dir, &c.spec.name, c.restart_count - 1)),
+                        running: true,
+                        instance: c.gen,
+                        stdin: None,
+                        stdin_once: c.spec.stdin_once.unwrap_or(false),
+                        tty: c.spec.tty.unwrap_or(false),
+                    },
+                );
+            }
+        }
+        lock(&self.rt).sandbox = sandbox_pid;
+        tracing::info!(pod = %self.name, ns = %self.ns, "adopted running pod");
+    }
+
+    fn save(&self) {
+        let mut s = PodState {
+            uid: self.uid.clone(),
+            namespace: self.ns.clone(),
+            name: self.name.clone(),
+            ip: self.ip,
+            veth: self.veth.clone(),
+            sandbox: self.sandbox,
+            start_time: Some(self.start_time.clone()),
+            containers: Default::default(),
+        };
+        for c in &self.ctrs {
+            s.containers.insert(
+                c.spec.name.clone(),
+                SavedContainer {
+                    proc: c.proc,
+                    restart_count: c.restart_count,
+                    started_at: c.started_at.clone(),
+                    env: c.env.clone(),
+                    workdir: c.workdir.clone(),
+                    last: c.last.clone(),
+                    terminated: match &c.state {
+                        St::Terminated(t) => Some(t.clone()),
+                        _ => None,
+                    },
+                },
+            );
+        }
+        state::save(&self.dir, &s);
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        self.deleting = self.pod.metadata.deletion_timestamp.is_some();
+        loop {
+            if self.deleting {
+                break;
+            }
+            if self.sandbox.is_none() && self.fatal.is_none() {
+                self.setup().await;
+            }
+            if self.sandbox.is_some() {
+                self.reconcile().await;
+            }
+            self.report().await;
+            let deadline = self.next_deadline();
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => self.handle(m).await,
+                    None => self.gone = true,
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            // Drain whatever else arrived, so a burst costs one status write.
+            while let Ok(m) = rx.try_recv() {
+                self.handle(m).await;
+            }
+            if self.gone {
+                self.deleting = true;
+            }
+        }
+        let grace = if self.gone {
+            Duration::from_secs(2)
+        } else {
+            self.grace()
+        };
+        self.terminate(&mut rx, grace).await;
+        if !self.gone {
+            self.report().await;
+        }
+        self.teardown().await;
+        if !self.gone {
+            self.finish_delete().await;
+        }
+    }
+
+    fn grace(&self) -> Duration {
+        let secs = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30);
+        Duration::from_secs(secs.max(0) as u64)
+    }
+
+    async fn handle(&mut self, m: Msg) {
+        match m {
+            Msg::Update(p) => {
+                if p.metadata.deletion_timestamp.is_some() {
+                    self.deleting = true;
+                }
+                self.pod = *p;
+            }
+            Msg::Gone => self.gone = true,
+            Msg::Exited { ctr, gen, code } => self.exited(ctr, gen, code),
+            Msg::Probe { ctr, gen, kind, ok } => self.probed(ctr, gen, kind, ok).await,
+        }
+    }
+
+    fn hostname(&self) -> String {
+        files::hostname(&self.pod)
+    }
+
+    async fn setup(&mut self) {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        if spec.host_network.unwrap_or(false) {
+            self.fatal = Some((
+                "CreateContainerConfigError".into(),
+                "hostNetwork is not supported by skiff's agent: every pod gets its own network namespace".into(),
+            ));
+            return;
+        }
+        if let Err(e) = self.try_setup().await {
+            tracing::warn!(pod = %self.name, ns = %self.ns, error = %format!("{e:#}"), "pod sandbox");
+            self.setup_error = Some(("ContainerCreating".into(), format!("{e:#}")));
+            if let Some(p) = self.sandbox.take() {
+                runtime::signal(p.pid, "KILL").await;
+            }
+        } else {
+            self.setup_error = None;
+        }
+    }
+
+    async fn try_setup(&mut self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let ip = self.agent.ipam.allocate(&self.uid)?;
+        self.ip = Some(ip);
+        self.save();
+        let ips = vec![ip.to_string()];
+        std::fs::write(
+            self.dir.join("resolv.conf"),
+            files::resolv_conf(&self.pod, &self.agent.dns),
+        )?;
+        std::fs::write(
+            self.dir.join("hosts"),
+            files::hosts(&self.pod, &ips, &self.agent.dns.cluster_domain),
+        )?;
+        std::fs::write(self.dir.join("hostname"), format!("{}\n", self.hostname()))?;
+        let (proc, mut child) = runtime::start_sandbox(&self.dir, &self.hostname()).await?;
+        // Reap the sandbox when it ends (it is our child while we live).
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        self.sandbox = Some(proc);
+        self.save();
+        net::attach_pod(proc.pid, &self.veth, ip, self.agent.subnet).await?;
+        lock(&self.rt).sandbox = Some(proc.pid);
+        Ok(())
+    }
+
+    fn restart_policy(&self) -> &str {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always")
+    }
+
+    /// Starts what should run now; launches due probes.
+    async fn reconcile(&mut self) {
+        let now = Instant::now();
+        let init_pending = self.ctrs.iter().position(|c| c.init && !c.succeeded());
+        let startable: Vec<usize> = match init_pending {
+            Some(i) => vec![i],
+            None => (0..self.ctrs.len())
+                .filter(|i| !self.ctrs[*i].init)
+                .collect(),
+        };
+        for i in startable {
+            let c = &self.ctrs[i];
+            if c.proc.is_none()
+                && matches!(c.state, St::Waiting { .. })
+                && c.next_start.is_some_and(|t| t <= now)
+            {
+                self.start(i).await;
+            }
+        }
+        for i in 0..self.ctrs.len() {
+            for kind in [STARTUP, READINESS, LIVENESS] {
+                self.maybe_probe(i, kind, now);
+            }
+        }
+    }
+
+    fn maybe_probe(&mut self, i: usize, kind: usize, now: Instant) {
+        let (Some(ip), Some(sandbox)) = (self.ip, self.sandbox) else {
+            return;
+        };
+        let c = &self.ctrs[i];
+        if !c.is_running() {
+            return;
+        }
+        let Some(p) = c.probe(kind).cloned() else {
+            return;
+        };
+        if (kind == STARTUP) == c.startup_ok {
+            return;
+        }
+        let ps = c.probes[kind];
+        if ps.in_flight || ps.next.is_some_and(|t| t > now) {
+            return;
+        }
+        let gen = c.gen;
+        let period = Duration::from_secs(p.period_seconds.unwrap_or(10).max(1) as u64);
+        let ctr = &mut self.ctrs[i];
+        ctr.probes[kind].in_flight = true;
+        ctr.probes[kind].next = Some(now + period);
+        let spec = ctr.spec.clone();
+        let env = ctr.env.clone();
+        let workdir = ctr.workdir.clone();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let ok = probe::run(&p, &spec, ip, sandbox.pid, &env, &workdir).await;
+            let _ = tx.send(Msg::Probe {
+                ctr: i,
+                gen,
+                kind,
+                ok,
+            });
+        });
+    }
+
+    async fn probed(&mut self, i: usize, gen: u64, kind: usize, ok: bool) {
+        let Some(c) = self.ctrs.get_mut(i) else {
+            return;
+        };
+        if c.gen != gen {
+            return;
+        }
+        c.probes[kind].in_flight = false;
+        if !c.is_running() {
+            return;
+        }
+        let Some(p) = c.probe(kind).cloned() else {
+            return;
+        };
+        let ps = &mut c.probes[kind];
+        if ok {
+            ps.successes += 1;
+            ps.failures = 0;
+        } else {
+            ps.failures += 1;
+            ps.successes = 0;
+        }
+        let success_needed = p.success_threshold.unwrap_or(1).max(1);
+        let failure_needed = p.failure_threshold.unwrap_or(3).max(1);
+        let (succeeded, failed) = (
+            ps.successes >= success_needed,
+            ps.failures >= failure_needed,
+        );
+        match kind {
+            STARTUP => {
+                if succeeded {
+                    c.startup_ok = true;
+                    c.ready = c.spec.readiness_probe.is_none();
+                    let now = Instant::now();
+                    c.probes[READINESS].next = Some(now);
+                    c.probes[LIVENESS].next = Some(now);
+                } else if failed {
+                    self.kill_for_restart(i, "Startup probe failed").await;
+                }
+            }
+            READINESS => {
+                if succeeded {
+                    c.ready = true;
+                } else if failed {
+                    c.ready = false;
+                }
+            }
+            _ => {
+                if failed {
+                    c.probes[kind].failures = 0;
+                    self.kill_for_restart(i, "Liveness probe failed").await;
+                }
+            }
+        }
+    }
+
+    /// Stops a container so that its restart policy applies (failed probes).
+    async fn kill_for_restart(&mut self, i: usize, why: &str) {
+        let Some(p) = self.ctrs[i].proc else { return };
+        tracing::info!(pod = %self.name, container = %self.ctrs[i].spec.name, "{why}, restarting");
+        self.ctrs[i].ready = false;
+        runtime::signal_group(p.pid, "TERM").await;
+        let grace = self.grace();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if p.alive() {
+                runtime::signal_group(p.pid, "KILL").await;
+            }
+        });
+    }
+
+    fn base_env(&self, c: &Container) -> Vec<(String, String)> {
+        let mut env = vec![
+            (
+                "PATH".to_string(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            ),
+            ("HOSTNAME".to_string(), self.hostname()),
+            ("HOME".to_string(), "/root".to_string()),
+        ];
+        if c.tty.unwrap_or(false) {
+            env.push(("TERM".into(), "xterm".into()));
+        }
+        env
+    }
+
+    async fn start(&mut self, i: usize) {
+        let Some(sandbox) = self.sandbox else { return };
+        let spec = self.ctrs[i].spec.clone();
+        let services: Vec<_> = self
+            .agent
+            .services
+            .state()
+            .iter()
+            .map(|s| (**s).clone())
+            .collect();
+        let facts = envvars::PodFacts {
+            pod: &self.pod,
+            pod_ip: self.ip.map(|i| i.to_string()).unwrap_or_default(),
+            host_ip: self.agent.node_ip.to_string(),
+            node_name: self.agent.node_name.clone(),
+        };
+        let env = match envvars::container_env(&spec, &facts, &services, &self.base_env(&spec)) {
+            Ok(e) => e,
+            Err(msg) => {
+                let c = &mut self.ctrs[i];
+                c.state = St::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: msg,
+                };
+                c.next_start = Some(Instant::now() + Duration::from_secs(10));
+                return;
+            }
+        };
+        let lookup = |n: &str| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        let command: Vec<String> = spec
+            .command
+            .iter()
+            .flatten()
+            .map(|a| envvars::expand(a, &lookup))
+            .collect();
+        let args: Vec<String> = spec
+            .args
+            .iter()
+            .flatten()
+            .map(|a| envvars::expand(a, &lookup))
+            .collect();
+        let image = spec.image.clone().unwrap_or_default();
+        let argv = match self.agent.catalog.argv(&image, &command, &args) {
+            Ok(a) => a,
+            Err(msg) => {
+                let c = &mut self.ctrs[i];
+                c.state = St::Waiting {
+                    reason: "ErrImagePull".into(),
+                    message: msg,
+                };
+                // The catalog is fixed while the agent runs: no point retrying.
+                c.next_start = None;
+                return;
+            }
+        };
+        let workdir = spec
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let c = &mut self.ctrs[i];
+        let cdir = self.dir.join(&spec.name);
+        let _ = std::fs::create_dir_all(&cdir);
+        let log = log_path(&self.dir, &spec.name, c.restart_count);
+        // Keep the current and previous instance's logs, as kubelet does.
+        if c.restart_count >= 2 {
+            let _ = std::fs::remove_file(log_path(&self.dir, &spec.name, c.restart_count - 2));
+        }
+        let _ = std::fs::remove_file(&log);
+        let tty = spec.tty.unwrap_or(false);
+        let want_stdin = spec.stdin.unwrap_or(false);
+        let spawned = runtime::spawn_container(&runtime::Spawn {
+            sandbox: sandbox.pid,
+            argv: &argv,
+            env: &env,
+            workdir: &workdir,
+            log: &log,
+            stdin: want_stdin,
+            tty,
+        });
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                c.state = St::Waiting {
+                    reason: "RunContainerError".into(),
+                    message: format!("{e:#}"),
+                };
+                c.next_start = Some(Instant::now() + Duration::from_secs(10));
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        c.gen += 1;
+        c.proc = runtime::Proc::of(pid).or(Some(runtime::Proc { pid, start: 0 }));
+        c.state = St::Running;
+        c.started_at = Some(now());
+        c.started_instant = Some(Instant::now());
+        c.next_start = None;
+        c.env = env;
+        c.workdir = workdir;
+        c.startup_ok = spec.startup_probe.is_none();
+        c.ready = c.startup_ok && spec.readiness_probe.is_none();
+        c.probes = Default::default();
+        let now_i = Instant::now();
+        for (kind, p) in [
+            (STARTUP, &spec.startup_probe),
+            (READINESS, &spec.readiness_probe),
+            (LIVENESS, &spec.liveness_probe),
+        ] {
+            if let Some(p) = p {
+                let delay = p.initial_delay_seconds.unwrap_or(0).max(0) as u64;
+                c.probes[kind].next = Some(now_i + Duration::from_secs(delay));
+            }
+        }
+        let stdin = child
+            .stdin
+            .take()
+            .map(|s| Arc::new(tokio::sync::Mutex::new(Some(s))));
+        {
+            let mut rt = lock(&self.rt);
+            rt.containers.insert(
+                spec.name.clone(),
+                CtrRuntime {
+                    env: c.env.clone(),
+                    workdir: c.workdir.clone(),
+                    log: Some(log.clone()),
+                    previous_log: (c.restart_count > 0)
+                        .then(|| log_path(&self.dir, &spec.name, c.restart_count - 1)),
+                    running: true,
+                    instance: c.gen,
+                    stdin,
+                    stdin_once: spec.stdin_once.unwrap_or(false),
+                    tty,
+                },
+            );
+        }
+        let tx = self.tx.clone();
+        let gen = c.gen;
+        tokio::spawn(async move {
+            let code = child.wait().await.ok().map(runtime::exit_code);
+            let _ = tx.send(Msg::Exited { ctr: i, gen, code });
+        });
+        tracing::debug!(pod = %self.name, container = %spec.name, pid, "container started");
+        self.save();
+    }
+
+    fn exited(&mut self, i: usize, gen: u64, code: Option<i32>) {
+        let policy = self.restart_policy().to_string();
+        let deleting = self.deleting;
+        let pod_desc = format!("{}_{}({})", self.name, self.ns, self.uid);
+        let Some(c) = self.ctrs.get_mut(i) else {
+            return;
+        };
+        if c.gen != gen {
+            return;
+        }
+        let (exit_code, reason, message) = match code {
+            Some(0) => (0, "Completed", None),
+            Some(n) => (n, "Error", None),
+            None => (
+                137,
+                "ContainerStatusUnknown",
+                Some("The container exited while the agent was not watching it".to_string()),
+            ),
+        };
+        let term = Term {
+            exit_code,
+            reason: reason.into(),
+            message,
+            started_at: c.started_at.clone().unwrap_or_else(now),
+            finished_at: now(),
+        };
+        c.proc = None;
+        c.ready = false;
+        if let Some(r) = lock(&self.rt).containers.get_mut(&c.spec.name) {
+            r.running = false;
+            r.stdin = None;
+        }
+        let restart = !deleting
+            && match policy.as_str() {
+                "Never" => false,
+                "OnFailure" => exit_code != 0,
+                _ => !(c.init && exit_code == 0),
+            };
+        if !restart {
+            c.state = St::Terminated(term);
+            c.next_start = None;
+        } else {
+            // Back-off doubles per crash from 10 s to 5 min, and starts over once a
+            // container has run for twice the maximum, as kubelet's does.
+            let ran = c.started_instant.map(|t| t.elapsed()).unwrap_or_default();
+            let delay = match c.backoff {
+                Some(_) if ran >= BACKOFF_MAX * 2 => BACKOFF_START,
+                Some(d) => (d * 2).min(BACKOFF_MAX),
+                None => BACKOFF_START,
+            };
+            c.backoff = Some(delay);
+            c.last = Some(term);
+            c.restart_count += 1;
+            c.state = St::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: format!(
+                    "back-off {}s restarting failed container={} pod={pod_desc}",
+                    delay.as_secs(),
+                    c.spec.name
+                ),
+            };
+            c.next_start = Some(Instant::now() + delay);
+        }
+        self.save();
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut t = Instant::now() + Duration::from_secs(5);
+        if self.sandbox.is_none() && self.fatal.is_none() {
+            t = t.min(Instant::now() + Duration::from_secs(2));
+        }
+        for c in &self.ctrs {
+            if let Some(n) = c.next_start {
+                t = t.min(n);
+            }
+            if c.is_running() {
+                for p in &c.probes {
+                    if let (Some(n), false) = (p.next, p.in_flight) {
+                        t = t.min(n);
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    /// SIGTERM to every container, SIGKILL to what is left after `grace`.
+    async fn terminate(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>, grace: Duration) {
+        for c in &self.ctrs {
+            if let Some(p) = c.proc {
+                runtime::signal_group(p.pid, "TERM").await;
+            }
+        }
+        let mut deadline = Instant::now() + grace;
+        let mut killed = false;
+        loop {
+            if self.ctrs.iter().all(|c| c.proc.is_none()) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                if killed {
+                    break;
+                }
+                for c in &self.ctrs {
+                    if let Some(p) = c.proc {
+                        runtime::signal_group(p.pid, "KILL").await;
+                    }
+                }
+                killed = true;
+                deadline = Instant::now() + Duration::from_secs(5);
+            }
+            tokio::select! {
+                m = rx.recv() => match m {
+                    Some(Msg::Exited { ctr, gen, code }) => self.exited(ctr, gen, code),
+                    Some(Msg::Update(p)) => self.pod = *p,
+                    Some(Msg::Gone) => { self.gone = true; deadline = deadline.min(Instant::now()); }
+                    Some(Msg::Probe { .. }) => {}
+                    None => { self.gone = true; deadline = deadline.min(Instant::now()); }
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Removes the sandbox, veth, IP and files.
+    async fn teardown(&mut self) {
+        let execs = std::mem::take(&mut lock(&self.rt).execs);
+        for pid in execs {
+            runtime::signal_group(pid, "KILL").await;
+        }
+        for c in &self.ctrs {
+            if let Some(p) = c.proc.filter(runtime::Proc::alive) {
+                runtime::signal_group(p.pid, "KILL").await;
+            }
+        }
+        if let Some(p) = self.sandbox.take() {
+            if p.alive() {
+                runtime::signal(p.pid, "KILL").await;
+            }
+        }
+        net::detach_pod(&self.veth).await;
+        if let Some(ip) = self.ip.take() {
+            self.agent.ipam.release(ip);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        lock(&self.agent.pods).remove(&self.uid);
+        tracing::info!(pod = %self.name, ns = %self.ns, "pod removed");
+    }
+
+    /// The final, grace-0 delete once the containers are gone (kubelet's job).
+    async fn finish_delete(&self) {
+        let api: Api<Pod> = Api::namespaced(self.agent.client.clone(), &self.ns);
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        if let Err(e) = api.delete(&self.name, &dp).await {
+            if !matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) {
+                tracing::warn!(pod = %self.name, error = %e, "final pod delete");
+            }
+        }
+    }
+
+    fn condition(&mut self, ty: &str, ok: bool, reason: Option<&str>) -> Value {
+        let status = if ok { "True" } else { "False" };
+        let entry = self
+            .transitions
+            .entry(ty.to_string())
+            .or_insert_with(|| (status.to_string(), now()));
+        if entry.0 != status {
+            *entry = (status.to_string(), now());
+        }
+        let mut c = json!({"type": ty, "status": status, "lastProbeTime": null,
+                           "lastTransitionTime": entry.1});
+        if let (Some(r), false) = (reason, ok) {
+            c["reason"] = json!(r);
+        }
+        c
+    }
+
+    fn status(&mut self) -> Value {
+        let uid8: String = self.uid.chars().filter(|c| *c != '-').take(12).collect();
+        let ctr_status = |c: &Ctr, pending: Option<&(String, String)>| -> Value {
+            let cid = format!("skiff://{uid8}-{}-{}", c.spec.name, c.restart_count);
+            let state = match (&c.state, pending) {
+                (St::Waiting { .. }, Some((r, m))) if c.gen == 0 => {
+                    json!({"waiting": {"reason": r, "message": m}})
+                }
+                (St::Waiting { reason, message }, _) => {
+                    if message.is_empty() {
+                        json!({"waiting": {"reason": reason}})
+                    } else {
+                        json!({"waiting": {"reason": reason, "message": message}})
+                    }
+                }
+                (St::Running, _) => json!({"running": {"startedAt": c.started_at}}),
+                (St::Terminated(t), _) => term_json(t, &cid),
+            };
+            let image = c.spec.image.clone().unwrap_or_default();
+            let mut s = json!({
+                "name": c.spec.name,
+                "image": image,
+                "imageID": format!("skiff://builtin/{}", crate::catalog::normalize(&image)),
+                "ready": c.ready && c.is_running(),
+                "started": c.is_running() && c.startup_ok,
+                "restartCount": c.restart_count,
+                "state": state,
+                "lastState": c.last.as_ref().map(|t| term_json(t, &cid)).unwrap_or(json!({})),
+            });
+            if c.gen > 0 {
+                s["containerID"] = json!(cid);
+            }
+            s
+        };
+        let pending = self.fatal.clone().or(self.setup_error.clone());
+        let mut init_statuses = Vec::new();
+        let mut statuses = Vec::new();
+        for c in &self.ctrs {
+            if c.init {
+                init_statuses.push(ctr_status(c, pending.as_ref()));
+            } else {
+                statuses.push(ctr_status(c, pending.as_ref()));
+            }
+        }
+        let phase = self.phase();
+        let initialized = self.ctrs.iter().filter(|c| c.init).all(Ctr::succeeded);
+        let app: Vec<&Ctr> = self.ctrs.iter().filter(|c| !c.init).collect();
+        let all_ready = !app.is_empty() && app.iter().all(|c| c.ready && c.is_running());
+        let completed = phase == "Succeeded" || phase == "Failed";
+        let not_ready_reason = if completed {
+            "PodCompleted"
+        } else {
+            "ContainersNotReady"
+        };
+        let sandbox_ready = self.sandbox.is_some();
+        let conditions = vec![
+            self.condition("PodReadyToStartContainers", sandbox_ready, None),
+            self.condition(
+                "Initialized",
+                initialized,
+                Some(if completed {
+                    "PodCompleted"
+                } else {
+                    "ContainersNotInitialized"
+                }),
+            ),
+            self.condition("Ready", all_ready, Some(not_ready_reason)),
+            self.condition("ContainersReady", all_ready, Some(not_ready_reason)),
+            self.condition("PodScheduled", true, None),
+        ];
+        let host_ip = self.agent.node_ip.to_string();
+        let mut s = json!({
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
+            "startTime": self.start_time,
+            "containerStatuses": statuses,
+        });
+        if !init_statuses.is_empty() {
+            s["initContainerStatuses"] = json!(init_statuses);
+        }
+        if let (Some(ip), true) = (self.ip, sandbox_ready) {
+            s["podIP"] = json!(ip.to_string());
+            s["podIPs"] = json!([{"ip": ip.to_string()}]);
+        }
+        s
+    }
+
+    /// Pod phase by kubelet's rules.
+    fn phase(&self) -> &'static str {
+        let policy = self.restart_policy();
+        let inits: Vec<&Ctr> = self.ctrs.iter().filter(|c| c.init).collect();
+        if let Some(c) = inits.iter().find(|c| !c.succeeded()) {
+            return match (&c.state, policy) {
+                (St::Terminated(_), "Never") => "Failed",
+                _ => "Pending",
+            };
+        }
+        let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+        for c in self.ctrs.iter().filter(|c| !c.init) {
+            match &c.state {
+                St::Running => running += 1,
+                St::Terminated(t) => {
+                    stopped += 1;
+                    if t.exit_code == 0 {
+                        succeeded += 1;
+                    }
+                }
+                St::Waiting { .. } if c.last.is_some() => stopped += 1,
+                St::Waiting { .. } => waiting += 1,
+            }
+        }
+        if waiting > 0 {
+            "Pending"
+        } else if running > 0 {
+            "Running"
+        } else if stopped > 0 {
+            match policy {
+                "Always" => "Running",
+                "OnFailure" if stopped == succeeded => "Succeeded",
+                "OnFailure" => "Running",
+                _ if stopped == succeeded => "Succeeded",
+                _ => "Failed",
+            }
+        } else {
+            "Pending"
+        }
+    }
+
+    async fn report(&mut self) {
+        let status = self.status();
+        if self.last_status.as_ref() == Some(&status) {
+            return;
+        }
+        let api: Api<Pod> = Api::namespaced(self.agent.client.clone(), &self.ns);
+        match api
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": status})),
+            )
+            .await
+        {
+            Ok(_) => self.last_status = Some(status),
+            Err(e) => {
+                tracing::debug!(pod = %self.name, error = %e, "pod status update");
+            }
+        }
+    }
+}
+
+fn term_json(t: &Term, cid: &str) -> Value {
+    let mut v = json!({"terminated": {
+        "exitCode": t.exit_code,
+        "reason": t.reason,
+        "startedAt": t.started_at,
+        "finishedAt": t.finished_at,
+        "containerID": cid,
+    }});
+    if let Some(m) = &t.message {
+        v["terminated"]["message"] = json!(m);
+    }
+    v
+}
+
+pub fn log_path(dir: &std::path::Path, container: &str, restart: i32) -> PathBuf {
+    dir.join(container).join(format!("{restart}.log"))
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep using it.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,242 @@
+//! Processes: the pod sandbox (a `sleep` holding fresh network, UTS, IPC and mount
+//! namespaces, with the pod's hostname and its own resolv.conf/hosts/hostname bind
+//! mounted) and containers (process groups entered into the sandbox's namespaces).
+//! Processes are started through `unshare`/`nsenter`, so nothing forks in async code,
+//! and they outlive the agent: a restarted agent adopts them by PID and start time.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt;
+use tokio::process::{Child, Command};
+
+/// A process identified across agent restarts: PID plus kernel start time, so a
+/// reused PID is never mistaken for ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proc {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Proc {
+    pub fn of(pid: u32) -> Option<Self> {
+        Some(Self {
+            pid,
+            start: start_time(pid)?,
+        })
+    }
+
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start) && !is_zombie(self.pid)
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`: start time in clock ticks since boot.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields resume after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s[s.rfind(')')? + 2..].to_string();
+            rest.split_whitespace().next().map(|st| st == "Z")
+        })
+        .unwrap_or(false)
+}
+
+/// Sets the sandbox up from inside its new namespaces, then becomes the holder.
+const SANDBOX_SCRIPT: &str = r#"hostname "$1" || exit 1
+for f in hostname hosts resolv.conf; do mount --bind "$2/$f" "/etc/$f" || exit 1; done
+ip link set lo up || exit 1
+echo ready
+exec sleep infinity </dev/null >/dev/null 2>&1"#;
+
+/// Starts a pod sandbox whose files live in `dir`. Returns once it is set up.
+pub async fn start_sandbox(dir: &Path, hostname: &str) -> Result<(Proc, Child)> {
+    let err_path = dir.join("sandbox.err");
+    let err = std::fs::File::create(&err_path)?;
+    let mut child = Command::new("unshare")
+        .args([
+            "--net",
+            "--uts",
+            "--ipc",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            SANDBOX_SCRIPT,
+            "sandbox",
+            hostname,
+        ])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(err)
+        // Its own process group: signals to the agent's group never reach pods.
+        .process_group(0)
+        .spawn()
+        .context("starting the pod sandbox")?;
+    let pid = child.id().context("sandbox exited at once")?;
+    let stdout = child.stdout.take().context("sandbox stdout")?;
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(stdout);
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reader.read_line(&mut line),
+    )
+    .await;
+    if !matches!(read, Ok(Ok(_))) || line.trim() != "ready" {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        let msg = std::fs::read_to_string(&err_path).unwrap_or_default();
+        bail!("pod sandbox setup failed: {}", msg.trim());
+    }
+    let proc = Proc::of(pid).context("sandbox vanished")?;
+    Ok((proc, child))
+}
+
+/// What a container process is started with.
+pub struct Spawn<'a> {
+    pub sandbox: u32,
+    pub argv: &'a [String],
+    pub env: &'a [(String, String)],
+    pub workdir: &'a str,
+    pub log: &'a Path,
+    pub stdin: bool,
+    pub tty: bool,
+}
+
+/// Quotes a word for `sh`.
+pub fn shell_quote(w: &str) -> String {
+    if !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%+,".contains(c))
+    {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
+/// The `nsenter` invocation that runs `argv` inside a sandbox's namespaces.
+pub fn enter(sandbox: u32, workdir: &str, argv: &[String]) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg("-t")
+        .arg(sandbox.to_string())
+        .args(["-n", "-u", "-i", "-m"])
+        .arg(format!("--wd={workdir}"))
+        .arg("--")
+        .args(argv);
+    c
+}
+
+/// Wraps `argv` so that it runs on a fresh pseudo-terminal (`script` allocates it).
+pub fn under_pty(argv: &[String]) -> Vec<String> {
+    let line = argv
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    vec![
+        "script".into(),
+        "-q".into(),
+        "-f".into(),
+        "-e".into(),
+        "-c".into(),
+        line,
+        "/dev/null".into(),
+    ]
+}
+
+/// Starts a container process in its own process group, output appended to `log`.
+pub fn spawn_container(s: &Spawn<'_>) -> Result<Child> {
+    let argv = if s.tty {
+        under_pty(s.argv)
+    } else {
+        s.argv.to_vec()
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(s.log)
+        .with_context(|| format!("opening {}", s.log.display()))?;
+    let mut c = enter(s.sandbox, s.workdir, &argv);
+    c.env_clear()
+        .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(if s.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    c.spawn().context("starting the container process")
+}
+
+/// Sends `signal` to a process group; absent is fine.
+pub async fn signal_group(pid: u32, signal: &str) {
+    let _ = tokio::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg("--")
+        .arg(format!("-{pid}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+}
+
+/// Sends `signal` to one process; absent is fine.
+pub async fn signal(pid: u32, signal: &str) {
+    let _ = tokio::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await;
+}
+
+/// The exit code the way container runtimes report it: 128 + signal when killed.
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("ls"), "ls");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        let p = Proc::of(std::process::id()).unwrap();
+        assert!(p.alive());
+        let stale = Proc {
+            pid: p.pid,
+            start: p.start + 1,
+        };
+        assert!(!stale.alive());
+    }
+}

@@ -1,0 +1,630 @@
+//! The agent's streaming endpoint, which the API server forwards `pods/log`,
+//! `pods/exec` and `pods/attach` to (kubelet's port 10250 plays this role).
+//!
+//! The request is an HTTP/1.1 upgrade, `GET /{containerLogs|exec|attach}/{ns}/{pod}/
+//! {container}?{the client's query}` with `Upgrade: skiff-stream`. An error is an
+//! ordinary HTTP response whose body is a `Status`. On `101 Switching Protocols`
+//! logs are the raw bytes that follow; exec and attach exchange frames of
+//! `[channel u8][length u32 big-endian][payload]` whose channels are those of
+//! `v5.channel.k8s.io` (0 stdin, 1 stdout, 2 stderr, 3 status, 4 resize, 255 close),
+//! so the API server relays WebSocket messages one-to-one.
+
+use std::io::SeekFrom;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::pod::{lock, CtrRuntime, Runtime};
+use crate::{runtime, Agent};
+
+pub const STDIN: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const STATUS: u8 = 3;
+pub const RESIZE: u8 = 4;
+pub const CLOSE: u8 = 255;
+
+pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(agent, sock).await {
+                tracing::debug!(error = %e, "stream connection");
+            }
+        });
+    }
+}
+
+/// A parsed request: kind, namespace, pod, container, and decoded query.
+struct Req {
+    kind: String,
+    ns: String,
+    pod: String,
+    container: String,
+    query: Vec<(String, String)>,
+}
+
+impl Req {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+    fn all(&self, k: &str) -> Vec<String> {
+        self.query
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_target(target: &str) -> Option<Req> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let [kind, ns, pod, container] = parts.as_slice() else {
+        return None;
+    };
+    let query = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    Some(Req {
+        kind: kind.to_string(),
+        ns: percent_decode(ns),
+        pod: percent_decode(pod),
+        container: percent_decode(container),
+        query,
+    })
+}
+
+async fn read_head(sock: &mut TcpStream) -> Result<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 * 1024 {
+            anyhow::bail!("request head too large");
+        }
+        if sock.read(&mut byte).await? == 0 {
+            anyhow::bail!("connection closed in request head");
+        }
+        head.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+fn status_error(code: u16, reason: &str, message: &str) -> serde_json::Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+async fn respond_error(sock: &mut TcpStream, code: u16, reason: &str, message: &str) -> Result<()> {
+    let body = status_error(code, reason, message).to_string();
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await?;
+    sock.write_all(body.as_bytes()).await?;
+    sock.shutdown().await?;
+    Ok(())
+}
+
+async fn handle(agent: Arc<Agent>, mut sock: TcpStream) -> Result<()> {
+    let _ = sock.set_nodelay(true);
+    let head = read_head(&mut sock).await?;
+    let target = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("/")
+        .to_string();
+    if target == "/healthz" {
+        sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .await?;
+        return Ok(());
+    }
+    let Some(req) = parse_target(&target) else {
+        return respond_error(
+            &mut sock,
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .await;
+    };
+    let Some(rt) = agent.find(&req.ns, &req.pod) else {
+        return respond_error(
+            &mut sock,
+            404,
+            "NotFound",
+            &format!(
+                "pod {:?} in namespace {:?} is not running on this node",
+                req.pod, req.ns
+            ),
+        )
+        .await;
+    };
+    let (sandbox, ctr) = {
+        let r = lock(&rt);
+        (r.sandbox, r.containers.get(&req.container).cloned())
+    };
+    let Some(ctr) = ctr else {
+        return respond_error(
+            &mut sock,
+            400,
+            "BadRequest",
+            &format!(
+                "container {:?} in pod {:?} is waiting to start: ContainerCreating",
+                req.container, req.pod
+            ),
+        )
+        .await;
+    };
+    match req.kind.as_str() {
+        "containerLogs" => logs(&mut sock, &rt, &req, ctr).await,
+        "exec" => {
+            let Some(sandbox) = sandbox.filter(|_| ctr.running) else {
+                return respond_error(
+                    &mut sock,
+                    400,
+                    "BadRequest",
+                    &format!("container {:?} is not running", req.container),
+                )
+                .await;
+            };
+            let argv = req.all("command");
+            if argv.is_empty() {
+                return respond_error(
+                    &mut sock,
+                    400,
+                    "BadRequest",
+                    "you must specify at least one command for the container",
+                )
+                .await;
+            }
+            upgraded(&mut sock).await?;
+            exec(sock, &rt, &req, &ctr, sandbox, argv).await
+        }
+        "attach" => {
+            if !ctr.running {
+                return respond_error(
+                    &mut sock,
+                    400,
+                    "BadRequest",
+                    &format!("container {:?} is not running", req.container),
+                )
+                .await;
+            }
+            upgraded(&mut sock).await?;
+            attach(sock, &rt, &req, ctr).await
+        }
+        _ => {
+            respond_error(
+                &mut sock,
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )
+            .await
+        }
+    }
+}
+
+async fn upgraded(sock: &mut TcpStream) -> Result<()> {
+    sock.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: skiff-stream\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await?;
+    Ok(())
+}
+
+/// Where the last `n` lines of `data` start.
+pub fn tail_offset(data: &[u8], n: usize) -> usize {
+    if n == 0 {
+        return data.len();
+    }
+    let mut seen = 0;
+    let end = if data.ends_with(b"\n") {
+        data.len() - 1
+    } else {
+        data.len()
+    };
+    for i in (0..end).rev() {
+        if data[i] == b'\n' {
+            seen += 1;
+            if seen == n {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+fn instance_running(rt: &std::sync::Mutex<Runtime>, name: &str, instance: u64) -> bool {
+    lock(rt)
+        .containers
+        .get(name)
+        .is_some_and(|c| c.running && c.instance == instance)
+}
+
+async fn logs(
+    sock: &mut TcpStream,
+    rt: &std::sync::Mutex<Runtime>,
+    req: &Req,
+    ctr: CtrRuntime,
+) -> Result<()> {
+    let previous = req.flag("previous");
+    let path = if previous {
+        ctr.previous_log.clone()
+    } else {
+        ctr.log.clone()
+    };
+    let Some(path) = path.filter(|p| p.exists()) else {
+        let msg = if previous {
+            format!(
+                "previous terminated container {:?} in pod {:?} not found",
+                req.container, req.pod
+            )
+        } else {
+            format!(
+                "container {:?} in pod {:?} is waiting to start: ContainerCreating",
+                req.container, req.pod
+            )
+        };
+        return respond_error(sock, 400, "BadRequest", &msg).await;
+    };
+    let mut file = tokio::fs::File::open(&path).await?;
+    let data = tokio::fs::read(&path).await?;
+    let start = match req.get("tailLines").and_then(|v| v.parse::<i64>().ok()) {
+        Some(n) if n >= 0 => tail_offset(&data, n as usize),
+        _ => 0,
+    };
+    upgraded(sock).await?;
+    file.seek(SeekFrom::Start(start as u64)).await?;
+    let follow = req.flag("follow") && !previous;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut sent: usize = 0;
+    let limit = req
+        .get("limitBytes")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(usize::MAX);
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n > 0 {
+            let n = n.min(limit - sent);
+            sock.write_all(&buf[..n]).await?;
+            sent += n;
+            if sent >= limit {
+                break;
+            }
+            continue;
+        }
+        if !follow || !instance_running(rt, &req.container, ctr.instance) {
+            // One last read: output written just before the exit.
+            let n = file.read(&mut buf).await?;
+            if n > 0 {
+                let n = n.min(limit - sent);
+                sock.write_all(&buf[..n]).await?;
+                if follow {
+                    continue;
+                }
+            }
+            break;
+        }
+        // Stop when the client has gone (a read on the socket returns EOF).
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(100), sock.read(&mut probe)).await
+        {
+            break;
+        }
+    }
+    sock.shutdown().await?;
+    Ok(())
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, ch: u8, data: &[u8]) -> std::io::Result<()> {
+    let mut head = [0u8; 5];
+    head[0] = ch;
+    head[1..].copy_from_slice(&(data.len() as u32).to_be_bytes());
+    w.write_all(&head).await?;
+    w.write_all(data).await
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > 16 * 1024 * 1024 {
+        return Err(std::io::Error::other("frame too large"));
+    }
+    let mut data = vec![0u8; len];
+    r.read_exact(&mut data).await?;
+    Ok(Some((head[0], data)))
+}
+
+/// The exec status a v5 client reads on channel 3.
+pub fn exit_status(argv: &[String], code: i32) -> serde_json::Value {
+    if code == 0 {
+        json!({"metadata": {}, "status": "Success"})
+    } else {
+        json!({"metadata": {}, "status": "Failure",
+               "message": format!("command terminated with non-zero exit code: error executing command [{}], exit code {code}", argv.join(" ")),
+               "reason": "NonZeroExitCode",
+               "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]}})
+    }
+}
+
+async fn pump<R: AsyncRead + Unpin>(mut r: R, ch: u8, out: mpsc::Sender<(u8, Vec<u8>)>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if out.send((ch, buf[..n].to_vec())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn exec(
+    sock: TcpStream,
+    rt: &std::sync::Mutex<Runtime>,
+    req: &Req,
+    ctr: &CtrRuntime,
+    sandbox: u32,
+    argv: Vec<String>,
+) -> Result<()> {
+    let tty = req.flag("tty");
+    let want_stdin = req.flag("stdin");
+    let run_argv = if tty {
+        runtime::under_pty(&argv)
+    } else {
+        argv.clone()
+    };
+    let mut env = ctr.env.clone();
+    if tty && !env.iter().any(|(k, _)| k == "TERM") {
+        env.push(("TERM".into(), "xterm".into()));
+    }
+    let mut cmd = runtime::enter(sandbox, &ctr.workdir, &run_argv);
+    cmd.env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(if want_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let (mut rd, mut wr) = sock.into_split();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let st = json!({"metadata": {}, "status": "Failure", "message": format!("exec failed: {e}"), "reason": "InternalError"});
+            write_frame(&mut wr, STATUS, st.to_string().as_bytes()).await?;
+            return Ok(());
+        }
+    };
+    let pgid = child.id().unwrap_or(0);
+    lock(rt).execs.push(pgid);
+    let (tx, mut frames) = mpsc::channel::<(u8, Vec<u8>)>(64);
+    let mut pumps = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        pumps.push(tokio::spawn(pump(o, STDOUT, tx.clone())));
+    }
+    if let Some(e) = child.stderr.take() {
+        pumps.push(tokio::spawn(pump(e, STDERR, tx.clone())));
+    }
+    drop(tx);
+    let mut stdin = child.stdin.take();
+    // Client -> process: stdin and close frames; EOF means the client has gone.
+    let (gone_tx, mut gone_rx) = tokio::sync::oneshot::channel::<()>();
+    let input = tokio::spawn(async move {
+        loop {
+            match read_frame(&mut rd).await {
+                Ok(Some((STDIN, data))) => {
+                    if let Some(s) = stdin.as_mut() {
+                        if s.write_all(&data).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Ok(Some((CLOSE, data))) if data.first() == Some(&STDIN) => stdin = None,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let _ = gone_tx.send(());
+    });
+    let mut client_gone = false;
+    loop {
+        tokio::select! {
+            f = frames.recv() => match f {
+                Some((ch, data)) => {
+                    if write_frame(&mut wr, ch, &data).await.is_err() {
+                        client_gone = true;
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = &mut gone_rx, if !client_gone => {
+                client_gone = true;
+                runtime::signal_group(pgid, "KILL").await;
+            }
+        }
+    }
+    let code = child.wait().await.map(runtime::exit_code).unwrap_or(255);
+    input.abort();
+    lock(rt).execs.retain(|p| *p != pgid);
+    if !client_gone {
+        let st = exit_status(&argv, code);
+        let _ = write_frame(&mut wr, STATUS, st.to_string().as_bytes()).await;
+        let _ = wr.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn attach(
+    sock: TcpStream,
+    rt: &std::sync::Mutex<Runtime>,
+    req: &Req,
+    ctr: CtrRuntime,
+) -> Result<()> {
+    let (mut rd, mut wr) = sock.into_split();
+    let stdin = if req.flag("stdin") {
+        ctr.stdin.clone()
+    } else {
+        None
+    };
+    let stdin_once = ctr.stdin_once;
+    let input_stdin = stdin.clone();
+    let input = tokio::spawn(async move {
+        loop {
+            match read_frame(&mut rd).await {
+                Ok(Some((STDIN, data))) => {
+                    if let Some(s) = &input_stdin {
+                        let mut g = s.lock().await;
+                        if let Some(w) = g.as_mut() {
+                            if w.write_all(&data).await.is_err() {
+                                *g = None;
+                            }
+                        }
+                    }
+                }
+                Ok(Some((CLOSE, data))) if data.first() == Some(&STDIN) => {
+                    if let (Some(s), true) = (&input_stdin, stdin_once) {
+                        *s.lock().await = None;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // stdinOnce: the container's stdin closes after the first attach ends.
+        if let (Some(s), true) = (&input_stdin, stdin_once) {
+            *s.lock().await = None;
+        }
+    });
+    let Some(path) = ctr.log.clone() else {
+        return Ok(());
+    };
+    let mut file = tokio::fs::File::open(&path).await?;
+    file.seek(SeekFrom::End(0)).await?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let out_ch = STDOUT;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n > 0 {
+            if write_frame(&mut wr, out_ch, &buf[..n]).await.is_err() {
+                input.abort();
+                return Ok(());
+            }
+            continue;
+        }
+        if !instance_running(rt, &req.container, ctr.instance) {
+            let n = file.read(&mut buf).await?;
+            if n > 0 {
+                let _ = write_frame(&mut wr, out_ch, &buf[..n]).await;
+                continue;
+            }
+            break;
+        }
+        if input.is_finished() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    input.abort();
+    let st = json!({"metadata": {}, "status": "Success"});
+    let _ = write_frame(&mut wr, STATUS, st.to_string().as_bytes()).await;
+    let _ = wr.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let r =
+            parse_target("/exec/default/web/c?command=sh&command=-c&command=echo%20hi&stdout=true")
+                .unwrap();
+        assert_eq!(r.kind, "exec");
+        assert_eq!(r.all("command"), ["sh", "-c", "echo hi"]);
+        assert!(r.flag("stdout"));
+        assert!(parse_target("/exec/x").is_none());
+    }
+
+    #[test]
+    fn tails() {
+        let d = b"a\nb\nc\n";
+        assert_eq!(&d[tail_offset(d, 2)..], b"b\nc\n");
+        assert_eq!(&d[tail_offset(d, 5)..], d);
+        assert_eq!(tail_offset(d, 0), d.len());
+        let d = b"a\nb";
+        assert_eq!(&d[tail_offset(d, 1)..], b"b");
+    }
+
+    #[test]
+    fn exit_statuses() {
+        let s = exit_status(&["false".into()], 1);
+        assert_eq!(s["reason"], "NonZeroExitCode");
+        assert_eq!(s["details"]["causes"][0]["message"], "1");
+        assert_eq!(exit_status(&[], 0)["status"], "Success");
+    }
+}
