@@ -27,7 +27,7 @@ const TCP_MAX: usize = 1024;
 struct Shared {
     index: Arc<ArcSwapOption<Index>>,
     metrics: Arc<Metrics>,
-    upstreams: Vec<SocketAddr>,
+    forwarder: upstream::Forwarder,
     recursion_allowed: Vec<(std::net::IpAddr, u8)>,
 }
 
@@ -62,7 +62,7 @@ pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
     let shared = Arc::new(Shared {
         index: Arc::new(ArcSwapOption::empty()),
         metrics: metrics.clone(),
-        upstreams,
+        forwarder: upstream::Forwarder::new(upstreams),
         recursion_allowed: settings.recursion_allowed.clone(),
     });
     let zone = Zone {
@@ -173,9 +173,12 @@ async fn forward_or_refuse(
 ) -> Option<Vec<u8>> {
     let rcode = if !upstream::may_recurse(peer.ip(), &shared.recursion_allowed) {
         ResponseCode::Refused
+    } else if shared.forwarder.is_loop(query) {
+        tracing::warn!("an upstream resolver leads back to skiff's DNS: not forwarding");
+        ResponseCode::ServFail
     } else {
         shared.metrics.forwarded();
-        match upstream::forward(&shared.upstreams, query, t).await {
+        match shared.forwarder.forward(query, t).await {
             Some(resp) => return Some(resp),
             None => ResponseCode::ServFail,
         }

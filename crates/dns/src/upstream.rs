@@ -1,7 +1,9 @@
 //! Forwarding names outside the cluster zone to the node's resolvers, and the
 //! check that keeps skiff from being an open resolver.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,31 +16,72 @@ use crate::settings::contains;
 /// How long one upstream gets before the next is tried.
 const TRY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Sends `query` to each upstream in turn; the first matching response wins.
-/// The response is relayed unchanged (a truncated UDP answer makes the client
-/// retry over TCP, which is then forwarded over TCP).
-pub async fn forward(
-    upstreams: &[SocketAddr],
-    query: &[u8],
-    transport: Transport,
-) -> Option<Vec<u8>> {
-    if query.len() < 2 {
-        return None;
-    }
-    for up in upstreams {
-        let attempt = async {
-            match transport {
-                Transport::Udp => udp(*up, query).await,
-                Transport::Tcp => tcp(*up, query).await,
-            }
-        };
-        match timeout(TRY_TIMEOUT, attempt).await {
-            Ok(Ok(resp)) if resp.len() >= 12 && resp[..2] == query[..2] => return Some(resp),
-            Ok(Err(e)) => tracing::debug!(upstream = %up, error = %e, "upstream failed"),
-            _ => tracing::debug!(upstream = %up, "upstream timed out"),
+/// Forwards to the node's resolvers, refusing to forward to itself.
+pub struct Forwarder {
+    upstreams: Vec<SocketAddr>,
+    /// The exact packets (with their fresh ids) on their way upstream. One of
+    /// them arriving as a request means an upstream leads back to us (e.g.
+    /// resolv.conf names an address our wildcard socket serves): answering
+    /// SERVFAIL at once breaks the loop instead of amplifying it.
+    inflight: Mutex<HashSet<Vec<u8>>>,
+}
+
+impl Forwarder {
+    pub fn new(upstreams: Vec<SocketAddr>) -> Self {
+        Self {
+            upstreams,
+            inflight: Mutex::new(HashSet::new()),
         }
     }
-    None
+
+    /// Whether `packet` is one of our own forwards come back.
+    pub fn is_loop(&self, packet: &[u8]) -> bool {
+        self.inflight
+            .lock()
+            .map(|s| s.contains(packet))
+            .unwrap_or(false)
+    }
+
+    /// Sends `query` to each upstream in turn under a fresh id; the first
+    /// matching response wins and goes back with the client's id. The
+    /// response is otherwise relayed unchanged (a truncated UDP answer makes
+    /// the client retry over TCP, which is then forwarded over TCP).
+    pub async fn forward(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        if query.len() < 12 {
+            return None;
+        }
+        let mut ours = query.to_vec();
+        ours[..2].copy_from_slice(&rand::random::<u16>().to_be_bytes());
+        let inserted = self
+            .inflight
+            .lock()
+            .map(|mut s| s.insert(ours.clone()))
+            .unwrap_or(false);
+        let mut result = None;
+        for up in &self.upstreams {
+            let attempt = async {
+                match transport {
+                    Transport::Udp => udp(*up, &ours).await,
+                    Transport::Tcp => tcp(*up, &ours).await,
+                }
+            };
+            match timeout(TRY_TIMEOUT, attempt).await {
+                Ok(Ok(mut resp)) if resp.len() >= 12 && resp[..2] == ours[..2] => {
+                    resp[..2].copy_from_slice(&query[..2]);
+                    result = Some(resp);
+                    break;
+                }
+                Ok(Err(e)) => tracing::debug!(upstream = %up, error = %e, "upstream failed"),
+                _ => tracing::debug!(upstream = %up, "upstream timed out"),
+            }
+        }
+        if inserted {
+            if let Ok(mut s) = self.inflight.lock() {
+                s.remove(&ours);
+            }
+        }
+        result
+    }
 }
 
 async fn udp(up: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -1,0 +1,252 @@
+//! Cluster DNS end to end: a real `skiff server` in a test-made network
+//! namespace, Services and hand-written EndpointSlices made with kubectl, and
+//! real `dig` against the DNS server inside that namespace.
+
+mod support;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{eventually, Cluster};
+
+/// Components that need a node (agent, proxy) or would manage slices
+/// (controllers) stay off: selector-less services with hand-written slices
+/// are all DNS needs.
+const FLAGS: &[&str] = &["--disable", "agent,proxy,controllers"];
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  ports: [{name: http, port: 80, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pg, namespace: default}
+spec:
+  clusterIP: None
+  ports: [{name: pg, port: 5432, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: pg-1
+  namespace: default
+  labels: {kubernetes.io/service-name: pg}
+addressType: IPv4
+endpoints:
+- addresses: [10.244.0.5]
+  hostname: pg-0
+  conditions: {ready: true}
+- addresses: [10.244.0.6]
+  hostname: pg-1
+  conditions: {ready: true}
+- addresses: [10.244.0.7]
+  hostname: pg-2
+  conditions: {ready: false}
+ports: [{name: pg, port: 5432, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: default}
+spec:
+  type: ExternalName
+  externalName: example.com
+"#;
+
+/// `dig` inside the cluster's namespace against the DNS server on loopback.
+fn dig(c: &Cluster, args: &str) -> String {
+    let out = c.sh(&format!("dig @127.0.0.1 +time=2 +tries=1 {args}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn short(c: &Cluster, args: &str) -> Vec<String> {
+    let mut v: Vec<String> = dig(c, &format!("+short {args}"))
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    v.sort();
+    v
+}
+
+fn status(c: &Cluster, args: &str) -> String {
+    let out = dig(c, args);
+    out.split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn wait_for_dns(c: &Cluster) {
+    eventually(Duration::from_secs(30), || {
+        (status(c, "kubernetes.default.svc.cluster.local") == "NOERROR").then_some(())
+    });
+}
+
+#[test]
+fn dns_answers_the_specification_over_udp_and_tcp() {
+    let c = Cluster::start_with(FLAGS);
+    c.apply(MANIFEST);
+    wait_for_dns(&c);
+    let web_ip = c.k(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    let k8s_ip = c.k(&["get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]);
+
+    assert_eq!(short(&c, "kubernetes.default.svc.cluster.local"), vec![k8s_ip]);
+    let web = eventually(Duration::from_secs(10), || {
+        let a = short(&c, "web.default.svc.cluster.local");
+        (!a.is_empty()).then_some(a)
+    });
+    assert_eq!(web, vec![web_ip.clone()]);
+    // Case-insensitive, and over TCP.
+    assert_eq!(short(&c, "WEB.Default.Svc.Cluster.Local"), vec![web_ip.clone()]);
+    assert_eq!(short(&c, "+tcp web.default.svc.cluster.local"), vec![web_ip.clone()]);
+    // Headless: ready endpoints only.
+    assert_eq!(
+        short(&c, "pg.default.svc.cluster.local"),
+        vec!["10.244.0.5", "10.244.0.6"]
+    );
+    // A StatefulSet-style member.
+    assert_eq!(short(&c, "pg-1.pg.default.svc.cluster.local"), vec!["10.244.0.6"]);
+    assert_eq!(status(&c, "pg-2.pg.default.svc.cluster.local"), "NXDOMAIN");
+    // SRV, per endpoint for a headless service, and for the ClusterIP one.
+    assert_eq!(
+        short(&c, "SRV _pg._tcp.pg.default.svc.cluster.local"),
+        vec![
+            "0 50 5432 pg-0.pg.default.svc.cluster.local.",
+            "0 50 5432 pg-1.pg.default.svc.cluster.local."
+        ]
+    );
+    assert_eq!(
+        short(&c, "SRV _http._tcp.web.default.svc.cluster.local"),
+        vec!["0 100 80 web.default.svc.cluster.local."]
+    );
+    // PTR for the ClusterIP and a headless endpoint.
+    assert_eq!(short(&c, &format!("-x {web_ip}")), vec!["web.default.svc.cluster.local."]);
+    assert_eq!(short(&c, "-x 10.244.0.5"), vec!["pg-0.pg.default.svc.cluster.local."]);
+    // ExternalName.
+    assert_eq!(
+        short(&c, "CNAME ext.default.svc.cluster.local"),
+        vec!["example.com."]
+    );
+    // Zone records.
+    assert_eq!(short(&c, "TXT dns-version.cluster.local"), vec!["\"1.1.0\""]);
+    assert_eq!(short(&c, "NS cluster.local"), vec!["ns.dns.cluster.local."]);
+    assert_eq!(
+        short(&c, "10-244-1-9.default.pod.cluster.local"),
+        vec!["10.244.1.9"]
+    );
+    // NXDOMAIN vs NODATA, both with the SOA in authority.
+    let nx = dig(&c, "nope.default.svc.cluster.local");
+    assert!(nx.contains("status: NXDOMAIN") && nx.contains("IN\tSOA\tns.dns.cluster.local."), "{nx}");
+    let nodata = dig(&c, "AAAA web.default.svc.cluster.local");
+    assert!(nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0") && nodata.contains("SOA"), "{nodata}");
+    // TTL 5.
+    let full = dig(&c, "+noall +answer web.default.svc.cluster.local");
+    let ttl = full.split_whitespace().nth(1);
+    assert_eq!(ttl, Some("5"), "{full}");
+
+    // An endpoint becomes ready: the answer changes as soon as the slice does.
+    let start = Instant::now();
+    c.k(&[
+        "patch", "endpointslice", "pg-1", "--type=json", "-p",
+        r#"[{"op":"replace","path":"/endpoints/2/conditions/ready","value":true}]"#,
+    ]);
+    eventually(Duration::from_secs(10), || {
+        (short(&c, "pg.default.svc.cluster.local").len() == 3).then_some(())
+    });
+    eprintln!("endpoint change visible in DNS after {:?} (kubectl included)", start.elapsed());
+    // Scale to zero ready: NXDOMAIN.
+    c.k(&["delete", "endpointslice", "pg-1"]);
+    eventually(Duration::from_secs(10), || {
+        (status(&c, "pg.default.svc.cluster.local") == "NXDOMAIN").then_some(())
+    });
+
+    // The kube-dns service leads to this node: an EndpointSlice at the pod gateway.
+    let slice = eventually(Duration::from_secs(10), || {
+        let out = c.kubectl(&[
+            "get", "endpointslices", "-n", "kube-system", "-l",
+            "kubernetes.io/service-name=kube-dns,endpointslice.kubernetes.io/managed-by=skiff-dns",
+            "-o", "jsonpath={.items[*].endpoints[*].addresses[*]} {.items[*].ports[*].name}",
+        ]);
+        let s = String::from_utf8_lossy(&out.stdout).into_owned();
+        (!s.trim().is_empty()).then_some(s)
+    });
+    assert!(slice.starts_with("10.244.0.1 "), "{slice}");
+    for port in ["dns", "dns-tcp", "metrics"] {
+        assert!(slice.contains(port), "{slice}");
+    }
+
+    // Metrics and health.
+    let metrics = c.sh("curl -s http://127.0.0.1:9153/metrics");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(metrics.contains("skiff_dns_requests_total{proto=\"udp\",type=\"A\",rcode=\"NOERROR\"}"), "{metrics}");
+    assert!(metrics.contains("skiff_dns_request_duration_seconds_bucket"), "{metrics}");
+    let ready = c.sh("curl -s http://127.0.0.1:9153/ready");
+    assert_eq!(String::from_utf8_lossy(&ready.stdout), "OK");
+    let health = c.sh("curl -s http://127.0.0.1:9153/health");
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "OK");
+}
+
+/// A tiny upstream resolver inside the namespace, on 127.0.0.2:53 (bound
+/// with SO_REUSEPORT so it coexists with skiff's 0.0.0.0:53): every question
+/// gets `A 192.0.2.1`.
+const UPSTREAM: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.2", 53))
+while True:
+    q, peer = s.recvfrom(4096)
+    end = 12
+    while q[end] != 0:
+        end += q[end] + 1
+    question = q[12:end + 5]
+    header = q[:2] + b"\x81\x80" + b"\x00\x01\x00\x01\x00\x00\x00\x00"
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([192, 0, 2, 1])
+    s.sendto(header + question + answer, peer)
+"#;
+
+struct Upstream {
+    child: Child,
+    etc: std::path::PathBuf,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.etc);
+    }
+}
+
+#[test]
+fn dns_forwards_names_outside_the_cluster() {
+    let mut c = Cluster::start_with(FLAGS);
+    // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over
+    // /etc/resolv.conf: that is the node's resolver skiff forwards to.
+    let etc = std::path::PathBuf::from("/etc/netns").join(&c.netns.name);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.2\n").unwrap();
+    let child = c
+        .netns
+        .command("/usr/bin/python3")
+        .args(["-c", UPSTREAM])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _upstream = Upstream { child, etc };
+    c.stop(false);
+    c.spawn(FLAGS);
+    wait_for_dns(&c);
+    assert_eq!(short(&c, "example.com"), vec!["192.0.2.1"]);
+    assert_eq!(short(&c, "+tcp example.com"), Vec::<String>::new(), "the fake upstream has no TCP: SERVFAIL");
+    assert_eq!(status(&c, "+tcp example.com"), "SERVFAIL");
+    // Cluster names are still ours.
+    assert_eq!(status(&c, "nope.default.svc.cluster.local"), "NXDOMAIN");
+    assert!(c.log().contains("dns serving"), "{}", c.log());
+}
