@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
+pub mod podstream;
 pub mod request;
 pub mod response;
 pub mod rest;

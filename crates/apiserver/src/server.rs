@@ -157,6 +157,29 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
         };
     }
     let query = Query::parse(parts.uri.query());
+    // pods/log, pods/exec, pods/attach: forwarded to the node agent (podstream.rs);
+    // they need the whole request (the WebSocket upgrade lives in its extensions).
+    if path.contains("/pods/") {
+        if let Ok(Route::Resource(t)) = request::route(&path) {
+            if crate::podstream::handles(&t) {
+                let resp = crate::podstream::serve(&api, &t, parts)
+                    .await
+                    .unwrap_or_else(|e| response::error(&e));
+                let verb = if t.subresource.as_deref() == Some("log") {
+                    "get"
+                } else {
+                    "connect"
+                };
+                api.metrics.observe(
+                    verb,
+                    "pods",
+                    resp.status().as_u16(),
+                    started.elapsed().as_secs_f64(),
+                );
+                return resp;
+            }
+        }
+    }
     let (verb, resource, resp) = match request::route(&path) {
         Err(e) => ("", String::new(), response::error(&e)),
         Ok(Route::Discovery(d)) => {
