@@ -1,0 +1,21 @@
+//! skiff's service proxy: watches Services and EndpointSlices and programs one
+//! nftables table, `ip skiff`, so ClusterIPs, node ports, external and
+//! load-balancer addresses reach the services' endpoints.
+//!
+//! Rule generation is pure (`ruleset`: service -> fragment; `program`: the
+//! in-memory table and the diff between two states as one nft transaction);
+//! `sync` drives it from kube-rs watchers and feeds `nft -f -`. `trace` follows a
+//! packet through a generated table, for tests.
+
+mod error;
+pub mod k8s;
+pub mod metrics;
+pub mod model;
+pub mod net;
+pub mod program;
+pub mod ruleset;
+mod sync;
+pub mod trace;
+
+pub use error::{Error, Result};
+pub use sync::{run, ProxySettings};

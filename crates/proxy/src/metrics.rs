@@ -1,0 +1,71 @@
+//! The proxier's Prometheus metrics. Create one [`Metrics`], register it where
+//! the process exposes metrics, and hand a clone to [`crate::ProxySettings`].
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Time to generate and apply one transaction.
+    pub sync_duration: Histogram,
+    pub full_syncs: Counter,
+    pub failed_syncs: Counter,
+    /// Generated chains and map/set elements in the table.
+    pub chains: Gauge,
+    pub elements: Gauge,
+    /// From an EndpointSlice's `last-change-trigger-time` to its rules being live,
+    /// upstream's network programming SLI.
+    pub network_programming_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            sync_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            full_syncs: Counter::default(),
+            failed_syncs: Counter::default(),
+            chains: Gauge::default(),
+            elements: Gauge::default(),
+            network_programming_duration: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers under `skiff_proxy_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("skiff_proxy");
+        r.register(
+            "sync_duration_seconds",
+            "Time to generate and apply one nft transaction",
+            self.sync_duration.clone(),
+        );
+        r.register(
+            "full_syncs",
+            "Full resyncs of the table",
+            self.full_syncs.clone(),
+        );
+        r.register(
+            "failed_syncs",
+            "nft transactions that failed",
+            self.failed_syncs.clone(),
+        );
+        r.register(
+            "chains",
+            "Generated chains in the table",
+            self.chains.clone(),
+        );
+        r.register(
+            "elements",
+            "Map and set elements in the table",
+            self.elements.clone(),
+        );
+        r.register(
+            "network_programming_duration_seconds",
+            "From an endpoints change (last-change-trigger-time) to its rules being live",
+            self.network_programming_duration.clone(),
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! The proxier's few side effects outside `nft`: the service-CIDR route, node
+//! address discovery and conntrack cleanup, all through the ordinary tools
+//! (`ip`, `conntrack`) so there is no netlink code to maintain here.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use crate::model::{Cidr, Proto};
+use crate::ruleset::{FAMILY, TABLE};
+use crate::{Error, Result};
+
+/// Routing table holding the service CIDR's `unreachable` route.
+pub const ROUTE_TABLE: u32 = 29547;
+/// Rule letting the node's own sockets resolve service addresses through `main`:
+/// a local connect() routes before the output hook DNATs, so an unreachable
+/// route seen by local traffic would fail every ClusterIP from the node itself.
+pub const RULE_PREF_LOCAL: u32 = 29546;
+/// Rule sending everything else (forwarded, never DNATed) to the unreachable route.
+pub const RULE_PREF_UNREACHABLE: u32 = 29547;
+
+fn run(cmd: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|source| Error::Spawn {
+            cmd: cmd.to_string(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            cmd: format!("{cmd} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Feeds `text` to `nft -f -` as one transaction.
+pub async fn nft_apply(text: &str) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            cmd: "nft -f -".into(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(text.as_bytes())
+            .await
+            .map_err(|source| Error::Spawn {
+                cmd: "nft -f -".into(),
+                source,
+            })?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|source| Error::Spawn {
+            cmd: "nft -f -".into(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Nft(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+/// Removes the proxier's table (shutdown). Blocking: runs from `Drop`.
+pub fn delete_table() {
+    if let Err(e) = run("nft", &["delete", "table", FAMILY, TABLE]) {
+        tracing::debug!(error = %e, "deleting the nft table");
+    }
+}
+
+/// The node's global-scope IPv4 addresses (never loopback), for node ports when
+/// no node address is configured.
+pub fn node_ipv4s() -> Vec<Ipv4Addr> {
+    let Ok(out) = run("ip", &["-4", "-o", "addr", "show", "scope", "global"]) else {
+        return Vec::new();
+    };
+    // `2: eth0    inet 10.0.0.5/24 brd ... scope global eth0`
+    out.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.find(|w| *w == "inet")?;
+            words.next()?.split('/').next()?.parse().ok()
+        })
+        .filter(|ip: &Ipv4Addr| !ip.is_loopback())
+        .collect()
+}
+
+/// Installs the `unreachable` route for the service CIDR (idempotent).
+pub fn install_route(cidr: Cidr) -> Result<()> {
+    remove_route(cidr);
+    let c = cidr.to_string();
+    let table = ROUTE_TABLE.to_string();
+    run(
+        "ip",
+        &["route", "replace", "unreachable", &c, "table", &table],
+    )?;
+    run(
+        "ip",
+        &[
+            "rule",
+            "add",
+            "pref",
+            &RULE_PREF_LOCAL.to_string(),
+            "to",
+            &c,
+            "iif",
+            "lo",
+            "lookup",
+            "main",
+        ],
+    )?;
+    run(
+        "ip",
+        &[
+            "rule",
+            "add",
+            "pref",
+            &RULE_PREF_UNREACHABLE.to_string(),
+            "to",
+            &c,
+            "lookup",
+            &table,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Removes what [`install_route`] added; missing pieces are fine.
+pub fn remove_route(cidr: Cidr) {
+    let c = cidr.to_string();
+    for pref in [RULE_PREF_LOCAL, RULE_PREF_UNREACHABLE] {
+        let _ = run("ip", &["rule", "del", "pref", &pref.to_string()]);
+    }
+    let _ = run(
+        "ip",
+        &[
+            "route",
+            "del",
+            "unreachable",
+            &c,
+            "table",
+            &ROUTE_TABLE.to_string(),
+        ],
+    );
+}
+
+/// Deletes the conntrack entries whose replies come from `ep:port` — the flows a
+/// removed UDP endpoint still holds, which would otherwise keep sending (DNS)
+/// datagrams to a dead pod until they time out.
+pub async fn conntrack_flush(proto: Proto, ep: Ipv4Addr, port: u16) {
+    let out = tokio::process::Command::new("conntrack")
+        .args([
+            "-D",
+            "-p",
+            &proto.to_string(),
+            "--reply-src",
+            &ep.to_string(),
+            "--reply-port-src",
+            &port.to_string(),
+        ])
+        .output()
+        .await;
+    match out {
+        // Exit status 1 with "0 flow entries" just means nothing to delete.
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "conntrack is not usable; stale UDP flows stay"),
+    }
+}

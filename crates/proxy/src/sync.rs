@@ -1,0 +1,370 @@
+//! The sync loop: watchers on Services and EndpointSlices keep an indexed
+//! in-memory copy; each change marks its service dirty; a sync recomputes the
+//! dirty services' fragments and applies the difference as one `nft -f -`
+//! transaction. A full resync (whole table in one transaction) runs at start,
+//! after a failed transaction and on a slow timer.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Api;
+
+use crate::metrics::Metrics;
+use crate::model::{Cidr, Config};
+use crate::program::Program;
+use crate::{k8s, net, ruleset, Error, Result};
+
+/// How the proxier is set up on this node.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// This node's name: endpoints with this `nodeName` are local.
+    pub node_name: String,
+    /// Addresses node ports answer on; empty: the node's global IPv4 addresses.
+    pub node_ips: Vec<Ipv4Addr>,
+    /// Pod network; ClusterIP traffic from outside it is masqueraded.
+    pub pod_cidr: Option<String>,
+    pub service_cidr: String,
+    /// Period of the safety-net full resync.
+    pub full_resync_period: Duration,
+    /// Install the service CIDR's `unreachable` route (and remove it on exit).
+    pub service_route: bool,
+    pub metrics: Metrics,
+}
+
+impl ProxySettings {
+    pub fn new(node_name: impl Into<String>, service_cidr: impl Into<String>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            node_ips: Vec::new(),
+            pod_cidr: None,
+            service_cidr: service_cidr.into(),
+            full_resync_period: Duration::from_secs(3600),
+            service_route: true,
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+/// Removes the table and the route when the proxier stops (its future is
+/// dropped at shutdown, or `run` returns).
+struct Cleanup {
+    route: Option<Cidr>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        net::delete_table();
+        if let Some(c) = self.route {
+            net::remove_route(c);
+        }
+        tracing::info!(
+            "proxy: table {} {} removed",
+            ruleset::FAMILY,
+            ruleset::TABLE
+        );
+    }
+}
+
+// One event lives at a time; boxing would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Ev {
+    Svc(Event<Service>),
+    Slice(Event<EndpointSlice>),
+}
+
+/// Runs the proxier until its watches end for good.
+pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
+    let service_cidr: Cidr = settings.service_cidr.parse()?;
+    let pod_cidr = settings
+        .pod_cidr
+        .as_deref()
+        .map(str::parse::<Cidr>)
+        .transpose()?;
+    let node_ips = if settings.node_ips.is_empty() {
+        net::node_ipv4s()
+    } else {
+        settings.node_ips.clone()
+    };
+    let cfg = Config {
+        pod_cidr,
+        service_cidr,
+        node_ips,
+    };
+    tracing::info!(?cfg, "proxy: starting");
+    let _cleanup = Cleanup {
+        route: settings.service_route.then_some(service_cidr),
+    };
+    if settings.service_route {
+        if let Err(e) = net::install_route(service_cidr) {
+            tracing::warn!(error = %e, "proxy: no unreachable route for the service CIDR");
+        }
+    }
+    let svcs = watcher(Api::<Service>::all(client.clone()))
+        .default_backoff()
+        .map(|e| e.map(Ev::Svc))
+        .boxed();
+    let slices = watcher(Api::<EndpointSlice>::all(client))
+        .default_backoff()
+        .map(|e| e.map(Ev::Slice))
+        .boxed();
+    let mut events = futures::stream::select(svcs, slices);
+    let mut state = Proxier::new(cfg, settings.node_name.clone(), settings.metrics.clone());
+    let mut resync = tokio::time::interval(settings.full_resync_period);
+    resync.tick().await;
+    loop {
+        let retry = state.ready() && state.pending();
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(ev)) => state.handle(ev),
+                Some(Err(e)) => tracing::warn!(error = %e, "proxy: watch error"),
+                None => return Err(Error::Watch("watch streams ended".into())),
+            },
+            _ = resync.tick() => state.need_full = true,
+            // A failed sync is retried (as a full one) after a pause.
+            _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
+        }
+        // Coalesce whatever else already arrived into the same transaction.
+        while let Some(Some(ev)) = events.next().now_or_never() {
+            match ev {
+                Ok(ev) => state.handle(ev),
+                Err(e) => tracing::warn!(error = %e, "proxy: watch error"),
+            }
+        }
+        if state.ready() && state.pending() && !state.backoff() {
+            state.sync().await;
+        }
+    }
+}
+
+fn watcher<K>(api: Api<K>) -> impl futures::Stream<Item = watcher::Result<Event<K>>>
+where
+    K: kube::Resource + Clone + serde_de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, watcher::Config::default())
+}
+
+// kube re-exports serde through k8s-openapi's bounds; name it once here.
+use k8s_openapi::serde::de as serde_de;
+
+/// The in-memory cluster state and the programmed table.
+struct Proxier {
+    node_name: String,
+    metrics: Metrics,
+    services: HashMap<String, Service>,
+    /// service key -> slice `namespace/name` -> slice
+    slices: HashMap<String, HashMap<String, EndpointSlice>>,
+    /// slice `namespace/name` -> service key (a slice's label may change)
+    slice_owner: HashMap<String, String>,
+    svc_init: Option<HashMap<String, Service>>,
+    slice_init: Option<Vec<EndpointSlice>>,
+    svc_ready: bool,
+    slice_ready: bool,
+    dirty: HashSet<String>,
+    need_full: bool,
+    failed_at: Option<Instant>,
+    /// Trigger times of endpoint changes not programmed yet.
+    triggers: HashMap<String, k8s_openapi::jiff::Timestamp>,
+    program: Program,
+}
+
+fn slice_key(s: &EndpointSlice) -> String {
+    format!(
+        "{}/{}",
+        s.metadata.namespace.as_deref().unwrap_or_default(),
+        s.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+impl Proxier {
+    fn new(cfg: Config, node_name: String, metrics: Metrics) -> Self {
+        Self {
+            node_name,
+            metrics,
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            slice_owner: HashMap::new(),
+            svc_init: None,
+            slice_init: None,
+            svc_ready: false,
+            slice_ready: false,
+            dirty: HashSet::new(),
+            need_full: true,
+            failed_at: None,
+            triggers: HashMap::new(),
+            program: Program::new(cfg),
+        }
+    }
+
+    /// Both watches have listed once: syncing earlier would program a partial
+    /// view (services without their endpoints reject traffic).
+    fn ready(&self) -> bool {
+        self.svc_ready && self.slice_ready
+    }
+
+    fn pending(&self) -> bool {
+        self.need_full || !self.dirty.is_empty()
+    }
+
+    fn backoff(&self) -> bool {
+        self.failed_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Svc(Event::Apply(s)) => {
+                let k = k8s::service_key(&s);
+                self.dirty.insert(k.clone());
+                self.services.insert(k, s);
+            }
+            Ev::Svc(Event::Delete(s)) => {
+                let k = k8s::service_key(&s);
+                self.services.remove(&k);
+                self.dirty.insert(k);
+            }
+            Ev::Svc(Event::Init) => self.svc_init = Some(HashMap::new()),
+            Ev::Svc(Event::InitApply(s)) => {
+                if let Some(b) = self.svc_init.as_mut() {
+                    b.insert(k8s::service_key(&s), s);
+                }
+            }
+            Ev::Svc(Event::InitDone) => {
+                if let Some(b) = self.svc_init.take() {
+                    let old = std::mem::replace(&mut self.services, b);
+                    self.dirty.extend(old.into_keys());
+                    self.dirty.extend(self.services.keys().cloned());
+                }
+                self.svc_ready = true;
+            }
+            Ev::Slice(Event::Apply(s)) => self.add_slice(s),
+            Ev::Slice(Event::Delete(s)) => self.remove_slice(&slice_key(&s)),
+            Ev::Slice(Event::Init) => self.slice_init = Some(Vec::new()),
+            Ev::Slice(Event::InitApply(s)) => {
+                if let Some(b) = self.slice_init.as_mut() {
+                    b.push(s);
+                }
+            }
+            Ev::Slice(Event::InitDone) => {
+                if let Some(b) = self.slice_init.take() {
+                    let old: Vec<String> = self.slice_owner.keys().cloned().collect();
+                    for k in old {
+                        self.remove_slice(&k);
+                    }
+                    for s in b {
+                        self.add_slice(s);
+                    }
+                }
+                self.slice_ready = true;
+            }
+        }
+    }
+
+    fn add_slice(&mut self, s: EndpointSlice) {
+        let sk = slice_key(&s);
+        self.remove_slice(&sk);
+        let Some(owner) = k8s::slice_service_key(&s) else {
+            return;
+        };
+        if let Some(t) = s
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k8s::TRIGGER_TIME_ANNOTATION))
+            .and_then(|t| t.parse().ok())
+        {
+            self.triggers.entry(owner.clone()).or_insert(t);
+        }
+        self.dirty.insert(owner.clone());
+        self.slice_owner.insert(sk.clone(), owner.clone());
+        self.slices.entry(owner).or_default().insert(sk, s);
+    }
+
+    fn remove_slice(&mut self, sk: &str) {
+        if let Some(owner) = self.slice_owner.remove(sk) {
+            if let Some(m) = self.slices.get_mut(&owner) {
+                m.remove(sk);
+                if m.is_empty() {
+                    self.slices.remove(&owner);
+                }
+            }
+            self.dirty.insert(owner);
+        }
+    }
+
+    fn fragment(&self, key: &str) -> Option<ruleset::Fragment> {
+        let svc = self.services.get(key)?;
+        let slices = self.slices.get(key);
+        let info = k8s::service_info(
+            svc,
+            slices.into_iter().flat_map(|m| m.values()),
+            &self.node_name,
+        )?;
+        Some(ruleset::service_fragment(self.program.config(), &info))
+    }
+
+    async fn sync(&mut self) {
+        let start = Instant::now();
+        let full = self.need_full;
+        let keys: Vec<String> = if full {
+            let mut all: HashSet<String> = self.services.keys().cloned().collect();
+            all.extend(self.program.service_keys().cloned());
+            self.dirty.clear();
+            all.into_iter().collect()
+        } else {
+            self.dirty.drain().collect()
+        };
+        let changes: Vec<_> = keys.iter().map(|k| (k.clone(), self.fragment(k))).collect();
+        let tx = self.program.update(changes);
+        let text = if full { self.program.full() } else { tx.text };
+        if !text.is_empty() {
+            if let Err(e) = net::nft_apply(&text).await {
+                tracing::warn!(error = %e, full, "proxy: sync failed; full resync next");
+                self.metrics.failed_syncs.inc();
+                self.need_full = true;
+                self.failed_at = Some(Instant::now());
+                return;
+            }
+        }
+        if full {
+            self.metrics.full_syncs.inc();
+        }
+        self.need_full = false;
+        self.failed_at = None;
+        let elapsed = start.elapsed();
+        self.metrics.sync_duration.observe(elapsed.as_secs_f64());
+        self.metrics
+            .chains
+            .set(i64::try_from(self.program.chain_count()).unwrap_or(i64::MAX));
+        self.metrics
+            .elements
+            .set(i64::try_from(self.program.element_count()).unwrap_or(i64::MAX));
+        let now = k8s_openapi::jiff::Timestamp::now();
+        for k in &keys {
+            if let Some(t) = self.triggers.remove(k) {
+                let d = now.duration_since(t).as_secs_f64();
+                self.metrics
+                    .network_programming_duration
+                    .observe(d.max(0.0));
+            }
+        }
+        tracing::debug!(
+            full,
+            services = keys.len(),
+            added = tx.added,
+            deleted = tx.deleted,
+            ?elapsed,
+            "proxy: synced"
+        );
+        for (proto, ep, port) in tx.removed_endpoints {
+            if proto == crate::model::Proto::Udp {
+                net::conntrack_flush(proto, ep, port).await;
+            }
+        }
+    }
+}
