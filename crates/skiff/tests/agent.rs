@@ -1,0 +1,518 @@
+//! The node agent end to end: a real `skiff server` (agent on; controllers, proxy
+//! and DNS off) in a test-made network namespace, pods bound to the node by
+//! `spec.nodeName`, driven with the real kubectl (exec, run -i, logs -f) and curl
+//! from inside pods. Every test kills what its pods left on the machine, even on
+//! failure: pods are processes that by design outlive the agent.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{eventually, Cluster};
+
+const NODE: &str = "test-node";
+const FLAGS: &[&str] = &["--disable", "controllers,proxy,dns", "--node-name", NODE];
+
+/// A cluster whose pods are cleaned up when it is dropped: the server is killed
+/// first, then every process in a pod network namespace the agent recorded.
+struct AgentCluster {
+    c: Cluster,
+}
+
+impl std::ops::Deref for AgentCluster {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.c
+    }
+}
+
+impl std::ops::DerefMut for AgentCluster {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.c
+    }
+}
+
+impl Drop for AgentCluster {
+    fn drop(&mut self) {
+        self.c.stop(true);
+        kill_pods(&self.c);
+    }
+}
+
+fn start() -> AgentCluster {
+    let c = AgentCluster {
+        c: Cluster::start_with(FLAGS),
+    };
+    eventually(Duration::from_secs(20), || {
+        let out = c.kubectl(&["get", "node", NODE]);
+        out.status.success().then_some(())
+    });
+    c
+}
+
+fn states(c: &Cluster) -> Vec<Value> {
+    let dir = c.data_dir().join("agent/pods");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("state.json")).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+fn netns_inode(pid: u64) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// PIDs of every process in a pod network namespace of this cluster.
+fn pod_processes(c: &Cluster) -> Vec<u64> {
+    let mut inodes = Vec::new();
+    for s in states(c) {
+        if let Some(pid) = s["sandbox"]["pid"].as_u64() {
+            if let Some(ino) = netns_inode(pid) {
+                inodes.push(ino);
+            }
+        }
+    }
+    let host = netns_inode(std::process::id() as u64);
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        if let Some(ino) = netns_inode(pid) {
+            if Some(&ino) != host.as_ref() && inodes.contains(&ino) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+fn kill_pods(c: &Cluster) {
+    for pid in pod_processes(c) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn pod_json(name: &str, image: &str, args: &[&str], extra: Value) -> String {
+    let mut container = json!({"name": name, "image": image});
+    if !args.is_empty() {
+        container["args"] = json!(args);
+    }
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"nodeName": NODE, "containers": [container], "terminationGracePeriodSeconds": 2},
+    });
+    merge(&mut pod, extra);
+    pod.to_string()
+}
+
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn get_pod(c: &Cluster, name: &str) -> Value {
+    serde_json::from_str(&c.k(&["get", "pod", name, "-o", "json"])).expect("pod json")
+}
+
+fn ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+fn wait_ready(c: &Cluster, name: &str) -> Value {
+    eventually(Duration::from_secs(30), || {
+        let p = get_pod(c, name);
+        (p["status"]["phase"] == "Running" && ready(&p)).then_some(p)
+    })
+}
+
+fn exec(c: &Cluster, pod: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["exec", pod, "--"];
+    args.extend_from_slice(cmd);
+    c.k(&args)
+}
+
+fn links(c: &Cluster) -> String {
+    let out = c
+        .netns
+        .command("ip")
+        .args(["-br", "link"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ipam(c: &Cluster) -> Vec<String> {
+    std::fs::read_dir(c.data_dir().join("agent/ipam"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "last")
+        .collect()
+}
+
+#[test]
+fn node_registers_with_lease_and_status() {
+    let c = start();
+    let node: Value = serde_json::from_str(&c.k(&["get", "node", NODE, "-o", "json"])).unwrap();
+    assert_eq!(node["spec"]["podCIDR"], "10.244.0.0/24");
+    let addrs = node["status"]["addresses"].as_array().unwrap();
+    assert!(addrs
+        .iter()
+        .any(|a| a["type"] == "InternalIP" && a["address"] == "10.244.0.1"));
+    assert!(node["status"]["capacity"]["cpu"].is_string());
+    assert_eq!(node["status"]["capacity"]["pods"], "110");
+    assert!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64() > Some(0));
+    let conds = node["status"]["conditions"].as_array().unwrap();
+    assert!(conds
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True" && c["reason"] == "KubeletReady"));
+    let lease: Value =
+        serde_json::from_str(&c.k(&["get", "lease", "-n", "kube-node-lease", NODE, "-o", "json"]))
+            .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], NODE);
+    assert!(lease["spec"]["renewTime"].is_string());
+    assert!(c.k(&["get", "nodes"]).contains("Ready"));
+    // The bridge holds the gateway, in the test's namespace only.
+    let out = c
+        .netns
+        .command("ip")
+        .args(["-4", "-o", "addr", "show", "skiff0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("10.244.0.1/24"));
+}
+
+#[test]
+fn pods_get_addresses_files_env_and_talk_to_each_other() {
+    let c = start();
+    for i in 0..3 {
+        c.apply(&pod_json(
+            &format!("httpenv-{i}"),
+            "bretfisher/httpenv",
+            &[],
+            json!({}),
+        ));
+    }
+    let pods: Vec<Value> = (0..3)
+        .map(|i| wait_ready(&c, &format!("httpenv-{i}")))
+        .collect();
+    let ips: Vec<String> = pods
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())
+        .collect();
+    let mut distinct = ips.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{ips:?}");
+    for p in &pods {
+        assert_eq!(p["status"]["hostIP"], "10.244.0.1");
+        assert_eq!(p["status"]["containerStatuses"][0]["ready"], true);
+        assert!(p["status"]["containerStatuses"][0]["state"]["running"].is_object());
+    }
+    // Each answers on :8888 from another pod, without NAT (it sees the caller's IP
+    // as its own network peer).
+    for (i, ip) in ips.iter().enumerate() {
+        let from = format!("httpenv-{}", (i + 1) % 3);
+        let body = exec(
+            &c,
+            &from,
+            &["curl", "-s", "-m", "5", &format!("http://{ip}:8888/")],
+        );
+        let env: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(env["HOSTNAME"], format!("httpenv-{i}"));
+    }
+    // What kubelet writes.
+    assert_eq!(exec(&c, "httpenv-0", &["hostname"]).trim(), "httpenv-0");
+    assert_eq!(
+        exec(&c, "httpenv-0", &["cat", "/etc/resolv.conf"]),
+        format!(
+            "search default.svc.cluster.local svc.cluster.local cluster.local{}\nnameserver 10.96.0.10\noptions ndots:5\n",
+            host_search()
+        )
+    );
+    let hosts = exec(&c, "httpenv-0", &["cat", "/etc/hosts"]);
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.ends_with(&format!("{}\thttpenv-0\n", ips[0])),
+        "{hosts}"
+    );
+    // Service variables exist only for services created before the container.
+    c.k(&["create", "service", "clusterip", "httpenv", "--tcp=8888"]);
+    c.apply(&pod_json(
+        "late",
+        "busybox",
+        &["sleep", "3600"],
+        json!({"spec": {"containers": [{"name": "late", "image": "busybox", "args": ["sleep", "3600"],
+            "env": [{"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "MY_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {"name": "GREETING", "value": "hello $(MY_NODE)"}],
+            "workingDir": "/tmp"}]}}),
+    ));
+    let late = wait_ready(&c, "late");
+    let env = exec(&c, "late", &["printenv"]);
+    assert!(env.contains("HTTPENV_SERVICE_HOST="), "{env}");
+    assert!(env.contains("HTTPENV_SERVICE_PORT=8888"), "{env}");
+    assert!(env.contains("HTTPENV_PORT_8888_TCP_PORT=8888"), "{env}");
+    assert!(env.contains("KUBERNETES_SERVICE_HOST=10.96.0.1"), "{env}");
+    assert!(env.contains(&format!(
+        "MY_POD_IP={}\n",
+        late["status"]["podIP"].as_str().unwrap()
+    )));
+    assert!(env.contains(&format!("GREETING=hello {NODE}\n")), "{env}");
+    assert_eq!(exec(&c, "late", &["pwd"]).trim(), "/tmp");
+    let early = exec(&c, "httpenv-0", &["printenv"]);
+    assert!(!early.contains("HTTPENV_SERVICE_HOST"), "{early}");
+    // Pods reach the node (the gateway) too.
+    let health = exec(
+        &c,
+        "late",
+        &["curl", "-s", "-m", "3", "http://10.244.0.1:10250/healthz"],
+    );
+    assert_eq!(health, "ok");
+}
+
+fn host_search() -> String {
+    let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    conf.lines()
+        .filter_map(|l| l.strip_prefix("search "))
+        .last()
+        .map(|s| {
+            s.split_whitespace()
+                .map(|d| format!(" {d}"))
+                .collect::<String>()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn exec_attach_and_logs_through_kubectl() {
+    let c = start();
+    c.apply(&pod_json("box", "busybox", &["sleep", "3600"], json!({})));
+    c.apply(&pod_json(
+        "ticker",
+        "busybox",
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
+        ],
+        json!({}),
+    ));
+    wait_ready(&c, "box");
+    wait_ready(&c, "ticker");
+    // Exit codes reach kubectl.
+    let out = c.kubectl(&["exec", "box", "--", "false"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = c.kubectl(&[
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+    // stdin.
+    let out = c.kubectl_in(
+        &["exec", "-i", "box", "--", "sh"],
+        "echo via-stdin; exit 4\n",
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via-stdin\n");
+    // -it under a real terminal shows a prompt.
+    let out = c.sh(
+        "(sleep 2; printf 'echo pty-$((6*7))\\r'; sleep 1; printf 'exit\\r') | \
+         timeout 20 script -qfec 'kubectl exec -it box -- sh' /dev/null",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("# "), "no prompt: {text:?}");
+    assert!(text.contains("pty-42"), "{text:?}");
+    // run -i --rm driven through stdin, exit code carried back.
+    let out = c.sh(&format!(
+        "(sleep 3; echo 'echo hi-from-run; hostname'; sleep 1; echo 'exit 3') | \
+         timeout 60 kubectl run -i --rm --restart=Never --image=busybox t \
+         --overrides='{{\"spec\":{{\"nodeName\":\"{NODE}\"}}}}' -- sh"
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("hi-from-run\nt\n"),
+        "{text:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Logs: tail, follow streams new lines.
+    let tail = c.k(&["logs", "ticker", "--tail=2"]);
+    assert_eq!(tail.lines().count(), 2, "{tail:?}");
+    let out = c.sh("timeout 3 kubectl logs -f ticker");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let n = text.lines().count();
+    assert!(n >= 10, "follow should stream: {text:?}");
+    let err = c.k_err(&["logs", "nosuch"]);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn restarts_back_off_probes_and_deletion_cleans_up() {
+    let c = start();
+    let flag = c.dir.path().join("ready-flag");
+    std::fs::write(&flag, "").unwrap();
+    c.apply(&pod_json(
+        "crash",
+        "busybox",
+        &["sh", "-c", "echo dying; exit 2"],
+        json!({}),
+    ));
+    c.apply(&pod_json(
+        "probed",
+        "busybox",
+        &["sleep", "3600"],
+        json!({"spec": {"containers": [{"name": "probed", "image": "busybox", "args": ["sleep", "3600"],
+            "readinessProbe": {"exec": {"command": ["test", "-e", flag.to_str().unwrap()]},
+                               "periodSeconds": 1, "failureThreshold": 1}}]}}),
+    ));
+    c.apply(&pod_json(
+        "unknown",
+        "example.com/not-an-image:v1",
+        &[],
+        json!({}),
+    ));
+    wait_ready(&c, "probed");
+    // Not ready once the probe fails.
+    std::fs::remove_file(&flag).unwrap();
+    eventually(Duration::from_secs(15), || {
+        (!ready(&get_pod(&c, "probed"))).then_some(())
+    });
+    assert_eq!(get_pod(&c, "probed")["status"]["phase"], "Running");
+    // Unknown image: waiting with a clear reason, never run.
+    let p = get_pod(&c, "unknown");
+    let w = &p["status"]["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(w["reason"], "ErrImagePull");
+    assert!(w["message"]
+        .as_str()
+        .unwrap()
+        .contains("not in skiff's built-in catalog"));
+    assert_eq!(p["status"]["phase"], "Pending");
+    // Crash loop: rising restart count, back-off, last state kept, logs of the previous run.
+    let p = eventually(Duration::from_secs(60), || {
+        let p = get_pod(&c, "crash");
+        (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(2)).then_some(p)
+    });
+    let s = &p["status"]["containerStatuses"][0];
+    assert_eq!(s["lastState"]["terminated"]["exitCode"], 2);
+    let w = eventually(Duration::from_secs(30), || {
+        let p = get_pod(&c, "crash");
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "CrashLoopBackOff").then_some(w)
+    });
+    assert!(
+        w["message"].as_str().unwrap().starts_with("back-off "),
+        "{w}"
+    );
+    assert!(c.k(&["get", "pods"]).contains("CrashLoopBackOff"));
+    assert_eq!(c.k(&["logs", "crash", "--previous"]), "dying\n");
+
+    // Deletion removes processes, veth, address and files.
+    let before = states(&c);
+    let probed = before
+        .iter()
+        .find(|s| s["name"] == "probed")
+        .unwrap()
+        .clone();
+    let veth = probed["veth"].as_str().unwrap().to_string();
+    let ip = probed["ip"].as_str().unwrap().to_string();
+    let sandbox = probed["sandbox"]["pid"].as_u64().unwrap();
+    assert!(links(&c).contains(&veth));
+    assert!(ipam(&c).contains(&ip));
+    c.k(&["delete", "pod", "probed", "crash", "unknown"]);
+    assert!(!links(&c).contains(&veth));
+    assert!(!ipam(&c).contains(&ip));
+    assert!(!std::path::Path::new(&format!("/proc/{sandbox}")).exists());
+    assert!(states(&c).is_empty());
+    assert!(pod_processes(&c).is_empty());
+    assert!(c.k(&["get", "pods"]).trim().is_empty());
+}
+
+#[test]
+fn agent_sigkill_and_restart_keeps_pods_running() {
+    let mut c = start();
+    for name in ["a", "b"] {
+        c.apply(&pod_json(name, "traefik/whoami", &[], json!({})));
+    }
+    let a = wait_ready(&c, "a");
+    let b = wait_ready(&c, "b");
+    let (ip_a, ip_b) = (
+        a["status"]["podIP"].as_str().unwrap().to_string(),
+        b["status"]["podIP"].as_str().unwrap().to_string(),
+    );
+    let before = pod_processes(&c);
+    assert!(!before.is_empty());
+    c.stop(true);
+    // Pods outlive the agent...
+    for pid in &before {
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+    c.spawn(FLAGS);
+    // ...and are adopted, not restarted: same IPs, same processes, still serving.
+    let a2 = wait_ready(&c, "a");
+    assert_eq!(a2["status"]["podIP"], ip_a.as_str());
+    assert_eq!(a2["status"]["containerStatuses"][0]["restartCount"], 0);
+    let body = exec(
+        &c,
+        "a",
+        &["curl", "-s", "-m", "5", &format!("http://{ip_b}/")],
+    );
+    assert!(body.contains("Hostname: b\n"), "{body}");
+    assert!(body.contains(&format!("IP: {ip_b}")), "{body}");
+    let mut after = pod_processes(&c);
+    after.retain(|p| before.contains(p));
+    assert_eq!(after.len(), before.len(), "processes were replaced");
+    // A pod deleted while the agent is down is cleaned up when it comes back.
+    c.stop(true);
+    let b_state = states(&c).into_iter().find(|s| s["name"] == "b").unwrap();
+    let veth_b = b_state["veth"].as_str().unwrap().to_string();
+    c.spawn(&[FLAGS, &["--disable", "controllers,proxy,dns,agent"]].concat());
+    c.k(&["delete", "pod", "b", "--force", "--grace-period=0"]);
+    c.stop(true);
+    c.spawn(FLAGS);
+    wait_ready(&c, "a");
+    eventually(Duration::from_secs(20), || {
+        (!links(&c).contains(&veth_b) && !ipam(&c).contains(&ip_b)).then_some(())
+    });
+    assert_eq!(ipam(&c), vec![ip_a.clone()]);
+    // Only a's sandbox and container are left.
+    assert_eq!(states(&c).len(), 1);
+}
