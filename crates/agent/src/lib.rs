@@ -47,7 +47,8 @@ pub struct AgentSettings {
     pub pod_cidr: String,
     pub cluster_domain: String,
     pub cluster_dns: IpAddr,
-    /// Where pod state, logs and IPAM live (`<data_dir>/agent`).
+    /// Where pod state, logs and IPAM live (`<data_dir>/agent`); the API server's
+    /// `admin.token` there is what streaming requests must present.
     pub data_dir: PathBuf,
     /// The agent's streaming endpoint port (kubelet's is 10250).
     pub port: u16,
@@ -79,6 +80,8 @@ pub struct Agent {
     pub dns: files::DnsSettings,
     pub services: reflector::Store<Service>,
     pub pods: Mutex<HashMap<String, PodHandle>>,
+    /// The bearer token stream requests must carry (the API server's).
+    pub stream_token: Option<String>,
 }
 
 pub struct PodHandle {
@@ -157,6 +160,9 @@ pub async fn run(client: kube::Client, settings: AgentSettings) -> Result<()> {
         data_dir,
         services: reader,
         pods: Mutex::new(HashMap::new()),
+        stream_token: std::fs::read_to_string(settings.data_dir.join("admin.token"))
+            .ok()
+            .map(|t| t.trim().to_string()),
     });
     tokio::spawn(stream::serve(agent.clone(), listener));
     tracing::info!(node = %settings.node_name, %node_ip, %subnet, port, "agent running");

@@ -392,17 +392,67 @@ impl Worker {
         files::hostname(&self.pod)
     }
 
+    /// Records an Event about this pod (or one of its containers), as kubelet
+    /// does; fire and forget, so a slow API never stalls the pod.
+    fn event(&self, warning: bool, reason: &str, message: String, container: Option<&str>) {
+        let field_path = container.and_then(|c| {
+            self.ctrs.iter().find(|x| x.spec.name == c).map(|x| {
+                let list = if x.init {
+                    "initContainers"
+                } else {
+                    "containers"
+                };
+                format!("spec.{list}{{{c}}}")
+            })
+        });
+        let t = chrono::Utc::now();
+        let suffix: u64 = rand::random();
+        let ev = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{}.{suffix:016x}", self.name), "namespace": self.ns},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": self.name,
+                               "namespace": self.ns, "uid": self.uid, "fieldPath": field_path},
+            "reason": reason,
+            "message": message,
+            "type": if warning { "Warning" } else { "Normal" },
+            "source": {"component": "kubelet", "host": self.agent.node_name},
+            "reportingComponent": "kubelet",
+            "reportingInstance": self.agent.node_name,
+            "firstTimestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "lastTimestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "count": 1,
+        });
+        let client = self.agent.client.clone();
+        let ns = self.ns.clone();
+        tokio::spawn(async move {
+            let Ok(ev) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(ev) else {
+                return;
+            };
+            let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns);
+            if let Err(e) = api.create(&Default::default(), &ev).await {
+                tracing::debug!(error = %e, "posting an event");
+            }
+        });
+    }
+
     async fn setup(&mut self) {
         let spec = self.pod.spec.clone().unwrap_or_default();
         if spec.host_network.unwrap_or(false) {
-            self.fatal = Some((
-                "CreateContainerConfigError".into(),
-                "hostNetwork is not supported by skiff's agent: every pod gets its own network namespace".into(),
-            ));
+            let msg = "hostNetwork is not supported by skiff's agent: every pod gets its own network namespace";
+            self.fatal = Some(("CreateContainerConfigError".into(), msg.into()));
+            self.event(true, "Failed", format!("Error: {msg}"), None);
             return;
         }
         if let Err(e) = self.try_setup().await {
             tracing::warn!(pod = %self.name, ns = %self.ns, error = %format!("{e:#}"), "pod sandbox");
+            if self.setup_error.is_none() {
+                self.event(
+                    true,
+                    "FailedCreatePodSandBox",
+                    format!("Failed to create pod sandbox: {e:#}"),
+                    None,
+                );
+            }
             self.setup_error = Some(("ContainerCreating".into(), format!("{e:#}")));
             if let Some(p) = self.sandbox.take() {
                 runtime::signal(p.pid, "KILL").await;
@@ -512,33 +562,64 @@ impl Worker {
     }
 
     async fn probed(&mut self, i: usize, gen: u64, kind: usize, ok: bool) {
-        let Some(c) = self.ctrs.get_mut(i) else {
-            return;
-        };
+        let failed_now = self.probe_update(i, gen, kind, ok);
+        if let Some((kind_name, cname)) = failed_now {
+            self.event(
+                true,
+                "Unhealthy",
+                format!("{kind_name} probe failed"),
+                Some(&cname),
+            );
+        }
+        self.probe_act(i, gen, kind).await;
+    }
+
+    /// Counts a probe result; returns (probe name, container) when it just
+    /// reached its failure threshold.
+    fn probe_update(
+        &mut self,
+        i: usize,
+        gen: u64,
+        kind: usize,
+        ok: bool,
+    ) -> Option<(&'static str, String)> {
+        let c = self.ctrs.get_mut(i)?;
         if c.gen != gen {
-            return;
+            return None;
         }
         c.probes[kind].in_flight = false;
         if !c.is_running() {
+            return None;
+        }
+        let p = c.probe(kind).cloned()?;
+        let ps = &mut c.probes[kind];
+        if ok {
+            ps.successes += 1;
+            ps.failures = 0;
+            None
+        } else {
+            ps.failures += 1;
+            ps.successes = 0;
+            (ps.failures == p.failure_threshold.unwrap_or(3).max(1)).then(|| {
+                let name = ["Startup", "Readiness", "Liveness"][kind.min(2)];
+                (name, c.spec.name.clone())
+            })
+        }
+    }
+
+    async fn probe_act(&mut self, i: usize, gen: u64, kind: usize) {
+        let Some(c) = self.ctrs.get_mut(i) else {
+            return;
+        };
+        if c.gen != gen || !c.is_running() {
             return;
         }
         let Some(p) = c.probe(kind).cloned() else {
             return;
         };
-        let ps = &mut c.probes[kind];
-        if ok {
-            ps.successes += 1;
-            ps.failures = 0;
-        } else {
-            ps.failures += 1;
-            ps.successes = 0;
-        }
-        let success_needed = p.success_threshold.unwrap_or(1).max(1);
-        let failure_needed = p.failure_threshold.unwrap_or(3).max(1);
-        let (succeeded, failed) = (
-            ps.successes >= success_needed,
-            ps.failures >= failure_needed,
-        );
+        let ps = c.probes[kind];
+        let succeeded = ps.successes >= p.success_threshold.unwrap_or(1).max(1);
+        let failed = ps.failures >= p.failure_threshold.unwrap_or(3).max(1);
         match kind {
             STARTUP => {
                 if succeeded {
@@ -570,7 +651,21 @@ impl Worker {
     /// Stops a container so that its restart policy applies (failed probes).
     async fn kill_for_restart(&mut self, i: usize, why: &str) {
         let Some(p) = self.ctrs[i].proc else { return };
-        tracing::info!(pod = %self.name, container = %self.ctrs[i].spec.name, "{why}, restarting");
+        let name = self.ctrs[i].spec.name.clone();
+        tracing::info!(pod = %self.name, container = %name, "{why}, restarting");
+        self.event(
+            false,
+            "Killing",
+            format!(
+                "Container {name} failed {} probe, will be restarted",
+                if why.starts_with("Startup") {
+                    "startup"
+                } else {
+                    "liveness"
+                }
+            ),
+            Some(&name),
+        );
         self.ctrs[i].ready = false;
         runtime::signal_group(p.pid, "TERM").await;
         let grace = self.grace();
@@ -616,6 +711,7 @@ impl Worker {
         let env = match envvars::container_env(&spec, &facts, &services, &self.base_env(&spec)) {
             Ok(e) => e,
             Err(msg) => {
+                self.event(true, "Failed", format!("Error: {msg}"), Some(&spec.name));
                 let c = &mut self.ctrs[i];
                 c.state = St::Waiting {
                     reason: "CreateContainerConfigError".into(),
@@ -647,6 +743,18 @@ impl Worker {
         let argv = match self.agent.catalog.argv(&image, &command, &args) {
             Ok(a) => a,
             Err(msg) => {
+                self.event(
+                    true,
+                    "Failed",
+                    format!("Failed to pull image {image:?}: {msg}"),
+                    Some(&spec.name),
+                );
+                self.event(
+                    true,
+                    "Failed",
+                    "Error: ErrImagePull".into(),
+                    Some(&spec.name),
+                );
                 let c = &mut self.ctrs[i];
                 c.state = St::Waiting {
                     reason: "ErrImagePull".into(),
@@ -662,13 +770,13 @@ impl Worker {
             .clone()
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into());
-        let c = &mut self.ctrs[i];
+        let restart_count = self.ctrs[i].restart_count;
         let cdir = self.dir.join(&spec.name);
         let _ = std::fs::create_dir_all(&cdir);
-        let log = log_path(&self.dir, &spec.name, c.restart_count);
+        let log = log_path(&self.dir, &spec.name, restart_count);
         // Keep the current and previous instance's logs, as kubelet does.
-        if c.restart_count >= 2 {
-            let _ = std::fs::remove_file(log_path(&self.dir, &spec.name, c.restart_count - 2));
+        if restart_count >= 2 {
+            let _ = std::fs::remove_file(log_path(&self.dir, &spec.name, restart_count - 2));
         }
         let _ = std::fs::remove_file(&log);
         let tty = spec.tty.unwrap_or(false);
@@ -683,8 +791,30 @@ impl Worker {
             tty,
         });
         let mut child = match spawned {
-            Ok(c) => c,
+            Ok(c) => {
+                self.event(
+                    false,
+                    "Pulled",
+                    format!("Container image {image:?} already present on machine"),
+                    Some(&spec.name),
+                );
+                self.event(
+                    false,
+                    "Created",
+                    format!("Created container: {}", spec.name),
+                    Some(&spec.name),
+                );
+                self.event(
+                    false,
+                    "Started",
+                    format!("Started container {}", spec.name),
+                    Some(&spec.name),
+                );
+                c
+            }
             Err(e) => {
+                self.event(true, "Failed", format!("Error: {e:#}"), Some(&spec.name));
+                let c = &mut self.ctrs[i];
                 c.state = St::Waiting {
                     reason: "RunContainerError".into(),
                     message: format!("{e:#}"),
@@ -694,6 +824,7 @@ impl Worker {
             }
         };
         let pid = child.id().unwrap_or(0);
+        let c = &mut self.ctrs[i];
         c.gen += 1;
         c.proc = runtime::Proc::of(pid).or(Some(runtime::Proc { pid, start: 0 }));
         c.state = St::Running;
@@ -801,6 +932,11 @@ impl Worker {
             c.backoff = Some(delay);
             c.last = Some(term);
             c.restart_count += 1;
+            let backoff_event = format!(
+                "Back-off restarting failed container {} in pod {pod_desc}",
+                c.spec.name
+            );
+            let name = c.spec.name.clone();
             c.state = St::Waiting {
                 reason: "CrashLoopBackOff".into(),
                 message: format!(
@@ -810,6 +946,7 @@ impl Worker {
                 ),
             };
             c.next_start = Some(Instant::now() + delay);
+            self.event(true, "BackOff", backoff_event, Some(&name));
         }
         self.save();
     }
@@ -836,6 +973,16 @@ impl Worker {
 
     /// SIGTERM to every container, SIGKILL to what is left after `grace`.
     async fn terminate(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>, grace: Duration) {
+        if !self.gone {
+            for c in self.ctrs.iter().filter(|c| c.proc.is_some()) {
+                self.event(
+                    false,
+                    "Killing",
+                    format!("Stopping container {}", c.spec.name),
+                    Some(&c.spec.name),
+                );
+            }
+        }
         for c in &self.ctrs {
             if let Some(p) = c.proc {
                 runtime::signal_group(p.pid, "TERM").await;

@@ -30,6 +30,25 @@ pub const STATUS: u8 = 3;
 pub const RESIZE: u8 = 4;
 pub const CLOSE: u8 = 255;
 
+/// Whether the request head carries `token` as its bearer token.
+fn authorized(head: &str, token: &str) -> bool {
+    head.lines().any(|l| {
+        let Some((k, v)) = l.split_once(':') else {
+            return false;
+        };
+        k.trim().eq_ignore_ascii_case("authorization")
+            && v.trim().strip_prefix("Bearer ").is_some_and(|given| {
+                // Compare without an early exit, so timing reveals no prefix.
+                given.len() == token.len()
+                    && given
+                        .bytes()
+                        .zip(token.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0
+            })
+    })
+}
+
 pub async fn serve(agent: Arc<Agent>, listener: TcpListener) {
     loop {
         let Ok((sock, _)) = listener.accept().await else {
@@ -167,6 +186,15 @@ async fn handle(agent: Arc<Agent>, mut sock: TcpStream) -> Result<()> {
         sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
             .await?;
         return Ok(());
+    }
+    // Exec is a remote shell: only the API server (holding the cluster's admin
+    // token) may ask. No token configured means nobody may.
+    if !agent
+        .stream_token
+        .as_deref()
+        .is_some_and(|t| !t.is_empty() && authorized(&head, t))
+    {
+        return respond_error(&mut sock, 401, "Unauthorized", "Unauthorized").await;
     }
     let Some(req) = parse_target(&target) else {
         return respond_error(
@@ -608,6 +636,14 @@ mod tests {
         assert_eq!(r.all("command"), ["sh", "-c", "echo hi"]);
         assert!(r.flag("stdout"));
         assert!(parse_target("/exec/x").is_none());
+    }
+
+    #[test]
+    fn auth() {
+        let head = "GET / HTTP/1.1\r\nauthorization: Bearer s3cret\r\n\r\n";
+        assert!(authorized(head, "s3cret"));
+        assert!(!authorized(head, "s3cre"));
+        assert!(!authorized("GET / HTTP/1.1\r\n\r\n", "s3cret"));
     }
 
     #[test]

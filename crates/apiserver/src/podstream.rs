@@ -2,7 +2,8 @@
 //! the pod, found from the pod's `spec.nodeName` and that Node's `InternalIP` and
 //! `status.daemonEndpoints.kubeletEndpoint.Port` (as kube-apiserver finds kubelet).
 //!
-//! The agent answers an HTTP/1.1 upgrade (`Upgrade: skiff-stream`, see
+//! The request carries the API server's own bearer token, which the agent
+//! requires. The agent answers an HTTP/1.1 upgrade (`Upgrade: skiff-stream`, see
 //! `skiff_agent::stream`): logs then arrive as raw bytes, exec and attach as frames
 //! `[channel][u32 length][payload]` that map one-to-one onto the binary messages of
 //! WebSocket `v5.channel.k8s.io` which kubectl speaks to us.
@@ -108,7 +109,7 @@ async fn agent_address(api: &Api, pod: &Value, name: &str) -> Result<String, Sta
 }
 
 /// Connects to the agent and asks for the upgrade; `Err` carries its Status.
-async fn open(addr: &str, path: &str) -> Result<TcpStream, StatusError> {
+async fn open(addr: &str, path: &str, token: &str) -> Result<TcpStream, StatusError> {
     let unavailable = |e: String| {
         let mut s = StatusError::internal(format!("error dialing the node agent: {e}"));
         s.code = 502;
@@ -121,7 +122,7 @@ async fn open(addr: &str, path: &str) -> Result<TcpStream, StatusError> {
             .map_err(|e| unavailable(format!("dial tcp {addr}: {e}")))?;
     let _ = sock.set_nodelay(true);
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: skiff-stream\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: skiff-stream\r\n\r\n"
     );
     sock.write_all(req.as_bytes())
         .await
@@ -186,7 +187,7 @@ pub async fn serve(
         parts.uri.query().unwrap_or("")
     );
     if kind == "containerLogs" {
-        let sock = open(&addr, &path).await?;
+        let sock = open(&addr, &path, &api.admin_token).await?;
         let stream = futures::stream::unfold(sock, |mut sock| async move {
             let mut buf = vec![0u8; 16 * 1024];
             match sock.read(&mut buf).await {
@@ -224,7 +225,7 @@ pub async fn serve(
         )));
     }
     // Open the agent side first, so its errors reach the client as a Status.
-    let sock = open(&addr, &path).await?;
+    let sock = open(&addr, &path, &api.admin_token).await?;
     Ok(ws
         .protocols([PROTOCOL])
         .on_upgrade(move |socket| relay(socket, sock)))

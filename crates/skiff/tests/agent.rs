@@ -444,6 +444,27 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
     );
     assert!(c.k(&["get", "pods"]).contains("CrashLoopBackOff"));
     assert_eq!(c.k(&["logs", "crash", "--previous"]), "dying\n");
+    // What went on is in the events, as kubelet reports it.
+    let events = c.k(&["get", "events"]);
+    for want in ["Started", "BackOff", "ErrImagePull", "Unhealthy"] {
+        assert!(events.contains(want), "no {want} event:\n{events}");
+    }
+    // hostNetwork cannot be honoured: a clear reason instead of a silent failure.
+    c.apply(&pod_json(
+        "hostnet",
+        "busybox",
+        &["sleep", "3600"],
+        json!({"spec": {"hostNetwork": true}}),
+    ));
+    let w = eventually(Duration::from_secs(15), || {
+        let p = get_pod(&c, "hostnet");
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "CreateContainerConfigError").then_some(w)
+    });
+    assert!(
+        w["message"].as_str().unwrap().contains("hostNetwork"),
+        "{w}"
+    );
 
     // Deletion removes processes, veth, address and files.
     let before = states(&c);
@@ -457,7 +478,7 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
     let sandbox = probed["sandbox"]["pid"].as_u64().unwrap();
     assert!(links(&c).contains(&veth));
     assert!(ipam(&c).contains(&ip));
-    c.k(&["delete", "pod", "probed", "crash", "unknown"]);
+    c.k(&["delete", "pod", "probed", "crash", "unknown", "hostnet"]);
     assert!(!links(&c).contains(&veth));
     assert!(!ipam(&c).contains(&ip));
     assert!(!std::path::Path::new(&format!("/proc/{sandbox}")).exists());
@@ -504,7 +525,7 @@ fn agent_sigkill_and_restart_keeps_pods_running() {
     c.stop(true);
     let b_state = states(&c).into_iter().find(|s| s["name"] == "b").unwrap();
     let veth_b = b_state["veth"].as_str().unwrap().to_string();
-    c.spawn(&[FLAGS, &["--disable", "controllers,proxy,dns,agent"]].concat());
+    c.spawn(&["--disable", "controllers,proxy,dns,agent", "--node-name", NODE]);
     c.k(&["delete", "pod", "b", "--force", "--grace-period=0"]);
     c.stop(true);
     c.spawn(FLAGS);
@@ -515,4 +536,35 @@ fn agent_sigkill_and_restart_keeps_pods_running() {
     assert_eq!(ipam(&c), vec![ip_a.clone()]);
     // Only a's sandbox and container are left.
     assert_eq!(states(&c).len(), 1);
+}
+
+#[test]
+fn pods_cut_off_from_the_node_do_not_outlive_it() {
+    let mut c = start();
+    c.apply(&pod_json(
+        "orphan",
+        "busybox",
+        &["sleep", "3600"],
+        json!({}),
+    ));
+    wait_ready(&c, "orphan");
+    let s = states(&c).pop().expect("state");
+    let veth = s["veth"].as_str().unwrap().to_string();
+    let pids = pod_processes(&c);
+    assert!(pids.len() >= 2, "{pids:?}");
+    // The agent is gone and the node end of the pod's link disappears (as when a
+    // test's namespace is deleted): the pod's processes end themselves.
+    c.stop(true);
+    let out = c
+        .netns
+        .command("ip")
+        .args(["link", "del", &veth])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    eventually(Duration::from_secs(15), || {
+        pids.iter()
+            .all(|p| !std::path::Path::new(&format!("/proc/{p}/ns")).exists())
+            .then_some(())
+    });
 }
