@@ -281,7 +281,9 @@ fn imperative_commands() {
         .k(&["delete", "svc", "my-svc"])
         .contains("service \"my-svc\" deleted"));
     c.k(&["delete", "pod", "-l", "tier=tools"]);
-    assert!(c.k(&["get", "pods", "-o", "name"]).is_empty());
+    assert!(c
+        .k(&["get", "pods", "-l", "tier=tools", "-o", "name"])
+        .is_empty());
     c.apply(SERVICE);
     let out = c.kubectl_in(&["delete", "-f", "-"], SERVICE);
     assert!(out.status.success());

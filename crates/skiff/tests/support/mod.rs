@@ -63,14 +63,18 @@ pub fn skiff_bin() -> PathBuf {
 /// A running `skiff server` in its own namespace and data directory.
 pub struct Cluster {
     child: Option<Child>,
+    /// The flags the cluster was started with; restarts reuse them.
+    args: Vec<String>,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     pub netns: Netns,
 }
 
 impl Cluster {
+    /// An API-level cluster: the API server and controllers, no node agent, proxy
+    /// or DNS (so no pod processes run). Full-stack tests use [`Cluster::start_with`].
     pub fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with(&["--disable", "agent,proxy,dns"])
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
@@ -78,11 +82,12 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = Cluster {
             child: None,
+            args: extra.iter().map(|a| a.to_string()).collect(),
             kubeconfig: dir.path().join("data/admin.kubeconfig"),
             dir,
             netns,
         };
-        c.spawn(extra);
+        c.spawn(&[]);
         c
     }
 
@@ -90,7 +95,12 @@ impl Cluster {
         self.dir.path().join("data")
     }
 
-    pub fn spawn(&mut self, extra: &[&str]) {
+    /// (Re)starts the server: with `flags` when given (they become the cluster's
+    /// flags), else with the flags it was started with.
+    pub fn spawn(&mut self, flags: &[&str]) {
+        if !flags.is_empty() {
+            self.args = flags.iter().map(|a| a.to_string()).collect();
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -101,7 +111,7 @@ impl Cluster {
             .command(skiff_bin())
             .args(["server", "--listen", API, "--data-dir"])
             .arg(self.data_dir())
-            .args(extra)
+            .args(&self.args)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
