@@ -420,6 +420,56 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<(
     Ok(Some((head[0], data)))
 }
 
+/// The terminal `script` (process `pid`) made for its child, once it exists.
+fn child_terminal(pid: u32) -> Option<String> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    for e in dir.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else { continue };
+        let ppid = stat[close + 2..].split_whitespace().nth(1);
+        if ppid == Some(pid.to_string().as_str()) {
+            let tty = std::fs::read_link(format!("/proc/{child}/fd/0")).ok()?;
+            let tty = tty.to_string_lossy().into_owned();
+            return tty.starts_with("/dev/pts/").then_some(tty);
+        }
+    }
+    None
+}
+
+/// A resize message (`{"Width":W,"Height":H}`) applied to the exec's terminal:
+/// setting the size on the pty makes the kernel send SIGWINCH to its foreground.
+async fn resize(pid: u32, data: Vec<u8>) {
+    let Ok(size) = serde_json::from_slice::<serde_json::Value>(&data) else {
+        return;
+    };
+    let (Some(w), Some(h)) = (size["Width"].as_u64(), size["Height"].as_u64()) else {
+        return;
+    };
+    // The first resize arrives with the session, before `script` has forked.
+    for _ in 0..40 {
+        if let Some(tty) = tokio::task::spawn_blocking(move || child_terminal(pid))
+            .await
+            .ok()
+            .flatten()
+        {
+            let _ = tokio::process::Command::new("stty")
+                .args(["-F", &tty, "rows", &h.to_string(), "cols", &w.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// The exec status a v5 client reads on channel 3.
 pub fn exit_status(argv: &[String], code: i32) -> serde_json::Value {
     if code == 0 {
@@ -511,6 +561,9 @@ async fn exec(
                     }
                 }
                 Ok(Some((CLOSE, data))) if data.first() == Some(&STDIN) => stdin = None,
+                Ok(Some((RESIZE, data))) if tty => {
+                    tokio::spawn(resize(pgid, data));
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             }

@@ -348,14 +348,16 @@ fn exec_attach_and_logs_through_kubectl() {
     );
     assert_eq!(out.status.code(), Some(4));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "via-stdin\n");
-    // -it under a real terminal shows a prompt.
+    // -it under a real terminal shows a prompt, and the terminal size follows
+    // kubectl's (resize messages).
     let out = c.sh(
-        "(sleep 2; printf 'echo pty-$((6*7))\\r'; sleep 1; printf 'exit\\r') | \
-         timeout 20 script -qfec 'kubectl exec -it box -- sh' /dev/null",
+        "(sleep 2; printf 'echo pty-$((6*7))\\r'; sleep 0.5; printf 'stty size\\r'; sleep 1; printf 'exit\\r') | \
+         timeout 20 script -qfec 'stty rows 33 cols 101; kubectl exec -it box -- sh' /dev/null",
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("# "), "no prompt: {text:?}");
     assert!(text.contains("pty-42"), "{text:?}");
+    assert!(text.contains("33 101"), "size not passed on: {text:?}");
     // run -i --rm driven through stdin, exit code carried back.
     let out = c.sh(&format!(
         "(sleep 3; echo 'echo hi-from-run; hostname'; sleep 1; echo 'exit 3') | \
@@ -525,7 +527,12 @@ fn agent_sigkill_and_restart_keeps_pods_running() {
     c.stop(true);
     let b_state = states(&c).into_iter().find(|s| s["name"] == "b").unwrap();
     let veth_b = b_state["veth"].as_str().unwrap().to_string();
-    c.spawn(&["--disable", "controllers,proxy,dns,agent", "--node-name", NODE]);
+    c.spawn(&[
+        "--disable",
+        "controllers,proxy,dns,agent",
+        "--node-name",
+        NODE,
+    ]);
     c.k(&["delete", "pod", "b", "--force", "--grace-period=0"]);
     c.stop(true);
     c.spawn(FLAGS);
