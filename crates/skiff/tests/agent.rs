@@ -407,6 +407,13 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
                                "periodSeconds": 1, "failureThreshold": 1}}]}}),
     ));
     c.apply(&pod_json(
+        "unlive",
+        "busybox",
+        &["sleep", "3600"],
+        json!({"spec": {"containers": [{"name": "unlive", "image": "busybox", "args": ["sleep", "3600"],
+            "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2}}]}}),
+    ));
+    c.apply(&pod_json(
         "unknown",
         "example.com/not-an-image:v1",
         &[],
@@ -446,9 +453,18 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
     );
     assert!(c.k(&["get", "pods"]).contains("CrashLoopBackOff"));
     assert_eq!(c.k(&["logs", "crash", "--previous"]), "dying\n");
+    // A failing liveness probe restarts the container.
+    let p = eventually(Duration::from_secs(30), || {
+        let p = get_pod(&c, "unlive");
+        (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1)).then_some(p)
+    });
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 143,
+        "killed by SIGTERM"
+    );
     // What went on is in the events, as kubelet reports it.
     let events = c.k(&["get", "events"]);
-    for want in ["Started", "BackOff", "ErrImagePull", "Unhealthy"] {
+    for want in ["Started", "BackOff", "ErrImagePull", "Unhealthy", "Killing"] {
         assert!(events.contains(want), "no {want} event:\n{events}");
     }
     // hostNetwork cannot be honoured: a clear reason instead of a silent failure.
@@ -480,7 +496,9 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
     let sandbox = probed["sandbox"]["pid"].as_u64().unwrap();
     assert!(links(&c).contains(&veth));
     assert!(ipam(&c).contains(&ip));
-    c.k(&["delete", "pod", "probed", "crash", "unknown", "hostnet"]);
+    c.k(&[
+        "delete", "pod", "probed", "crash", "unknown", "hostnet", "unlive",
+    ]);
     assert!(!links(&c).contains(&veth));
     assert!(!ipam(&c).contains(&ip));
     assert!(!std::path::Path::new(&format!("/proc/{sandbox}")).exists());
@@ -543,6 +561,63 @@ fn agent_sigkill_and_restart_keeps_pods_running() {
     assert_eq!(ipam(&c), vec![ip_a.clone()]);
     // Only a's sandbox and container are left.
     assert_eq!(states(&c).len(), 1);
+}
+
+#[test]
+fn init_and_sidecar_containers_share_the_pod() {
+    let c = start();
+    let marker = c.dir.path().join("init-ran");
+    c.apply(
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "duo"},
+            "spec": {
+                "nodeName": NODE,
+                "terminationGracePeriodSeconds": 2,
+                "initContainers": [{"name": "init", "image": "busybox",
+                    "command": ["sh", "-c", format!("hostname > {}", marker.display())]}],
+                "containers": [
+                    {"name": "web", "image": "nginx",
+                     "livenessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1},
+                     "readinessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 1}},
+                    {"name": "shell", "image": "busybox", "args": ["sleep", "3600"]},
+                ],
+            },
+        })
+        .to_string(),
+    );
+    let p = wait_ready(&c, "duo");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "duo\n");
+    let init = &p["status"]["initContainerStatuses"][0];
+    assert_eq!(init["state"]["terminated"]["exitCode"], 0);
+    assert_eq!(init["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(
+        c.k(&["get", "pod", "duo"])
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .nth(1),
+        Some("2/2")
+    );
+    // Containers of a pod reach each other on localhost.
+    let page = c.k(&[
+        "exec",
+        "duo",
+        "-c",
+        "shell",
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "3",
+        "http://localhost/",
+    ]);
+    assert!(page.contains("Welcome to nginx!"), "{page}");
+    // Without a container, kubectl asks the pod for its default (the API server's
+    // message names the choices).
+    let err = c.k_err(&["logs", "duo", "-c", "nosuch"]);
+    assert!(err.contains("nosuch"), "{err}");
 }
 
 #[test]
