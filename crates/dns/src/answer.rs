@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::index::{Endpoint, Index, Kind, Port};
@@ -53,7 +53,11 @@ pub fn answer(index: &Index, lower: &str, owner: &Name, qtype: RecordType) -> Ou
             None => return Outcome::Forward,
         },
         Qname::Apex => {
-            b.push(&mut a.answers, RData::SOA(soa(index)));
+            if b.wants(RecordType::SOA) {
+                let mut soa = index.soa.clone();
+                soa.name = owner.clone();
+                a.answers.push(soa);
+            }
             if b.wants(RecordType::NS) {
                 b.push(&mut a.answers, RData::NS(NS(index.ns_name.clone())));
                 glue(index, &mut a.additional);
@@ -174,8 +178,7 @@ pub fn answer(index: &Index, lower: &str, owner: &Name, qtype: RecordType) -> Ou
     }
     if a.answers.is_empty() {
         // NXDOMAIN and NODATA both carry the SOA, so resolvers can cache the miss.
-        let soa = Record::from_rdata(index.zone_name.clone(), b.ttl, RData::SOA(soa(index)));
-        a.authority.push(soa);
+        a.authority.push(index.soa.clone());
     }
     Outcome::Answer(a)
 }
@@ -183,20 +186,6 @@ pub fn answer(index: &Index, lower: &str, owner: &Name, qtype: RecordType) -> Ou
 /// Equal SRV weights that sum to about 100, as CoreDNS gives them.
 fn weight(n: usize) -> u16 {
     u16::try_from(100 / n.max(1)).unwrap_or(1).max(1)
-}
-
-fn soa(index: &Index) -> SOA {
-    let rname = Name::from_ascii(format!("hostmaster.{}.", index.zone.domain))
-        .unwrap_or_else(|_| Name::root());
-    SOA::new(
-        index.ns_name.clone(),
-        rname,
-        index.serial,
-        7200,
-        1800,
-        86400,
-        index.zone.ttl,
-    )
 }
 
 fn glue(index: &Index, additional: &mut Vec<Record>) {

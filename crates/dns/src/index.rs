@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hickory_proto::rr::Name;
+use hickory_proto::rr::rdata::SOA;
+use hickory_proto::rr::{Name, RData, Record};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -70,6 +71,8 @@ pub struct Index {
     pub ns_name: Name,
     /// Serial of the SOA: changes whenever the index does.
     pub serial: u32,
+    /// The zone's SOA record, built once: every negative answer carries it.
+    pub soa: Record,
     /// Keyed by `<svc>.<ns>` (lowercase).
     pub services: HashMap<Box<str>, ServiceEntry>,
     /// Namespaces with at least one service.
@@ -114,10 +117,14 @@ impl Index {
                 .or_default()
                 .push(s);
         }
+        let rname = fqdn(&format!("hostmaster.{}", zone.domain)).unwrap_or_else(Name::root);
+        let soa = SOA::new(ns_name.clone(), rname, serial, 7200, 1800, 86400, zone.ttl);
+        let soa = Record::from_rdata(zone_name.clone(), zone.ttl, RData::SOA(soa));
         let mut index = Index {
             zone_name,
             ns_name,
             serial,
+            soa,
             services: HashMap::with_capacity(services.len()),
             namespaces: HashSet::new(),
             ptr: HashMap::new(),

@@ -8,6 +8,7 @@
 //! the response is encoded with EDNS0 and truncation. See `docs/dns.md`.
 
 pub mod answer;
+mod cache;
 pub mod index;
 mod metrics;
 pub mod qname;

@@ -12,6 +12,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+use crate::cache::{Meta, ResponseCache};
 use crate::index::{Index, Zone};
 use crate::metrics::Metrics;
 use crate::request::{handle, Reply, Transport};
@@ -125,6 +126,8 @@ fn bind(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> 
 async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) -> std::io::Result<()> {
     let mut buf = vec![0u8; 65535];
     let mut lower = String::with_capacity(256);
+    let mut cache = ResponseCache::default();
+    let mut out = Vec::with_capacity(usize::from(crate::request::EDNS_PAYLOAD));
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
@@ -135,10 +138,28 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) -> std::io::Result
         let start = Instant::now();
         let packet = &buf[..n];
         let index = shared.index.load();
+        if let Some(ix) = index.as_deref() {
+            cache.check_generation(ix.serial);
+            if let Some(meta) = cache.get(packet, &mut out) {
+                let _ = sock.send_to(&out, peer).await;
+                let (qtype, rcode) = (Some(meta.qtype), meta.rcode);
+                shared
+                    .metrics
+                    .observe(Transport::Udp, qtype, rcode, start.elapsed());
+                continue;
+            }
+        }
         let h = handle(index.as_deref(), packet, Transport::Udp, &mut lower);
         match h.reply {
             Reply::Send(bytes) => {
                 let _ = sock.send_to(&bytes, peer).await;
+                if let (Some(_), Some(qtype)) = (index.as_deref(), h.qtype) {
+                    let meta = Meta {
+                        qtype,
+                        rcode: h.rcode,
+                    };
+                    cache.put(packet, &bytes, meta);
+                }
                 shared
                     .metrics
                     .observe(Transport::Udp, h.qtype, h.rcode, start.elapsed());

@@ -138,3 +138,36 @@ pub fn from_resolv_conf(avoid: &[IpAddr]) -> Vec<SocketAddr> {
         .filter(|a| !avoid.contains(&a.ip()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pods_and_the_node_may_recurse() {
+        let pods = [("10.244.0.0".parse().unwrap(), 16)];
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.9",
+            "::1",
+            "10.244.3.4",
+            "::ffff:10.244.0.9",
+        ] {
+            assert!(may_recurse(ok.parse().unwrap(), &pods), "{ok}");
+        }
+        // TEST-NET addresses are never the machine's own.
+        for no in ["192.0.2.7", "198.51.100.1", "2001:db8::1"] {
+            assert!(!may_recurse(no.parse().unwrap(), &pods), "{no}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_packet_we_forwarded_is_a_loop() {
+        let f = Forwarder::new(Vec::new());
+        let q = vec![0u8; 20];
+        assert!(!f.is_loop(&q));
+        // No upstreams: nothing answers, and nothing stays in flight.
+        assert_eq!(f.forward(&q, Transport::Udp).await, None);
+        assert!(f.inflight.lock().map(|s| s.is_empty()).unwrap_or(false));
+    }
+}

@@ -92,24 +92,45 @@ fn dns_answers_the_specification_over_udp_and_tcp() {
     c.apply(MANIFEST);
     wait_for_dns(&c);
     let web_ip = c.k(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
-    let k8s_ip = c.k(&["get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP}"]);
+    let k8s_ip = c.k(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
 
-    assert_eq!(short(&c, "kubernetes.default.svc.cluster.local"), vec![k8s_ip]);
+    assert_eq!(
+        short(&c, "kubernetes.default.svc.cluster.local"),
+        vec![k8s_ip]
+    );
     let web = eventually(Duration::from_secs(10), || {
         let a = short(&c, "web.default.svc.cluster.local");
         (!a.is_empty()).then_some(a)
     });
     assert_eq!(web, vec![web_ip.clone()]);
+    let ns = c.sh("nslookup web.default.svc.cluster.local 127.0.0.1");
+    let ns = String::from_utf8_lossy(&ns.stdout);
+    assert!(ns.contains(&format!("Address: {web_ip}")), "{ns}");
     // Case-insensitive, and over TCP.
-    assert_eq!(short(&c, "WEB.Default.Svc.Cluster.Local"), vec![web_ip.clone()]);
-    assert_eq!(short(&c, "+tcp web.default.svc.cluster.local"), vec![web_ip.clone()]);
+    assert_eq!(
+        short(&c, "WEB.Default.Svc.Cluster.Local"),
+        vec![web_ip.clone()]
+    );
+    assert_eq!(
+        short(&c, "+tcp web.default.svc.cluster.local"),
+        vec![web_ip.clone()]
+    );
     // Headless: ready endpoints only.
     assert_eq!(
         short(&c, "pg.default.svc.cluster.local"),
         vec!["10.244.0.5", "10.244.0.6"]
     );
     // A StatefulSet-style member.
-    assert_eq!(short(&c, "pg-1.pg.default.svc.cluster.local"), vec!["10.244.0.6"]);
+    assert_eq!(
+        short(&c, "pg-1.pg.default.svc.cluster.local"),
+        vec!["10.244.0.6"]
+    );
     assert_eq!(status(&c, "pg-2.pg.default.svc.cluster.local"), "NXDOMAIN");
     // SRV, per endpoint for a headless service, and for the ClusterIP one.
     assert_eq!(
@@ -124,15 +145,24 @@ fn dns_answers_the_specification_over_udp_and_tcp() {
         vec!["0 100 80 web.default.svc.cluster.local."]
     );
     // PTR for the ClusterIP and a headless endpoint.
-    assert_eq!(short(&c, &format!("-x {web_ip}")), vec!["web.default.svc.cluster.local."]);
-    assert_eq!(short(&c, "-x 10.244.0.5"), vec!["pg-0.pg.default.svc.cluster.local."]);
+    assert_eq!(
+        short(&c, &format!("-x {web_ip}")),
+        vec!["web.default.svc.cluster.local."]
+    );
+    assert_eq!(
+        short(&c, "-x 10.244.0.5"),
+        vec!["pg-0.pg.default.svc.cluster.local."]
+    );
     // ExternalName.
     assert_eq!(
         short(&c, "CNAME ext.default.svc.cluster.local"),
         vec!["example.com."]
     );
     // Zone records.
-    assert_eq!(short(&c, "TXT dns-version.cluster.local"), vec!["\"1.1.0\""]);
+    assert_eq!(
+        short(&c, "TXT dns-version.cluster.local"),
+        vec!["\"1.1.0\""]
+    );
     assert_eq!(short(&c, "NS cluster.local"), vec!["ns.dns.cluster.local."]);
     assert_eq!(
         short(&c, "10-244-1-9.default.pod.cluster.local"),
@@ -140,9 +170,17 @@ fn dns_answers_the_specification_over_udp_and_tcp() {
     );
     // NXDOMAIN vs NODATA, both with the SOA in authority.
     let nx = dig(&c, "nope.default.svc.cluster.local");
-    assert!(nx.contains("status: NXDOMAIN") && nx.contains("IN\tSOA\tns.dns.cluster.local."), "{nx}");
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("IN\tSOA\tns.dns.cluster.local."),
+        "{nx}"
+    );
     let nodata = dig(&c, "AAAA web.default.svc.cluster.local");
-    assert!(nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0") && nodata.contains("SOA"), "{nodata}");
+    assert!(
+        nodata.contains("status: NOERROR")
+            && nodata.contains("ANSWER: 0")
+            && nodata.contains("SOA"),
+        "{nodata}"
+    );
     // TTL 5.
     let full = dig(&c, "+noall +answer web.default.svc.cluster.local");
     let ttl = full.split_whitespace().nth(1);
@@ -151,13 +189,20 @@ fn dns_answers_the_specification_over_udp_and_tcp() {
     // An endpoint becomes ready: the answer changes as soon as the slice does.
     let start = Instant::now();
     c.k(&[
-        "patch", "endpointslice", "pg-1", "--type=json", "-p",
+        "patch",
+        "endpointslice",
+        "pg-1",
+        "--type=json",
+        "-p",
         r#"[{"op":"replace","path":"/endpoints/2/conditions/ready","value":true}]"#,
     ]);
     eventually(Duration::from_secs(10), || {
         (short(&c, "pg.default.svc.cluster.local").len() == 3).then_some(())
     });
-    eprintln!("endpoint change visible in DNS after {:?} (kubectl included)", start.elapsed());
+    eprintln!(
+        "endpoint change visible in DNS after {:?} (kubectl included)",
+        start.elapsed()
+    );
     // Scale to zero ready: NXDOMAIN.
     c.k(&["delete", "endpointslice", "pg-1"]);
     eventually(Duration::from_secs(10), || {
@@ -165,15 +210,16 @@ fn dns_answers_the_specification_over_udp_and_tcp() {
     });
 
     // The kube-dns service leads to this node: an EndpointSlice at the pod gateway.
-    let slice = eventually(Duration::from_secs(10), || {
-        let out = c.kubectl(&[
+    let slice =
+        eventually(Duration::from_secs(10), || {
+            let out = c.kubectl(&[
             "get", "endpointslices", "-n", "kube-system", "-l",
             "kubernetes.io/service-name=kube-dns,endpointslice.kubernetes.io/managed-by=skiff-dns",
             "-o", "jsonpath={.items[*].endpoints[*].addresses[*]} {.items[*].ports[*].name}",
         ]);
-        let s = String::from_utf8_lossy(&out.stdout).into_owned();
-        (!s.trim().is_empty()).then_some(s)
-    });
+            let s = String::from_utf8_lossy(&out.stdout).into_owned();
+            (!s.trim().is_empty()).then_some(s)
+        });
     assert!(slice.starts_with("10.244.0.1 "), "{slice}");
     for port in ["dns", "dns-tcp", "metrics"] {
         assert!(slice.contains(port), "{slice}");
@@ -182,8 +228,14 @@ fn dns_answers_the_specification_over_udp_and_tcp() {
     // Metrics and health.
     let metrics = c.sh("curl -s http://127.0.0.1:9153/metrics");
     let metrics = String::from_utf8_lossy(&metrics.stdout);
-    assert!(metrics.contains("skiff_dns_requests_total{proto=\"udp\",type=\"A\",rcode=\"NOERROR\"}"), "{metrics}");
-    assert!(metrics.contains("skiff_dns_request_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("skiff_dns_requests_total{proto=\"udp\",type=\"A\",rcode=\"NOERROR\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("skiff_dns_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
     let ready = c.sh("curl -s http://127.0.0.1:9153/ready");
     assert_eq!(String::from_utf8_lossy(&ready.stdout), "OK");
     let health = c.sh("curl -s http://127.0.0.1:9153/health");
@@ -244,7 +296,11 @@ fn dns_forwards_names_outside_the_cluster() {
     c.spawn(FLAGS);
     wait_for_dns(&c);
     assert_eq!(short(&c, "example.com"), vec!["192.0.2.1"]);
-    assert_eq!(short(&c, "+tcp example.com"), Vec::<String>::new(), "the fake upstream has no TCP: SERVFAIL");
+    assert_eq!(
+        short(&c, "+tcp example.com"),
+        Vec::<String>::new(),
+        "the fake upstream has no TCP: SERVFAIL"
+    );
     assert_eq!(status(&c, "+tcp example.com"), "SERVFAIL");
     // Cluster names are still ours.
     assert_eq!(status(&c, "nope.default.svc.cluster.local"), "NXDOMAIN");
