@@ -384,10 +384,13 @@ pub fn skeleton(cfg: &Config) -> String {
     // `typeof` because `numgen` has no named type; `tcp dport` (not `th dport`)
     // because nft 1.0.6 cannot re-read a `th` typeof from the kernel, which
     // makes every later transaction that references the map fail.
-    let _ = writeln!(
-        o,
-        "add map {t} {ENDPOINTS} {{ typeof ip daddr . meta l4proto . tcp dport . numgen random mod 1 : ip daddr . tcp dport ; }}"
-    );
+    for proto in [Proto::Tcp, Proto::Udp, Proto::Sctp] {
+        let _ = writeln!(
+            o,
+            "add map {t} {} {{ typeof ip daddr . meta l4proto . {proto} dport . numgen random mod 1 : ip daddr . {proto} dport ; }}",
+            endpoints_map(proto)
+        );
+    }
     let base = [
         (
             NAT_PREROUTING,

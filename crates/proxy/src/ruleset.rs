@@ -39,7 +39,20 @@ pub const SERVICE_IPS: &str = "service-ips";
 pub const SERVICE_NODEPORTS: &str = "service-nodeports";
 pub const NO_EP_SERVICES: &str = "no-endpoint-services";
 pub const NO_EP_NODEPORTS: &str = "no-endpoint-nodeports";
-pub const ENDPOINTS: &str = "endpoints";
+/// Endpoints, one map per protocol: a `typeof` map's key names a protocol
+/// (`tcp dport`), and nft makes every rule using it match that protocol only.
+pub const ENDPOINTS_TCP: &str = "endpoints-tcp";
+pub const ENDPOINTS_UDP: &str = "endpoints-udp";
+pub const ENDPOINTS_SCTP: &str = "endpoints-sctp";
+
+/// The endpoints map of `proto`.
+pub fn endpoints_map(proto: Proto) -> &'static str {
+    match proto {
+        Proto::Tcp => ENDPOINTS_TCP,
+        Proto::Udp => ENDPOINTS_UDP,
+        Proto::Sctp => ENDPOINTS_SCTP,
+    }
+}
 pub const AFFINITY_RECORD: &str = "affinity-record";
 
 // Prefixes of generated chains and maps.
@@ -142,7 +155,7 @@ impl Element {
             Self::NodePort { .. } => SERVICE_NODEPORTS,
             Self::NoEndpoints { .. } => NO_EP_SERVICES,
             Self::NoEndpointsNodePort { .. } => NO_EP_NODEPORTS,
-            Self::Endpoint { .. } => ENDPOINTS,
+            Self::Endpoint { proto, .. } => endpoints_map(*proto),
             Self::AffinityRecord { .. } => AFFINITY_RECORD,
         }
     }
@@ -201,7 +214,7 @@ pub enum Rule {
         map: String,
     },
     /// DNAT to slot `numgen random mod N` of this address' endpoints.
-    Pick(u32),
+    Pick { proto: Proto, n: u32 },
     Goto(String),
     /// Remember (refresh) client -> endpoint for `timeout` seconds.
     Record {
@@ -218,9 +231,10 @@ impl fmt::Display for Rule {
             Self::Affinity { proto, map } => {
                 write!(f, "meta l4proto {proto} dnat ip to ip saddr map @{map}")
             }
-            Self::Pick(n) => write!(
+            Self::Pick { proto, n } => write!(
                 f,
-                "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @{ENDPOINTS}"
+                "meta l4proto {proto} dnat ip to ip daddr . meta l4proto . {proto} dport . numgen random mod {n} map @{}",
+                endpoints_map(*proto)
             ),
             Self::Goto(c) => write!(f, "goto {c}"),
             Self::Record { map, timeout } => write!(
@@ -308,7 +322,10 @@ fn shared_chains(frag: &mut Fragment, cfg: &Config, path: Path, n: u32) -> Strin
     let pick = format!("{PICK}{n}");
     frag.chain(Chain {
         name: pick.clone(),
-        rules: vec![Rule::Pick(n)],
+        rules: [Proto::Tcp, Proto::Udp, Proto::Sctp]
+            .into_iter()
+            .map(|proto| Rule::Pick { proto, n })
+            .collect(),
     });
     let (name, masq) = match path {
         Path::Local => return pick,

@@ -246,14 +246,14 @@ impl<'a> Tracer<'a> {
                         }
                     }
                 }
-                Rule::Pick(n) => {
+                Rule::Pick { proto, n } if *proto == pkt.proto => {
                     let slot = pick(*n) % n;
                     if let Some(&ep) = self.endpoints.get(&(pkt.dst, pkt.proto, pkt.dport, slot)) {
                         st.dnat = Some(ep);
                     }
                 }
                 Rule::Goto(c) => return self.chain(c, pkt, st, pick),
-                Rule::Record { .. } => {}
+                Rule::Pick { .. } | Rule::Record { .. } => {}
             }
         }
     }

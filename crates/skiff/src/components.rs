@@ -88,7 +88,24 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
             tokio::spawn(async move { Ok(skiff_controllers::run(c, s).await?) }),
         ));
     }
+    if node.enabled("proxy") {
+        let (c, s) = (client.clone(), proxy_settings(node));
+        components.push((
+            "proxy",
+            tokio::spawn(async move { Ok(skiff_proxy::run(c, s).await?) }),
+        ));
+    }
     components
+}
+
+/// The proxy's settings from the node's.
+fn proxy_settings(node: &NodeSettings) -> skiff_proxy::ProxySettings {
+    let mut s = skiff_proxy::ProxySettings::new(&node.node_name, &node.service_cidr);
+    s.pod_cidr = Some(node.pod_cidr.clone());
+    if let Some(std::net::IpAddr::V4(ip)) = node.node_ip {
+        s.node_ips = vec![ip];
+    }
+    s
 }
 
 /// The agent's settings from the node's.
