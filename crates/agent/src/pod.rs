@@ -34,6 +34,8 @@ pub enum Msg {
         kind: usize,
         ok: bool,
     },
+    /// The sandbox process (by PID) ended.
+    SandboxExited(u32),
 }
 
 /// What streaming (logs, exec, attach) needs to know about a running pod.
@@ -222,6 +224,15 @@ impl Worker {
             _ => return,
         }
         let sandbox_pid = self.sandbox.map(|p| p.pid);
+        if let Some(p) = self.sandbox {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                while p.alive() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                let _ = tx.send(Msg::SandboxExited(p.pid));
+            });
+        }
         for (i, c) in self.ctrs.iter_mut().enumerate() {
             let Some(saved) = s.containers.get(&c.spec.name) else {
                 continue;
@@ -385,7 +396,34 @@ impl Worker {
             Msg::Gone => self.gone = true,
             Msg::Exited { ctr, gen, code } => self.exited(ctr, gen, code),
             Msg::Probe { ctr, gen, kind, ok } => self.probed(ctr, gen, kind, ok).await,
+            Msg::SandboxExited(pid) => {
+                if self.sandbox.map(|p| p.pid) == Some(pid) && !self.deleting {
+                    self.sandbox_lost().await;
+                }
+            }
         }
+    }
+
+    /// The sandbox died under the pod (killed, or its link removed): kill the
+    /// containers and let the loop build a new sandbox with the same address, as
+    /// kubelet does when a sandbox changes.
+    async fn sandbox_lost(&mut self) {
+        tracing::warn!(pod = %self.name, ns = %self.ns, "pod sandbox died; re-creating it");
+        self.event(
+            false,
+            "SandboxChanged",
+            "Pod sandbox changed, it will be killed and re-created.".into(),
+            None,
+        );
+        self.sandbox = None;
+        lock(&self.rt).sandbox = None;
+        for c in &self.ctrs {
+            if let Some(p) = c.proc {
+                runtime::signal_group(p.pid, "KILL").await;
+            }
+        }
+        net::detach_pod(&self.veth).await;
+        self.save();
     }
 
     fn hostname(&self) -> String {
@@ -478,9 +516,12 @@ impl Worker {
         )?;
         std::fs::write(self.dir.join("hostname"), format!("{}\n", self.hostname()))?;
         let (proc, mut child) = runtime::start_sandbox(&self.dir, &self.hostname()).await?;
-        // Reap the sandbox when it ends (it is our child while we live).
+        // Reap the sandbox when it ends (it is our child while we live), and
+        // tell the worker: a pod without its sandbox must get a new one.
+        let tx = self.tx.clone();
         tokio::spawn(async move {
             let _ = child.wait().await;
+            let _ = tx.send(Msg::SandboxExited(proc.pid));
         });
         self.sandbox = Some(proc);
         self.save();
@@ -1011,7 +1052,7 @@ impl Worker {
                     Some(Msg::Exited { ctr, gen, code }) => self.exited(ctr, gen, code),
                     Some(Msg::Update(p)) => self.pod = *p,
                     Some(Msg::Gone) => { self.gone = true; deadline = deadline.min(Instant::now()); }
-                    Some(Msg::Probe { .. }) => {}
+                    Some(Msg::Probe { .. }) | Some(Msg::SandboxExited(_)) => {}
                     None => { self.gone = true; deadline = deadline.min(Instant::now()); }
                 },
                 _ = tokio::time::sleep_until(deadline) => {}

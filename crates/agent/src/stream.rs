@@ -357,10 +357,14 @@ async fn logs(
     let follow = req.flag("follow") && !previous;
     let mut buf = vec![0u8; 32 * 1024];
     let mut sent: usize = 0;
-    let limit = req
+    let mut limit = req
         .get("limitBytes")
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(usize::MAX);
+    if !follow {
+        // Without follow, the log as it was when asked (tailLines counted then).
+        limit = limit.min(data.len() - start);
+    }
     loop {
         let n = file.read(&mut buf).await?;
         if n > 0 {
@@ -430,7 +434,9 @@ fn child_terminal(pid: u32) -> Option<String> {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
             continue;
         };
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let ppid = stat[close + 2..].split_whitespace().nth(1);
         if ppid == Some(pid.to_string().as_str()) {
             let tty = std::fs::read_link(format!("/proc/{child}/fd/0")).ok()?;

@@ -376,6 +376,21 @@ fn exec_attach_and_logs_through_kubectl() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The seeds' throwaway shell: run -it --rm with a terminal.
+    let out = c.sh(&format!(
+        "(sleep 4; printf 'echo seed-$((6*7))\\r'; sleep 1; printf 'exit\\r'; sleep 2) | \
+         timeout 60 script -qfec \"kubectl run tmp-shell --rm -it --image nicolaka/netshoot \
+         --overrides='{{\\\"spec\\\":{{\\\"nodeName\\\":\\\"{NODE}\\\"}}}}' -- bash\" /dev/null"
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("seed-42"),
+        "{text:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(30), || {
+        (!c.k(&["get", "pods"]).contains("tmp-shell")).then_some(())
+    });
     // Logs: tail, follow streams new lines.
     let tail = c.k(&["logs", "ticker", "--tail=2"]);
     assert_eq!(tail.lines().count(), 2, "{tail:?}");
@@ -649,4 +664,30 @@ fn pods_cut_off_from_the_node_do_not_outlive_it() {
             .all(|p| !std::path::Path::new(&format!("/proc/{p}/ns")).exists())
             .then_some(())
     });
+}
+
+#[test]
+fn a_dead_sandbox_is_recreated_with_the_same_address() {
+    let c = start();
+    c.apply(&pod_json("phoenix", "bretfisher/httpenv", &[], json!({})));
+    let p = wait_ready(&c, "phoenix");
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    let s = states(&c).pop().expect("state");
+    let old = s["sandbox"]["pid"].as_u64().unwrap();
+    let out = Command::new("kill")
+        .args(["-KILL", &old.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let p = eventually(Duration::from_secs(40), || {
+        let p = get_pod(&c, "phoenix");
+        let restarted = p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1);
+        (restarted && ready(&p)).then_some(p)
+    });
+    assert_eq!(p["status"]["podIP"], ip.as_str());
+    let new = states(&c).pop().expect("state")["sandbox"]["pid"].as_u64();
+    assert!(new.is_some() && new != Some(old));
+    let body = c.sh(&format!("curl -s -m 3 http://{ip}:8888/"));
+    assert!(String::from_utf8_lossy(&body.stdout).contains("\"HOSTNAME\": \"phoenix\""));
+    assert!(c.k(&["get", "events"]).contains("SandboxChanged"));
 }
