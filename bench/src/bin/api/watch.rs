@@ -1,0 +1,304 @@
+//! Watch fan-out: W watchers on the Services of one namespace, one writer making C
+//! changes one after another. Each change carries its sequence number in an annotation;
+//! the writer notes when it started each change, every watcher notes when it parsed it.
+//!
+//! Delivery latency is therefore "writer starts the change -> watcher has the event",
+//! which includes the durable write itself on both sides, so the floor (the same
+//! writes and `Backend::watch` receivers in-process) is measured the same way.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use skiff_bench::client::{Lines, Proto, Server};
+use skiff_bench::stats::Samples;
+use skiff_store::{Backend, SqliteBackend};
+
+use crate::{key, name, NAMESPACE, PREFIX};
+
+const SEQ_ANNOTATION: &str = "bench.skiff.dev/seq";
+/// How the annotation appears in compact JSON, just before its value.
+const SEQ_MARK: &[u8] = b"\"bench.skiff.dev/seq\":\"";
+
+/// How long the watchers may take after the last change before the run fails.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Fanout {
+    /// From the start of the first change until the last watcher has the last event.
+    pub all_delivered: Duration,
+    pub deliveries: usize,
+    pub latency: Samples,
+}
+
+impl Fanout {
+    pub fn events_per_sec(&self) -> f64 {
+        self.deliveries as f64 / self.all_delivered.as_secs_f64()
+    }
+}
+
+/// When each change was started, in nanoseconds since `base`; shared with the watchers.
+struct Clock {
+    base: Instant,
+    sent: Vec<AtomicU64>,
+}
+
+impl Clock {
+    fn new(changes: usize) -> Arc<Self> {
+        Arc::new(Clock {
+            base: Instant::now(),
+            sent: (0..changes).map(|_| AtomicU64::new(u64::MAX)).collect(),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64
+    }
+
+    fn mark_sent(&self, seq: usize) {
+        self.sent[seq].store(self.now(), Ordering::SeqCst);
+    }
+}
+
+/// What one watcher saw: `(seq, received at)` for each distinct change, in arrival order.
+type Seen = Vec<(usize, u64)>;
+
+/// Finds the sequence annotation in an event or stored value without parsing it: the
+/// watchers share the cores with the server, so they must be cheap.
+fn seq_of(bytes: &[u8]) -> Option<usize> {
+    let at = bytes.windows(SEQ_MARK.len()).position(|w| w == SEQ_MARK)? + SEQ_MARK.len();
+    let digits = bytes[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&bytes[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Records `seq` once; returns true when all `changes` have been seen.
+fn record(seen: &mut Seen, got: &mut [bool], seq: usize, at: u64) -> Result<bool> {
+    match got.get_mut(seq) {
+        Some(true) => bail!("change {seq} was delivered twice"),
+        Some(slot) => {
+            *slot = true;
+            seen.push((seq, at));
+        }
+        None => bail!("unexpected change {seq}"),
+    }
+    Ok(seen.len() == got.len())
+}
+
+fn summarise(
+    clock: &Clock,
+    per_watcher: Vec<Seen>,
+    watchers: usize,
+    changes: usize,
+) -> Result<Fanout> {
+    let first = clock.sent.first().map_or(0, |s| s.load(Ordering::SeqCst));
+    let mut latency = Samples::with_capacity(watchers * changes);
+    let mut last = first;
+    let mut deliveries = 0;
+    for seen in per_watcher {
+        ensure!(
+            seen.len() == changes,
+            "a watcher saw {} of {changes} changes",
+            seen.len()
+        );
+        for (seq, at) in seen {
+            let sent = clock.sent[seq].load(Ordering::SeqCst);
+            // An event cannot arrive before its write started; saturate just in case.
+            latency.push(Duration::from_nanos(at.saturating_sub(sent)));
+            last = last.max(at);
+            deliveries += 1;
+        }
+    }
+    Ok(Fanout {
+        all_delivered: Duration::from_nanos(last - first),
+        deliveries,
+        latency,
+    })
+}
+
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<Result<Seen>>>) -> Result<Vec<Seen>> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.context("watcher panicked")??);
+    }
+    Ok(out)
+}
+
+pub async fn api(
+    server: &Server,
+    proto: Proto,
+    n: usize,
+    watchers: usize,
+    changes: usize,
+) -> Result<Fanout> {
+    let base = format!("/api/v1/namespaces/{NAMESPACE}/services");
+    let mut writer = server.connect(proto).await?;
+    let head = writer
+        .expect(
+            StatusCode::OK,
+            Method::GET,
+            &format!("{base}?limit=1"),
+            None,
+            Bytes::new(),
+        )
+        .await?;
+    let head: Value = serde_json::from_slice(&head)?;
+    let rv = head["metadata"]["resourceVersion"]
+        .as_str()
+        .context("list without resourceVersion")?
+        .to_string();
+
+    let clock = Clock::new(changes);
+    let mut tasks = Vec::with_capacity(watchers);
+    for _ in 0..watchers {
+        // One connection per watcher, as separate controllers would have.
+        let mut conn = server.connect(proto).await?;
+        let resp = conn
+            .send(
+                Method::GET,
+                &format!("{base}?watch=true&resourceVersion={rv}"),
+                None,
+                Bytes::new(),
+            )
+            .await?;
+        ensure!(resp.status() == StatusCode::OK, "watch: {}", resp.status());
+        let clock = clock.clone();
+        tasks.push(tokio::spawn(async move {
+            let _conn = conn;
+            let mut body = resp.into_body();
+            let mut lines = Lines::default();
+            let (mut seen, mut got) = (Seen::with_capacity(changes), vec![false; changes]);
+            let mut failed = None;
+            while seen.len() < changes {
+                let Some(frame) = body.frame().await else {
+                    bail!("watch ended after {} of {changes} changes", seen.len())
+                };
+                let Ok(data) = frame?.into_data() else {
+                    continue;
+                };
+                let at = clock.now();
+                lines.feed(&data, |line| {
+                    if failed.is_some() {
+                        return;
+                    }
+                    if let Some(seq) = seq_of(line) {
+                        if let Err(e) = record(&mut seen, &mut got, seq, at) {
+                            failed = Some(e);
+                        }
+                    } else if line.starts_with(br#"{"type":"ERROR""#) {
+                        failed = Some(anyhow::anyhow!(
+                            "watch error: {}",
+                            String::from_utf8_lossy(line)
+                        ));
+                    }
+                });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+            }
+            Ok(seen)
+        }));
+    }
+    // The server subscribes when it first polls the response body; the explicit
+    // resourceVersion already guarantees no change is missed, this only keeps replayed
+    // history from inflating the first latencies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    for seq in 0..changes {
+        let patch = json!({"metadata": {"annotations": {SEQ_ANNOTATION: seq.to_string()}}});
+        clock.mark_sent(seq);
+        writer
+            .expect(
+                StatusCode::OK,
+                Method::PATCH,
+                &format!("{base}/{}", name(seq % n)),
+                Some("application/merge-patch+json"),
+                Bytes::from(patch.to_string()),
+            )
+            .await?;
+    }
+    let seen = tokio::time::timeout(DRAIN_TIMEOUT, join_all(tasks))
+        .await
+        .context("watchers did not receive every change in time")??;
+    summarise(&clock, seen, watchers, changes)
+}
+
+/// The floor: `watchers` `Backend::watch` receivers in-process, one writer thread
+/// doing what the API's merge patch does at the store (get, then update with the
+/// read revision as precondition) with the same value bytes.
+pub async fn raw(
+    store: Arc<SqliteBackend>,
+    template: Bytes,
+    n: usize,
+    watchers: usize,
+    changes: usize,
+) -> Result<Fanout> {
+    let rv = store.current_revision()?;
+    let clock = Clock::new(changes);
+    let mut tasks = Vec::with_capacity(watchers);
+    for _ in 0..watchers {
+        let mut w = store.watch(PREFIX, rv)?;
+        let clock = clock.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut seen, mut got) = (Seen::with_capacity(changes), vec![false; changes]);
+            while seen.len() < changes {
+                let Some(ev) = w.next().await else {
+                    bail!("raw watch ended after {} of {changes} changes", seen.len())
+                };
+                let ev = ev?;
+                let at = clock.now();
+                let seq = seq_of(&ev.kv().value).context("raw event without a sequence number")?;
+                record(&mut seen, &mut got, seq, at)?;
+            }
+            Ok(seen)
+        }));
+    }
+    let template: Value = serde_json::from_slice(&template)?;
+    let writer_clock = clock.clone();
+    tokio::task::spawn_blocking(move || {
+        for seq in 0..changes {
+            let k = key(seq % n);
+            writer_clock.mark_sent(seq);
+            let current = store.get(&k)?.with_context(|| format!("{k} is missing"))?;
+            let mut value = template.clone();
+            value["metadata"]["annotations"] = json!({SEQ_ANNOTATION: seq.to_string()});
+            store.update(&k, &serde_json::to_vec(&value)?, current.mod_revision)?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
+    let seen = tokio::time::timeout(DRAIN_TIMEOUT, join_all(tasks))
+        .await
+        .context("raw watchers did not receive every change in time")??;
+    summarise(&clock, seen, watchers, changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_sequence_number() {
+        let line = br#"{"type":"MODIFIED","object":{"metadata":{"annotations":{"bench.skiff.dev/seq":"417"}}}}"#;
+        assert_eq!(seq_of(line), Some(417));
+        assert_eq!(seq_of(br#"{"type":"BOOKMARK"}"#), None);
+    }
+
+    #[test]
+    fn duplicates_are_errors() {
+        let (mut seen, mut got) = (Seen::new(), vec![false; 2]);
+        assert!(!record(&mut seen, &mut got, 1, 5).unwrap());
+        assert!(record(&mut seen, &mut got, 1, 6).is_err());
+        assert!(record(&mut seen, &mut got, 0, 7).unwrap());
+        assert!(record(&mut seen, &mut got, 2, 8).is_err());
+    }
+}

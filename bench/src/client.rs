@@ -1,0 +1,229 @@
+//! A deliberately thin HTTPS client for the API server: one TLS connection per
+//! [`Conn`], HTTP/2 or keep-alive HTTP/1.1, bearer token, no pooling or retries. It
+//! shares the cores with the server, so it should cost as little as a client can.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Http1,
+    Http2,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Http1 => "HTTP/1.1 keep-alive",
+            Proto::Http2 => "HTTP/2",
+        }
+    }
+}
+
+/// Where the server is and how to authenticate: everything a connection needs.
+#[derive(Clone)]
+pub struct Server {
+    addr: SocketAddr,
+    base: String,
+    token: HeaderValue,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Server {
+    /// Trusts `<data_dir>/ca.crt` and authenticates with `<data_dir>/admin.token`, the
+    /// files the API server writes at first start.
+    pub fn new(addr: SocketAddr, data_dir: &Path) -> Result<Self> {
+        let ca = data_dir.join("ca.crt");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&ca)
+            .with_context(|| format!("reading {}", ca.display()))?
+        {
+            roots.add(cert.with_context(|| format!("parsing {}", ca.display()))?)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let token_path = data_dir.join("admin.token");
+        let token = std::fs::read_to_string(&token_path)
+            .with_context(|| format!("reading {}", token_path.display()))?;
+        Ok(Server {
+            addr,
+            base: format!("https://{addr}"),
+            token: HeaderValue::from_str(&format!("Bearer {}", token.trim()))?,
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// A new TLS connection speaking `proto` (negotiated by ALPN, and checked).
+    pub async fn connect(&self, proto: Proto) -> Result<Conn> {
+        let mut tls = (*self.tls).clone();
+        tls.alpn_protocols = vec![match proto {
+            Proto::Http1 => b"http/1.1".to_vec(),
+            Proto::Http2 => b"h2".to_vec(),
+        }];
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .with_context(|| format!("connecting to {}", self.addr))?;
+        tcp.set_nodelay(true)?;
+        let stream = TlsConnector::from(Arc::new(tls))
+            .connect(ServerName::IpAddress(self.addr.ip().into()), tcp)
+            .await
+            .context("TLS handshake with the API server")?;
+        let io = TokioIo::new(stream);
+        let sender = match proto {
+            Proto::Http1 => {
+                let (send, conn) = http1::handshake(io).await?;
+                tokio::spawn(conn);
+                Sender::H1(send)
+            }
+            Proto::Http2 => {
+                let (send, conn) = http2::Builder::new(TokioExecutor::new())
+                    // Watch streams must never stall on flow control in a benchmark.
+                    .initial_stream_window_size(4 << 20)
+                    .initial_connection_window_size(8 << 20)
+                    .handshake(io)
+                    .await?;
+                tokio::spawn(conn);
+                Sender::H2(send)
+            }
+        };
+        Ok(Conn {
+            server: self.clone(),
+            sender,
+        })
+    }
+}
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// One connection. HTTP/1.1 carries one request at a time, so `send` takes `&mut`.
+pub struct Conn {
+    server: Server,
+    sender: Sender,
+}
+
+impl Conn {
+    /// Sends a request and returns the response with its body unread (for watches).
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Response<Incoming>> {
+        // HTTP/2 takes the authority from the URI; HTTP/1.1 wants origin-form + Host.
+        let uri = match self.sender {
+            Sender::H1(_) => path.to_string(),
+            Sender::H2(_) => format!("{}{path}", self.server.base),
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(http::header::AUTHORIZATION, self.server.token.clone())
+            .header(http::header::ACCEPT, "application/json");
+        if let Sender::H1(_) = self.sender {
+            req = req.header(http::header::HOST, self.server.addr.to_string());
+        }
+        if let Some(ct) = content_type {
+            req = req.header(http::header::CONTENT_TYPE, ct);
+        }
+        let req = req.body(Full::new(body))?;
+        let resp = match &mut self.sender {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+        };
+        Ok(resp)
+    }
+
+    /// Sends a request and reads the whole response body.
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
+        let resp = self.send(method, path, content_type, body).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    /// `call`, failing unless the status is `want`.
+    pub async fn expect(
+        &mut self,
+        want: StatusCode,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Bytes> {
+        let (status, body) = self.call(method.clone(), path, content_type, body).await?;
+        if status != want {
+            bail!(
+                "{method} {path}: {status} (wanted {want}): {}",
+                String::from_utf8_lossy(&body[..body.len().min(500)])
+            );
+        }
+        Ok(body)
+    }
+}
+
+/// Splits a streamed body into lines (watch events), however frames cut them.
+#[derive(Default)]
+pub struct Lines {
+    buf: BytesMut,
+}
+
+impl Lines {
+    /// Appends `chunk` and hands every complete line (without its `\n`) to `each`.
+    pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8])) {
+        self.buf.extend_from_slice(chunk);
+        let mut start = 0;
+        while let Some(i) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            each(&self.buf[start..start + i]);
+            start += i + 1;
+        }
+        let _ = self.buf.split_to(start);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_across_chunks() {
+        let mut lines = Lines::default();
+        let mut got = Vec::new();
+        for chunk in [&b"ab"[..], b"c\nd", b"\n\ne", b"f\n"] {
+            lines.feed(chunk, |l| got.push(String::from_utf8_lossy(l).into_owned()));
+        }
+        assert_eq!(got, ["abc", "d", "", "ef"]);
+    }
+}
