@@ -214,7 +214,10 @@ pub enum Rule {
         map: String,
     },
     /// DNAT to slot `numgen random mod N` of this address' endpoints.
-    Pick { proto: Proto, n: u32 },
+    Pick {
+        proto: Proto,
+        n: u32,
+    },
     Goto(String),
     /// Remember (refresh) client -> endpoint for `timeout` seconds.
     Record {

@@ -467,3 +467,28 @@ fn shared_chains_survive_while_referenced() {
     );
     let _ = c;
 }
+
+#[test]
+fn two_services_claiming_one_address_never_conflict() {
+    let c = cfg();
+    let mut a = fixtures().remove(5).1;
+    a.ports[0].port = 443;
+    let mut b = a.clone();
+    b.name = "ext2".into();
+    b.cluster_ips = vec![ip("10.96.0.21")];
+    b.ports[0].endpoints = eps(2, 9443);
+    let mut p = program(&[a.clone(), b.clone()]);
+    let full = p.full();
+    for key in ["203.0.113.7 . tcp . 443 :", "203.0.113.7 . tcp . 443 . 0 :"] {
+        assert_eq!(full.matches(key).count(), 1, "{key} twice:\n{full}");
+    }
+    // The owner goes: the other service's element takes the key.
+    let t = p.update(vec![(a.key(), None)]);
+    assert!(
+        t.text
+            .contains("add element ip skiff service-ips { 203.0.113.7 . tcp . 443 : goto"),
+        "{}",
+        t.text
+    );
+    let _ = c;
+}

@@ -78,9 +78,15 @@ fn service(i: u32, endpoints: u32, affinity: bool) -> ServiceInfo {
         affinity_timeout: affinity.then_some(60),
         ports: vec![PortInfo {
             name: String::new(),
-            proto: if i.is_multiple_of(2) { Proto::Tcp } else { Proto::Udp },
+            proto: if i.is_multiple_of(2) {
+                Proto::Tcp
+            } else {
+                Proto::Udp
+            },
             port: 80,
-            node_port: i.is_multiple_of(10).then(|| 30000 + u16::try_from(i / 10).unwrap_or(0)),
+            node_port: i
+                .is_multiple_of(10)
+                .then(|| 30000 + u16::try_from(i / 10).unwrap_or(0)),
             endpoints: (0..endpoints)
                 .map(|e| {
                     Endpoint::ready(
