@@ -101,8 +101,17 @@ impl Agent {
     }
 }
 
-/// Runs the agent until an unrecoverable error.
+/// Runs the agent until an unrecoverable error (which is also logged: the
+/// caller may only hold the task handle).
 pub async fn run(client: kube::Client, settings: AgentSettings) -> Result<()> {
+    let r = run_inner(client, settings).await;
+    if let Err(e) = &r {
+        tracing::error!(error = %format!("{e:#}"), "node agent stopped");
+    }
+    r
+}
+
+async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> {
     let cluster = net::Cidr::parse(&settings.pod_cidr).context("--pod-cidr")?;
     let subnet = cluster.node_subnet();
     let data_dir = settings.data_dir.join("agent");

@@ -42,8 +42,12 @@ impl Drop for AgentCluster {
 }
 
 fn start() -> AgentCluster {
+    start_with(FLAGS)
+}
+
+fn start_with(flags: &[&str]) -> AgentCluster {
     let c = AgentCluster {
-        c: Cluster::start_with(FLAGS),
+        c: Cluster::start_with(flags),
     };
     eventually(Duration::from_secs(20), || {
         let out = c.kubectl(&["get", "node", NODE]);
@@ -690,4 +694,72 @@ fn a_dead_sandbox_is_recreated_with_the_same_address() {
     let body = c.sh(&format!("curl -s -m 3 http://{ip}:8888/"));
     assert!(String::from_utf8_lossy(&body.stdout).contains("\"HOSTNAME\": \"phoenix\""));
     assert!(c.k(&["get", "events"]).contains("SandboxChanged"));
+}
+
+fn pods_of(c: &Cluster, selector: &str) -> Vec<Value> {
+    let list: Value =
+        serde_json::from_str(&c.k(&["get", "pods", "-l", selector, "-o", "json"])).unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The first scenario, with the controllers and scheduler on: a
+/// deployment scaled to five, every replica Running and Ready on its own
+/// address and reachable from the others; service variables only in pods
+/// started after the service.
+#[test]
+fn deployment_of_five_and_the_service_env_ordering() {
+    let c = start_with(&["--disable", "proxy,dns", "--node-name", NODE]);
+    c.k(&[
+        "create",
+        "deployment",
+        "httpenv",
+        "--image=bretfisher/httpenv",
+    ]);
+    c.k(&["scale", "deployment/httpenv", "--replicas=5"]);
+    let pods = eventually(Duration::from_secs(60), || {
+        let pods = pods_of(&c, "app=httpenv");
+        (pods.len() == 5
+            && pods
+                .iter()
+                .all(|p| p["status"]["phase"] == "Running" && ready(p)))
+        .then_some(pods)
+    });
+    let mut ips: Vec<String> = pods
+        .iter()
+        .map(|p| p["status"]["podIP"].as_str().unwrap().to_string())
+        .collect();
+    let names: Vec<String> = pods
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for (i, ip) in ips.iter().enumerate() {
+        let from = &names[(i + 1) % names.len()];
+        let body = exec(
+            &c,
+            from,
+            &["curl", "-s", "-m", "5", &format!("http://{ip}:8888/")],
+        );
+        assert!(
+            body.contains(&format!("\"HOSTNAME\": \"{}\"", names[i])),
+            "{body}"
+        );
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 5);
+    // Pods made before the service lack its variables; a replacement has them.
+    c.k(&["expose", "deployment", "httpenv", "--port", "8888"]);
+    let old = &names[0];
+    assert!(!exec(&c, old, &["printenv"]).contains("HTTPENV_SERVICE_HOST"));
+    c.k(&["delete", "pod", &names[1]]);
+    let fresh = eventually(Duration::from_secs(60), || {
+        pods_of(&c, "app=httpenv").into_iter().find(|p| {
+            let n = p["metadata"]["name"].as_str().unwrap_or_default();
+            !names.iter().any(|x| x == n) && p["status"]["phase"] == "Running" && ready(p)
+        })
+    });
+    let fresh = fresh["metadata"]["name"].as_str().unwrap().to_string();
+    let env = exec(&c, &fresh, &["printenv"]);
+    assert!(env.contains("HTTPENV_SERVICE_HOST="), "{env}");
+    assert!(env.contains("HTTPENV_SERVICE_PORT=8888"), "{env}");
 }
