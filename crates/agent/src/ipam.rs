@@ -70,6 +70,14 @@ impl Ipam {
         bail!("no free pod address left in {}", self.subnet)
     }
 
+    /// Frees `ip` only while `owner` holds it (it may have been handed on).
+    pub fn release_owned(&self, ip: Ipv4Addr, owner: &str) {
+        let path = self.dir.join(ip.to_string());
+        if std::fs::read_to_string(&path).is_ok_and(|o| o == owner) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     pub fn release(&self, ip: Ipv4Addr) {
         let _ = std::fs::remove_file(self.dir.join(ip.to_string()));
     }
@@ -116,7 +124,9 @@ mod tests {
         assert_eq!(a, Ipv4Addr::new(10, 244, 0, 2));
         assert_eq!(b, Ipv4Addr::new(10, 244, 0, 3));
         assert_eq!(ipam.allocate("a").unwrap(), a, "idempotent per owner");
-        ipam.release(a);
+        ipam.release_owned(a, "b");
+        assert_eq!(ipam.allocations().len(), 2, "not b's to free");
+        ipam.release_owned(a, "a");
         // Not reused at once, and a reopened allocator continues after the last one.
         let again = Ipam::open(dir.path(), subnet).unwrap();
         let c = again.allocate("c").unwrap();

@@ -300,7 +300,7 @@ async fn cleanup_orphan(agent: &Agent, uid: &str, dir: &std::path::Path, s: &sta
     }
     net::detach_pod(&net::veth_name(uid)).await;
     if let Some(ip) = s.ip {
-        agent.ipam.release(ip);
+        agent.ipam.release_owned(ip, uid);
     }
     let _ = std::fs::remove_dir_all(dir);
 }

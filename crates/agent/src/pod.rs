@@ -219,9 +219,8 @@ impl Worker {
             self.start_time = t;
         }
         self.ip = s.ip;
-        match s.sandbox {
-            Some(p) if p.alive() => self.sandbox = Some(p),
-            _ => return,
+        if let Some(p) = s.sandbox.filter(runtime::Proc::alive) {
+            self.sandbox = Some(p);
         }
         let sandbox_pid = self.sandbox.map(|p| p.pid);
         if let Some(p) = self.sandbox {
@@ -241,12 +240,35 @@ impl Worker {
             c.last = saved.last.clone();
             c.env = saved.env.clone();
             c.workdir = saved.workdir.clone();
+            let dead_log = |c: &Ctr| CtrRuntime {
+                env: c.env.clone(),
+                workdir: c.workdir.clone(),
+                log: Some(log_path(&self.dir, &c.spec.name, c.restart_count)),
+                previous_log: (c.restart_count > 0)
+                    .then(|| log_path(&self.dir, &c.spec.name, c.restart_count - 1)),
+                running: false,
+                instance: 0,
+                stdin: None,
+                stdin_once: false,
+                tty: false,
+            };
             if let Some(t) = &saved.terminated {
                 c.state = St::Terminated(t.clone());
                 c.next_start = None;
+                lock(&self.rt)
+                    .containers
+                    .insert(c.spec.name.clone(), dead_log(c));
                 continue;
             }
-            if let Some(p) = saved.proc.filter(runtime::Proc::alive) {
+            let live = saved.proc.filter(runtime::Proc::alive);
+            if let (Some(p), None) = (live, sandbox_pid) {
+                // Its sandbox is gone: the process is cut off; it will be started
+                // again in a new sandbox.
+                let pid = p.pid;
+                tokio::spawn(async move { runtime::signal_group(pid, "KILL").await });
+                continue;
+            }
+            if let Some(p) = live {
                 c.gen += 1;
                 c.proc = Some(p);
                 c.state = St::Running;
@@ -332,13 +354,17 @@ impl Worker {
             if self.deleting {
                 break;
             }
-            if self.sandbox.is_none() && self.fatal.is_none() {
+            let finished = self.finished();
+            if self.sandbox.is_none() && self.fatal.is_none() && !finished {
                 self.setup().await;
             }
-            if self.sandbox.is_some() {
+            if self.sandbox.is_some() && !finished {
                 self.reconcile().await;
             }
             self.report().await;
+            if finished && self.sandbox.is_some() {
+                self.release_network().await;
+            }
             let deadline = self.next_deadline();
             tokio::select! {
                 m = rx.recv() => match m {
@@ -402,6 +428,31 @@ impl Worker {
                 }
             }
         }
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.phase(), "Succeeded" | "Failed")
+    }
+
+    /// A pod that has run to completion keeps its status and logs but not its
+    /// sandbox or address (kubelet tears finished pods' sandboxes down), so
+    /// completed pods never exhaust the node's addresses.
+    async fn release_network(&mut self) {
+        let execs = std::mem::take(&mut lock(&self.rt).execs);
+        for pid in execs {
+            runtime::signal_group(pid, "KILL").await;
+        }
+        if let Some(p) = self.sandbox.take() {
+            runtime::signal(p.pid, "KILL").await;
+        }
+        lock(&self.rt).sandbox = None;
+        net::detach_pod(&self.veth).await;
+        if let Some(ip) = self.ip {
+            self.agent.ipam.release_owned(ip, &self.uid);
+        }
+        self.save();
+        // Only now: the Ready condition above was reported while it still ran.
+        self.report().await;
     }
 
     /// The sandbox died under the pod (killed, or its link removed): kill the
@@ -1078,7 +1129,7 @@ impl Worker {
         }
         net::detach_pod(&self.veth).await;
         if let Some(ip) = self.ip.take() {
-            self.agent.ipam.release(ip);
+            self.agent.ipam.release_owned(ip, &self.uid);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         lock(&self.agent.pods).remove(&self.uid);
@@ -1202,7 +1253,7 @@ impl Worker {
         if !init_statuses.is_empty() {
             s["initContainerStatuses"] = json!(init_statuses);
         }
-        if let (Some(ip), true) = (self.ip, sandbox_ready) {
+        if let (Some(ip), true) = (self.ip, sandbox_ready || completed) {
             s["podIP"] = json!(ip.to_string());
             s["podIPs"] = json!([{"ip": ip.to_string()}]);
         }

@@ -481,6 +481,27 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
         p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 143,
         "killed by SIGTERM"
     );
+    // A pod that ran to completion keeps status and logs, not its address.
+    c.apply(&pod_json(
+        "done",
+        "busybox",
+        &["sh", "-c", "echo finished"],
+        json!({"spec": {"restartPolicy": "Never"}}),
+    ));
+    let p = eventually(Duration::from_secs(20), || {
+        let p = get_pod(&c, "done");
+        (p["status"]["phase"] == "Succeeded").then_some(p)
+    });
+    let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    eventually(Duration::from_secs(10), || {
+        (!ipam(&c).contains(&ip)).then_some(())
+    });
+    assert_eq!(c.k(&["logs", "done"]), "finished\n");
+    assert!(c.k(&["get", "pod", "done"]).contains("Completed"));
     // What went on is in the events, as kubelet reports it.
     let events = c.k(&["get", "events"]);
     for want in ["Started", "BackOff", "ErrImagePull", "Unhealthy", "Killing"] {
@@ -516,7 +537,7 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
     assert!(links(&c).contains(&veth));
     assert!(ipam(&c).contains(&ip));
     c.k(&[
-        "delete", "pod", "probed", "crash", "unknown", "hostnet", "unlive",
+        "delete", "pod", "probed", "crash", "unknown", "hostnet", "unlive", "done",
     ]);
     assert!(!links(&c).contains(&veth));
     assert!(!ipam(&c).contains(&ip));
