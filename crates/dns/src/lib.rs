@@ -41,3 +41,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
     server::run(client, settings).await
 }
+
+/// Serves a fixed index with no API server: for benchmarks and tools.
+pub async fn serve_index(index: index::Index, settings: DnsSettings) -> Result<()> {
+    server::serve_index(index, settings).await
+}

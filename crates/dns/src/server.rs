@@ -32,7 +32,15 @@ struct Shared {
     recursion_allowed: Vec<(std::net::IpAddr, u8)>,
 }
 
-pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
+/// The bound sockets and what the serving tasks share.
+struct Bound {
+    udp: Vec<Arc<UdpSocket>>,
+    tcp: TcpListener,
+    http: TcpListener,
+    shared: Arc<Shared>,
+}
+
+async fn bind_all(settings: &DnsSettings) -> Result<Bound> {
     let workers = match settings.udp_workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -59,13 +67,22 @@ pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
         settings.upstreams.clone()
     };
     tracing::info!(listen = %settings.listen, udp_sockets = workers, ?upstreams, zone = %settings.zone, "dns serving");
-    let metrics = Metrics::new();
     let shared = Arc::new(Shared {
         index: Arc::new(ArcSwapOption::empty()),
-        metrics: metrics.clone(),
+        metrics: Metrics::new(),
         forwarder: upstream::Forwarder::new(upstreams),
         recursion_allowed: settings.recursion_allowed.clone(),
     });
+    Ok(Bound {
+        udp,
+        tcp,
+        http,
+        shared,
+    })
+}
+
+pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
+    let bound = bind_all(&settings).await?;
     let zone = Zone {
         domain: settings.zone.clone(),
         ttl: settings.ttl,
@@ -74,8 +91,8 @@ pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
     tokio::spawn(crate::watch::keep_current(
         client.clone(),
         zone,
-        shared.index.clone(),
-        metrics.clone(),
+        bound.shared.index.clone(),
+        bound.shared.metrics.clone(),
     ));
     if let Some(ip) = settings.endpoint_ip {
         tokio::spawn(crate::watch::publish_kube_dns(
@@ -84,12 +101,34 @@ pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
             ip,
         ));
     }
+    serve(bound).await
+}
+
+/// Serves a fixed index (benchmarks, tools): no API server involved.
+pub async fn serve_index(index: Index, settings: DnsSettings) -> Result<()> {
+    let bound = bind_all(&settings).await?;
+    bound.shared.index.store(Some(Arc::new(index)));
+    bound
+        .shared
+        .metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    serve(bound).await
+}
+
+async fn serve(bound: Bound) -> Result<()> {
+    let Bound {
+        udp,
+        tcp,
+        http,
+        shared,
+    } = bound;
     let mut tasks = tokio::task::JoinSet::new();
     for sock in udp {
         tasks.spawn(serve_udp(sock, shared.clone()));
     }
     tasks.spawn(serve_tcp(tcp, shared.clone()));
-    tasks.spawn(crate::metrics::serve(http, metrics));
+    tasks.spawn(crate::metrics::serve(http, shared.metrics.clone()));
     // The tasks run forever; the first to end ends the component.
     match tasks.join_next().await {
         Some(Ok(Err(e))) => Err(e.into()),
