@@ -69,3 +69,34 @@ impl Metrics {
         );
     }
 }
+
+/// Serves `GET /metrics` (Prometheus text format) on `addr` until the task is
+/// dropped. Deliberately tiny: one response per connection, no HTTP stack.
+pub async fn serve(addr: std::net::SocketAddr, registry: Registry) -> crate::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::Error::Spawn {
+            cmd: format!("metrics listener on {addr}"),
+            source,
+        })?;
+    let registry = std::sync::Arc::new(registry);
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = conn.read(&mut buf).await;
+            let mut body = String::new();
+            let _ = prometheus_client::encoding::text::encode(&mut body, &registry);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(body.as_bytes()).await;
+        });
+    }
+}

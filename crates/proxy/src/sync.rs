@@ -35,6 +35,9 @@ pub struct ProxySettings {
     /// Install the service CIDR's `unreachable` route (and remove it on exit).
     pub service_route: bool,
     pub metrics: Metrics,
+    /// Where to serve `/metrics` (kube-proxy's port by default); `None`: not
+    /// served (the caller registers [`ProxySettings::metrics`] itself).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl ProxySettings {
@@ -47,6 +50,7 @@ impl ProxySettings {
             full_resync_period: Duration::from_secs(3600),
             service_route: true,
             metrics: Metrics::default(),
+            metrics_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 10249))),
         }
     }
 }
@@ -68,6 +72,14 @@ impl Drop for Cleanup {
             ruleset::FAMILY,
             ruleset::TABLE
         );
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -105,6 +117,16 @@ pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
             tracing::warn!(error = %e, "proxy: no unreachable route for the service CIDR");
         }
     }
+    let _metrics_server = settings.metrics_listen.map(|addr| {
+        let mut registry = prometheus_client::registry::Registry::default();
+        settings.metrics.register(&mut registry);
+        // Aborted when `run` ends, so the listener never outlives the proxier.
+        AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(addr, registry).await {
+                tracing::warn!(error = %e, "proxy: no metrics endpoint");
+            }
+        }))
+    });
     let svcs = watcher(Api::<Service>::all(client.clone()))
         .default_backoff()
         .map(|e| e.map(Ev::Svc))

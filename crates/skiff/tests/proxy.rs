@@ -249,13 +249,17 @@ fn endpoints(cluster: &Cluster, svc: &str, pods: &[&Pod], port: u16, proto: &str
             p.ip
         ));
     }
+    // As the EndpointSlice controller stamps it: the proxy measures its
+    // network programming latency from here.
+    let now = sh_ok(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]));
+    let now = now.trim();
     let eps = if pods.is_empty() {
         "[]\n".to_string()
     } else {
         format!("\n{eps}")
     };
     cluster.apply(&format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-1\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: p\n  port: {port}\n  protocol: {proto}\nendpoints: {eps}"
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {svc}-1\n  annotations:\n    endpoints.kubernetes.io/last-change-trigger-time: \"{now}\"\n  labels:\n    kubernetes.io/service-name: {svc}\naddressType: IPv4\nports:\n- name: p\n  port: {port}\n  protocol: {proto}\nendpoints: {eps}"
     ));
 }
 
@@ -452,6 +456,22 @@ fn services_through_the_proxy() {
     // would be the stale flow.
     for _ in 0..5 {
         assert_eq!(ask(), "pod2");
+    }
+
+    // Metrics, on kube-proxy's port.
+    let m = cluster.sh("curl -s http://127.0.0.1:10249/metrics");
+    let m = String::from_utf8_lossy(&m.stdout);
+    for name in [
+        "skiff_proxy_sync_duration_seconds_count",
+        "skiff_proxy_network_programming_duration_seconds_count",
+        "skiff_proxy_elements",
+        "skiff_proxy_chains",
+    ] {
+        let line = m
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{m}"));
+        assert!(!line.ends_with(" 0"), "{line}");
     }
     drop(cluster);
 }
