@@ -176,6 +176,11 @@ impl Default for Catalog {
             "infoblox/dnstools",
             "praqma/network-multitool",
             "wbitt/network-multitool",
+            "radial/busyboxplus",
+            "bretfisher/netshoot",
+            "fischerjulian/nspct",
+            "alpine/curl",
+            "appropriate/curl",
         ] {
             images.insert(shell.into(), tool(&["sh"]));
         }
@@ -187,6 +192,9 @@ impl Default for Catalog {
             },
         );
         images.insert("registry.k8s.io/pause".into(), tool(&["sleep", "infinity"]));
+        // A shell pod meant to be attached to (`kubectl attach -ti shpod`).
+        images.insert("bretfisher/shpod".into(), tool(&["bash", "-l"]));
+        images.insert("jpetazzo/shpod".into(), tool(&["bash", "-l"]));
         Self { images }
     }
 }
@@ -293,6 +301,16 @@ mod tests {
             .unwrap();
         assert_eq!(whoami[0], PYTHON);
         assert_eq!(&whoami[whoami.len() - 2..], &s(&["--port", "8080"]));
+        // The seeds' images.
+        assert_eq!(
+            c.argv("radial/busyboxplus:curl", &[], &[]).unwrap(),
+            s(&["sh"])
+        );
+        assert_eq!(c.argv("nginx:alpine", &[], &[]).unwrap()[0], PYTHON);
+        assert_eq!(
+            c.argv("bretfisher/netshoot", &[], &s(&["bash"])).unwrap(),
+            s(&["bash"])
+        );
         let err = c.argv("example/unknown", &[], &[]).unwrap_err();
         assert!(err.contains("not in skiff's built-in catalog"), "{err}");
     }

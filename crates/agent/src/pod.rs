@@ -58,6 +58,8 @@ pub struct CtrRuntime {
     pub stdin: Option<Arc<tokio::sync::Mutex<Option<ChildStdin>>>>,
     pub stdin_once: bool,
     pub tty: bool,
+    /// The container's process (its group leader), while it runs.
+    pub pid: Option<u32>,
 }
 
 pub const STARTUP: usize = 0;
@@ -251,6 +253,7 @@ impl Worker {
                 stdin: None,
                 stdin_once: false,
                 tty: false,
+                pid: None,
             };
             if let Some(t) = &saved.terminated {
                 c.state = St::Terminated(t.clone());
@@ -309,6 +312,7 @@ impl Worker {
                         stdin: None,
                         stdin_once: c.spec.stdin_once.unwrap_or(false),
                         tty: c.spec.tty.unwrap_or(false),
+                        pid: Some(p.pid),
                     },
                 );
             }
@@ -958,6 +962,7 @@ impl Worker {
                     stdin,
                     stdin_once: spec.stdin_once.unwrap_or(false),
                     tty,
+                    pid: Some(pid),
                 },
             );
         }

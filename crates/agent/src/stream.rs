@@ -447,33 +447,45 @@ fn child_terminal(pid: u32) -> Option<String> {
     None
 }
 
-/// A resize message (`{"Width":W,"Height":H}`) applied to the exec's terminal:
-/// setting the size on the pty makes the kernel send SIGWINCH to its foreground.
-async fn resize(pid: u32, data: Vec<u8>) {
-    let Ok(size) = serde_json::from_slice::<serde_json::Value>(&data) else {
-        return;
-    };
-    let (Some(w), Some(h)) = (size["Width"].as_u64(), size["Height"].as_u64()) else {
-        return;
-    };
-    // The first resize arrives with the session, before `script` has forked.
-    for _ in 0..40 {
-        if let Some(tty) = tokio::task::spawn_blocking(move || child_terminal(pid))
-            .await
-            .ok()
-            .flatten()
-        {
+/// Applies resize messages (`{"Width":W,"Height":H}`) to the terminal of the
+/// process `pid` made, in order (kubectl sends size+1 then the size, to force a
+/// redraw): setting the pty's size makes the kernel send SIGWINCH to its
+/// foreground.
+fn resizer(pid: u32) -> mpsc::UnboundedSender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let mut tty = None;
+        while let Some(data) = rx.recv().await {
+            let Ok(size) = serde_json::from_slice::<serde_json::Value>(&data) else {
+                continue;
+            };
+            let (Some(w), Some(h)) = (size["Width"].as_u64(), size["Height"].as_u64()) else {
+                continue;
+            };
+            // The first resize arrives with the session, before `script` forked.
+            for _ in 0..40 {
+                if tty.is_some() {
+                    break;
+                }
+                tty = tokio::task::spawn_blocking(move || child_terminal(pid))
+                    .await
+                    .ok()
+                    .flatten();
+                if tty.is_none() {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+            let Some(t) = &tty else { continue };
             let _ = tokio::process::Command::new("stty")
-                .args(["-F", &tty, "rows", &h.to_string(), "cols", &w.to_string()])
+                .args(["-F", t, "rows", &h.to_string(), "cols", &w.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
                 .await;
-            return;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    });
+    tx
 }
 
 /// The exec status a v5 client reads on channel 3.
@@ -556,6 +568,7 @@ async fn exec(
     let mut stdin = child.stdin.take();
     // Client -> process: stdin and close frames; EOF means the client has gone.
     let (gone_tx, mut gone_rx) = tokio::sync::oneshot::channel::<()>();
+    let resize = resizer(pgid);
     let input = tokio::spawn(async move {
         loop {
             match read_frame(&mut rd).await {
@@ -568,7 +581,7 @@ async fn exec(
                 }
                 Ok(Some((CLOSE, data))) if data.first() == Some(&STDIN) => stdin = None,
                 Ok(Some((RESIZE, data))) if tty => {
-                    tokio::spawn(resize(pgid, data));
+                    let _ = resize.send(data);
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
@@ -619,6 +632,7 @@ async fn attach(
     };
     let stdin_once = ctr.stdin_once;
     let input_stdin = stdin.clone();
+    let resize = ctr.pid.filter(|_| ctr.tty).map(resizer);
     let input = tokio::spawn(async move {
         loop {
             match read_frame(&mut rd).await {
@@ -635,6 +649,11 @@ async fn attach(
                 Ok(Some((CLOSE, data))) if data.first() == Some(&STDIN) => {
                     if let (Some(s), true) = (&input_stdin, stdin_once) {
                         *s.lock().await = None;
+                    }
+                }
+                Ok(Some((RESIZE, data))) => {
+                    if let Some(r) = &resize {
+                        let _ = r.send(data);
                     }
                 }
                 Ok(Some(_)) => {}

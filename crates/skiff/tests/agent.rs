@@ -395,6 +395,22 @@ fn exec_attach_and_logs_through_kubectl() {
     eventually(Duration::from_secs(30), || {
         (!c.k(&["get", "pods"]).contains("tmp-shell")).then_some(())
     });
+    // The seeds' shell pod, attached to with a terminal of kubectl's size.
+    c.apply(&pod_json(
+        "shpod",
+        "bretfisher/shpod",
+        &[],
+        json!({"spec": {"containers": [{"name": "shpod", "image": "bretfisher/shpod",
+            "stdin": true, "tty": true}]}}),
+    ));
+    wait_ready(&c, "shpod");
+    let out = c.sh(
+        "(sleep 2; printf 'echo attached-$((6*7)); stty size\\r'; sleep 1; printf 'exit\\r'; sleep 1) | \
+         timeout 20 script -qfec 'stty rows 40 cols 120; kubectl attach -ti shpod' /dev/null",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("attached-42"), "{text:?}");
+    assert!(text.contains("40 120"), "{text:?}");
     // Logs: tail, follow streams new lines.
     let tail = c.k(&["logs", "ticker", "--tail=2"]);
     assert_eq!(tail.lines().count(), 2, "{tail:?}");
