@@ -39,7 +39,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Runs the DNS component until an error stops it: listeners, reflectors,
 /// the kube-dns EndpointSlice for this node, metrics and health.
 pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
-    server::run(client, settings).await
+    let r = server::run(client, settings).await;
+    if let Err(e) = &r {
+        // Said here too: the caller may not watch the task's result.
+        tracing::error!(error = %e, "dns stopped");
+    }
+    r
 }
 
 /// Serves a fixed index with no API server: for benchmarks and tools.
