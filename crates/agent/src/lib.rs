@@ -68,6 +68,11 @@ impl AgentSettings {
     }
 }
 
+/// A host port: protocol and port.
+pub type HostPortKey = (String, u16);
+/// Who holds a host port: pod uid, container port, pod IP once known.
+pub type HostPortClaim = (String, u16, Option<Ipv4Addr>);
+
 /// Shared by every pod worker and the stream server.
 pub struct Agent {
     pub client: kube::Client,
@@ -82,6 +87,12 @@ pub struct Agent {
     pub pods: Mutex<HashMap<String, PodHandle>>,
     /// The bearer token stream requests must carry (the API server's).
     pub stream_token: Option<String>,
+    /// The cluster pod network (masquerade boundary).
+    pub cluster: net::Cidr,
+    /// Host ports in use: (protocol, port) -> (pod uid, container port, pod IP).
+    pub host_ports: Mutex<BTreeMap<HostPortKey, HostPortClaim>>,
+    /// Serialises rule syncs, so an older snapshot never lands after a newer one.
+    pub rules_lock: tokio::sync::Mutex<()>,
 }
 
 pub struct PodHandle {
@@ -92,6 +103,59 @@ pub struct PodHandle {
 }
 
 impl Agent {
+    /// Claims a pod's host ports; `Err` names the first one another pod holds.
+    pub fn claim_host_ports(
+        &self,
+        uid: &str,
+        wanted: &[(String, u16, u16)],
+        ip: Option<Ipv4Addr>,
+    ) -> Result<(), String> {
+        let mut map = lock(&self.host_ports);
+        for (proto, hp, _) in wanted {
+            if let Some((owner, _, _)) = map.get(&(proto.clone(), *hp)) {
+                if owner != uid {
+                    let who = lock(&self.pods)
+                        .get(owner)
+                        .map(|h| format!("{}/{}", h.namespace, h.name))
+                        .unwrap_or_else(|| owner.clone());
+                    return Err(format!(
+                        "hostPort {hp}/{proto} is already allocated to pod {who}"
+                    ));
+                }
+            }
+        }
+        for (proto, hp, cp) in wanted {
+            map.insert((proto.clone(), *hp), (uid.to_string(), *cp, ip));
+        }
+        Ok(())
+    }
+
+    pub fn release_host_ports(&self, uid: &str) -> bool {
+        let mut map = lock(&self.host_ports);
+        let before = map.len();
+        map.retain(|_, (owner, _, _)| owner != uid);
+        before != map.len()
+    }
+
+    /// Writes the agent's nft table from the current host ports.
+    pub async fn sync_rules(&self) {
+        let _guard = self.rules_lock.lock().await;
+        let ports: Vec<net::HostPort> = lock(&self.host_ports)
+            .iter()
+            .filter_map(|((proto, hp), (_, cp, ip))| {
+                Some(net::HostPort {
+                    protocol: proto.clone(),
+                    host_port: *hp,
+                    pod_ip: (*ip)?,
+                    container_port: *cp,
+                })
+            })
+            .collect();
+        if let Err(e) = net::sync_rules(self.cluster, &ports).await {
+            tracing::warn!(error = %format!("{e:#}"), "syncing host ports");
+        }
+    }
+
     /// The runtime view of a pod by namespace and name (for streaming).
     pub fn find(&self, ns: &str, name: &str) -> Option<Arc<Mutex<Runtime>>> {
         lock(&self.pods)
@@ -172,6 +236,9 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
         stream_token: std::fs::read_to_string(settings.data_dir.join("admin.token"))
             .ok()
             .map(|t| t.trim().to_string()),
+        cluster,
+        host_ports: Mutex::new(BTreeMap::new()),
+        rules_lock: tokio::sync::Mutex::new(()),
     });
     tokio::spawn(stream::serve(agent.clone(), listener));
     tracing::info!(node = %settings.node_name, %node_ip, %subnet, port, "agent running");

@@ -110,22 +110,65 @@ pub async fn setup_node(subnet: Cidr, cluster: Cidr) -> Result<()> {
     // Bridged pod-to-pod traffic must traverse nftables for service DNAT to work
     // between pods on the same bridge (as kube-proxy requires br_netfilter).
     write_sysctl("net/bridge/bridge-nf-call-iptables", "1");
-    let rules = format!(
+    sync_rules(cluster, &[])
+        .await
+        .context("installing the masquerade rule")?;
+    Ok(())
+}
+
+/// A host port forwarded to a pod (`hostPort` of a container port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub protocol: String,
+    pub host_port: u16,
+    pub pod_ip: Ipv4Addr,
+    pub container_port: u16,
+}
+
+/// The agent's nft table, whole: masquerade of pod traffic leaving the pod
+/// network, and DNAT of host ports (to any local address but loopback) to pods,
+/// as the portmap CNI plugin does.
+pub fn ruleset(cluster: Cidr, ports: &[HostPort]) -> String {
+    let mut forwards = String::new();
+    for p in ports {
+        let proto = p.protocol.to_ascii_lowercase();
+        if proto == "tcp" || proto == "udp" || proto == "sctp" {
+            forwards.push_str(&format!(
+                "    {proto} dport {} dnat to {}:{}\n",
+                p.host_port, p.pod_ip, p.container_port
+            ));
+        }
+    }
+    format!(
         "table ip {t}\n\
          delete table ip {t}\n\
          table ip {t} {{\n\
            chain postrouting {{\n\
-             type nat hook postrouting priority srcnat + 10; policy accept;\n\
+             type nat hook postrouting priority 110; policy accept;\n\
              ip saddr {c} ip daddr != {c} oifname != \"{b}\" masquerade\n\
            }}\n\
+           chain prerouting {{\n\
+             type nat hook prerouting priority -90; policy accept;\n\
+             fib daddr type local ip daddr != 127.0.0.0/8 jump hostports\n\
+           }}\n\
+           chain output {{\n\
+             type nat hook output priority -90; policy accept;\n\
+             fib daddr type local ip daddr != 127.0.0.0/8 jump hostports\n\
+           }}\n\
+           chain hostports {{\n\
+         {forwards}  }}\n\
          }}\n",
         t = NFT_TABLE,
         c = cluster,
         b = BRIDGE,
-    );
-    cmd::run_stdin("nft", &["-f", "-"], &rules)
+    )
+}
+
+/// Replaces the agent's table in one transaction.
+pub async fn sync_rules(cluster: Cidr, ports: &[HostPort]) -> Result<()> {
+    cmd::run_stdin("nft", &["-f", "-"], &ruleset(cluster, ports))
         .await
-        .context("installing the masquerade rule")?;
+        .context("installing the agent's nft rules")?;
     Ok(())
 }
 
@@ -207,6 +250,24 @@ mod tests {
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         let small = Cidr::parse("192.168.5.0/26").unwrap();
         assert_eq!(small.node_subnet(), small);
+    }
+
+    #[test]
+    fn rules() {
+        let r = ruleset(
+            Cidr::parse("10.244.0.0/16").unwrap(),
+            &[HostPort {
+                protocol: "TCP".into(),
+                host_port: 8080,
+                pod_ip: Ipv4Addr::new(10, 244, 0, 5),
+                container_port: 80,
+            }],
+        );
+        assert!(r.contains(
+            "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 oifname != \"skiff0\" masquerade"
+        ));
+        assert!(r.contains("tcp dport 8080 dnat to 10.244.0.5:80\n"));
+        assert!(r.starts_with("table ip skiff-agent\ndelete table ip skiff-agent\n"));
     }
 
     #[test]

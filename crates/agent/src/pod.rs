@@ -354,6 +354,14 @@ impl Worker {
 
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         self.deleting = self.pod.metadata.deletion_timestamp.is_some();
+        // An adopted pod's host ports: the agent's table was rebuilt at start.
+        if let (Some(_), Some(ip)) = (self.sandbox, self.ip) {
+            let ports = self.wanted_host_ports();
+            if !ports.is_empty() {
+                let _ = self.agent.claim_host_ports(&self.uid, &ports, Some(ip));
+                self.agent.sync_rules().await;
+            }
+        }
         loop {
             if self.deleting {
                 break;
@@ -434,6 +442,19 @@ impl Worker {
         }
     }
 
+    /// `(protocol, hostPort, containerPort)` of every container port with a hostPort.
+    fn wanted_host_ports(&self) -> Vec<(String, u16, u16)> {
+        self.ctrs
+            .iter()
+            .flat_map(|c| c.spec.ports.iter().flatten())
+            .filter_map(|p| {
+                let hp = u16::try_from(p.host_port?).ok().filter(|h| *h > 0)?;
+                let cp = u16::try_from(p.container_port).ok()?;
+                Some((p.protocol.clone().unwrap_or_else(|| "TCP".into()), hp, cp))
+            })
+            .collect()
+    }
+
     fn finished(&self) -> bool {
         matches!(self.phase(), "Succeeded" | "Failed")
     }
@@ -451,6 +472,9 @@ impl Worker {
         }
         lock(&self.rt).sandbox = None;
         net::detach_pod(&self.veth).await;
+        if self.agent.release_host_ports(&self.uid) {
+            self.agent.sync_rules().await;
+        }
         if let Some(ip) = self.ip {
             self.agent.ipam.release_owned(ip, &self.uid);
         }
@@ -536,6 +560,14 @@ impl Worker {
             self.event(true, "Failed", format!("Error: {msg}"), None);
             return;
         }
+        let ports = self.wanted_host_ports();
+        if let Err(msg) = self.agent.claim_host_ports(&self.uid, &ports, None) {
+            if self.fatal.is_none() {
+                self.event(true, "Failed", format!("Error: {msg}"), None);
+            }
+            self.fatal = Some(("CreateContainerConfigError".into(), msg));
+            return;
+        }
         if let Err(e) = self.try_setup().await {
             tracing::warn!(pod = %self.name, ns = %self.ns, error = %format!("{e:#}"), "pod sandbox");
             if self.setup_error.is_none() {
@@ -582,6 +614,11 @@ impl Worker {
         self.save();
         net::attach_pod(proc.pid, &self.veth, ip, self.agent.subnet).await?;
         lock(&self.rt).sandbox = Some(proc.pid);
+        let ports = self.wanted_host_ports();
+        if !ports.is_empty() {
+            let _ = self.agent.claim_host_ports(&self.uid, &ports, Some(ip));
+            self.agent.sync_rules().await;
+        }
         Ok(())
     }
 
@@ -1133,6 +1170,9 @@ impl Worker {
             }
         }
         net::detach_pod(&self.veth).await;
+        if self.agent.release_host_ports(&self.uid) {
+            self.agent.sync_rules().await;
+        }
         if let Some(ip) = self.ip.take() {
             self.agent.ipam.release_owned(ip, &self.uid);
         }

@@ -633,7 +633,7 @@ fn init_and_sidecar_containers_share_the_pod() {
                 "initContainers": [{"name": "init", "image": "busybox",
                     "command": ["sh", "-c", format!("hostname > {}", marker.display())]}],
                 "containers": [
-                    {"name": "web", "image": "nginx",
+                    {"name": "web", "image": "nginx", "ports": [{"containerPort": 80, "hostPort": 8080}],
                      "livenessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1},
                      "readinessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 1}},
                     {"name": "shell", "image": "busybox", "args": ["sleep", "3600"]},
@@ -670,6 +670,29 @@ fn init_and_sidecar_containers_share_the_pod() {
         "http://localhost/",
     ]);
     assert!(page.contains("Welcome to nginx!"), "{page}");
+    // The host port reaches the pod through the node's address; a second pod
+    // asking for it is told why it cannot run.
+    let page = c.sh("curl -s -m 3 http://10.244.0.1:8080/");
+    assert!(String::from_utf8_lossy(&page.stdout).contains("Welcome to nginx!"));
+    c.apply(&pod_json(
+        "clash",
+        "busybox",
+        &["sleep", "3600"],
+        json!({"spec": {"containers": [{"name": "clash", "image": "busybox", "args": ["sleep", "3600"],
+            "ports": [{"containerPort": 80, "hostPort": 8080}]}]}}),
+    ));
+    let w = eventually(Duration::from_secs(15), || {
+        let p = get_pod(&c, "clash");
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "CreateContainerConfigError").then_some(w)
+    });
+    assert!(
+        w["message"]
+            .as_str()
+            .unwrap()
+            .contains("hostPort 8080/TCP is already allocated to pod default/duo"),
+        "{w}"
+    );
     // Without a container, kubectl asks the pod for its default (the API server's
     // message names the choices).
     let err = c.k_err(&["logs", "duo", "-c", "nosuch"]);
