@@ -306,3 +306,175 @@ fn dns_forwards_names_outside_the_cluster() {
     assert_eq!(status(&c, "nope.default.svc.cluster.local"), "NXDOMAIN");
     assert!(c.log().contains("dns serving"), "{}", c.log());
 }
+
+// ---- From inside pods: every component on, resolv.conf as kubelet writes it.
+
+const NODE: &str = "dns-node";
+
+/// A whole cluster whose pods (processes that outlive the server by design)
+/// are killed on drop: every process in a pod network namespace the agent
+/// recorded under the data directory.
+struct PodCluster(Cluster);
+
+impl Drop for PodCluster {
+    fn drop(&mut self) {
+        self.0.stop(true);
+        let dir = self.0.data_dir().join("agent/pods");
+        let netns = |pid: u64| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        let mut inodes = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let state: Option<serde_json::Value> = std::fs::read(e.path().join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(ino) = state
+                .and_then(|s| s["sandbox"]["pid"].as_u64())
+                .and_then(netns)
+            {
+                inodes.push(ino);
+            }
+        }
+        let host = netns(u64::from(std::process::id()));
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            if let Some(ino) = netns(pid) {
+                if Some(&ino) != host.as_ref() && inodes.contains(&ino) {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+fn exec(c: &Cluster, pod: &str, cmd: &str) -> String {
+    let out = c.kubectl(&["exec", pod, "--", "sh", "-c", cmd]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sorted_lines(s: &str) -> Vec<String> {
+    let mut v: Vec<String> = s
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+const POD_MANIFEST: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: default}
+spec:
+  nodeName: dns-node
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: busybox, args: [sleep, "3600"]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, protocol: TCP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: peers, namespace: default}
+spec:
+  clusterIP: None
+  selector: {app: web}
+  ports: [{name: http, port: 80, protocol: TCP}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: default, labels: {app: web}}
+spec:
+  nodeName: dns-node
+  hostname: web-0
+  subdomain: peers
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: busybox, args: [sleep, "3600"]}]
+"#;
+
+#[test]
+fn pods_resolve_through_the_search_path_and_the_kube_dns_clusterip() {
+    let c = PodCluster(Cluster::start_with(&["--node-name", NODE]));
+    let c = &c.0;
+    c.apply(POD_MANIFEST);
+    let ready = |pod: &str| {
+        let out = c.kubectl(&["get", "pod", pod, "-o", "jsonpath={.status.podIP}"]);
+        let ip = String::from_utf8_lossy(&out.stdout).into_owned();
+        (!ip.is_empty()).then_some(ip)
+    };
+    eventually(Duration::from_secs(60), || ready("client"));
+    let web0 = eventually(Duration::from_secs(60), || ready("web-0"));
+    let web_ip = c.k(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+    // Through 10.96.0.10 (the proxy's DNAT to this node's DNS), with the
+    // pod's own resolv.conf: short name, svc.ns, FQDN.
+    for name in [
+        "web",
+        "web.default",
+        "web.default.svc",
+        "web.default.svc.cluster.local",
+    ] {
+        let got = eventually(Duration::from_secs(30), || {
+            let a = exec(
+                c,
+                "client",
+                &format!("nslookup {name} | sed -n 's/^Address: //p'"),
+            );
+            let a = sorted_lines(&a);
+            (a == vec![web_ip.clone()]).then_some(a)
+        });
+        assert_eq!(got, vec![web_ip.clone()], "{name}");
+    }
+    let dig = exec(c, "client", "dig +short +search web");
+    assert_eq!(sorted_lines(&dig), vec![web_ip.clone()], "dig +search");
+    // Headless: the ready pods; a pod with hostname+subdomain gets its own name.
+    eventually(Duration::from_secs(30), || {
+        let a = sorted_lines(&exec(
+            c,
+            "client",
+            "dig +short peers.default.svc.cluster.local",
+        ));
+        (a == vec![web0.clone()]).then_some(())
+    });
+    eventually(Duration::from_secs(30), || {
+        let a = sorted_lines(&exec(
+            c,
+            "client",
+            "dig +short web-0.peers.default.svc.cluster.local",
+        ));
+        (a == vec![web0.clone()]).then_some(())
+    });
+    // Another pod joins: the headless answer follows.
+    c.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: default, labels: {app: web}}\n\
+         spec:\n  nodeName: dns-node\n  terminationGracePeriodSeconds: 1\n  \
+         containers: [{name: c, image: busybox, args: [sleep, \"3600\"]}]\n",
+    );
+    let web1 = eventually(Duration::from_secs(60), || ready("web-1"));
+    let mut both = vec![web0.clone(), web1];
+    both.sort();
+    eventually(Duration::from_secs(30), || {
+        let a = sorted_lines(&exec(
+            c,
+            "client",
+            "dig +short peers.default.svc.cluster.local",
+        ));
+        (a == both).then_some(())
+    });
+    // SRV and PTR from a pod.
+    let srv = exec(
+        c,
+        "client",
+        "dig +short SRV _http._tcp.web.default.svc.cluster.local",
+    );
+    assert_eq!(srv.trim(), "0 100 80 web.default.svc.cluster.local.");
+    let ptr = exec(c, "client", &format!("dig +short -x {web_ip}"));
+    assert_eq!(ptr.trim(), "web.default.svc.cluster.local.");
+}
