@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -73,12 +75,16 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
         }
         let mut v = serde_json::to_value(&t).unwrap_or_default();
         // An empty label map and no labels are the same template.
-        if v.pointer("/metadata/labels").is_some_and(|l| l.as_object().is_some_and(|o| o.is_empty())) {
+        if v.pointer("/metadata/labels")
+            .is_some_and(|l| l.as_object().is_some_and(|o| o.is_empty()))
+        {
             if let Some(m) = v.pointer_mut("/metadata").and_then(|m| m.as_object_mut()) {
                 m.remove("labels");
             }
         }
-        if v.get("metadata").is_some_and(|m| m.as_object().is_some_and(|o| o.is_empty())) {
+        if v.get("metadata")
+            .is_some_and(|m| m.as_object().is_some_and(|o| o.is_empty()))
+        {
             if let Some(o) = v.as_object_mut() {
                 o.remove("metadata");
             }
@@ -91,7 +97,9 @@ pub fn equal_ignore_hash(a: &PodTemplateSpec, b: &PodTemplateSpec) -> bool {
 /// Resolves an int-or-percent against `total` (upstream
 /// `GetScaledValueFromIntOrPercent`).
 pub fn resolve(v: Option<&IntOrString>, total: i32, round_up: bool, default: &str) -> i32 {
-    let v = v.cloned().unwrap_or_else(|| IntOrString::String(default.into()));
+    let v = v
+        .cloned()
+        .unwrap_or_else(|| IntOrString::String(default.into()));
     match v {
         IntOrString::Int(n) => n,
         IntOrString::String(s) => {
@@ -114,7 +122,12 @@ pub fn surge_and_unavailable(d: &Deployment) -> (i32, i32) {
         return (0, 0);
     }
     let surge = resolve(ru.and_then(|r| r.max_surge.as_ref()), replicas, true, "25%");
-    let unavailable = resolve(ru.and_then(|r| r.max_unavailable.as_ref()), replicas, false, "25%");
+    let unavailable = resolve(
+        ru.and_then(|r| r.max_unavailable.as_ref()),
+        replicas,
+        false,
+        "25%",
+    );
     if surge == 0 && unavailable == 0 {
         (0, 1)
     } else {
@@ -135,7 +148,10 @@ fn spec_replicas(rs: &ReplicaSet) -> i32 {
 }
 
 fn available(rs: &ReplicaSet) -> i32 {
-    rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0)
+    rs.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
 }
 
 /// Upstream `NewRSNewReplicas`: how far the new ReplicaSet may grow now.
@@ -152,7 +168,12 @@ pub fn new_rs_replicas(replicas: i32, max_surge: i32, new_current: i32, total: i
 /// of each old ReplicaSet, given (spec replicas, available) of each (oldest
 /// first) and of the new one. Unhealthy old replicas go first, then available
 /// ones as far as `maxUnavailable` allows.
-pub fn old_scale_down(replicas: i32, max_unavailable: i32, old: &[(i32, i32)], new: (i32, i32)) -> Vec<i32> {
+pub fn old_scale_down(
+    replicas: i32,
+    max_unavailable: i32,
+    old: &[(i32, i32)],
+    new: (i32, i32),
+) -> Vec<i32> {
     let mut out: Vec<i32> = old.iter().map(|(r, _)| *r).collect();
     let old_total: i32 = out.iter().sum();
     if old_total == 0 {
@@ -188,8 +209,19 @@ pub fn old_scale_down(replicas: i32, max_unavailable: i32, old: &[(i32, i32)], n
     out
 }
 
-fn condition(type_: &str, status: &str, reason: &str, message: String, prev: Option<&DeploymentCondition>, now: &Time) -> DeploymentCondition {
-    let same = prev.is_some_and(|p| p.status == status && p.reason.as_deref() == Some(reason) && p.message.as_deref() == Some(message.as_str()));
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    prev: Option<&DeploymentCondition>,
+    now: &Time,
+) -> DeploymentCondition {
+    let same = prev.is_some_and(|p| {
+        p.status == status
+            && p.reason.as_deref() == Some(reason)
+            && p.message.as_deref() == Some(message.as_str())
+    });
     let transition = match prev {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Some(now.clone()),
@@ -199,14 +231,23 @@ fn condition(type_: &str, status: &str, reason: &str, message: String, prev: Opt
         status: status.into(),
         reason: Some(reason.into()),
         message: Some(message),
-        last_update_time: if same { prev.and_then(|p| p.last_update_time.clone()) } else { Some(now.clone()) },
+        last_update_time: if same {
+            prev.and_then(|p| p.last_update_time.clone())
+        } else {
+            Some(now.clone())
+        },
         last_transition_time: transition,
     }
 }
 
 /// The Deployment's status over its ReplicaSets (upstream `calculateStatus` and
 /// the Progressing/Available conditions).
-pub fn status(d: &Deployment, all: &[Arc<ReplicaSet>], new_rs: Option<&ReplicaSet>, now: &Time) -> DeploymentStatus {
+pub fn status(
+    d: &Deployment,
+    all: &[Arc<ReplicaSet>],
+    new_rs: Option<&ReplicaSet>,
+    now: &Time,
+) -> DeploymentStatus {
     let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let st = |rs: &ReplicaSet| rs.status.clone().unwrap_or_default();
     let available_total: i32 = all.iter().map(|r| available(r)).sum();
@@ -218,18 +259,56 @@ pub fn status(d: &Deployment, all: &[Arc<ReplicaSet>], new_rs: Option<&ReplicaSe
     let prev_cond = |t: &str| prev.conditions.iter().flatten().find(|c| c.type_ == t);
     let (_, max_unavailable) = surge_and_unavailable(d);
     let avail = if available_total >= replicas - max_unavailable {
-        condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into(), prev_cond("Available"), now)
+        condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+            prev_cond("Available"),
+            now,
+        )
     } else {
-        condition("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into(), prev_cond("Available"), now)
+        condition(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+            prev_cond("Available"),
+            now,
+        )
     };
     let rs_name = new_rs.map(|r| r.name_any()).unwrap_or_default();
-    let complete = new_rs.is_some() && updated == replicas && available_total >= replicas && actual == replicas;
+    let complete = new_rs.is_some()
+        && updated == replicas
+        && available_total >= replicas
+        && actual == replicas;
     let progressing = if complete {
-        condition("Progressing", "True", "NewReplicaSetAvailable", format!("ReplicaSet \"{rs_name}\" has successfully progressed."), prev_cond("Progressing"), now)
+        condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{rs_name}\" has successfully progressed."),
+            prev_cond("Progressing"),
+            now,
+        )
     } else if prev_cond("Progressing").is_none() {
-        condition("Progressing", "True", "NewReplicaSetCreated", format!("Created new replica set \"{rs_name}\""), None, now)
+        condition(
+            "Progressing",
+            "True",
+            "NewReplicaSetCreated",
+            format!("Created new replica set \"{rs_name}\""),
+            None,
+            now,
+        )
     } else {
-        condition("Progressing", "True", "ReplicaSetUpdated", format!("ReplicaSet \"{rs_name}\" is progressing."), prev_cond("Progressing"), now)
+        condition(
+            "Progressing",
+            "True",
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{rs_name}\" is progressing."),
+            prev_cond("Progressing"),
+            now,
+        )
     };
     let nz = |n: i32| (n != 0).then_some(n);
     DeploymentStatus {
@@ -276,7 +355,11 @@ fn oldest_first(rss: &mut [Arc<ReplicaSet>]) {
 
 /// The annotations a ReplicaSet of `d` carries (upstream `SetNewReplicaSetAnnotations`
 /// and `SetReplicasAnnotations`).
-fn rs_annotations(d: &Deployment, rs_annotations: &BTreeMap<String, String>, revision: i64) -> BTreeMap<String, String> {
+fn rs_annotations(
+    d: &Deployment,
+    rs_annotations: &BTreeMap<String, String>,
+    revision: i64,
+) -> BTreeMap<String, String> {
     let mut a = rs_annotations.clone();
     for (k, v) in d.annotations() {
         if !skip_copy(k) {
@@ -302,18 +385,27 @@ fn rs_annotations(d: &Deployment, rs_annotations: &BTreeMap<String, String>, rev
 
 /// One step of the rollout: ReplicaSet writes, then the status.
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
-    let Some(d) = ctx.cache.deployments.get(&ObjectRef::new(&key.name).within(&key.ns)) else {
+    let Some(d) = ctx
+        .cache
+        .deployments
+        .get(&ObjectRef::new(&key.name).within(&key.ns))
+    else {
         return Ok(None);
     };
     if d.metadata.deletion_timestamp.is_some() || ctx.rs_writes.pending(&key) {
-        return Ok(ctx.rs_writes.pending(&key).then_some(crate::endpointslice::STALE_RETRY));
+        return Ok(ctx
+            .rs_writes
+            .pending(&key)
+            .then_some(crate::endpointslice::STALE_RETRY));
     }
     let uid = d.metadata.uid.clone().unwrap_or_default();
     let spec = d.spec.clone().unwrap_or_default();
     let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &key.ns);
     let mut all: Vec<Arc<ReplicaSet>> = ctx.cache.replicasets.state_filter(|r| {
         r.metadata.namespace.as_deref() == Some(key.ns.as_str())
-            && r.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == uid)
+            && r.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
     });
     oldest_first(&mut all);
     let template = spec.template.clone();
@@ -321,11 +413,23 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     let (surge, max_unavailable) = surge_and_unavailable(&d);
     let max_revision = all.iter().map(|r| revision(r)).max().unwrap_or(0);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let rs_template = |r: &ReplicaSet| r.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
-    let new_rs = all.iter().find(|r| equal_ignore_hash(&rs_template(r), &template)).cloned();
+    let rs_template = |r: &ReplicaSet| {
+        r.spec
+            .as_ref()
+            .and_then(|s| s.template.clone())
+            .unwrap_or_default()
+    };
+    let new_rs = all
+        .iter()
+        .find(|r| equal_ignore_hash(&rs_template(r), &template))
+        .cloned();
     let olds: Vec<Arc<ReplicaSet>> = all
         .iter()
-        .filter(|r| new_rs.as_ref().is_none_or(|n| n.metadata.uid != r.metadata.uid))
+        .filter(|r| {
+            new_rs
+                .as_ref()
+                .is_none_or(|n| n.metadata.uid != r.metadata.uid)
+        })
         .cloned()
         .collect();
 
@@ -346,9 +450,20 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         Some(n) => {
             if revision(&n) < max_revision || (revision(&n) == 0) {
                 let mut r = (*n).clone();
-                r.metadata.annotations = Some(rs_annotations(&d, n.annotations(), max_revision.max(revision(&n)) + 1));
-                let made = api.replace(&r.name_any(), &PostParams::default(), &r).await?;
-                ctx.rs_writes.expect_write(&key, Key::of(&made), made.metadata.resource_version.clone());
+                r.metadata.annotations = Some(rs_annotations(
+                    &d,
+                    n.annotations(),
+                    max_revision.max(revision(&n)) + 1,
+                ));
+                let made = api
+                    .replace(&r.name_any(), &PostParams::default(), &r)
+                    .await?;
+                ctx.rs_writes.expect_write_from(
+                    &key,
+                    Key::of(&made),
+                    made.metadata.resource_version.clone(),
+                    r.metadata.resource_version.as_deref(),
+                );
                 Arc::new(made)
             } else {
                 n
@@ -368,7 +483,11 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
                 .match_labels
                 .get_or_insert_with(Default::default)
                 .insert(LABEL_HASH.into(), hash.clone());
-            let mut labels = t.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+            let mut labels = t
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
             labels.insert(LABEL_HASH.into(), hash.clone());
             let initial = if is_recreate(&d) {
                 0
@@ -383,7 +502,11 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
                     namespace: Some(key.ns.clone()),
                     labels: Some(labels),
                     annotations: Some(rs_annotations(&d, &BTreeMap::new(), max_revision + 1)),
-                    owner_references: Some(vec![pods::controller_ref("apps/v1", "Deployment", &d.metadata)]),
+                    owner_references: Some(vec![pods::controller_ref(
+                        "apps/v1",
+                        "Deployment",
+                        &d.metadata,
+                    )]),
                     ..Default::default()
                 },
                 spec: Some(ReplicaSetSpec {
@@ -396,9 +519,19 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
             };
             match api.create(&PostParams::default(), &rs).await {
                 Ok(made) => {
-                    ctx.rs_writes.expect_write(&key, Key::of(&made), made.metadata.resource_version.clone());
+                    ctx.rs_writes.expect_write(
+                        &key,
+                        Key::of(&made),
+                        made.metadata.resource_version.clone(),
+                    );
                     if initial > 0 {
-                        ctx.events.record(&*d, COMPONENT, false, "ScalingReplicaSet", format!("Scaled up replica set {name} from 0 to {initial}"));
+                        ctx.events.record(
+                            &*d,
+                            COMPONENT,
+                            false,
+                            "ScalingReplicaSet",
+                            format!("Scaled up replica set {name} from 0 to {initial}"),
+                        );
                     }
                     Arc::new(made)
                 }
@@ -409,7 +542,8 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
                     let st = dd.status.get_or_insert_with(Default::default);
                     st.collision_count = Some(st.collision_count.unwrap_or(0) + 1);
                     let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &key.ns);
-                    dapi.replace_status(&key.name, &PostParams::default(), &dd).await?;
+                    dapi.replace_status(&key.name, &PostParams::default(), &dd)
+                        .await?;
                     return Ok(None);
                 }
                 Err(e) => return Err(e.into()),
@@ -425,19 +559,38 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
                     writes.push(scale(r, 0));
                 }
             }
-            let old_pods_running = olds.iter().any(|r| r.status.as_ref().is_some_and(|s| s.replicas > 0));
+            let old_pods_running = olds
+                .iter()
+                .any(|r| r.status.as_ref().is_some_and(|s| s.replicas > 0));
             if writes.is_empty() && !old_pods_running && spec_replicas(&new_rs) != replicas {
                 writes.push(scale(&new_rs, replicas));
             }
         } else {
             let new_cur = spec_replicas(&new_rs);
-            let total: i32 = all.iter().filter(|r| r.metadata.uid != new_rs.metadata.uid).map(|r| spec_replicas(r)).sum::<i32>() + new_cur;
-            let want_new = if new_cur > replicas { replicas } else { new_rs_replicas(replicas, surge, new_cur, total) };
+            let total: i32 = all
+                .iter()
+                .filter(|r| r.metadata.uid != new_rs.metadata.uid)
+                .map(|r| spec_replicas(r))
+                .sum::<i32>()
+                + new_cur;
+            let want_new = if new_cur > replicas {
+                replicas
+            } else {
+                new_rs_replicas(replicas, surge, new_cur, total)
+            };
             if want_new != new_cur {
                 writes.push(scale(&new_rs, want_new));
             }
-            let old_state: Vec<(i32, i32)> = olds.iter().map(|r| (spec_replicas(r), available(r))).collect();
-            let down = old_scale_down(replicas, max_unavailable, &old_state, (new_cur, available(&new_rs)));
+            let old_state: Vec<(i32, i32)> = olds
+                .iter()
+                .map(|r| (spec_replicas(r), available(r)))
+                .collect();
+            let down = old_scale_down(
+                replicas,
+                max_unavailable,
+                &old_state,
+                (new_cur, available(&new_rs)),
+            );
             for (r, to) in olds.iter().zip(down) {
                 if to != spec_replicas(r) {
                     writes.push(scale(r, to));
@@ -453,11 +606,27 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         }
     }
     for (r, from, to) in writes {
-        let made = api.replace(&r.name_any(), &PostParams::default(), &r).await?;
-        ctx.rs_writes.expect_write(&key, Key::of(&made), made.metadata.resource_version.clone());
+        let made = api
+            .replace(&r.name_any(), &PostParams::default(), &r)
+            .await?;
+        ctx.rs_writes.expect_write_from(
+            &key,
+            Key::of(&made),
+            made.metadata.resource_version.clone(),
+            r.metadata.resource_version.as_deref(),
+        );
         if from != to {
             let verb = if to > from { "up" } else { "down" };
-            ctx.events.record(&*d, COMPONENT, false, "ScalingReplicaSet", format!("Scaled {verb} replica set {} from {from} to {to}", r.name_any()));
+            ctx.events.record(
+                &*d,
+                COMPONENT,
+                false,
+                "ScalingReplicaSet",
+                format!(
+                    "Scaled {verb} replica set {} from {from} to {to}",
+                    r.name_any()
+                ),
+            );
         }
     }
 
@@ -465,7 +634,11 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     let limit = usize::try_from(spec.revision_history_limit.unwrap_or(10)).unwrap_or(0);
     let idle: Vec<&Arc<ReplicaSet>> = olds
         .iter()
-        .filter(|r| spec_replicas(r) == 0 && r.status.as_ref().is_none_or(|s| s.replicas == 0) && r.metadata.deletion_timestamp.is_none())
+        .filter(|r| {
+            spec_replicas(r) == 0
+                && r.status.as_ref().is_none_or(|s| s.replicas == 0)
+                && r.metadata.deletion_timestamp.is_none()
+        })
         .collect();
     if idle.len() > limit {
         for r in &idle[..idle.len() - limit] {
@@ -477,8 +650,27 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         }
     }
 
+    // The Deployment carries its current revision too (kubectl rollout undo
+    // replaces /metadata/annotations and needs it there).
+    let rev = revision(&new_rs).to_string();
+    if d.annotations().get(ANN_REVISION) != Some(&rev) {
+        let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &key.ns);
+        let patch = serde_json::json!({"metadata": {"annotations": {ANN_REVISION: rev}}});
+        dapi.patch(
+            &key.name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+        // The status write below would conflict with the new resourceVersion;
+        // the watch event of this patch brings us back.
+        return Ok(None);
+    }
     let mut all_now = all.clone();
-    if !all_now.iter().any(|r| r.metadata.uid == new_rs.metadata.uid) {
+    if !all_now
+        .iter()
+        .any(|r| r.metadata.uid == new_rs.metadata.uid)
+    {
         all_now.push(new_rs.clone());
     }
     let want = status(&d, &all_now, Some(&new_rs), &now);
@@ -487,7 +679,8 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         let mut dd = (*d).clone();
         dd.status = Some(want);
         let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &key.ns);
-        dapi.replace_status(&key.name, &PostParams::default(), &dd).await?;
+        dapi.replace_status(&key.name, &PostParams::default(), &dd)
+            .await?;
     }
     Ok(None)
 }
@@ -507,15 +700,19 @@ mod tests {
 
         // (replicas, surge, new current, total) -> new replicas
         let cases = [
-            (4, 1, 0, 4, 1),  // start: one extra pod
-            (4, 1, 1, 5, 1),  // at the surge limit: wait
-            (4, 1, 1, 4, 2),  // an old one went: grow
-            (4, 1, 4, 4, 4),  // done
-            (5, 0, 0, 0, 5),  // fresh deployment: all at once
-            (3, 2, 2, 3, 3),  // never above replicas
+            (4, 1, 0, 4, 1), // start: one extra pod
+            (4, 1, 1, 5, 1), // at the surge limit: wait
+            (4, 1, 1, 4, 2), // an old one went: grow
+            (4, 1, 4, 4, 4), // done
+            (5, 0, 0, 0, 5), // fresh deployment: all at once
+            (3, 2, 2, 3, 3), // never above replicas
         ];
         for (replicas, surge, cur, total, want) in cases {
-            assert_eq!(new_rs_replicas(replicas, surge, cur, total), want, "{replicas} {surge} {cur} {total}");
+            assert_eq!(
+                new_rs_replicas(replicas, surge, cur, total),
+                want,
+                "{replicas} {surge} {cur} {total}"
+            );
         }
 
         // (replicas, maxUnavailable, old [(spec, available)], new (spec, available)) -> old after

@@ -417,10 +417,11 @@ pub async fn apply(ctx: &Ctx, owner: &Key, changes: Changes) -> Result<()> {
         let made = api
             .replace(&s.name_any(), &PostParams::default(), &s)
             .await?;
-        ctx.slice_writes.expect_write(
+        ctx.slice_writes.expect_write_from(
             owner,
             Key::of(&made),
             made.metadata.resource_version.clone(),
+            s.metadata.resource_version.as_deref(),
         );
     }
     for s in changes.delete {

@@ -30,15 +30,38 @@ fn at<K: Resource<DynamicType = ()>>(ns: &str, name: &str) -> ObjectRef<K> {
 /// Whether the owner is in the cache: `None` when its kind is not cached.
 fn cached(cache: &Cache, ns: &str, r: &OwnerReference) -> Option<bool> {
     let uid = r.uid.as_str();
-    let same = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.uid.as_deref() == Some(uid);
+    let same = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.uid.as_deref() == Some(uid)
+    };
     Some(match (r.api_version.as_str(), r.kind.as_str()) {
-        ("apps/v1", "Deployment") => cache.deployments.get(&at(ns, &r.name)).is_some_and(|o| same(&o.metadata)),
-        ("apps/v1", "ReplicaSet") => cache.replicasets.get(&at(ns, &r.name)).is_some_and(|o| same(&o.metadata)),
-        ("apps/v1", "StatefulSet") => cache.statefulsets.get(&at(ns, &r.name)).is_some_and(|o| same(&o.metadata)),
-        ("v1", "Service") => cache.services.get(&at(ns, &r.name)).is_some_and(|o| same(&o.metadata)),
-        ("v1", "Endpoints") => cache.endpoints.get(&at(ns, &r.name)).is_some_and(|o| same(&o.metadata)),
-        ("v1", "Pod") => cache.pods.get(&at(ns, &r.name)).is_some_and(|o| same(&o.metadata)),
-        ("v1", "Node") => cache.nodes.get(&ObjectRef::new(&r.name)).is_some_and(|o| same(&o.metadata)),
+        ("apps/v1", "Deployment") => cache
+            .deployments
+            .get(&at(ns, &r.name))
+            .is_some_and(|o| same(&o.metadata)),
+        ("apps/v1", "ReplicaSet") => cache
+            .replicasets
+            .get(&at(ns, &r.name))
+            .is_some_and(|o| same(&o.metadata)),
+        ("apps/v1", "StatefulSet") => cache
+            .statefulsets
+            .get(&at(ns, &r.name))
+            .is_some_and(|o| same(&o.metadata)),
+        ("v1", "Service") => cache
+            .services
+            .get(&at(ns, &r.name))
+            .is_some_and(|o| same(&o.metadata)),
+        ("v1", "Endpoints") => cache
+            .endpoints
+            .get(&at(ns, &r.name))
+            .is_some_and(|o| same(&o.metadata)),
+        ("v1", "Pod") => cache
+            .pods
+            .get(&at(ns, &r.name))
+            .is_some_and(|o| same(&o.metadata)),
+        ("v1", "Node") => cache
+            .nodes
+            .get(&ObjectRef::new(&r.name))
+            .is_some_and(|o| same(&o.metadata)),
         _ => return None,
     })
 }
@@ -89,7 +112,10 @@ where
     if gone.len() == refs.len() {
         tracing::debug!(%ns, %name, "deleting an object whose owners are gone");
         let dp = DeleteParams {
-            preconditions: Some(Preconditions { uid, resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid,
+                resource_version: None,
+            }),
             ..DeleteParams::background()
         };
         match api.delete(&name, &dp).await {
@@ -100,7 +126,8 @@ where
     } else {
         let keep: Vec<&OwnerReference> = refs.iter().filter(|r| !gone.contains(&r.uid)).collect();
         let patch = json!({"metadata": {"uid": uid, "ownerReferences": keep}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
     }
     Ok(())
 }

@@ -50,8 +50,16 @@ pub fn desired(ep: &Endpoints, existing: &[Arc<EndpointSlice>], max: usize) -> C
                 app_protocol: p.app_protocol.clone(),
             })
             .collect();
-        let ready = subset.addresses.iter().flatten().filter_map(|a| endpoint(a, true));
-        let not_ready = subset.not_ready_addresses.iter().flatten().filter_map(|a| endpoint(a, false));
+        let ready = subset
+            .addresses
+            .iter()
+            .flatten()
+            .filter_map(|a| endpoint(a, true));
+        let not_ready = subset
+            .not_ready_addresses
+            .iter()
+            .flatten()
+            .filter_map(|a| endpoint(a, false));
         for e in ready.chain(not_ready) {
             endpoints.push((ports.clone(), e));
         }
@@ -81,12 +89,23 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         return Ok(Some(endpointslice::STALE_RETRY));
     }
     let existing = endpointslice::managed_slices(&ctx.cache, &key, MANAGED_BY);
-    let svc = ctx.cache.services.get(&ObjectRef::new(&key.name).within(&key.ns));
-    let ep = ctx.cache.endpoints.get(&ObjectRef::new(&key.name).within(&key.ns));
-    let selectorless = svc
-        .as_ref()
-        .is_some_and(|s| s.spec.as_ref().and_then(|sp| sp.selector.as_ref()).is_none_or(|m| m.is_empty()));
-    let mirror = ep.filter(|e| selectorless && e.labels().get(LABEL_SKIP_MIRROR).map(String::as_str) != Some("true"));
+    let svc = ctx
+        .cache
+        .services
+        .get(&ObjectRef::new(&key.name).within(&key.ns));
+    let ep = ctx
+        .cache
+        .endpoints
+        .get(&ObjectRef::new(&key.name).within(&key.ns));
+    let selectorless = svc.as_ref().is_some_and(|s| {
+        s.spec
+            .as_ref()
+            .and_then(|sp| sp.selector.as_ref())
+            .is_none_or(|m| m.is_empty())
+    });
+    let mirror = ep.filter(|e| {
+        selectorless && e.labels().get(LABEL_SKIP_MIRROR).map(String::as_str) != Some("true")
+    });
     let changes = match mirror {
         Some(ep) => desired(&ep, &existing, ctx.settings.max_endpoints_per_slice),
         None => Changes {
@@ -103,36 +122,72 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{EndpointSubset, EndpointPort as V1Port};
+    use k8s_openapi::api::core::v1::{EndpointPort as V1Port, EndpointSubset};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     #[test]
     fn mirrors_subsets() {
-        let addr = |ip: &str| EndpointAddress { ip: ip.into(), ..Default::default() };
+        let addr = |ip: &str| EndpointAddress {
+            ip: ip.into(),
+            ..Default::default()
+        };
         let ep = Endpoints {
-            metadata: ObjectMeta { name: Some("ext".into()), namespace: Some("default".into()), uid: Some("u".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("ext".into()),
+                namespace: Some("default".into()),
+                uid: Some("u".into()),
+                ..Default::default()
+            },
             subsets: Some(vec![EndpointSubset {
                 addresses: Some(vec![addr("192.0.2.42"), addr("fe80::1")]),
                 not_ready_addresses: Some(vec![addr("192.0.2.43")]),
-                ports: Some(vec![V1Port { name: Some("http".into()), port: 9376, protocol: Some("TCP".into()), app_protocol: None }]),
+                ports: Some(vec![V1Port {
+                    name: Some("http".into()),
+                    port: 9376,
+                    protocol: Some("TCP".into()),
+                    app_protocol: None,
+                }]),
             }]),
         };
         let ch = desired(&ep, &[], 100);
         assert_eq!(ch.create.len(), 1);
         let s = &ch.create[0];
         let labels = s.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(labels.get(LABEL_MANAGED_BY).map(String::as_str), Some(MANAGED_BY));
-        assert_eq!(labels.get(LABEL_SERVICE_NAME).map(String::as_str), Some("ext"));
-        assert_eq!(s.metadata.owner_references.clone().unwrap_or_default()[0].kind, "Endpoints");
+        assert_eq!(
+            labels.get(LABEL_MANAGED_BY).map(String::as_str),
+            Some(MANAGED_BY)
+        );
+        assert_eq!(
+            labels.get(LABEL_SERVICE_NAME).map(String::as_str),
+            Some("ext")
+        );
+        assert_eq!(
+            s.metadata.owner_references.clone().unwrap_or_default()[0].kind,
+            "Endpoints"
+        );
         let got: Vec<(String, Option<bool>)> = s
             .endpoints
             .iter()
-            .map(|e| (e.addresses[0].clone(), e.conditions.as_ref().and_then(|c| c.ready)))
+            .map(|e| {
+                (
+                    e.addresses[0].clone(),
+                    e.conditions.as_ref().and_then(|c| c.ready),
+                )
+            })
             .collect();
-        assert_eq!(got, vec![("192.0.2.42".into(), Some(true)), ("192.0.2.43".into(), Some(false))]);
+        assert_eq!(
+            got,
+            vec![
+                ("192.0.2.42".into(), Some(true)),
+                ("192.0.2.43".into(), Some(false))
+            ]
+        );
         assert_eq!(s.ports.as_ref().and_then(|p| p[0].port), Some(9376));
         // Empty Endpoints: no slice at all.
-        let empty = Endpoints { subsets: None, ..ep.clone() };
+        let empty = Endpoints {
+            subsets: None,
+            ..ep.clone()
+        };
         assert_eq!(desired(&empty, &[], 100), Changes::default());
     }
 }

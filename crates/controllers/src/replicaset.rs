@@ -194,12 +194,9 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.ns);
     let owner = pods::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
     for name in &plan.adopt {
-        let patch = json!({"metadata": {"ownerReferences": [owner], "uid": null}});
-        let pod = api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        let patch = json!({"metadata": {"ownerReferences": [owner]}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-        ctx.pod_writes
-            .expect_write(&key, Key::of(&pod), pod.metadata.resource_version.clone());
     }
     for name in &plan.release {
         let patch = json!({"metadata": {"ownerReferences": null}});

@@ -23,8 +23,12 @@ const COMPONENT: &str = "default-scheduler";
 /// Pending pods this scheduler is responsible for.
 pub fn needs_scheduling(p: &Pod) -> bool {
     let spec = p.spec.as_ref();
-    spec.and_then(|s| s.node_name.as_deref()).unwrap_or("").is_empty()
-        && spec.and_then(|s| s.scheduler_name.as_deref()).is_none_or(|n| n == COMPONENT)
+    spec.and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
+        .is_empty()
+        && spec
+            .and_then(|s| s.scheduler_name.as_deref())
+            .is_none_or(|n| n == COMPONENT)
         && p.metadata.deletion_timestamp.is_none()
         && !pods::is_terminal(p)
 }
@@ -42,8 +46,12 @@ fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
             None | Some("") => t.operator.as_deref() == Some("Exists"),
             Some(k) => k == taint.key,
         };
-        let value_ok = t.operator.as_deref() == Some("Exists") || t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("");
-        let effect_ok = t.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
+        let value_ok = t.operator.as_deref() == Some("Exists")
+            || t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("");
+        let effect_ok = t
+            .effect
+            .as_deref()
+            .is_none_or(|e| e.is_empty() || e == taint.effect);
         key_ok && value_ok && effect_ok
     })
 }
@@ -53,16 +61,23 @@ fn misfit(pod: &Pod, n: &Node) -> Option<&'static str> {
     if !node_ready(n) {
         return Some("node(s) were not ready");
     }
-    if n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+    if n.spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
+    {
         return Some("node(s) were unschedulable");
     }
     let spec = pod.spec.as_ref();
     let tolerations = spec.and_then(|s| s.tolerations.clone()).unwrap_or_default();
-    let taints = n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    if taints
-        .iter()
-        .any(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&tolerations, t))
-    {
+    let taints = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    if taints.iter().any(|t| {
+        (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&tolerations, t)
+    }) {
         return Some("node(s) had untolerated taint");
     }
     if let Some(sel) = spec.and_then(|s| s.node_selector.as_ref()) {
@@ -79,7 +94,11 @@ pub fn pick(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<String,
     if nodes.is_empty() {
         return Err("no nodes available to schedule pods".into());
     }
-    let owner = pod.owner_references().iter().find(|r| r.controller == Some(true)).map(|r| r.uid.clone());
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone());
     let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
     let mut best: Option<((usize, usize, String), String)> = None;
     for n in nodes {
@@ -90,11 +109,19 @@ pub fn pick(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<String,
         let name = n.name_any();
         let on_node: Vec<&Arc<Pod>> = pods
             .iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()) && !pods::is_terminal(p))
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str())
+                    && !pods::is_terminal(p)
+            })
             .collect();
         let siblings = on_node
             .iter()
-            .filter(|p| owner.is_some() && p.owner_references().iter().any(|r| Some(&r.uid) == owner.as_ref()))
+            .filter(|p| {
+                owner.is_some()
+                    && p.owner_references()
+                        .iter()
+                        .any(|r| Some(&r.uid) == owner.as_ref())
+            })
             .count();
         let score = (siblings, on_node.len(), name.clone());
         if best.as_ref().is_none_or(|(s, _)| score < *s) {
@@ -104,14 +131,25 @@ pub fn pick(pod: &Pod, nodes: &[Arc<Node>], pods: &[Arc<Pod>]) -> Result<String,
     match best {
         Some((_, name)) => Ok(name),
         None => {
-            let detail: Vec<String> = reasons.iter().map(|(why, n)| format!("{n} {why}")).collect();
-            Err(format!("0/{} nodes are available: {}.", nodes.len(), detail.join(", ")))
+            let detail: Vec<String> = reasons
+                .iter()
+                .map(|(why, n)| format!("{n} {why}"))
+                .collect();
+            Err(format!(
+                "0/{} nodes are available: {}.",
+                nodes.len(),
+                detail.join(", ")
+            ))
         }
     }
 }
 
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
-    let Some(pod) = ctx.cache.pods.get(&ObjectRef::new(&key.name).within(&key.ns)) else {
+    let Some(pod) = ctx
+        .cache
+        .pods
+        .get(&ObjectRef::new(&key.name).within(&key.ns))
+    else {
         return Ok(None);
     };
     if !needs_scheduling(&pod) {
@@ -125,12 +163,20 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
             // The uid precondition keeps a recreated pod of the same name from
             // inheriting this decision.
             let patch = json!({"metadata": {"uid": pod.metadata.uid}, "spec": {"nodeName": node}});
-            api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-            ctx.events.record(&*pod, COMPONENT, false, "Scheduled", format!("Successfully assigned {key} to {node}"));
+            api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            ctx.events.record(
+                &*pod,
+                COMPONENT,
+                false,
+                "Scheduled",
+                format!("Successfully assigned {key} to {node}"),
+            );
             Ok(None)
         }
         Err(message) => {
-            ctx.events.record(&*pod, COMPONENT, true, "FailedScheduling", message);
+            ctx.events
+                .record(&*pod, COMPONENT, true, "FailedScheduling", message);
             // Node changes requeue pending pods; this is the slow safety net.
             Ok(Some(Duration::from_secs(30)))
         }
@@ -145,8 +191,14 @@ mod tests {
 
     fn node(name: &str, ready: bool, unschedulable: bool) -> Arc<Node> {
         Arc::new(Node {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
-            spec: Some(NodeSpec { unschedulable: Some(unschedulable), ..Default::default() }),
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                unschedulable: Some(unschedulable),
+                ..Default::default()
+            }),
             status: Some(NodeStatus {
                 conditions: Some(vec![NodeCondition {
                     type_: "Ready".into(),
@@ -162,10 +214,17 @@ mod tests {
         Arc::new(Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
-                owner_references: Some(vec![OwnerReference { uid: owner.into(), controller: Some(true), ..Default::default() }]),
+                owner_references: Some(vec![OwnerReference {
+                    uid: owner.into(),
+                    controller: Some(true),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             },
-            spec: Some(PodSpec { node_name: node.map(Into::into), ..Default::default() }),
+            spec: Some(PodSpec {
+                node_name: node.map(Into::into),
+                ..Default::default()
+            }),
             status: None,
         })
     }
@@ -173,15 +232,25 @@ mod tests {
     #[test]
     fn picks_ready_nodes_and_spreads_siblings() {
         let p = pod("new", None, "rs1");
-        assert_eq!(pick(&p, &[], &[]), Err("no nodes available to schedule pods".into()));
+        assert_eq!(
+            pick(&p, &[], &[]),
+            Err("no nodes available to schedule pods".into())
+        );
         let bad = [node("a", false, false), node("b", true, true)];
         assert_eq!(
             pick(&p, &bad, &[]),
-            Err("0/2 nodes are available: 1 node(s) were not ready, 1 node(s) were unschedulable.".into())
+            Err(
+                "0/2 nodes are available: 1 node(s) were not ready, 1 node(s) were unschedulable."
+                    .into()
+            )
         );
         let nodes = [node("a", true, false), node("b", true, false)];
         // A sibling on a, an unrelated pod on b: spread wins.
-        let pods = [pod("s", Some("a"), "rs1"), pod("o1", Some("b"), "other"), pod("o2", Some("b"), "other")];
+        let pods = [
+            pod("s", Some("a"), "rs1"),
+            pod("o1", Some("b"), "other"),
+            pod("o2", Some("b"), "other"),
+        ];
         assert_eq!(pick(&p, &nodes, &pods), Ok("b".into()));
         // No siblings anywhere: the emptier node.
         assert_eq!(pick(&pod("x", None, "rs9"), &nodes, &pods), Ok("a".into()));

@@ -38,9 +38,17 @@ pub fn ordinal(set: &str, pod: &str) -> Option<i32> {
 
 /// `<set>-<hash of the template>`: the revision pods of this template carry.
 pub fn update_revision(sts: &StatefulSet) -> String {
-    let t = sts.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let t = sts
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let collision = sts.status.as_ref().and_then(|s| s.collision_count);
-    format!("{}-{}", sts.name_any(), crate::deployment::template_hash(&t, collision))
+    format!(
+        "{}-{}",
+        sts.name_any(),
+        crate::deployment::template_hash(&t, collision)
+    )
 }
 
 fn revision_of(p: &Pod) -> Option<&str> {
@@ -127,7 +135,15 @@ pub fn desired(sts: &StatefulSet, owned: &[Arc<Pod>]) -> Plan {
 pub fn status(sts: &StatefulSet, owned: &[Arc<Pod>]) -> StatefulSetStatus {
     let update = update_revision(sts);
     let prev = sts.status.clone().unwrap_or_default();
-    let count = |f: &dyn Fn(&Pod) -> bool| i32::try_from(owned.iter().filter(|p| !pods::is_terminal(p) && f(p)).count()).unwrap_or(0);
+    let count = |f: &dyn Fn(&Pod) -> bool| {
+        i32::try_from(
+            owned
+                .iter()
+                .filter(|p| !pods::is_terminal(p) && f(p))
+                .count(),
+        )
+        .unwrap_or(0)
+    };
     let replicas = count(&|_| true);
     let updated = count(&|p| revision_of(p) == Some(update.as_str()));
     let want = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -136,7 +152,9 @@ pub fn status(sts: &StatefulSet, owned: &[Arc<Pod>]) -> StatefulSetStatus {
     let current_revision = if updated == replicas && replicas == want {
         Some(update.clone())
     } else {
-        prev.current_revision.clone().or_else(|| Some(update.clone()))
+        prev.current_revision
+            .clone()
+            .or_else(|| Some(update.clone()))
     };
     let current = count(&|p| revision_of(p) == current_revision.as_deref());
     let nz = |n: i32| (n != 0).then_some(n);
@@ -159,7 +177,12 @@ fn new_pod(sts: &StatefulSet, ord: i32) -> Pod {
     let set = sts.name_any();
     let name = format!("{set}-{ord}");
     let owner = pods::controller_ref("apps/v1", "StatefulSet", &sts.metadata);
-    let mut pod = pods::from_template(&spec.template, &sts.namespace().unwrap_or_default(), &name, owner);
+    let mut pod = pods::from_template(
+        &spec.template,
+        &sts.namespace().unwrap_or_default(),
+        &name,
+        owner,
+    );
     let labels = pod.metadata.labels.get_or_insert_with(Default::default);
     labels.insert(LABEL_POD_NAME.into(), name.clone());
     labels.insert(LABEL_POD_INDEX.into(), ord.to_string());
@@ -171,16 +194,27 @@ fn new_pod(sts: &StatefulSet, ord: i32) -> Pod {
 }
 
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
-    let Some(sts) = ctx.cache.statefulsets.get(&ObjectRef::new(&key.name).within(&key.ns)) else {
+    let Some(sts) = ctx
+        .cache
+        .statefulsets
+        .get(&ObjectRef::new(&key.name).within(&key.ns))
+    else {
         return Ok(None);
     };
     if ctx.pod_writes.pending(&key) {
         return Ok(Some(crate::endpointslice::STALE_RETRY));
     }
     let uid = sts.metadata.uid.clone().unwrap_or_default();
-    let owned: Vec<Arc<Pod>> = ctx.cache.pods_in(&key.ns).into_iter().filter(|p| {
-        p.owner_references().iter().any(|r| r.controller == Some(true) && r.uid == uid)
-    }).collect();
+    let owned: Vec<Arc<Pod>> = ctx
+        .cache
+        .pods_in(&key.ns)
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|r| r.controller == Some(true) && r.uid == uid)
+        })
+        .collect();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.ns);
     if sts.metadata.deletion_timestamp.is_none() {
         let plan = desired(&sts, &owned);
@@ -189,11 +223,30 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
             let name = pod.name_any();
             match api.create(&PostParams::default(), &pod).await {
                 Ok(made) => {
-                    ctx.pod_writes.expect_write(&key, Key::of(&made), made.metadata.resource_version.clone());
-                    ctx.events.record(&*sts, COMPONENT, false, "SuccessfulCreate", format!("create Pod {name} in StatefulSet {} successful", key.name));
+                    ctx.pod_writes.expect_write(
+                        &key,
+                        Key::of(&made),
+                        made.metadata.resource_version.clone(),
+                    );
+                    ctx.events.record(
+                        &*sts,
+                        COMPONENT,
+                        false,
+                        "SuccessfulCreate",
+                        format!("create Pod {name} in StatefulSet {} successful", key.name),
+                    );
                 }
                 Err(e) => {
-                    ctx.events.record(&*sts, COMPONENT, true, "FailedCreate", format!("create Pod {name} in StatefulSet {} failed error: {e}", key.name));
+                    ctx.events.record(
+                        &*sts,
+                        COMPONENT,
+                        true,
+                        "FailedCreate",
+                        format!(
+                            "create Pod {name} in StatefulSet {} failed error: {e}",
+                            key.name
+                        ),
+                    );
                     return Err(e.into());
                 }
             }
@@ -202,7 +255,13 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
                     ctx.pod_writes.expect_delete(&key, Key::new(&key.ns, &name));
-                    ctx.events.record(&*sts, COMPONENT, false, "SuccessfulDelete", format!("delete Pod {name} in StatefulSet {} successful", key.name));
+                    ctx.events.record(
+                        &*sts,
+                        COMPONENT,
+                        false,
+                        "SuccessfulDelete",
+                        format!("delete Pod {name} in StatefulSet {} successful", key.name),
+                    );
                 }
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),
@@ -214,7 +273,8 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         let mut s = (*sts).clone();
         s.status = Some(want);
         let sapi: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &key.ns);
-        sapi.replace_status(&key.name, &PostParams::default(), &s).await?;
+        sapi.replace_status(&key.name, &PostParams::default(), &s)
+            .await?;
     }
     Ok(None)
 }
@@ -228,7 +288,10 @@ mod tests {
 
     fn sts(replicas: i32, policy: &str) -> StatefulSet {
         StatefulSet {
-            metadata: ObjectMeta { name: Some("web".into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                ..Default::default()
+            },
             spec: Some(StatefulSetSpec {
                 replicas: Some(replicas),
                 pod_management_policy: Some(policy.into()),
@@ -257,12 +320,33 @@ mod tests {
     fn ordered_ready_creates_in_order_and_deletes_in_reverse() {
         let s = sts(3, "OrderedReady");
         let steps: Vec<(Vec<Arc<Pod>>, Plan)> = vec![
-            (vec![], Plan { create: vec![0], delete: vec![] }),
+            (
+                vec![],
+                Plan {
+                    create: vec![0],
+                    delete: vec![],
+                },
+            ),
             // web-0 not ready yet: wait.
             (vec![pod(&s, 0, false)], Plan::default()),
-            (vec![pod(&s, 0, true)], Plan { create: vec![1], delete: vec![] }),
-            (vec![pod(&s, 0, true), pod(&s, 1, true)], Plan { create: vec![2], delete: vec![] }),
-            (vec![pod(&s, 0, true), pod(&s, 1, true), pod(&s, 2, true)], Plan::default()),
+            (
+                vec![pod(&s, 0, true)],
+                Plan {
+                    create: vec![1],
+                    delete: vec![],
+                },
+            ),
+            (
+                vec![pod(&s, 0, true), pod(&s, 1, true)],
+                Plan {
+                    create: vec![2],
+                    delete: vec![],
+                },
+            ),
+            (
+                vec![pod(&s, 0, true), pod(&s, 1, true), pod(&s, 2, true)],
+                Plan::default(),
+            ),
         ];
         for (pods, want) in steps {
             assert_eq!(desired(&s, &pods), want);
@@ -270,24 +354,53 @@ mod tests {
         // Scale 3 -> 1: highest ordinal first, one at a time.
         let one = sts(1, "OrderedReady");
         let all = vec![pod(&s, 0, true), pod(&s, 1, true), pod(&s, 2, true)];
-        assert_eq!(desired(&one, &all), Plan { create: vec![], delete: vec!["web-2".into()] });
+        assert_eq!(
+            desired(&one, &all),
+            Plan {
+                create: vec![],
+                delete: vec!["web-2".into()]
+            }
+        );
         // A missing middle pod is recreated first.
-        assert_eq!(desired(&s, &[pod(&s, 0, true), pod(&s, 2, true)]), Plan { create: vec![1], delete: vec![] });
+        assert_eq!(
+            desired(&s, &[pod(&s, 0, true), pod(&s, 2, true)]),
+            Plan {
+                create: vec![1],
+                delete: vec![]
+            }
+        );
     }
 
     #[test]
     fn parallel_and_rolling_update() {
         let s = sts(3, "Parallel");
-        assert_eq!(desired(&s, &[]), Plan { create: vec![0, 1, 2], delete: vec![] });
+        assert_eq!(
+            desired(&s, &[]),
+            Plan {
+                create: vec![0, 1, 2],
+                delete: vec![]
+            }
+        );
         let all = vec![pod(&s, 0, true), pod(&s, 1, true), pod(&s, 2, true)];
-        assert_eq!(desired(&sts(0, "Parallel"), &all).delete, vec!["web-2", "web-1", "web-0"]);
+        assert_eq!(
+            desired(&sts(0, "Parallel"), &all).delete,
+            vec!["web-2", "web-1", "web-0"]
+        );
         // A new template: highest ordinal replaced first, down to the partition.
         let mut changed = sts(3, "OrderedReady");
         if let Some(spec) = changed.spec.as_mut() {
-            spec.template.metadata = Some(ObjectMeta { labels: Some([("v".to_string(), "2".to_string())].into()), ..Default::default() });
+            spec.template.metadata = Some(ObjectMeta {
+                labels: Some([("v".to_string(), "2".to_string())].into()),
+                ..Default::default()
+            });
             spec.update_strategy = Some(k8s_openapi::api::apps::v1::StatefulSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
-                rolling_update: Some(k8s_openapi::api::apps::v1::RollingUpdateStatefulSetStrategy { partition: Some(2), max_unavailable: None }),
+                rolling_update: Some(
+                    k8s_openapi::api::apps::v1::RollingUpdateStatefulSetStrategy {
+                        partition: Some(2),
+                        max_unavailable: None,
+                    },
+                ),
             });
         }
         assert_eq!(desired(&changed, &all).delete, vec!["web-2"]);
@@ -296,7 +409,10 @@ mod tests {
         // hostname and subdomain.
         let p = new_pod(&s, 1);
         let spec = p.spec.clone().unwrap_or_default();
-        assert_eq!((spec.hostname.as_deref(), spec.subdomain.as_deref()), (Some("web-1"), Some("nginx")));
+        assert_eq!(
+            (spec.hostname.as_deref(), spec.subdomain.as_deref()),
+            (Some("web-1"), Some("nginx"))
+        );
         assert_eq!(ordinal("web", "web-12"), Some(12));
         assert_eq!(ordinal("web", "webx-1"), None);
     }

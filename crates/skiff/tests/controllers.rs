@@ -326,3 +326,280 @@ fn deployment_scaling_updates_slices_and_endpoints() {
         .then_some(())
     });
 }
+
+#[test]
+fn rolling_update_history_and_undo() {
+    let c = cluster();
+    c.k(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=3",
+    ]);
+    eventually(T, || {
+        kubelet(&c, all_ready);
+        let d = json_of(&c, &["get", "deployment", "web"]);
+        (d["status"]["availableReplicas"] == 3).then_some(())
+    });
+    let hash_of = |rev: &str| {
+        let rs = json_of(&c, &["get", "replicasets", "-l", "app=web"]);
+        rs["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == rev)
+            .map(|r| {
+                r["metadata"]["labels"]["pod-template-hash"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+    };
+    let first = hash_of("1").expect("revision 1");
+    c.k(&["set", "image", "deployment/web", "nginx=nginx:1.25"]);
+    eventually(T, || {
+        kubelet(&c, all_ready);
+        let out = c.kubectl(&["rollout", "status", "deployment/web", "--timeout=1s"]);
+        out.status.success().then_some(())
+    });
+    let second = hash_of("2").expect("revision 2");
+    assert_ne!(first, second);
+    // Every pod runs the new template; the old ReplicaSet is scaled to zero.
+    let pods = json_of(
+        &c,
+        &["get", "pods", "-l", &format!("pod-template-hash={second}")],
+    );
+    assert_eq!(pods["items"].as_array().map(Vec::len), Some(3));
+    let old = json_of(&c, &["get", "replicaset", &format!("web-{first}")]);
+    assert_eq!(old["spec"]["replicas"], 0);
+
+    let history = c.k(&["rollout", "history", "deployment/web"]);
+    assert!(
+        history.contains("1 ") && history.contains("2 "),
+        "{history}"
+    );
+    c.k(&["rollout", "undo", "deployment/web"]);
+    eventually(T, || {
+        kubelet(&c, all_ready);
+        let out = c.kubectl(&["rollout", "status", "deployment/web", "--timeout=1s"]);
+        (out.status.success() && hash_of("3").as_deref() == Some(first.as_str())).then_some(())
+    });
+    let rs = json_of(&c, &["get", "replicaset", &format!("web-{first}")]);
+    assert_eq!(
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"],
+        "1"
+    );
+    assert_eq!(rs["spec"]["replicas"], 3);
+    let d = json_of(&c, &["get", "deployment", "web"]);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx"
+    );
+    let describe = c.k(&["describe", "deployment", "web"]);
+    assert!(describe.contains("ScalingReplicaSet"), "{describe}");
+}
+
+#[test]
+fn statefulset_comes_up_in_order_with_hostnames() {
+    let c = cluster();
+    c.apply(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: nginx
+spec:
+  clusterIP: None
+  selector:
+    app: nginx
+  ports:
+  - name: web
+    port: 80
+    targetPort: web
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+spec:
+  serviceName: nginx
+  replicas: 3
+  selector:
+    matchLabels:
+      app: nginx
+  template:
+    metadata:
+      labels:
+        app: nginx
+    spec:
+      containers:
+      - name: nginx
+        image: nginx
+        ports:
+        - name: web
+          containerPort: 8080
+",
+    );
+    // Each pod appears only once the previous one is Running and Ready.
+    let mut order = Vec::new();
+    for i in 0..3 {
+        let name = format!("web-{i}");
+        eventually(T, || {
+            pod_names(&c, "app=nginx").contains(&name).then_some(())
+        });
+        let names = pod_names(&c, "app=nginx");
+        assert_eq!(names.len(), i + 1, "{names:?}");
+        order.push(name.clone());
+        std::thread::sleep(Duration::from_millis(300));
+        // Still alone until made ready.
+        assert_eq!(pod_names(&c, "app=nginx").len(), i + 1);
+        // Schedule and start it.
+        eventually(T, || {
+            kubelet(&c, all_ready);
+            let p = json_of(&c, &["get", "pod", &name]);
+            (p["status"]["podIP"].is_string()).then_some(())
+        });
+        let p = json_of(&c, &["get", "pod", &name]);
+        assert_eq!(p["spec"]["hostname"], name.as_str());
+        assert_eq!(p["spec"]["subdomain"], "nginx");
+        assert_eq!(
+            p["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+            name.as_str()
+        );
+    }
+    assert_eq!(order, ["web-0", "web-1", "web-2"]);
+    wait_endpoints(&c, "nginx", 3);
+    let v = json_of(
+        &c,
+        &[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=nginx",
+        ],
+    );
+    let slice = &v["items"][0];
+    assert_eq!(
+        slice["metadata"]["labels"]["service.kubernetes.io/headless"],
+        ""
+    );
+    // The named targetPort resolves to the container port.
+    assert_eq!(slice["ports"][0]["port"], 8080);
+    let mut hostnames: Vec<String> = slice["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["hostname"].as_str().map(String::from))
+        .collect();
+    hostnames.sort();
+    assert_eq!(hostnames, ["web-0", "web-1", "web-2"]);
+    eventually(T, || {
+        let s = json_of(&c, &["get", "statefulset", "web"]);
+        (s["status"]["readyReplicas"] == 3 && s["status"]["replicas"] == 3).then_some(())
+    });
+    // Scale down: the highest ordinal goes first.
+    c.k(&["scale", "statefulset", "web", "--replicas=1"]);
+    let left = eventually(T, || {
+        kubelet(&c, all_ready);
+        let names = pod_names(&c, "app=nginx");
+        (names.len() == 1).then_some(names)
+    });
+    assert!(left.contains("web-0"));
+    wait_endpoints(&c, "nginx", 1);
+}
+
+#[test]
+fn selectorless_endpoints_are_mirrored() {
+    let c = cluster();
+    c.apply(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: ext
+spec:
+  ports:
+  - name: http
+    port: 80
+    targetPort: 9376
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: ext
+subsets:
+- addresses:
+  - ip: 192.0.2.42
+  ports:
+  - name: http
+    port: 9376
+",
+    );
+    let slice = eventually(T, || {
+        let v = json_of(
+            &c,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=ext",
+            ],
+        );
+        v["items"].as_array().and_then(|a| a.first().cloned())
+    });
+    assert_eq!(
+        slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+        "endpointslicemirroring-controller.k8s.io"
+    );
+    assert_eq!(slice["endpoints"][0]["addresses"][0], "192.0.2.42");
+    assert_eq!(slice["ports"][0]["port"], 9376);
+    // The Endpoints controller leaves the user's Endpoints alone.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        endpoints_ips(&c, "ext"),
+        BTreeSet::from(["192.0.2.42".to_string()])
+    );
+    // Deleting the Endpoints removes the mirrored slice.
+    c.k(&["delete", "endpoints", "ext"]);
+    eventually(T, || {
+        let v = json_of(
+            &c,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=ext",
+            ],
+        );
+        v["items"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            .then_some(())
+    });
+}
+
+#[test]
+fn pods_stay_pending_without_a_ready_node() {
+    let c = Cluster::start_with(&["--disable", "agent,proxy,dns"]);
+    c.k(&["run", "lonely", "--image=nginx"]);
+    let events = eventually(T, || {
+        let out = c.k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=lonely",
+        ]);
+        out.contains("FailedScheduling").then_some(out)
+    });
+    assert!(
+        events.contains("no nodes available to schedule pods"),
+        "{events}"
+    );
+    let p = json_of(&c, &["get", "pod", "lonely"]);
+    assert!(p["spec"]["nodeName"].is_null());
+    // A Ready node appears: the pod is bound to it.
+    add_node(&c, "node-1");
+    eventually(T, || {
+        let p = json_of(&c, &["get", "pod", "lonely"]);
+        (p["spec"]["nodeName"] == "node-1").then_some(())
+    });
+}
