@@ -400,6 +400,29 @@ spec:
   containers: [{name: c, image: busybox, args: [sleep, "3600"]}]
 "#;
 
+const STATEFULSET: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  clusterIP: None
+  selector: {app: db}
+  ports: [{name: pg, port: 5432}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: default}
+spec:
+  serviceName: db
+  replicas: 2
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: busybox, args: [sleep, "3600"]}]
+"#;
+
 #[test]
 fn pods_resolve_through_the_search_path_and_the_kube_dns_clusterip() {
     let c = PodCluster(Cluster::start_with(&["--node-name", NODE]));
