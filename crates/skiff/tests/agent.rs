@@ -306,7 +306,7 @@ fn host_search() -> String {
     let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     conf.lines()
         .filter_map(|l| l.strip_prefix("search "))
-        .last()
+        .next_back()
         .map(|s| {
             s.split_whitespace()
                 .map(|d| format!(" {d}"))
@@ -757,8 +757,8 @@ fn a_dead_sandbox_is_recreated_with_the_same_address() {
 }
 
 fn pods_of(c: &Cluster, selector: &str) -> Vec<Value> {
-    let list: Value =
-        serde_json::from_str(&c.k(&["get", "pods", "-l", selector, "-o", "json"])).unwrap();
+    let list: Value = serde_json::from_str(&c.k(&["get", "pods", "-l", selector, "-o", "json"]))
+        .expect("pod list");
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
