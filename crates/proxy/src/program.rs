@@ -23,6 +23,8 @@ pub struct Program {
     /// What the kernel table holds for each key.
     kernel: HashMap<ElementKey, Element>,
     chains: HashMap<String, (u32, Chain)>,
+    /// Services using each endpoint, to tell when one is gone for good.
+    endpoint_refs: HashMap<(Proto, Ipv4Addr, u16), u32>,
     maps: HashMap<String, (u32, AffinityMap)>,
 }
 
@@ -88,6 +90,7 @@ impl Program {
             by_key: HashMap::new(),
             kernel: HashMap::new(),
             chains: HashMap::new(),
+            endpoint_refs: HashMap::new(),
             maps: HashMap::new(),
         };
         let node = Fragment {
@@ -160,11 +163,22 @@ impl Program {
             slot.1 = m.clone();
             slot.0 += 1;
         }
+        for e in &frag.endpoints {
+            *self.endpoint_refs.entry(*e).or_default() += 1;
+        }
         self.fragments.insert(key, frag);
     }
 
     fn remove(&mut self, key: &str) -> Option<Fragment> {
         let frag = self.fragments.remove(key)?;
+        for e in &frag.endpoints {
+            if let Some(n) = self.endpoint_refs.get_mut(e) {
+                *n -= 1;
+                if *n == 0 {
+                    self.endpoint_refs.remove(e);
+                }
+            }
+        }
         for e in &frag.elements {
             if let Some(n) = self.elements.get_mut(e) {
                 *n -= 1;
@@ -202,6 +216,16 @@ impl Program {
     /// Replaces the fragments of some services (`None`: the service is gone) and
     /// returns the transaction that takes the table from the old state to the new.
     pub fn update(&mut self, changes: Vec<(String, Option<Fragment>)>) -> Transaction {
+        self.apply(changes, true)
+    }
+
+    /// [`Program::update`] for a caller about to send [`Program::full`]: the
+    /// same bookkeeping without rendering a diff nobody sends.
+    pub fn load(&mut self, changes: Vec<(String, Option<Fragment>)>) -> Transaction {
+        self.apply(changes, false)
+    }
+
+    fn apply(&mut self, changes: Vec<(String, Option<Fragment>)>, render: bool) -> Transaction {
         let mut touched_keys: HashSet<ElementKey> = HashSet::new();
         let mut touched_chains: HashMap<String, Option<Chain>> = HashMap::new();
         let mut touched_maps: HashMap<String, Option<AffinityMap>> = HashMap::new();
@@ -241,13 +265,10 @@ impl Program {
                 self.insert(key, new);
             }
         }
-        let in_use: BTreeSet<_> = self
-            .fragments
-            .values()
-            .flat_map(|f| f.endpoints.iter().copied())
-            .filter(|e| old_endpoints.contains(e))
+        let removed_endpoints = old_endpoints
+            .into_iter()
+            .filter(|e| !self.endpoint_refs.contains_key(e))
             .collect();
-        let removed_endpoints = old_endpoints.difference(&in_use).copied().collect();
 
         let mut t = Transaction {
             removed_endpoints,
@@ -316,8 +337,10 @@ impl Program {
         let added: Vec<&Element> = added.iter().collect();
         t.added = added.len();
         t.deleted = deleted.len();
-        add_element_lines(out, "delete", &deleted, false);
-        add_element_lines(out, "add", &added, true);
+        if render {
+            add_element_lines(out, "delete", &deleted, false);
+            add_element_lines(out, "add", &added, true);
+        }
         for m in &flush {
             if self.maps.contains_key(m) && !new_maps.iter().any(|n| &n.name == m) {
                 let _ = writeln!(out, "flush map {FAMILY} {TABLE} {m}");

@@ -342,8 +342,14 @@ impl Proxier {
             self.dirty.drain().collect()
         };
         let changes: Vec<_> = keys.iter().map(|k| (k.clone(), self.fragment(k))).collect();
-        let tx = self.program.update(changes);
-        let text = if full { self.program.full() } else { tx.text };
+        let (tx, text) = if full {
+            let tx = self.program.load(changes);
+            (tx, self.program.full())
+        } else {
+            let mut tx = self.program.update(changes);
+            let text = std::mem::take(&mut tx.text);
+            (tx, text)
+        };
         if !text.is_empty() {
             if let Err(e) = net::nft_apply(&text).await {
                 tracing::warn!(error = %e, full, "proxy: sync failed; full resync next");

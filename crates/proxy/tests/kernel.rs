@@ -155,9 +155,21 @@ fn scale_10000_services() {
     let mut p = Program::new(cfg());
     let mut services: Vec<ServiceInfo> = (0..10_000).map(|i| service(i, 4, false)).collect();
     let t = Instant::now();
-    update(&mut p, &services);
+    let c = cfg();
+    let frags: Vec<_> = services
+        .iter()
+        .map(|s| (s.key(), Some(service_fragment(&c, s))))
+        .collect();
+    let fragments = t.elapsed();
+    p.load(frags);
+    let updated = t.elapsed();
     let text = p.full();
     let generated = t.elapsed();
+    println!(
+        "fragments {fragments:?}, update {:?}, full text {:?}",
+        updated - fragments,
+        generated - updated
+    );
     if let Some(path) = std::env::var_os("SKIFF_PROXY_DUMP") {
         std::fs::write(path, &text).expect("dump");
     }
