@@ -20,6 +20,13 @@ use crate::pods;
 use crate::runtime::{Ctx, Key};
 use crate::Result;
 
+/// A port set's (ports, ready addresses, not-ready addresses).
+type Group = (
+    Vec<EndpointPort>,
+    Vec<EndpointAddress>,
+    Vec<EndpointAddress>,
+);
+
 /// The subsets of a Service over its pods (sorted as upstream's `SortSubsets`:
 /// addresses by IP, ports by name).
 pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
@@ -29,14 +36,7 @@ pub fn subsets(svc: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSubset> {
         .and_then(|s| s.publish_not_ready_addresses)
         .unwrap_or(false);
     // Port set (as JSON) -> (ports, ready, not ready).
-    let mut groups: BTreeMap<
-        String,
-        (
-            Vec<EndpointPort>,
-            Vec<EndpointAddress>,
-            Vec<EndpointAddress>,
-        ),
-    > = BTreeMap::new();
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for pod in pods {
         // Upstream `ShouldPodBeInEndpoints(pod, includeTerminating=publish)`.
         if pods::is_terminal(pod) || (!publish && pods::is_terminating(pod)) {

@@ -99,10 +99,16 @@ impl Queue {
 /// stale data (and, say, create a second set of pods), so the owner waits.
 pub struct Tracker {
     /// child -> (owner, the resourceVersion we wrote or None for a deletion, deadline)
-    inner: Mutex<HashMap<Key, (Key, Option<String>, Instant)>>,
+    inner: Mutex<HashMap<Key, Expectation>>,
     /// The child as the cache has it now: (resourceVersion, terminating).
-    cached: Box<dyn Fn(&Key) -> Option<(String, bool)> + Send + Sync>,
+    cached: CacheLookup,
 }
+
+/// (owner, the resourceVersion written or `None` for a deletion, deadline).
+type Expectation = (Key, Option<String>, Instant);
+
+/// A child's (resourceVersion, terminating) in the cache.
+type CacheLookup = Box<dyn Fn(&Key) -> Option<(String, bool)> + Send + Sync>;
 
 /// How long an expectation holds before the owner reconciles anyway (upstream: 5 min;
 /// ours is shorter because a lost watch event here is only a relist away).
@@ -622,7 +628,7 @@ fn dispatch(ctx: &Ctx, change: Change) {
             for p in ctx
                 .cache
                 .pods
-                .state_filter(|p| crate::scheduler::needs_scheduling(p))
+                .state_filter(crate::scheduler::needs_scheduling)
             {
                 q.scheduler.add(Key::of(&*p));
             }

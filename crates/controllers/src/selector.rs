@@ -60,7 +60,8 @@ mod tests {
             }]),
             ..Default::default()
         };
-        let cases: &[(Option<&LabelSelector>, &[(&str, &str)], bool)] = &[
+        type Case<'a> = (Option<&'a LabelSelector>, &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
             (None, &[("app", "web")], false),
             (Some(&LabelSelector::default()), &[], true),
             (Some(&app), &[("app", "web"), ("x", "y")], true),
