@@ -29,6 +29,7 @@ pub struct Metrics {
     duration: Histogram,
     forwarded: Counter,
     services: Gauge,
+    programming: Histogram,
     pub ready: AtomicBool,
 }
 
@@ -56,12 +57,20 @@ impl Metrics {
         );
         let services = Gauge::default();
         registry.register("services", "Services in the index", services.clone());
+        // 100 µs to ~1.6 s.
+        let programming = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
+        registry.register(
+            "programming_duration_seconds",
+            "From a Service or EndpointSlice watch event to the swap of an index that answers it",
+            programming.clone(),
+        );
         Arc::new(Self {
             registry,
             requests,
             duration,
             forwarded,
             services,
+            programming,
             ready: AtomicBool::new(false),
         })
     }
@@ -94,6 +103,10 @@ impl Metrics {
 
     pub fn set_services(&self, n: usize) {
         self.services.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn programmed(&self, took: Duration) {
+        self.programming.observe(took.as_secs_f64());
     }
 
     pub fn render(&self) -> String {

@@ -27,7 +27,7 @@ pub async fn keep_current(
     current: Arc<ArcSwapOption<Index>>,
     metrics: Arc<Metrics>,
 ) {
-    let changed = Arc::new(Notify::new());
+    let changed = Arc::new(Changed::default());
     let (services, svc_writer) = reflector::store::<Service>();
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();
     let svc_stream = reflector(
@@ -53,27 +53,52 @@ pub async fn keep_current(
         return;
     }
     let mut serial: u32 = 1;
+    // The listing's own events are not changes to time.
+    let _ = changed.first_pending.lock().map(|mut p| p.take());
+    let index = Index::build(zone.clone(), &services.state(), &slices.state(), serial);
+    metrics.set_services(index.services.len());
+    current.store(Some(Arc::new(index)));
+    metrics
+        .ready
+        .store(true, std::sync::atomic::Ordering::Release);
+    serial = serial.wrapping_add(1);
     loop {
+        changed.notify.notified().await;
+        // Programming latency, our share: from the first event not yet in an
+        // index to the swap of the index that has it. The reflector updates
+        // its store before it hands the event on, so this build includes it.
+        let since = changed.first_pending.lock().ok().and_then(|mut p| p.take());
         let start = Instant::now();
         let index = Index::build(zone.clone(), &services.state(), &slices.state(), serial);
         metrics.set_services(index.services.len());
         current.store(Some(Arc::new(index)));
-        metrics
-            .ready
-            .store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = since {
+            metrics.programmed(t.elapsed());
+        }
         tracing::debug!(took = ?start.elapsed(), serial, "dns index rebuilt");
         serial = serial.wrapping_add(1);
-        changed.notified().await;
     }
+}
+
+/// Wakes the rebuild loop, remembering when the oldest unapplied change came.
+#[derive(Default)]
+struct Changed {
+    notify: Notify,
+    first_pending: std::sync::Mutex<Option<Instant>>,
 }
 
 /// A stream consumer that wakes the rebuild loop on every event.
 fn notify<K>(
-    changed: Arc<Notify>,
+    changed: Arc<Changed>,
 ) -> impl FnMut(Result<watcher::Event<K>, watcher::Error>) -> std::future::Ready<()> {
     move |ev| {
         match ev {
-            Ok(_) => changed.notify_one(),
+            Ok(_) => {
+                if let Ok(mut p) = changed.first_pending.lock() {
+                    p.get_or_insert_with(Instant::now);
+                }
+                changed.notify.notify_one();
+            }
             Err(e) => tracing::warn!(error = %e, "dns watch"),
         }
         std::future::ready(())

@@ -236,6 +236,13 @@ fn dns_answers_the_specification_over_udp_and_tcp() {
         metrics.contains("skiff_dns_request_duration_seconds_bucket"),
         "{metrics}"
     );
+    // Our share of programming latency is measured (reported, not timed here).
+    let programmed: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("skiff_dns_programming_duration_seconds_"))
+        .collect();
+    assert!(programmed.iter().any(|l| l.contains("_count")), "{metrics}");
+    eprintln!("{}", programmed.join("\n"));
     let ready = c.sh("curl -s http://127.0.0.1:9153/ready");
     assert_eq!(String::from_utf8_lossy(&ready.stdout), "OK");
     let health = c.sh("curl -s http://127.0.0.1:9153/health");
