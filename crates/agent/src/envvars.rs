@@ -153,12 +153,82 @@ pub fn expand(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String {
 
 /// The full environment of a container (ordered; a later entry of the same name
 /// replaces an earlier one), and any error reading a reference.
+/// ConfigMaps and Secrets of the pod's namespace that env refers to, by name
+/// (absent: it does not exist). Secret values are decoded.
+#[derive(Debug, Default, Clone)]
+pub struct Refs {
+    pub config_maps: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    pub secrets: BTreeMap<String, Option<BTreeMap<String, String>>>,
+}
+
+impl Refs {
+    /// Names a container's env refers to: (config maps, secrets).
+    pub fn wanted(c: &Container) -> (Vec<String>, Vec<String>) {
+        let (mut cms, mut secrets) = (Vec::new(), Vec::new());
+        for e in c.env.iter().flatten() {
+            if let Some(from) = &e.value_from {
+                if let Some(r) = &from.config_map_key_ref {
+                    cms.push(r.name.clone());
+                }
+                if let Some(r) = &from.secret_key_ref {
+                    secrets.push(r.name.clone());
+                }
+            }
+        }
+        for f in c.env_from.iter().flatten() {
+            if let Some(r) = &f.config_map_ref {
+                cms.push(r.name.clone());
+            }
+            if let Some(r) = &f.secret_ref {
+                secrets.push(r.name.clone());
+            }
+        }
+        cms.sort();
+        cms.dedup();
+        secrets.sort();
+        secrets.dedup();
+        (cms, secrets)
+    }
+}
+
+/// A key `envFrom` can turn into a variable (upstream: a C identifier-ish name).
+fn env_name_ok(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+fn lookup_ref(
+    kind: &str,
+    map: &BTreeMap<String, Option<BTreeMap<String, String>>>,
+    ns: &str,
+    name: &str,
+    key: &str,
+    optional: bool,
+) -> Result<Option<String>, String> {
+    match map.get(name).cloned().flatten() {
+        None if optional => Ok(None),
+        None => Err(format!(
+            "{} \"{name}\" not found",
+            kind.to_ascii_lowercase()
+        )),
+        Some(data) => match data.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None if optional => Ok(None),
+            None => Err(format!("couldn't find key {key} in {kind} {ns}/{name}")),
+        },
+    }
+}
+
 pub fn container_env(
     c: &Container,
     facts: &PodFacts<'_>,
     services: &[Service],
     base: &[(String, String)],
+    refs: &Refs,
 ) -> Result<Vec<(String, String)>, String> {
+    let ns = facts.pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut env: Vec<(String, String)> = base.to_vec();
     env.extend(service_env(facts.pod, services));
     let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
@@ -168,21 +238,79 @@ pub fn container_env(
             env.push((k, v));
         }
     };
+    for f in c.env_from.iter().flatten() {
+        let prefix = f.prefix.clone().unwrap_or_default();
+        let (kind, map, name, optional) = if let Some(r) = &f.config_map_ref {
+            (
+                "ConfigMap",
+                &refs.config_maps,
+                &r.name,
+                r.optional.unwrap_or(false),
+            )
+        } else if let Some(r) = &f.secret_ref {
+            (
+                "Secret",
+                &refs.secrets,
+                &r.name,
+                r.optional.unwrap_or(false),
+            )
+        } else {
+            continue;
+        };
+        match map.get(name).cloned().flatten() {
+            Some(data) => {
+                for (k, v) in data {
+                    let var = format!("{prefix}{k}");
+                    if env_name_ok(&var) {
+                        set(&mut env, var, v);
+                    }
+                }
+            }
+            None if optional => {}
+            None => {
+                return Err(format!(
+                    "{} \"{name}\" not found",
+                    kind.to_ascii_lowercase()
+                ));
+            }
+        }
+    }
     for e in c.env.iter().flatten() {
         let value = if let Some(from) = &e.value_from {
             if let Some(fr) = &from.field_ref {
                 field_ref(&fr.field_path, facts).ok_or_else(|| {
                     format!("unsupported fieldRef {:?} in env {}", fr.field_path, e.name)
                 })?
+            } else if let Some(r) = &from.config_map_key_ref {
+                match lookup_ref(
+                    "ConfigMap",
+                    &refs.config_maps,
+                    ns,
+                    &r.name,
+                    &r.key,
+                    r.optional.unwrap_or(false),
+                )? {
+                    Some(v) => v,
+                    None => continue,
+                }
+            } else if let Some(r) = &from.secret_key_ref {
+                match lookup_ref(
+                    "Secret",
+                    &refs.secrets,
+                    ns,
+                    &r.name,
+                    &r.key,
+                    r.optional.unwrap_or(false),
+                )? {
+                    Some(v) => v,
+                    None => continue,
+                }
             } else if from.resource_field_ref.is_some() {
                 // Limits are not enforced on process pods; upstream reports node
                 // allocatable when no limit is set, which this approximates as 0.
                 "0".to_string()
             } else {
-                return Err(format!(
-                    "env {}: only value and fieldRef are supported",
-                    e.name
-                ));
+                return Err(format!("env {}: unsupported valueFrom", e.name));
             }
         } else {
             let current = env.clone();
@@ -279,7 +407,7 @@ mod tests {
             host_ip: "10.0.0.1".into(),
             node_name: "n".into(),
         };
-        let env: BTreeMap<_, _> = container_env(&c, &facts, &[], &[])
+        let env: BTreeMap<_, _> = container_env(&c, &facts, &[], &[], &Refs::default())
             .unwrap()
             .into_iter()
             .collect();
@@ -287,5 +415,59 @@ mod tests {
         assert_eq!(env["IP"], "10.244.0.2");
         assert_eq!(env["APP"], "web");
         assert_eq!(env["GREETING"], "hi p");
+    }
+
+    #[test]
+    fn env_from_config_maps_and_secrets() {
+        let pod: Pod =
+            serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"}})).unwrap();
+        let c: Container = serde_json::from_value(json!({"name": "c",
+            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}, {"secretRef": {"name": "gone", "optional": true}}],
+            "env": [{"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                    {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "mode"}}},
+                    {"name": "NOPE", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope", "optional": true}}}]})).unwrap();
+        let mut refs = Refs::default();
+        refs.config_maps.insert(
+            "cfg".into(),
+            Some(
+                [
+                    ("mode".to_string(), "fast".to_string()),
+                    ("1bad".to_string(), "x".to_string()),
+                ]
+                .into(),
+            ),
+        );
+        refs.secrets.insert(
+            "db".into(),
+            Some([("password".to_string(), "s3cret".to_string())].into()),
+        );
+        refs.secrets.insert("gone".into(), None);
+        let facts = PodFacts {
+            pod: &pod,
+            pod_ip: String::new(),
+            host_ip: String::new(),
+            node_name: String::new(),
+        };
+        let env: BTreeMap<_, _> = container_env(&c, &facts, &[], &[], &refs)
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(env["CFG_mode"], "fast");
+        assert_eq!(env["CFG_1bad"], "x");
+        assert_eq!(env["PASS"], "s3cret");
+        assert_eq!(env["MODE"], "fast");
+        assert!(!env.contains_key("NOPE"));
+        assert_eq!(
+            Refs::wanted(&c),
+            (
+                vec!["cfg".to_string()],
+                vec!["db".to_string(), "gone".to_string()]
+            )
+        );
+        refs.secrets.insert("db".into(), None);
+        assert_eq!(
+            container_env(&c, &facts, &[], &[], &refs).unwrap_err(),
+            "secret \"db\" not found"
+        );
     }
 }

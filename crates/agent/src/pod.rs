@@ -825,9 +825,52 @@ impl Worker {
         env
     }
 
+    /// The ConfigMaps and Secrets a container's env reads, fetched now (kubelet
+    /// reads them at container start too).
+    async fn fetch_refs(&self, c: &Container) -> envvars::Refs {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let (cms, secrets) = envvars::Refs::wanted(c);
+        let mut refs = envvars::Refs::default();
+        let cm_api: Api<ConfigMap> = Api::namespaced(self.agent.client.clone(), &self.ns);
+        for name in cms {
+            let data = match cm_api.get_opt(&name).await {
+                Ok(cm) => cm.map(|cm| cm.data.unwrap_or_default()),
+                Err(e) => {
+                    tracing::warn!(configmap = %name, error = %e, "reading a ConfigMap for env");
+                    None
+                }
+            };
+            refs.config_maps.insert(name, data);
+        }
+        let secret_api: Api<Secret> = Api::namespaced(self.agent.client.clone(), &self.ns);
+        for name in secrets {
+            let data = match secret_api.get_opt(&name).await {
+                Ok(s) => s.map(|s| {
+                    let mut out: std::collections::BTreeMap<String, String> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                        .collect();
+                    for (k, v) in s.string_data.unwrap_or_default() {
+                        out.entry(k).or_insert(v);
+                    }
+                    out
+                }),
+                Err(e) => {
+                    tracing::warn!(secret = %name, error = %e, "reading a Secret for env");
+                    None
+                }
+            };
+            refs.secrets.insert(name, data);
+        }
+        refs
+    }
+
     async fn start(&mut self, i: usize) {
         let Some(sandbox) = self.sandbox else { return };
         let spec = self.ctrs[i].spec.clone();
+        let refs = self.fetch_refs(&spec).await;
         let services: Vec<_> = self
             .agent
             .services
@@ -841,19 +884,20 @@ impl Worker {
             host_ip: self.agent.node_ip.to_string(),
             node_name: self.agent.node_name.clone(),
         };
-        let env = match envvars::container_env(&spec, &facts, &services, &self.base_env(&spec)) {
-            Ok(e) => e,
-            Err(msg) => {
-                self.event(true, "Failed", format!("Error: {msg}"), Some(&spec.name));
-                let c = &mut self.ctrs[i];
-                c.state = St::Waiting {
-                    reason: "CreateContainerConfigError".into(),
-                    message: msg,
-                };
-                c.next_start = Some(Instant::now() + Duration::from_secs(10));
-                return;
-            }
-        };
+        let env =
+            match envvars::container_env(&spec, &facts, &services, &self.base_env(&spec), &refs) {
+                Ok(e) => e,
+                Err(msg) => {
+                    self.event(true, "Failed", format!("Error: {msg}"), Some(&spec.name));
+                    let c = &mut self.ctrs[i];
+                    c.state = St::Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: msg,
+                    };
+                    c.next_start = Some(Instant::now() + Duration::from_secs(10));
+                    return;
+                }
+            };
         let lookup = |n: &str| {
             env.iter()
                 .rev()

@@ -293,6 +293,41 @@ fn pods_get_addresses_files_env_and_talk_to_each_other() {
     assert_eq!(exec(&c, "late", &["pwd"]).trim(), "/tmp");
     let early = exec(&c, "httpenv-0", &["printenv"]);
     assert!(!early.contains("HTTPENV_SERVICE_HOST"), "{early}");
+    // envFrom and key references read ConfigMaps and Secrets at container start;
+    // a missing one keeps the container waiting with upstream's reason.
+    c.k(&["create", "configmap", "cfg", "--from-literal=mode=fast"]);
+    c.k(&[
+        "create",
+        "secret",
+        "generic",
+        "db",
+        "--from-literal=password=s3cret",
+    ]);
+    c.apply(&pod_json(
+        "configured",
+        "busybox",
+        &["sleep", "3600"],
+        json!({"spec": {"containers": [{"name": "configured", "image": "busybox", "args": ["sleep", "3600"],
+            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+            "env": [{"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]}]}}),
+    ));
+    c.apply(&pod_json(
+        "misconfigured",
+        "busybox",
+        &["sleep", "3600"],
+        json!({"spec": {"containers": [{"name": "misconfigured", "image": "busybox", "args": ["sleep", "3600"],
+            "envFrom": [{"configMapRef": {"name": "missing"}}]}]}}),
+    ));
+    wait_ready(&c, "configured");
+    let env = exec(&c, "configured", &["printenv"]);
+    assert!(env.contains("CFG_mode=fast\n"), "{env}");
+    assert!(env.contains("PASS=s3cret\n"), "{env}");
+    let w = eventually(Duration::from_secs(15), || {
+        let p = get_pod(&c, "misconfigured");
+        let w = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (w["reason"] == "CreateContainerConfigError").then_some(w)
+    });
+    assert_eq!(w["message"], "configmap \"missing\" not found");
     // Pods reach the node (the gateway) too.
     let health = exec(
         &c,
