@@ -446,6 +446,19 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     let mut writes: Vec<(ReplicaSet, i32, i32)> = Vec::new();
 
     // Make sure the new ReplicaSet exists and carries the latest revision.
+    // A paused Deployment starts no rollout: without a ReplicaSet for the
+    // current template it only reports status (upstream `sync` when paused).
+    if spec.paused.unwrap_or(false) && new_rs.is_none() {
+        let want = status(&d, &all, None, &now);
+        if d.status.as_ref() != Some(&want) {
+            let mut dd = (*d).clone();
+            dd.status = Some(want);
+            let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &key.ns);
+            dapi.replace_status(&key.name, &PostParams::default(), &dd)
+                .await?;
+        }
+        return Ok(None);
+    }
     let new_rs: Arc<ReplicaSet> = match new_rs {
         Some(n) => {
             if revision(&n) < max_revision || (revision(&n) == 0) {
