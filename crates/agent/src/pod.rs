@@ -1149,6 +1149,41 @@ impl Worker {
         t
     }
 
+    /// Runs the `preStop` hooks of running containers, together, within the
+    /// grace period (which they count against, as upstream).
+    async fn pre_stop(&self, deadline: Instant) {
+        let (Some(ip), Some(sandbox)) = (self.ip, self.sandbox) else {
+            return;
+        };
+        let mut hooks = Vec::new();
+        for c in self.ctrs.iter().filter(|c| c.proc.is_some()) {
+            let Some(h) = c.spec.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+                continue;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (spec, env, workdir) = (c.spec.clone(), c.env.clone(), c.workdir.clone());
+            hooks.push(async move {
+                if let Some(s) = &h.sleep {
+                    let d = Duration::from_secs(s.seconds.max(0) as u64).min(left);
+                    tokio::time::sleep(d).await;
+                    return;
+                }
+                // A hook is a probe without thresholds: reuse the prober.
+                let as_probe = Probe {
+                    exec: h.exec.clone(),
+                    http_get: h.http_get.clone(),
+                    tcp_socket: h.tcp_socket.clone(),
+                    timeout_seconds: Some(left.as_secs().max(1) as i32),
+                    ..Default::default()
+                };
+                let _ = probe::run(&as_probe, &spec, ip, sandbox.pid, &env, &workdir).await;
+            });
+        }
+        if !hooks.is_empty() {
+            let _ = tokio::time::timeout_at(deadline, futures::future::join_all(hooks)).await;
+        }
+    }
+
     /// SIGTERM to every container, SIGKILL to what is left after `grace`.
     async fn terminate(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>, grace: Duration) {
         if !self.gone {
@@ -1161,12 +1196,15 @@ impl Worker {
                 );
             }
         }
+        let mut deadline = Instant::now() + grace;
+        if !self.gone {
+            self.pre_stop(deadline).await;
+        }
         for c in &self.ctrs {
             if let Some(p) = c.proc {
                 runtime::signal_group(p.pid, "TERM").await;
             }
         }
-        let mut deadline = Instant::now() + grace;
         let mut killed = false;
         loop {
             if self.ctrs.iter().all(|c| c.proc.is_none()) {

@@ -658,6 +658,7 @@ fn agent_sigkill_and_restart_keeps_pods_running() {
 fn init_and_sidecar_containers_share_the_pod() {
     let c = start();
     let marker = c.dir.path().join("init-ran");
+    let bye = c.dir.path().join("pre-stop-ran");
     c.apply(
         &json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -671,7 +672,8 @@ fn init_and_sidecar_containers_share_the_pod() {
                     {"name": "web", "image": "nginx", "ports": [{"containerPort": 80, "hostPort": 8080}],
                      "livenessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1},
                      "readinessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 1}},
-                    {"name": "shell", "image": "busybox", "args": ["sleep", "3600"]},
+                    {"name": "shell", "image": "busybox", "args": ["sleep", "3600"],
+                     "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", format!("hostname > {}", bye.display())]}}}},
                 ],
             },
         })
@@ -732,6 +734,9 @@ fn init_and_sidecar_containers_share_the_pod() {
     // message names the choices).
     let err = c.k_err(&["logs", "duo", "-c", "nosuch"]);
     assert!(err.contains("nosuch"), "{err}");
+    // preStop hooks run before the containers are stopped.
+    c.k(&["delete", "pod", "duo"]);
+    assert_eq!(std::fs::read_to_string(&bye).unwrap(), "duo\n");
 }
 
 #[test]
