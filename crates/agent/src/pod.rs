@@ -36,6 +36,11 @@ pub enum Msg {
     },
     /// The sandbox process (by PID) ended.
     SandboxExited(u32),
+    /// A container's postStart hook failed.
+    PostStartFailed {
+        ctr: usize,
+        gen: u64,
+    },
 }
 
 /// What streaming (logs, exec, attach) needs to know about a running pod.
@@ -439,6 +444,22 @@ impl Worker {
                     self.sandbox_lost().await;
                 }
             }
+            Msg::PostStartFailed { ctr, gen } => {
+                if self
+                    .ctrs
+                    .get(ctr)
+                    .is_some_and(|c| c.gen == gen && c.is_running())
+                {
+                    let name = self.ctrs[ctr].spec.name.clone();
+                    self.event(
+                        true,
+                        "FailedPostStartHook",
+                        format!("PostStartHook failed for container {name}"),
+                        Some(&name),
+                    );
+                    self.kill_for_restart(ctr, "PostStart hook failed").await;
+                }
+            }
         }
     }
 
@@ -789,14 +810,13 @@ impl Worker {
         self.event(
             false,
             "Killing",
-            format!(
-                "Container {name} failed {} probe, will be restarted",
-                if why.starts_with("Startup") {
-                    "startup"
-                } else {
-                    "liveness"
-                }
-            ),
+            if why.starts_with("Startup") {
+                format!("Container {name} failed startup probe, will be restarted")
+            } else if why.starts_with("Liveness") {
+                format!("Container {name} failed liveness probe, will be restarted")
+            } else {
+                format!("Stopping container {name}")
+            },
             Some(&name),
         );
         self.ctrs[i].ready = false;
@@ -1053,6 +1073,36 @@ impl Worker {
             let code = child.wait().await.ok().map(runtime::exit_code);
             let _ = tx.send(Msg::Exited { ctr: i, gen, code });
         });
+        if let (Some(h), Some(ip)) = (
+            spec.lifecycle.as_ref().and_then(|l| l.post_start.clone()),
+            self.ip,
+        ) {
+            let (tx, env, workdir, spec) = (
+                self.tx.clone(),
+                self.ctrs[i].env.clone(),
+                self.ctrs[i].workdir.clone(),
+                spec.clone(),
+            );
+            tokio::spawn(async move {
+                let as_probe = Probe {
+                    exec: h.exec.clone(),
+                    http_get: h.http_get.clone(),
+                    tcp_socket: h.tcp_socket.clone(),
+                    timeout_seconds: Some(30),
+                    ..Default::default()
+                };
+                let ok = match &h.sleep {
+                    Some(s) => {
+                        tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)).await;
+                        true
+                    }
+                    None => probe::run(&as_probe, &spec, ip, sandbox.pid, &env, &workdir).await,
+                };
+                if !ok {
+                    let _ = tx.send(Msg::PostStartFailed { ctr: i, gen });
+                }
+            });
+        }
         tracing::debug!(pod = %self.name, container = %spec.name, pid, "container started");
         self.save();
     }
@@ -1227,7 +1277,9 @@ impl Worker {
                     Some(Msg::Exited { ctr, gen, code }) => self.exited(ctr, gen, code),
                     Some(Msg::Update(p)) => self.pod = *p,
                     Some(Msg::Gone) => { self.gone = true; deadline = deadline.min(Instant::now()); }
-                    Some(Msg::Probe { .. }) | Some(Msg::SandboxExited(_)) => {}
+                    Some(Msg::Probe { .. })
+                    | Some(Msg::SandboxExited(_))
+                    | Some(Msg::PostStartFailed { .. }) => {}
                     None => { self.gone = true; deadline = deadline.min(Instant::now()); }
                 },
                 _ = tokio::time::sleep_until(deadline) => {}

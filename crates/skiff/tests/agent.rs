@@ -523,6 +523,18 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
     );
     assert!(c.k(&["get", "pods"]).contains("CrashLoopBackOff"));
     assert_eq!(c.k(&["logs", "crash", "--previous"]), "dying\n");
+    // A failing postStart hook restarts the container.
+    c.apply(&pod_json(
+        "hooked",
+        "busybox",
+        &["sleep", "3600"],
+        json!({"spec": {"containers": [{"name": "hooked", "image": "busybox", "args": ["sleep", "3600"],
+            "lifecycle": {"postStart": {"exec": {"command": ["false"]}}}}]}}),
+    ));
+    eventually(Duration::from_secs(30), || {
+        let p = get_pod(&c, "hooked");
+        (p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1)).then_some(())
+    });
     // A failing liveness probe restarts the container.
     let p = eventually(Duration::from_secs(30), || {
         let p = get_pod(&c, "unlive");
@@ -555,7 +567,14 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
     assert!(c.k(&["get", "pod", "done"]).contains("Completed"));
     // What went on is in the events, as kubelet reports it.
     let events = c.k(&["get", "events"]);
-    for want in ["Started", "BackOff", "ErrImagePull", "Unhealthy", "Killing"] {
+    for want in [
+        "Started",
+        "BackOff",
+        "ErrImagePull",
+        "Unhealthy",
+        "Killing",
+        "FailedPostStartHook",
+    ] {
         assert!(events.contains(want), "no {want} event:\n{events}");
     }
     // hostNetwork cannot be honoured: a clear reason instead of a silent failure.
@@ -588,7 +607,7 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
     assert!(links(&c).contains(&veth));
     assert!(ipam(&c).contains(&ip));
     c.k(&[
-        "delete", "pod", "probed", "crash", "unknown", "hostnet", "unlive", "done",
+        "delete", "pod", "probed", "crash", "unknown", "hostnet", "unlive", "done", "hooked",
     ]);
     assert!(!links(&c).contains(&veth));
     assert!(!ipam(&c).contains(&ip));
@@ -659,6 +678,7 @@ fn init_and_sidecar_containers_share_the_pod() {
     let c = start();
     let marker = c.dir.path().join("init-ran");
     let bye = c.dir.path().join("pre-stop-ran");
+    let hello = c.dir.path().join("post-start-ran");
     c.apply(
         &json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -673,7 +693,8 @@ fn init_and_sidecar_containers_share_the_pod() {
                      "livenessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1},
                      "readinessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 1}},
                     {"name": "shell", "image": "busybox", "args": ["sleep", "3600"],
-                     "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", format!("hostname > {}", bye.display())]}}}},
+                     "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c", format!("hostname > {}", bye.display())]}},
+                                   "postStart": {"exec": {"command": ["sh", "-c", format!("hostname > {}", hello.display())]}}}},
                 ],
             },
         })
@@ -734,6 +755,11 @@ fn init_and_sidecar_containers_share_the_pod() {
     // message names the choices).
     let err = c.k_err(&["logs", "duo", "-c", "nosuch"]);
     assert!(err.contains("nosuch"), "{err}");
+    eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&hello)
+            .ok()
+            .filter(|h| h == "duo\n")
+    });
     // preStop hooks run before the containers are stopped.
     c.k(&["delete", "pod", "duo"]);
     assert_eq!(std::fs::read_to_string(&bye).unwrap(), "duo\n");
