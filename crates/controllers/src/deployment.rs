@@ -407,6 +407,30 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
                 .iter()
                 .any(|o| o.controller == Some(true) && o.uid == uid)
     });
+    // Adopt orphaned ReplicaSets the selector matches (upstream
+    // `ClaimReplicaSets`); they show up as owned on the next sync.
+    let orphans = ctx.cache.replicasets.state_filter(|r| {
+        r.metadata.namespace.as_deref() == Some(key.ns.as_str())
+            && r.metadata.deletion_timestamp.is_none()
+            && !r
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true))
+            && crate::selector::matches(Some(&spec.selector), r.labels())
+    });
+    for r in &orphans {
+        let owner = pods::controller_ref("apps/v1", "Deployment", &d.metadata);
+        let patch = serde_json::json!({"metadata": {"ownerReferences": [owner]}});
+        api.patch(
+            &r.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    if !orphans.is_empty() {
+        return Ok(None);
+    }
     oldest_first(&mut all);
     let template = spec.template.clone();
     let replicas = spec.replicas.unwrap_or(1);

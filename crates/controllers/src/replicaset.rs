@@ -217,7 +217,10 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         let n = batch.min(left);
         for _ in 0..n {
             let name = format!("{}-{}", key.name, pods::random_suffix(5));
-            let pod = pods::from_template(&template, &key.ns, &name, owner.clone());
+            let mut pod = pods::from_template(&template, &key.ns, &name, owner.clone());
+            // The name is chosen here (so expectations know it) in the shape
+            // generateName would give; the field is kept as upstream's pods have it.
+            pod.metadata.generate_name = Some(format!("{}-", key.name));
             match api.create(&PostParams::default(), &pod).await {
                 Ok(made) => {
                     ctx.pod_writes.expect_write(

@@ -325,6 +325,23 @@ fn deployment_scaling_updates_slices_and_endpoints() {
             && pods["items"].as_array().is_some_and(Vec::is_empty))
         .then_some(())
     });
+    // Deleting the Service removes its slices (owned, garbage-collected) and
+    // its Endpoints (endpoints controller).
+    c.k(&["delete", "svc", "web"]);
+    eventually(T, || {
+        let slices = json_of(
+            &c,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+            ],
+        );
+        let eps = c.kubectl(&["get", "endpoints", "web"]);
+        (slices["items"].as_array().is_some_and(Vec::is_empty) && !eps.status.success())
+            .then_some(())
+    });
 }
 
 #[test]
