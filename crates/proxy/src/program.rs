@@ -358,7 +358,18 @@ impl Program {
     /// The whole table from scratch, replacing whatever the kernel holds, in
     /// one transaction (start, after a failed transaction, periodic resync).
     pub fn full(&self) -> String {
-        let mut out = skeleton(&self.cfg);
+        self.whole(false)
+    }
+
+    /// The whole table again without deleting it (the periodic resync): every
+    /// fixed set, map and chain is flushed and refilled in one transaction, but
+    /// session-affinity maps keep their entries, so clients stay where they are.
+    pub fn refill(&self) -> String {
+        self.whole(true)
+    }
+
+    fn whole(&self, refill: bool) -> String {
+        let mut out = skeleton_with(&self.cfg, refill);
         let mut maps: Vec<&AffinityMap> = self.maps.values().map(|(_, m)| m).collect();
         maps.sort_by(|a, b| a.name.cmp(&b.name));
         for m in maps {
@@ -368,6 +379,9 @@ impl Program {
         chains.sort_by(|a, b| a.name.cmp(&b.name));
         for c in &chains {
             let _ = writeln!(out, "add chain {FAMILY} {TABLE} {}", c.name);
+            if refill {
+                let _ = writeln!(out, "flush chain {FAMILY} {TABLE} {}", c.name);
+            }
         }
         for c in &chains {
             chain_rules(&mut out, c);
@@ -380,12 +394,20 @@ impl Program {
 
 /// The fixed part of the table: base chains, the dispatch rules and the maps.
 pub fn skeleton(cfg: &Config) -> String {
+    skeleton_with(cfg, false)
+}
+
+/// The skeleton replacing the table (`refill` false) or flushing and refilling
+/// its fixed parts in place.
+fn skeleton_with(cfg: &Config, refill: bool) -> String {
     let t = format!("{FAMILY} {TABLE}");
     let mut o = String::new();
     // `add` then `delete` makes the delete valid whether or not the table exists.
     let _ = writeln!(o, "add table {t}");
-    let _ = writeln!(o, "delete table {t}");
-    let _ = writeln!(o, "add table {t}");
+    if !refill {
+        let _ = writeln!(o, "delete table {t}");
+        let _ = writeln!(o, "add table {t}");
+    }
     let _ = writeln!(o, "add set {t} {CLUSTER_IPS} {{ type ipv4_addr ; }}");
     let _ = writeln!(o, "add set {t} {NODEPORT_IPS} {{ type ipv4_addr ; }}");
     let _ = writeln!(
@@ -413,6 +435,23 @@ pub fn skeleton(cfg: &Config) -> String {
             "add map {t} {} {{ typeof ip daddr . meta l4proto . {proto} dport . numgen random mod 1 : ip daddr . {proto} dport ; }}",
             endpoints_map(proto)
         );
+    }
+    if refill {
+        for set in [CLUSTER_IPS, NODEPORT_IPS, HAIRPIN] {
+            let _ = writeln!(o, "flush set {t} {set}");
+        }
+        for map in [
+            SERVICE_IPS,
+            NO_EP_SERVICES,
+            AFFINITY_RECORD,
+            SERVICE_NODEPORTS,
+            NO_EP_NODEPORTS,
+            ENDPOINTS_TCP,
+            ENDPOINTS_UDP,
+            ENDPOINTS_SCTP,
+        ] {
+            let _ = writeln!(o, "flush map {t} {map}");
+        }
     }
     let base = [
         (
@@ -462,6 +501,17 @@ pub fn skeleton(cfg: &Config) -> String {
     }
     for name in [SERVICES, ENDPOINTS_CHECK, MARK_MASQ, MASQUERADING, REJECT] {
         let _ = writeln!(o, "add chain {t} {name}");
+    }
+    if refill {
+        for name in base.iter().map(|b| b.0).chain([
+            SERVICES,
+            ENDPOINTS_CHECK,
+            MARK_MASQ,
+            MASQUERADING,
+            REJECT,
+        ]) {
+            let _ = writeln!(o, "flush chain {t} {name}");
+        }
     }
     let rules: Vec<(&str, String)> = vec![
         (NAT_PREROUTING, format!("jump {SERVICES}")),

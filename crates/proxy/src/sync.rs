@@ -147,7 +147,12 @@ pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
                 Some(Err(e)) => tracing::warn!(error = %e, "proxy: watch error"),
                 None => return Err(Error::Watch("watch streams ended".into())),
             },
-            _ = resync.tick() => state.need_full = true,
+            _ = resync.tick() => {
+                if !state.need_full {
+                    state.need_full = true;
+                    state.refill = true;
+                }
+            }
             // A failed sync is retried (as a full one) after a pause.
             _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
         }
@@ -189,6 +194,9 @@ struct Proxier {
     slice_ready: bool,
     dirty: HashSet<String>,
     need_full: bool,
+    /// The pending full sync is the periodic one: refill in place, keeping
+    /// affinity entries (a failed transaction replaces the table instead).
+    refill: bool,
     failed_at: Option<Instant>,
     /// Trigger times of endpoint changes not programmed yet.
     triggers: HashMap<String, k8s_openapi::jiff::Timestamp>,
@@ -217,6 +225,7 @@ impl Proxier {
             slice_ready: false,
             dirty: HashSet::new(),
             need_full: true,
+            refill: false,
             failed_at: None,
             triggers: HashMap::new(),
             program: Program::new(cfg),
@@ -344,7 +353,12 @@ impl Proxier {
         let changes: Vec<_> = keys.iter().map(|k| (k.clone(), self.fragment(k))).collect();
         let (tx, text) = if full {
             let tx = self.program.load(changes);
-            (tx, self.program.full())
+            let text = if self.refill {
+                self.program.refill()
+            } else {
+                self.program.full()
+            };
+            (tx, text)
         } else {
             let mut tx = self.program.update(changes);
             let text = std::mem::take(&mut tx.text);
@@ -355,6 +369,7 @@ impl Proxier {
                 tracing::warn!(error = %e, full, "proxy: sync failed; full resync next");
                 self.metrics.failed_syncs.inc();
                 self.need_full = true;
+                self.refill = false;
                 self.failed_at = Some(Instant::now());
                 return;
             }
@@ -363,6 +378,7 @@ impl Proxier {
             self.metrics.full_syncs.inc();
         }
         self.need_full = false;
+        self.refill = false;
         self.failed_at = None;
         let elapsed = start.elapsed();
         self.metrics.sync_duration.observe(elapsed.as_secs_f64());

@@ -142,6 +142,14 @@ fn kernel_accepts_full_and_diffs() {
     update(&mut p, &[service(1, 2, true)]);
     ns.nft(&p.full()).expect("full over existing");
     ns.nft(&p.full()).expect("full again");
+    // The periodic refill keeps affinity entries.
+    ns.nft("add element ip skiff aff-bench/svc-1/udp/80 { 10.244.9.9 timeout 60s : 10.244.0.8 . 8080 }\n")
+        .expect("affinity entry");
+    ns.nft(&p.refill()).expect("refill");
+    ns.nft(&p.refill()).expect("refill again");
+    let listed = ns.list();
+    assert!(listed.contains("10.244.9.9"), "{listed}");
+    assert_eq!(listed.matches("jump services").count(), 2, "{listed}");
     let _ = c;
 }
 
