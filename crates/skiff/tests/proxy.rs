@@ -558,7 +558,7 @@ fn restart_keeps_connections_and_shutdown_removes_the_table() {
     );
     // SIGTERM: the proxy removes its table.
     cluster.stop(false);
-    let tables = sh_ok(&mut cluster.netns.command("nft").args(["list", "tables"]));
+    let tables = sh_ok(cluster.netns.command("nft").args(["list", "tables"]));
     assert!(
         !tables.contains("skiff"),
         "table left after shutdown: {tables}"
@@ -579,7 +579,7 @@ fn restart_keeps_connections_and_shutdown_removes_the_table() {
         LB_POOL,
     ]);
     eventually(Duration::from_secs(15), || {
-        let t = sh_ok(&mut cluster.netns.command("nft").args(["list", "tables"]));
+        let t = sh_ok(cluster.netns.command("nft").args(["list", "tables"]));
         t.contains("ip skiff").then_some(())
     });
     writeln!(stdin, "after").expect("write");
