@@ -492,3 +492,11 @@ fn two_services_claiming_one_address_never_conflict() {
     );
     let _ = c;
 }
+
+#[test]
+fn periodic_refill_golden() {
+    golden(
+        "refill-affinity",
+        &program(&[fixtures().remove(6).1]).refill(),
+    );
+}
