@@ -6,6 +6,12 @@
 //! Dependents watched: Pods, ReplicaSets and EndpointSlices; owners known:
 //! Deployments, ReplicaSets, StatefulSets, Services, Endpoints, Pods and Nodes.
 //! Owners of other kinds are assumed present.
+//!
+//! Owners that are being deleted with the `orphan` or `foregroundDeletion`
+//! finalizer (what upstream's API server adds for `propagationPolicy=Orphan` /
+//! `Foreground`) are finalized here: orphaning removes the owner reference from
+//! every dependent, foreground deletes the dependents and waits for them to be
+//! gone; then the finalizer is removed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,8 +138,103 @@ where
     Ok(())
 }
 
-/// `key.ns` is `Kind/namespace` (see [`crate::runtime::gc_key`]).
+pub const FINALIZER_ORPHAN: &str = "orphan";
+pub const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+
+/// Whether an object is being deleted and waits for this collector.
+pub fn needs_finalizing(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_some()
+        && meta
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == FINALIZER_ORPHAN || f == FINALIZER_FOREGROUND)
+}
+
+/// The owner's metadata from the cache, for the kinds that can own dependents here.
+fn owner_meta(cache: &Cache, kind: &str, ns: &str, name: &str) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+    Some(match kind {
+        "Deployment" => cache.deployments.get(&at(ns, name))?.metadata.clone(),
+        "ReplicaSet" => cache.replicasets.get(&at(ns, name))?.metadata.clone(),
+        "StatefulSet" => cache.statefulsets.get(&at(ns, name))?.metadata.clone(),
+        "Service" => cache.services.get(&at(ns, name))?.metadata.clone(),
+        "Pod" => cache.pods.get(&at(ns, name))?.metadata.clone(),
+        _ => return None,
+    })
+}
+
+/// Orphans or deletes the dependents of a finalizing owner, then removes the finalizer.
+async fn finalize_owner(ctx: &Ctx, kind: &str, ns: &str, name: &str) -> Result<Option<Duration>> {
+    let Some(meta) = owner_meta(&ctx.cache, kind, ns, name) else {
+        return Ok(None);
+    };
+    if !needs_finalizing(&meta) {
+        return Ok(None);
+    }
+    let uid = meta.uid.clone().unwrap_or_default();
+    let finalizers = meta.finalizers.clone().unwrap_or_default();
+    let orphan = finalizers.iter().any(|f| f == FINALIZER_ORPHAN);
+    let refers = |refs: &[OwnerReference]| refs.iter().any(|r| r.uid == uid);
+    let in_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.namespace.as_deref() == Some(ns);
+    let pods = ctx.cache.pods.state_filter(|o| in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default()));
+    let rss = ctx.cache.replicasets.state_filter(|o| in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default()));
+    let slices = ctx.cache.slices.state_filter(|o| in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default()));
+    let c = ctx.client.clone();
+    let mut waiting = false;
+    macro_rules! each {
+        ($list:expr, $k:ty) => {
+            for o in &$list {
+                let api: Api<$k> = Api::namespaced(c.clone(), ns);
+                let dep_name = o.metadata.name.clone().unwrap_or_default();
+                if orphan {
+                    let keep: Vec<&OwnerReference> = o.metadata.owner_references.iter().flatten().filter(|r| r.uid != uid).collect();
+                    let patch = json!({"metadata": {"ownerReferences": keep}});
+                    api.patch(&dep_name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+                } else {
+                    waiting = true;
+                    if o.metadata.deletion_timestamp.is_none() {
+                        let dp = DeleteParams { preconditions: Some(Preconditions { uid: o.metadata.uid.clone(), resource_version: None }), ..DeleteParams::foreground() };
+                        match api.delete(&dep_name, &dp).await {
+                            Ok(_) => {}
+                            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+        };
+    }
+    each!(pods, Pod);
+    each!(rss, ReplicaSet);
+    each!(slices, EndpointSlice);
+    if waiting {
+        // Dependents still exist: look again once they are gone.
+        return Ok(Some(Duration::from_millis(500)));
+    }
+    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER_ORPHAN && *f != FINALIZER_FOREGROUND).collect();
+    let patch = json!({"metadata": {"uid": uid, "finalizers": rest}});
+    let pp = PatchParams::default();
+    let p = Patch::Merge(&patch);
+    let r = match kind {
+        "Deployment" => Api::<Deployment>::namespaced(c, ns).patch(name, &pp, &p).await.map(|_| ()),
+        "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, ns).patch(name, &pp, &p).await.map(|_| ()),
+        "StatefulSet" => Api::<StatefulSet>::namespaced(c, ns).patch(name, &pp, &p).await.map(|_| ()),
+        "Service" => Api::<Service>::namespaced(c, ns).patch(name, &pp, &p).await.map(|_| ()),
+        _ => Api::<Pod>::namespaced(c, ns).patch(name, &pp, &p).await.map(|_| ()),
+    };
+    match r {
+        Ok(()) => Ok(None),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `key.ns` is `Kind/namespace` for a dependent to check (see
+/// [`crate::runtime::gc_key`]), or `Owner:Kind/namespace` for an owner to finalize.
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
+    if let Some((kind, ns)) = key.ns.strip_prefix("Owner:").and_then(|k| k.split_once('/')) {
+        return finalize_owner(&ctx, kind, ns, &key.name).await;
+    }
     let Some((kind, ns)) = key.ns.split_once('/') else {
         return Ok(None);
     };

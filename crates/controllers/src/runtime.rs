@@ -460,6 +460,14 @@ pub fn gc_key<K: Resource>(kind: &str, o: &K) -> Key {
     Key::new(&format!("{kind}/{}", k.ns), &k.name)
 }
 
+/// An owner being deleted with an `orphan`/`foregroundDeletion` finalizer.
+fn gc_finalize<K: Resource>(ctx: &Ctx, kind: &str, o: &K) {
+    if crate::gc::needs_finalizing(o.meta()) {
+        let k = Key::of(o);
+        ctx.queues.gc.add(Key::new(&format!("Owner:{kind}/{}", k.ns), &k.name));
+    }
+}
+
 /// Owners of `o` that are gone: enqueue the dependents of a deleted object.
 fn gc_dependents(ctx: &Ctx, uid: &str) {
     let refers = |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference]| {
@@ -501,6 +509,7 @@ fn dispatch(ctx: &Ctx, change: Change) {
         Change::Resynced => enqueue_all(ctx),
         Change::Pod(pod, deleted) => {
             let key = Key::of(&*pod);
+            gc_finalize(ctx, "Pod", &*pod);
             ctx.pod_writes.observe(
                 &key,
                 if deleted {
@@ -537,6 +546,7 @@ fn dispatch(ctx: &Ctx, change: Change) {
         }
         Change::Service(svc, deleted) => {
             let key = Key::of(&*svc);
+            gc_finalize(ctx, "Service", &*svc);
             if deleted {
                 if let Some(uid) = &svc.metadata.uid {
                     gc_dependents(ctx, uid);
@@ -584,6 +594,7 @@ fn dispatch(ctx: &Ctx, change: Change) {
         }
         Change::ReplicaSet(rs, deleted) => {
             let key = Key::of(&*rs);
+            gc_finalize(ctx, "ReplicaSet", &*rs);
             ctx.rs_writes.observe(
                 &key,
                 if deleted {
@@ -609,6 +620,7 @@ fn dispatch(ctx: &Ctx, change: Change) {
             }
         }
         Change::Deployment(d, deleted) => {
+            gc_finalize(ctx, "Deployment", &*d);
             q.deployment.add(Key::of(&*d));
             if deleted {
                 if let Some(uid) = &d.metadata.uid {
@@ -617,6 +629,7 @@ fn dispatch(ctx: &Ctx, change: Change) {
             }
         }
         Change::StatefulSet(s, deleted) => {
+            gc_finalize(ctx, "StatefulSet", &*s);
             q.statefulset.add(Key::of(&*s));
             if deleted {
                 if let Some(uid) = &s.metadata.uid {

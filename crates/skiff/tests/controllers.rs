@@ -620,3 +620,59 @@ fn pods_stay_pending_without_a_ready_node() {
         (p["spec"]["nodeName"] == "node-1").then_some(())
     });
 }
+
+/// An owner deleted with the `orphan` or `foregroundDeletion` finalizer (what
+/// upstream's API server adds for `--cascade=orphan` / `foreground`; here set
+/// on the object by the test) is finalized by the garbage collector.
+#[test]
+fn orphan_and_foreground_finalizers() {
+    let c = cluster();
+    let rs = |name: &str, finalizer: &str| {
+        format!(
+            "apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: {name}
+  finalizers: [{finalizer}]
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+      - name: c
+        image: nginx
+"
+        )
+    };
+    c.apply(&rs("keep", "orphan"));
+    c.apply(&rs("gone", "foregroundDeletion"));
+    eventually(T, || {
+        kubelet(&c, all_ready);
+        (pod_names(&c, "app=keep").len() == 2 && pod_names(&c, "app=gone").len() == 2).then_some(())
+    });
+    let kept = pod_names(&c, "app=keep");
+    c.k(&["delete", "rs", "keep", "gone", "--wait=false"]);
+    eventually(T, || {
+        kubelet(&c, all_ready);
+        let rs = json_of(&c, &["get", "replicasets"]);
+        (rs["items"].as_array().is_some_and(Vec::is_empty) && pod_names(&c, "app=gone").is_empty())
+            .then_some(())
+    });
+    // Orphaned pods stay, without the owner reference.
+    assert_eq!(pod_names(&c, "app=keep"), kept);
+    let pods = json_of(&c, &["get", "pods", "-l", "app=keep"]);
+    for p in pods["items"].as_array().into_iter().flatten() {
+        assert!(
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "{p}"
+        );
+    }
+}
