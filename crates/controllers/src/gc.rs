@@ -152,7 +152,12 @@ pub fn needs_finalizing(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::O
 }
 
 /// The owner's metadata from the cache, for the kinds that can own dependents here.
-fn owner_meta(cache: &Cache, kind: &str, ns: &str, name: &str) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+fn owner_meta(
+    cache: &Cache,
+    kind: &str,
+    ns: &str,
+    name: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
     Some(match kind {
         "Deployment" => cache.deployments.get(&at(ns, name))?.metadata.clone(),
         "ReplicaSet" => cache.replicasets.get(&at(ns, name))?.metadata.clone(),
@@ -175,10 +180,18 @@ async fn finalize_owner(ctx: &Ctx, kind: &str, ns: &str, name: &str) -> Result<O
     let finalizers = meta.finalizers.clone().unwrap_or_default();
     let orphan = finalizers.iter().any(|f| f == FINALIZER_ORPHAN);
     let refers = |refs: &[OwnerReference]| refs.iter().any(|r| r.uid == uid);
-    let in_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.namespace.as_deref() == Some(ns);
-    let pods = ctx.cache.pods.state_filter(|o| in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default()));
-    let rss = ctx.cache.replicasets.state_filter(|o| in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default()));
-    let slices = ctx.cache.slices.state_filter(|o| in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default()));
+    let in_ns = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.namespace.as_deref() == Some(ns)
+    };
+    let pods = ctx.cache.pods.state_filter(|o| {
+        in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default())
+    });
+    let rss = ctx.cache.replicasets.state_filter(|o| {
+        in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default())
+    });
+    let slices = ctx.cache.slices.state_filter(|o| {
+        in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default())
+    });
     let c = ctx.client.clone();
     let mut waiting = false;
     macro_rules! each {
@@ -211,16 +224,34 @@ async fn finalize_owner(ctx: &Ctx, kind: &str, ns: &str, name: &str) -> Result<O
         // Dependents still exist: look again once they are gone.
         return Ok(Some(Duration::from_millis(500)));
     }
-    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER_ORPHAN && *f != FINALIZER_FOREGROUND).collect();
+    let rest: Vec<&String> = finalizers
+        .iter()
+        .filter(|f| *f != FINALIZER_ORPHAN && *f != FINALIZER_FOREGROUND)
+        .collect();
     let patch = json!({"metadata": {"uid": uid, "finalizers": rest}});
     let pp = PatchParams::default();
     let p = Patch::Merge(&patch);
     let r = match kind {
-        "Deployment" => Api::<Deployment>::namespaced(c, ns).patch(name, &pp, &p).await.map(|_| ()),
-        "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, ns).patch(name, &pp, &p).await.map(|_| ()),
-        "StatefulSet" => Api::<StatefulSet>::namespaced(c, ns).patch(name, &pp, &p).await.map(|_| ()),
-        "Service" => Api::<Service>::namespaced(c, ns).patch(name, &pp, &p).await.map(|_| ()),
-        _ => Api::<Pod>::namespaced(c, ns).patch(name, &pp, &p).await.map(|_| ()),
+        "Deployment" => Api::<Deployment>::namespaced(c, ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(|_| ()),
+        "ReplicaSet" => Api::<ReplicaSet>::namespaced(c, ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(|_| ()),
+        "StatefulSet" => Api::<StatefulSet>::namespaced(c, ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(|_| ()),
+        "Service" => Api::<Service>::namespaced(c, ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(|_| ()),
+        _ => Api::<Pod>::namespaced(c, ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(|_| ()),
     };
     match r {
         Ok(()) => Ok(None),
@@ -232,7 +263,11 @@ async fn finalize_owner(ctx: &Ctx, kind: &str, ns: &str, name: &str) -> Result<O
 /// `key.ns` is `Kind/namespace` for a dependent to check (see
 /// [`crate::runtime::gc_key`]), or `Owner:Kind/namespace` for an owner to finalize.
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
-    if let Some((kind, ns)) = key.ns.strip_prefix("Owner:").and_then(|k| k.split_once('/')) {
+    if let Some((kind, ns)) = key
+        .ns
+        .strip_prefix("Owner:")
+        .and_then(|k| k.split_once('/'))
+    {
         return finalize_owner(&ctx, kind, ns, &key.name).await;
     }
     let Some((kind, ns)) = key.ns.split_once('/') else {

@@ -464,7 +464,9 @@ pub fn gc_key<K: Resource>(kind: &str, o: &K) -> Key {
 fn gc_finalize<K: Resource>(ctx: &Ctx, kind: &str, o: &K) {
     if crate::gc::needs_finalizing(o.meta()) {
         let k = Key::of(o);
-        ctx.queues.gc.add(Key::new(&format!("Owner:{kind}/{}", k.ns), &k.name));
+        ctx.queues
+            .gc
+            .add(Key::new(&format!("Owner:{kind}/{}", k.ns), &k.name));
     }
 }
 
