@@ -160,10 +160,16 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     match pick(&pod, &nodes, &all) {
         Ok(node) => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.ns);
-            // The uid precondition keeps a recreated pod of the same name from
-            // inheriting this decision.
+            // Upstream's API server treats a uid in a patch as a precondition,
+            // so a recreated pod of the same name does not inherit this decision.
             let patch = json!({"metadata": {"uid": pod.metadata.uid}, "spec": {"nodeName": node}});
             api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            // What the binding subresource does upstream: PodScheduled=True.
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let cond = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "True",
+                "lastTransitionTime": now, "lastProbeTime": null}]}});
+            api.patch_status(&key.name, &PatchParams::default(), &Patch::Strategic(&cond))
                 .await?;
             ctx.events.record(
                 &*pod,
@@ -175,6 +181,30 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
             Ok(None)
         }
         Err(message) => {
+            // As upstream: PodScheduled=False/Unschedulable with the reason,
+            // written only when it changes (a write requeues the pod).
+            let current = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
+            if current.is_none_or(|c| {
+                c.status != "False" || c.message.as_deref() != Some(message.as_str())
+            }) {
+                let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.ns);
+                let now = k8s_openapi::jiff::Timestamp::now().to_string();
+                // Strategic merge: conditions merge by type, so nothing else
+                // the node agent wrote is replaced.
+                let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False",
+                    "reason": "Unschedulable", "message": message, "lastTransitionTime": now,
+                    "lastProbeTime": null}]}});
+                api.patch_status(
+                    &key.name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&patch),
+                )
+                .await?;
+            }
             ctx.events
                 .record(&*pod, COMPONENT, true, "FailedScheduling", message);
             // Node changes requeue pending pods; this is the slow safety net.

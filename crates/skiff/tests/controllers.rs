@@ -613,11 +613,25 @@ fn pods_stay_pending_without_a_ready_node() {
     );
     let p = json_of(&c, &["get", "pod", "lonely"]);
     assert!(p["spec"]["nodeName"].is_null());
+    let cond = eventually(T, || {
+        let p = json_of(&c, &["get", "pod", "lonely"]);
+        p["status"]["conditions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["type"] == "PodScheduled").cloned())
+    });
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("False"), Some("Unschedulable"))
+    );
     // A Ready node appears: the pod is bound to it.
     add_node(&c, "node-1");
     eventually(T, || {
         let p = json_of(&c, &["get", "pod", "lonely"]);
-        (p["spec"]["nodeName"] == "node-1").then_some(())
+        let cond = p["status"]["conditions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["type"] == "PodScheduled").cloned());
+        (p["spec"]["nodeName"] == "node-1" && cond.is_some_and(|c| c["status"] == "True"))
+            .then_some(())
     });
 }
 
