@@ -71,7 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
             .await?;
     }
-    eprintln!("setup: {services} services and pods in {:?}", setup.elapsed());
+    eprintln!(
+        "setup: {services} services and pods in {:?}",
+        setup.elapsed()
+    );
 
     // Record when each pod's endpoint is first seen ready.
     let seen: Seen = Arc::default();
@@ -88,7 +91,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut m = s2.lock().unwrap_or_else(|e| e.into_inner());
             for e in &s.endpoints {
                 let ready = e.conditions.as_ref().and_then(|c| c.ready) == Some(true);
-                if let (true, Some(name)) = (ready, e.target_ref.as_ref().and_then(|t| t.name.clone())) {
+                if let (true, Some(name)) =
+                    (ready, e.target_ref.as_ref().and_then(|t| t.name.clone()))
+                {
                     m.entry(name).or_insert(now);
                 }
             }
@@ -126,9 +131,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     programming.sort();
     writes.sort();
-    let (p50, p99) = (percentile(&programming, 0.5), percentile(&programming, 0.99));
+    let (p50, p99) = (
+        percentile(&programming, 0.5),
+        percentile(&programming, 0.99),
+    );
     let (w50, w99) = (percentile(&writes, 0.5), percentile(&writes, 0.99));
-    println!("pod Ready -> endpoint ready in slice ({} changes, {services} services):", programming.len());
+    println!(
+        "pod Ready -> endpoint ready in slice ({} changes, {services} services):",
+        programming.len()
+    );
     println!("  p50 {p50:?}  p99 {p99:?}");
     println!("bare API write (pod status patch):");
     println!("  p50 {w50:?}  p99 {w99:?}");
