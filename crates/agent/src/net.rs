@@ -189,22 +189,22 @@ pub fn veth_name(uid: &str) -> String {
 /// `eth0` with the pod IP, default route via the gateway.
 pub async fn attach_pod(sandbox_pid: u32, veth: &str, ip: Ipv4Addr, subnet: Cidr) -> Result<()> {
     let pid = sandbox_pid.to_string();
-    // A leftover from a crashed attempt would make `link add` fail.
-    let _ = cmd::run("ip", &["link", "del", veth]).await;
+    // One `ip` run for the node side. Hairpin lets a pod reach itself through
+    // a service address.
     let host = format!(
         "link add {veth} type veth peer name eth0 netns {pid}\n\
          link set {veth} master {BRIDGE}\n\
+         link set {veth} type bridge_slave hairpin on\n\
          link set {veth} up\n"
     );
-    cmd::run_stdin("ip", &["-batch", "-"], &host).await?;
-    // Hairpin lets a pod reach itself through a service address.
-    let _ = cmd::run(
-        "ip",
-        &["link", "set", veth, "type", "bridge_slave", "hairpin", "on"],
-    )
-    .await;
+    if cmd::run_stdin("ip", &["-batch", "-"], &host).await.is_err() {
+        // A leftover from a crashed attempt: remove it and try once more.
+        let _ = cmd::run("ip", &["link", "del", veth]).await;
+        cmd::run_stdin("ip", &["-batch", "-"], &host).await?;
+    }
     let inside = format!(
-        "addr add {ip}/{len} dev eth0\n\
+        "link set lo up\n\
+         addr add {ip}/{len} dev eth0\n\
          link set eth0 up\n\
          route add default via {gw} dev eth0\n",
         len = subnet.len,

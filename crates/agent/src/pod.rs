@@ -148,6 +148,9 @@ pub struct Worker {
     transitions: HashMap<String, (String, String)>,
     deleting: bool,
     gone: bool,
+    /// When this worker began, until the pod was first reported Ready (for the
+    /// start-latency log line).
+    began: Option<Instant>,
 }
 
 impl Worker {
@@ -213,6 +216,7 @@ impl Worker {
             transitions: HashMap::new(),
             deleting: false,
             gone: false,
+            began: Some(Instant::now()),
         };
         if let Some(s) = saved {
             w.adopt(s);
@@ -228,6 +232,7 @@ impl Worker {
         self.ip = s.ip;
         if let Some(p) = s.sandbox.filter(runtime::Proc::alive) {
             self.sandbox = Some(p);
+            self.began = None;
         }
         let sandbox_pid = self.sandbox.map(|p| p.pid);
         if let Some(p) = self.sandbox {
@@ -1494,7 +1499,18 @@ impl Worker {
             )
             .await
         {
-            Ok(_) => self.last_status = Some(status),
+            Ok(_) => {
+                let ready = status["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
+                if ready {
+                    if let Some(t) = self.began.take() {
+                        tracing::info!(pod = %self.name, ns = %self.ns, ms = t.elapsed().as_millis() as u64, "pod ready");
+                    }
+                }
+                self.last_status = Some(status);
+            }
             Err(e) => {
                 tracing::debug!(pod = %self.name, error = %e, "pod status update");
             }

@@ -51,7 +51,8 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Sets the sandbox up from inside its new namespaces, then holds them.
+/// Sets the sandbox up from inside its new namespaces (`lo` comes up with the
+/// pod's addresses, in one `ip` run), then holds them.
 ///
 /// The holder also watches for `eth0`: it vanishes only when the node's end of
 /// the veth is removed, i.e. the agent tore the pod down or the node's network
@@ -59,20 +60,18 @@ fn is_zombie(pid: u32) -> bool {
 /// Then nothing can reach the pod any more, so it kills every process left in
 /// its network namespace instead of leaking them. `/proc/net/dev` is read with
 /// shell builtins (it shows the reader's own namespace), so the wait forks only
-/// `sleep`.
+/// `sleep`; one `find` then picks the processes sharing the namespace.
 const SANDBOX_SCRIPT: &str = r#"hostname "$1" || exit 1
 for f in hostname hosts resolv.conf; do mount --bind "$2/$f" "/etc/$f" || exit 1; done
-ip link set lo up || exit 1
 echo ready
 exec </dev/null >/dev/null 2>&1
 wired() { while IFS= read -r l; do case "$l" in *eth0:*) return 0;; esac; done </proc/net/dev; return 1; }
 until wired; do sleep 0.2; done
 while wired; do sleep 5; done
-me=$(readlink /proc/$$/ns/net)
-for d in /proc/[0-9]*; do
-  p=${d#/proc/}
-  [ "$p" = "$$" ] && continue
-  [ "$(readlink "$d/ns/net" 2>/dev/null)" = "$me" ] && kill -KILL "$p" 2>/dev/null
+ino=$(readlink /proc/$$/ns/net | tr -dc 0-9)
+for d in $(find /proc/[0-9]*/ns/net -maxdepth 0 -lname "net:\[$ino\]" 2>/dev/null); do
+  p=${d#/proc/}; p=${p%%/*}
+  [ "$p" = "$$" ] || kill -KILL "$p" 2>/dev/null
 done
 exit 0"#;
 

@@ -19,7 +19,12 @@ const FLAGS: &[&str] = &["--disable", "controllers,proxy,dns", "--node-name", NO
 /// first, then every process in a pod network namespace the agent recorded.
 struct AgentCluster {
     c: Cluster,
+    // Held for the cluster's life: these tests run one at a time, as their
+    // timings (probes, back-off, watchdogs) are real and the machine is shared.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl std::ops::Deref for AgentCluster {
     type Target = Cluster;
@@ -46,8 +51,12 @@ fn start() -> AgentCluster {
 }
 
 fn start_with(flags: &[&str]) -> AgentCluster {
+    let serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let c = AgentCluster {
         c: Cluster::start_with(flags),
+        _serial: serial,
     };
     eventually(Duration::from_secs(20), || {
         let out = c.kubectl(&["get", "node", NODE]);
@@ -789,11 +798,25 @@ fn pods_cut_off_from_the_node_do_not_outlive_it() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    eventually(Duration::from_secs(15), || {
-        pids.iter()
-            .all(|p| !std::path::Path::new(&format!("/proc/{p}/ns")).exists())
-            .then_some(())
-    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<String> = pids
+            .iter()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}/ns")).exists())
+            .map(|p| {
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                format!("{p}: {stat}")
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still alive: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
