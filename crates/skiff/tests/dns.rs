@@ -498,6 +498,17 @@ fn pods_resolve_through_the_search_path_and_the_kube_dns_clusterip() {
         ));
         (a == both).then_some(())
     });
+    // A StatefulSet member's FQDN resolves to that pod.
+    c.apply(STATEFULSET);
+    let db1 = eventually(Duration::from_secs(90), || ready("db-1"));
+    eventually(Duration::from_secs(30), || {
+        let a = sorted_lines(&exec(
+            c,
+            "client",
+            "dig +short db-1.db.default.svc.cluster.local",
+        ));
+        (a == vec![db1.clone()]).then_some(())
+    });
     // SRV and PTR from a pod.
     let srv = exec(
         c,
