@@ -47,13 +47,15 @@ impl Handled {
 }
 
 /// Answers one request. `index` is `None` until the first sync (SERVFAIL).
-/// `lower` is a scratch buffer reused across calls.
+/// `lower` is a scratch buffer reused across calls; after a decodable query
+/// it holds the query name in lowercase.
 pub fn handle(
     index: Option<&Index>,
     packet: &[u8],
     transport: Transport,
     lower: &mut String,
 ) -> Handled {
+    lower.clear();
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         // Too short to answer, or a response (answering responses makes loops).
         return Handled::drop();
@@ -103,10 +105,12 @@ pub fn handle(
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::OPT) {
         return rcode_only(resp, Some(q), ResponseCode::NotImp);
     }
+    // Before the index check: the caller reads `lower` to forward outside
+    // names even before the first sync.
+    lowercase(q.name(), lower);
     let Some(index) = index else {
         return rcode_only(resp, Some(q), ResponseCode::ServFail);
     };
-    lowercase(q.name(), lower);
     match answer(index, lower, q.name(), qtype) {
         Outcome::Forward => Handled {
             reply: Reply::Forward,

@@ -26,6 +26,8 @@ const TCP_MAX: usize = 1024;
 
 /// What every socket task shares.
 struct Shared {
+    /// The cluster zone (lowercase), for decisions made without an index.
+    zone: String,
     index: Arc<ArcSwapOption<Index>>,
     metrics: Arc<Metrics>,
     forwarder: upstream::Forwarder,
@@ -68,6 +70,7 @@ async fn bind_all(settings: &DnsSettings) -> Result<Bound> {
     };
     tracing::info!(listen = %settings.listen, udp_sockets = workers, ?upstreams, zone = %settings.zone, "dns serving");
     let shared = Arc::new(Shared {
+        zone: settings.zone.clone(),
         index: Arc::new(ArcSwapOption::empty()),
         metrics: Metrics::new(),
         forwarder: upstream::Forwarder::new(upstreams),
@@ -79,6 +82,16 @@ async fn bind_all(settings: &DnsSettings) -> Result<Bound> {
         http,
         shared,
     })
+}
+
+impl Shared {
+    /// A SERVFAIL given only because no index exists yet, for a name outside
+    /// the zone: that one need not wait for the cluster, it is forwarded.
+    fn outside_before_sync(&self, rcode: ResponseCode, lower: &str) -> bool {
+        rcode == ResponseCode::ServFail
+            && !lower.is_empty()
+            && crate::qname::parse(lower, &self.zone) == crate::qname::Qname::Outside
+    }
 }
 
 pub async fn run(client: kube::Client, settings: DnsSettings) -> Result<()> {
@@ -188,7 +201,10 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) -> std::io::Result
                 continue;
             }
         }
-        let h = handle(index.as_deref(), packet, Transport::Udp, &mut lower);
+        let mut h = handle(index.as_deref(), packet, Transport::Udp, &mut lower);
+        if index.is_none() && shared.outside_before_sync(h.rcode, &lower) {
+            h.reply = Reply::Forward;
+        }
         match h.reply {
             Reply::Send(bytes) => {
                 let _ = sock.send_to(&bytes, peer).await;
@@ -290,7 +306,10 @@ async fn serve_conn(
             .map_err(|_| std::io::ErrorKind::TimedOut)??;
         let start = Instant::now();
         let index = shared.index.load();
-        let h = handle(index.as_deref(), &buf, Transport::Tcp, &mut lower);
+        let mut h = handle(index.as_deref(), &buf, Transport::Tcp, &mut lower);
+        if index.is_none() && shared.outside_before_sync(h.rcode, &lower) {
+            h.reply = Reply::Forward;
+        }
         let bytes = match h.reply {
             Reply::Send(b) => Some(b),
             Reply::Forward => forward_or_refuse(shared, peer, &buf, Transport::Tcp).await,

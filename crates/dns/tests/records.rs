@@ -173,6 +173,16 @@ fn servfail_until_first_sync() {
     .unwrap();
     assert_eq!(render(&resp).rcode, "SERVFAIL");
     assert!(resp.answers.is_empty());
+    // The server forwards outside names meanwhile; it needs the name for that.
+    let mut lower = String::new();
+    let q = query("Example.COM.", RecordType::A, None);
+    let h = skiff_dns::request::handle(None, &q, Transport::Udp, &mut lower);
+    assert_eq!(lower, "example.com");
+    assert_eq!(
+        skiff_dns::qname::parse(&lower, "cluster.local"),
+        skiff_dns::qname::Qname::Outside
+    );
+    assert_eq!(u16::from(h.rcode), 2);
 }
 
 #[test]
