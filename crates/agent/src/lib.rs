@@ -32,6 +32,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::DeleteParams;
 use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio::sync::mpsc;
 
@@ -251,7 +252,8 @@ async fn watch_pods(agent: Arc<Agent>) -> Result<()> {
     let mut saved: BTreeMap<String, (PathBuf, state::PodState)> = state::load_all(&agent.data_dir);
     let mut first_sync = true;
     let mut seen: Vec<String> = Vec::new();
-    let mut stream = watcher::watcher(api, cfg).boxed();
+    // Back off on errors (an API server restarting), instead of spinning.
+    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
     while let Some(ev) = stream.try_next().await.transpose() {
         let ev = match ev {
             Ok(ev) => ev,
