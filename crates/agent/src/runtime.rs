@@ -58,15 +58,17 @@ fn is_zombie(pid: u32) -> bool {
 /// the veth is removed, i.e. the agent tore the pod down or the node's network
 /// namespace itself is gone (a test cluster deleted while the agent was dead).
 /// Then nothing can reach the pod any more, so it kills every process left in
-/// its network namespace instead of leaking them. `/proc/net/dev` is read with
-/// shell builtins (it shows the reader's own namespace), so the wait forks only
-/// `sleep`; one `find` then picks the processes sharing the namespace.
+/// its network namespace instead of leaking them (checked over netlink with
+/// `ip`, every 5 s); one `find` then picks the processes sharing the namespace.
+/// A sandbox never wired within 30 s (its agent died while starting it) ends the
+/// same way; a live agent then simply makes a new one.
 const SANDBOX_SCRIPT: &str = r#"hostname "$1" || exit 1
 for f in hostname hosts resolv.conf; do mount --bind "$2/$f" "/etc/$f" || exit 1; done
 echo ready
 exec </dev/null >/dev/null 2>&1
-wired() { while IFS= read -r l; do case "$l" in *eth0:*) return 0;; esac; done </proc/net/dev; return 1; }
-until wired; do sleep 0.2; done
+wired() { ip link show dev eth0 >/dev/null 2>&1; }
+n=0
+until wired; do n=$((n+1)); [ $n -gt 150 ] && break; sleep 0.2; done
 while wired; do sleep 5; done
 ino=$(readlink /proc/$$/ns/net | tr -dc 0-9)
 for d in $(find /proc/[0-9]*/ns/net -maxdepth 0 -lname "net:\[$ino\]" 2>/dev/null); do

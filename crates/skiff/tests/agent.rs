@@ -774,11 +774,7 @@ fn init_and_sidecar_containers_share_the_pod() {
     assert_eq!(std::fs::read_to_string(&bye).unwrap(), "duo\n");
 }
 
-// Passes alone (`cargo test --test agent -- --ignored pods_cut_off`), but in a
-// full run on a loaded machine the sandbox was seen still waiting for its first
-// `eth0` after the link was gone; not understood yet, so kept out of the default run.
 #[test]
-#[ignore = "flaky in a full run: sandbox watchdog sometimes never observes eth0"]
 fn pods_cut_off_from_the_node_do_not_outlive_it() {
     let mut c = start();
     c.apply(&pod_json(
@@ -802,7 +798,7 @@ fn pods_cut_off_from_the_node_do_not_outlive_it() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
     loop {
         let left: Vec<String> = pids
             .iter()
