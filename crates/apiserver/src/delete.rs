@@ -97,6 +97,25 @@ pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value
             ));
         }
     }
+    // Orphan and Foreground deletion hand the object to the garbage collector
+    // through a finalizer, as upstream: it orphans or deletes the dependents, then
+    // removes the finalizer, and the object goes.
+    let gc_finalizer = match opts.propagation.as_deref() {
+        Some("Orphan") => Some("orphan"),
+        Some("Foreground") => Some("foregroundDeletion"),
+        _ => None,
+    };
+    let mut obj = obj;
+    if let (Some(f), None) = (gc_finalizer, obj.pointer("/metadata/deletionTimestamp")) {
+        let list = obj["metadata"]
+            .as_object_mut()
+            .map(|m| m.entry("finalizers").or_insert_with(|| json!([])));
+        if let Some(Value::Array(list)) = list {
+            if !list.iter().any(|v| v == f) {
+                list.push(json!(f));
+            }
+        }
+    }
     let has_finalizers = obj
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)

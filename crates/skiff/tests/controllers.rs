@@ -635,9 +635,9 @@ fn pods_stay_pending_without_a_ready_node() {
     });
 }
 
-/// An owner deleted with the `orphan` or `foregroundDeletion` finalizer (what
-/// upstream's API server adds for `--cascade=orphan` / `foreground`; here set
-/// on the object by the test) is finalized by the garbage collector.
+/// An owner carrying the `orphan` or `foregroundDeletion` finalizer (set on the
+/// object by the test; `kubectl_cascade_orphan_and_foreground` has the API server
+/// add them) is finalized by the garbage collector.
 #[test]
 fn orphan_and_foreground_finalizers() {
     let c = cluster();
@@ -681,6 +681,65 @@ spec:
     // Orphaned pods stay, without the owner reference.
     assert_eq!(pod_names(&c, "app=keep"), kept);
     let pods = json_of(&c, &["get", "pods", "-l", "app=keep"]);
+    for p in pods["items"].as_array().into_iter().flatten() {
+        assert!(
+            p["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn kubectl_cascade_orphan_and_foreground() {
+    let c = cluster();
+    let rs = |name: &str| {
+        format!(
+            "apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: {name}
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+      - name: c
+        image: nginx
+"
+        )
+    };
+    c.apply(&rs("orph"));
+    c.apply(&rs("fore"));
+    eventually(T, || {
+        kubelet(&c, all_ready);
+        (pod_names(&c, "app=orph").len() == 2 && pod_names(&c, "app=fore").len() == 2).then_some(())
+    });
+    let kept = pod_names(&c, "app=orph");
+    // The API server hands both deletions to the garbage collector via finalizers.
+    c.k(&["delete", "rs", "orph", "--cascade=orphan", "--wait=false"]);
+    c.k(&[
+        "delete",
+        "rs",
+        "fore",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    eventually(T, || {
+        kubelet(&c, all_ready);
+        let rs = json_of(&c, &["get", "replicasets"]);
+        (rs["items"].as_array().is_some_and(Vec::is_empty) && pod_names(&c, "app=fore").is_empty())
+            .then_some(())
+    });
+    assert_eq!(pod_names(&c, "app=orph"), kept, "orphaned pods must stay");
+    let pods = json_of(&c, &["get", "pods", "-l", "app=orph"]);
     for p in pods["items"].as_array().into_iter().flatten() {
         assert!(
             p["metadata"]["ownerReferences"]
