@@ -35,6 +35,17 @@ pub struct Port {
     pub port: u16,
 }
 
+impl Port {
+    /// A port that SRV records can name: only named ports get records.
+    fn named(name: Option<&str>, protocol: Option<&str>, port: Option<i32>) -> Option<Self> {
+        Some(Self {
+            name: name.filter(|n| !n.is_empty())?.to_ascii_lowercase().into(),
+            proto: protocol.unwrap_or("TCP").to_ascii_lowercase().into(),
+            port: u16::try_from(port?).ok()?,
+        })
+    }
+}
+
 /// One address of a headless service.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -154,23 +165,7 @@ impl Index {
             .ports
             .iter()
             .flatten()
-            .filter_map(|p| {
-                Some(Port {
-                    name: p
-                        .name
-                        .as_deref()
-                        .filter(|n| !n.is_empty())?
-                        .to_ascii_lowercase()
-                        .into(),
-                    proto: p
-                        .protocol
-                        .as_deref()
-                        .unwrap_or("TCP")
-                        .to_ascii_lowercase()
-                        .into(),
-                    port: u16::try_from(p.port).ok()?,
-                })
-            })
+            .filter_map(|p| Port::named(p.name.as_deref(), p.protocol.as_deref(), Some(p.port)))
             .collect();
         let kind = if spec.type_.as_deref() == Some("ExternalName") {
             let Some(target) = spec
@@ -228,23 +223,7 @@ impl Index {
                 .ports
                 .iter()
                 .flatten()
-                .filter_map(|p| {
-                    Some(Port {
-                        name: p
-                            .name
-                            .as_deref()
-                            .filter(|n| !n.is_empty())?
-                            .to_ascii_lowercase()
-                            .into(),
-                        proto: p
-                            .protocol
-                            .as_deref()
-                            .unwrap_or("TCP")
-                            .to_ascii_lowercase()
-                            .into(),
-                        port: u16::try_from(p.port?).ok()?,
-                    })
-                })
+                .filter_map(|p| Port::named(p.name.as_deref(), p.protocol.as_deref(), p.port))
                 .collect();
             for ep in &slice.endpoints {
                 // An unset `ready` means ready, as the API documents.
