@@ -635,19 +635,16 @@ fn pods_stay_pending_without_a_ready_node() {
     });
 }
 
-/// An owner carrying the `orphan` or `foregroundDeletion` finalizer (set on the
-/// object by the test; `kubectl_cascade_orphan_and_foreground` has the API server
-/// add them) is finalized by the garbage collector.
-#[test]
-fn orphan_and_foreground_finalizers() {
-    let c = cluster();
-    let rs = |name: &str, finalizer: &str| {
-        format!(
-            "apiVersion: apps/v1
+/// A two-pod ReplicaSet named `name`, optionally created with one finalizer.
+fn replica_set(name: &str, finalizer: Option<&str>) -> String {
+    let finalizers = finalizer
+        .map(|f| format!("\n  finalizers: [{f}]"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: apps/v1
 kind: ReplicaSet
 metadata:
-  name: {name}
-  finalizers: [{finalizer}]
+  name: {name}{finalizers}
 spec:
   replicas: 2
   selector:
@@ -662,10 +659,17 @@ spec:
       - name: c
         image: nginx
 "
-        )
-    };
-    c.apply(&rs("keep", "orphan"));
-    c.apply(&rs("gone", "foregroundDeletion"));
+    )
+}
+
+/// An owner carrying the `orphan` or `foregroundDeletion` finalizer (set on the
+/// object by the test; `kubectl_cascade_orphan_and_foreground` has the API server
+/// add them) is finalized by the garbage collector.
+#[test]
+fn orphan_and_foreground_finalizers() {
+    let c = cluster();
+    c.apply(&replica_set("keep", Some("orphan")));
+    c.apply(&replica_set("gone", Some("foregroundDeletion")));
     eventually(T, || {
         kubelet(&c, all_ready);
         (pod_names(&c, "app=keep").len() == 2 && pod_names(&c, "app=gone").len() == 2).then_some(())
@@ -694,30 +698,8 @@ spec:
 #[test]
 fn kubectl_cascade_orphan_and_foreground() {
     let c = cluster();
-    let rs = |name: &str| {
-        format!(
-            "apiVersion: apps/v1
-kind: ReplicaSet
-metadata:
-  name: {name}
-spec:
-  replicas: 2
-  selector:
-    matchLabels:
-      app: {name}
-  template:
-    metadata:
-      labels:
-        app: {name}
-    spec:
-      containers:
-      - name: c
-        image: nginx
-"
-        )
-    };
-    c.apply(&rs("orph"));
-    c.apply(&rs("fore"));
+    c.apply(&replica_set("orph", None));
+    c.apply(&replica_set("fore", None));
     eventually(T, || {
         kubelet(&c, all_ready);
         (pod_names(&c, "app=orph").len() == 2 && pod_names(&c, "app=fore").len() == 2).then_some(())
