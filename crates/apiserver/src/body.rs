@@ -5,7 +5,7 @@ use axum::body::Body;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use skiff_api::registry::{split_api_version, Resource};
+use skiff_api::registry::Resource;
 use skiff_api::{typed, StatusError};
 
 /// Upstream's request size limit for object bodies.
@@ -65,16 +65,11 @@ pub fn decode_object(media: &str, bytes: &[u8]) -> Result<Value, StatusError> {
         JSON | YAML | "text/yaml" => parse_text(if media == JSON { JSON } else { YAML }, bytes)?,
         PROTOBUF => skiff_protobuf::decode(bytes).map_err(|e| match e {
             skiff_protobuf::Error::UnsupportedKind { .. } => {
-                StatusError::unsupported_media_type(media, &[JSON, YAML])
+                StatusError::unsupported_media_type(&[JSON, YAML])
             }
             other => StatusError::bad_request(format!("unable to decode protobuf body: {other}")),
         })?,
-        _ => {
-            return Err(StatusError::unsupported_media_type(
-                media,
-                &[JSON, YAML, PROTOBUF],
-            ))
-        }
+        _ => return Err(StatusError::unsupported_media_type(&[JSON, YAML, PROTOBUF])),
     };
     if !v.is_object() {
         return Err(StatusError::bad_request(
@@ -204,9 +199,6 @@ pub fn check_object(
     let kind = obj.get("kind").and_then(Value::as_str).map(str::to_string);
     if let Some(av) = &av {
         if av != &expected_av {
-            let (g, _) = split_api_version(av);
-            // Another version of the same group is not served: same message either way.
-            let _ = g;
             return Err(StatusError::bad_request(format!(
                 "the API version in the data ({av}) does not match the expected API version ({expected_av})"
             )));

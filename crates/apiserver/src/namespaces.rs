@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use skiff_api::registry::{self, RESOURCES};
 
 use crate::delete::{self, DeleteOptions};
@@ -79,6 +78,5 @@ async fn sweep(api: &Api) -> Result<(), skiff_api::StatusError> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let _ = Value::Null;
     Ok(())
 }

@@ -31,7 +31,7 @@ pub async fn patch(
 ) -> Result<(u16, Value)> {
     let media = body::content_type(headers);
     if !ACCEPTED.contains(&media.as_str()) {
-        return Err(StatusError::unsupported_media_type(&media, ACCEPTED));
+        return Err(StatusError::unsupported_media_type(ACCEPTED));
     }
     let mut opts = WriteOptions::from_request(q, headers)?;
     let patch = body::parse_text(&media, bytes)?;

@@ -60,6 +60,11 @@ impl Filter {
         })
     }
 
+    /// No selector at all: every object matches.
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_none() && self.fields.is_none()
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         let labels_ok = self
             .labels
@@ -131,13 +136,8 @@ pub async fn get(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Resul
     match t.subresource.as_deref() {
         None | Some("status") => Ok(render_one(headers, q, t.resource, obj)),
         Some("scale") if t.resource.scale => scale_of(&obj),
-        Some(other) => Err(unknown_subresource(t.resource, other)),
+        Some(_) => Err(StatusError::no_such_resource()),
     }
-}
-
-fn unknown_subresource(resource: &Resource, sub: &str) -> StatusError {
-    let _ = (resource, sub);
-    StatusError::no_such_resource()
 }
 
 pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Value> {

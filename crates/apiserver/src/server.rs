@@ -263,15 +263,8 @@ async fn run_verb(
     match verb {
         "get" => Ok(response::json(200, &rest::get(api, t, q, headers).await?)),
         "list" => Ok(response::json(200, &rest::list(api, t, q, headers).await?)),
-        "watch" => {
-            let mut t = t.clone();
-            if let Some(n) = t.name.take() {
-                // A watch on a single object is a watch on its collection filtered by name.
-                let _ = n.clone();
-                t.name = Some(n);
-            }
-            watch::watch(api, &t, q, headers).await
-        }
+        // A watch on a single object is its collection's watch filtered by name.
+        "watch" => watch::watch(api, t, q, headers).await,
         "create" => {
             let bytes = body::read(body).await?;
             let opts = WriteOptions::from_request(q, headers)?;

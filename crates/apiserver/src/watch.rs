@@ -43,6 +43,12 @@ fn translate(resource: &Resource, ev: &Event, filter: &Filter) -> Option<(&'stat
     match ev {
         Event::Put { kv, prev } => {
             let new = objects::decode_as(resource, kv).ok()?;
+            // Without selectors the previous value cannot change the event type:
+            // skip decoding it (this runs per event per watcher).
+            if filter.is_everything() {
+                let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
+                return Some((kind, new));
+            }
             let now = filter.matches(&new);
             let before = prev
                 .as_ref()
