@@ -226,6 +226,43 @@ pub static RESOURCES: &[Resource] = &[
         storage: "leases",
         ..res("coordination.k8s.io", "leases", "lease", "Lease", true)
     },
+    // RBAC objects are stored and served so manifests that carry them (a ServiceAccount
+    // with its ClusterRoleBinding, say) apply as written; skiff has one admin user and
+    // does not authorize by them.
+    Resource {
+        storage: "roles",
+        ..res("rbac.authorization.k8s.io", "roles", "role", "Role", true)
+    },
+    Resource {
+        storage: "rolebindings",
+        ..res(
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            "rolebinding",
+            "RoleBinding",
+            true,
+        )
+    },
+    Resource {
+        storage: "clusterroles",
+        ..res(
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "clusterrole",
+            "ClusterRole",
+            false,
+        )
+    },
+    Resource {
+        storage: "clusterrolebindings",
+        ..res(
+            "rbac.authorization.k8s.io",
+            "clusterrolebindings",
+            "clusterrolebinding",
+            "ClusterRoleBinding",
+            false,
+        )
+    },
     // events.k8s.io/v1 is another view of the core events: same storage, converted at the edge.
     Resource {
         short_names: &["ev"],

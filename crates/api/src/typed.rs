@@ -2,7 +2,7 @@
 //! structs: wrong types are errors, unknown fields are reported (for
 //! `fieldValidation`) and pruned from what gets stored.
 
-use k8s_openapi::api::{apps, coordination, core, discovery, events, networking};
+use k8s_openapi::api::{apps, coordination, core, discovery, events, networking, rbac};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -76,6 +76,12 @@ pub fn decode(resource: &Resource, value: Value) -> Result<Decoded, String> {
         ("networking.k8s.io", "IngressClass") => roundtrip::<networking::v1::IngressClass>(value),
         ("coordination.k8s.io", "Lease") => roundtrip::<coordination::v1::Lease>(value),
         ("events.k8s.io", "Event") => roundtrip::<events::v1::Event>(value),
+        ("rbac.authorization.k8s.io", "Role") => roundtrip::<rbac::v1::Role>(value),
+        ("rbac.authorization.k8s.io", "RoleBinding") => roundtrip::<rbac::v1::RoleBinding>(value),
+        ("rbac.authorization.k8s.io", "ClusterRole") => roundtrip::<rbac::v1::ClusterRole>(value),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
+            roundtrip::<rbac::v1::ClusterRoleBinding>(value)
+        }
         _ => Ok(Decoded {
             object: value,
             unknown_fields: Vec::new(),
