@@ -105,6 +105,42 @@ print("nginx: ready", flush=True)
 http.server.ThreadingHTTPServer(("", 80), H).serve_forever()
 "#;
 
+/// `postgres`: Debian's PostgreSQL server, one cluster per container. The data
+/// directory is a tmpfs mounted inside the pod's own mount namespace, so every pod
+/// has its own and nothing outlives the pod. Like the official image, `postgres`
+/// (or flags) as the command runs the server; anything else is run as given.
+const POSTGRES: &str = r#"
+set -e
+if [ "$#" -gt 0 ] && [ "$1" != postgres ] && [ "${1#-}" = "$1" ]; then exec "$@"; fi
+[ "$1" = postgres ] && shift
+BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+if [ ! -x "$BIN/postgres" ]; then
+    echo "postgres: Debian's PostgreSQL server is not installed on this node (apt-get install postgresql)" >&2
+    exit 1
+fi
+DATA=${PGDATA:-/var/lib/postgresql/data}
+mkdir -p "$DATA"
+mount -t tmpfs -o mode=0700 tmpfs "$DATA"
+chown postgres:postgres "$DATA"
+AUTH=trust
+PWFILE=
+if [ -n "$POSTGRES_PASSWORD" ]; then
+    AUTH=scram-sha-256
+    PWFILE="$DATA/.pw"
+    printf '%s\n' "$POSTGRES_PASSWORD" > "$PWFILE"
+    chown postgres "$PWFILE"
+fi
+setpriv --reuid=postgres --regid=postgres --init-groups -- "$BIN/initdb" -D "$DATA" \
+    -U "${POSTGRES_USER:-postgres}" --auth-local=trust --auth-host="$AUTH" \
+    ${PWFILE:+--pwfile="$PWFILE"} >/dev/null
+rm -f "$PWFILE"
+echo "host all all 0.0.0.0/0 $AUTH" >> "$DATA/pg_hba.conf"
+echo "host all all ::/0 $AUTH" >> "$DATA/pg_hba.conf"
+echo "PostgreSQL init process complete; ready for start up."
+exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$BIN/postgres" -D "$DATA" \
+    -c listen_addresses='*' -c unix_socket_directories="$DATA" "$@"
+"#;
+
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct Image {
     #[serde(default)]
@@ -192,6 +228,13 @@ impl Default for Catalog {
             },
         );
         images.insert("registry.k8s.io/pause".into(), tool(&["sleep", "infinity"]));
+        images.insert(
+            "postgres".into(),
+            Image {
+                entrypoint: vec!["sh".into(), "-c".into(), POSTGRES.into(), "postgres".into()],
+                cmd: vec!["postgres".into()],
+            },
+        );
         // A shell pod meant to be attached to (`kubectl attach -ti shpod`).
         images.insert("bretfisher/shpod".into(), tool(&["bash", "-l"]));
         images.insert("jpetazzo/shpod".into(), tool(&["bash", "-l"]));
@@ -313,6 +356,21 @@ mod tests {
         );
         let err = c.argv("example/unknown", &[], &[]).unwrap_err();
         assert!(err.contains("not in skiff's built-in catalog"), "{err}");
+    }
+
+    #[test]
+    fn postgres_runs_the_server_or_the_given_program() {
+        let c = Catalog::default();
+        let server = c.argv("docker.io/library/postgres:16", &[], &[]).unwrap();
+        assert_eq!(&server[..2], &s(&["sh", "-c"])[..]);
+        assert_eq!(&server[3..], &s(&["postgres", "postgres"])[..]);
+        let flags = c
+            .argv("postgres", &[], &s(&["-c", "max_connections=20"]))
+            .unwrap();
+        assert_eq!(
+            &flags[3..],
+            &s(&["postgres", "-c", "max_connections=20"])[..]
+        );
     }
 
     #[test]
