@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -42,7 +42,7 @@ impl std::ops::DerefMut for AgentCluster {
 impl Drop for AgentCluster {
     fn drop(&mut self) {
         self.c.stop(true);
-        kill_pods(&self.c);
+        self.c.kill_pods();
     }
 }
 
@@ -75,46 +75,6 @@ fn states(c: &Cluster) -> Vec<Value> {
         .filter_map(|e| std::fs::read(e.path().join("state.json")).ok())
         .filter_map(|b| serde_json::from_slice(&b).ok())
         .collect()
-}
-
-fn netns_inode(pid: u64) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/ns/net"))
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
-/// PIDs of every process in a pod network namespace of this cluster.
-fn pod_processes(c: &Cluster) -> Vec<u64> {
-    let mut inodes = Vec::new();
-    for s in states(c) {
-        if let Some(pid) = s["sandbox"]["pid"].as_u64() {
-            if let Some(ino) = netns_inode(pid) {
-                inodes.push(ino);
-            }
-        }
-    }
-    let host = netns_inode(std::process::id() as u64);
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
-            continue;
-        };
-        if let Some(ino) = netns_inode(pid) {
-            if Some(&ino) != host.as_ref() && inodes.contains(&ino) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
-fn kill_pods(c: &Cluster) {
-    for pid in pod_processes(c) {
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 fn pod_json(name: &str, image: &str, args: &[&str], extra: Value) -> String {
@@ -622,7 +582,7 @@ fn restarts_back_off_probes_and_deletion_cleans_up() {
     assert!(!ipam(&c).contains(&ip));
     assert!(!std::path::Path::new(&format!("/proc/{sandbox}")).exists());
     assert!(states(&c).is_empty());
-    assert!(pod_processes(&c).is_empty());
+    assert!(c.pod_processes().is_empty());
     assert!(c.k(&["get", "pods"]).trim().is_empty());
 }
 
@@ -638,7 +598,7 @@ fn agent_sigkill_and_restart_keeps_pods_running() {
         a["status"]["podIP"].as_str().unwrap().to_string(),
         b["status"]["podIP"].as_str().unwrap().to_string(),
     );
-    let before = pod_processes(&c);
+    let before = c.pod_processes();
     assert!(!before.is_empty());
     c.stop(true);
     // Pods outlive the agent...
@@ -657,7 +617,7 @@ fn agent_sigkill_and_restart_keeps_pods_running() {
     );
     assert!(body.contains("Hostname: b\n"), "{body}");
     assert!(body.contains(&format!("IP: {ip_b}")), "{body}");
-    let mut after = pod_processes(&c);
+    let mut after = c.pod_processes();
     after.retain(|p| before.contains(p));
     assert_eq!(after.len(), before.len(), "processes were replaced");
     // A pod deleted while the agent is down is cleaned up when it comes back.
@@ -786,7 +746,7 @@ fn pods_cut_off_from_the_node_do_not_outlive_it() {
     wait_ready(&c, "orphan");
     let s = states(&c).pop().expect("state");
     let veth = s["veth"].as_str().unwrap().to_string();
-    let pids = pod_processes(&c);
+    let pids = c.pod_processes();
     assert!(pids.len() >= 2, "{pids:?}");
     // The agent is gone and the node end of the pod's link disappears (as when a
     // test's namespace is deleted): the pod's processes end themselves.

@@ -258,9 +258,57 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// PIDs of every process in a pod network namespace of this cluster (the
+    /// sandboxes the agent recorded under the data directory).
+    pub fn pod_processes(&self) -> Vec<u64> {
+        let netns = |pid: u64| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        let mut inodes = Vec::new();
+        let dir = self.data_dir().join("agent/pods");
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let state: Option<serde_json::Value> = std::fs::read(e.path().join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(ino) = state
+                .and_then(|s| s["sandbox"]["pid"].as_u64())
+                .and_then(netns)
+            {
+                inodes.push(ino);
+            }
+        }
+        let host = netns(u64::from(std::process::id()));
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            if let Some(ino) = netns(pid) {
+                if Some(&ino) != host.as_ref() && inodes.contains(&ino) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// SIGKILLs every pod process: pods are processes that outlive the server by
+    /// design, so a test must end them itself.
+    pub fn kill_pods(&self) {
+        for pid in self.pod_processes() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Drop for Cluster {
+    /// The server first (so nothing restarts pods), then every pod process, then
+    /// (as the fields drop) the namespace and the data directory.
     fn drop(&mut self) {
         self.stop(true);
+        self.kill_pods();
     }
 }
 
