@@ -11,9 +11,15 @@ use crate::{Error, Result};
 
 /// Routing table holding the service CIDR's `unreachable` route.
 pub const ROUTE_TABLE: u32 = 29547;
-/// Rule letting the node's own sockets resolve service addresses through `main`:
-/// a local connect() routes before the output hook DNATs, so an unreachable
-/// route seen by local traffic would fail every ClusterIP from the node itself.
+/// Routing table holding the route the node's own sockets use for service addresses.
+pub const LOCAL_ROUTE_TABLE: u32 = 29546;
+/// Rule sending the node's own traffic to the service CIDR to [`LOCAL_ROUTE_TABLE`]:
+/// a local connect() routes before the output hook DNATs, so an unreachable route
+/// (or none: a node without a default route) would fail every ClusterIP from the
+/// node itself. The route there goes through `lo`, so it also works on a node with
+/// no default route, and the kernel still picks a global source address; after
+/// DNAT the packet is rerouted to the endpoint, and what is not DNATed is rejected
+/// by the table's filter chains and never leaves the node.
 pub const RULE_PREF_LOCAL: u32 = 29546;
 /// Rule sending everything else (forwarded, never DNATed) to the unreachable route.
 pub const RULE_PREF_UNREACHABLE: u32 = 29547;
@@ -106,6 +112,11 @@ pub fn install_route(cidr: Cidr) -> Result<()> {
         "ip",
         &["route", "replace", "unreachable", &c, "table", &table],
     )?;
+    let local_table = LOCAL_ROUTE_TABLE.to_string();
+    run(
+        "ip",
+        &["route", "replace", &c, "dev", "lo", "table", &local_table],
+    )?;
     run(
         "ip",
         &[
@@ -118,7 +129,7 @@ pub fn install_route(cidr: Cidr) -> Result<()> {
             "iif",
             "lo",
             "lookup",
-            "main",
+            &local_table,
         ],
     )?;
     run(
@@ -152,6 +163,18 @@ pub fn remove_route(cidr: Cidr) {
             &c,
             "table",
             &ROUTE_TABLE.to_string(),
+        ],
+    );
+    let _ = run(
+        "ip",
+        &[
+            "route",
+            "del",
+            &c,
+            "dev",
+            "lo",
+            "table",
+            &LOCAL_ROUTE_TABLE.to_string(),
         ],
     );
 }
