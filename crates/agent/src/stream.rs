@@ -625,6 +625,16 @@ async fn attach(
     ctr: CtrRuntime,
 ) -> Result<()> {
     let (mut rd, mut wr) = sock.into_split();
+    // Output is followed from here on: positioned before any input is forwarded, so
+    // what the container answers to the first line typed is never skipped.
+    let mut output = match ctr.log.clone() {
+        Some(path) => {
+            let mut file = tokio::fs::File::open(&path).await?;
+            file.seek(SeekFrom::End(0)).await?;
+            Some(file)
+        }
+        None => None,
+    };
     let stdin = if req.flag("stdin") {
         ctr.stdin.clone()
     } else {
@@ -665,11 +675,9 @@ async fn attach(
             *s.lock().await = None;
         }
     });
-    let Some(path) = ctr.log.clone() else {
+    let Some(mut file) = output.take() else {
         return Ok(());
     };
-    let mut file = tokio::fs::File::open(&path).await?;
-    file.seek(SeekFrom::End(0)).await?;
     let mut buf = vec![0u8; 16 * 1024];
     let out_ch = STDOUT;
     loop {
