@@ -1,0 +1,148 @@
+//! The seed walkthroughs (`tests/walkthroughs/*.sh` at the repository root), one
+//! test per seed document: each starts the whole stack (API, controllers, agent,
+//! proxy, DNS) in a test-made network namespace, adds a second namespace on the
+//! node's network as the "outside" machine (NodePort and LoadBalancer clients), and
+//! runs the walkthrough script there with the real kubectl, curl, dig, nslookup and
+//! host. The script checks what the seed shows as it goes and writes a Markdown
+//! transcript; with `SKIFF_GUIDE_DIR` set the transcript is kept there, which is
+//! how `scripts/guide` builds docs/guide.md from this very run.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{eventually, Cluster, Netns};
+
+const NODE: &str = "skiff-node";
+/// The node's address on the network it shares with the outside machine.
+const NODE_IP: &str = "192.168.49.2";
+const OUTSIDE_IP: &str = "192.168.49.100";
+const LB_POOL: &str = "172.18.255.0/24";
+
+/// Walkthroughs start pods by the dozen; one at a time on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn scripts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/walkthroughs")
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Another machine on the node's network: a veth from the cluster's namespace,
+/// routing the load-balancer pool through the node as a LAN router would.
+fn outside(cluster: &Cluster) -> Netns {
+    let ns = Netns::new();
+    let c = cluster.netns.name.as_str();
+    ip(&[
+        "-n", c, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+    ]);
+    ip(&[
+        "-n",
+        c,
+        "addr",
+        "add",
+        &format!("{NODE_IP}/24"),
+        "dev",
+        "eth1",
+    ]);
+    ip(&["-n", c, "link", "set", "eth1", "up"]);
+    ip(&[
+        "-n",
+        &ns.name,
+        "addr",
+        "add",
+        &format!("{OUTSIDE_IP}/24"),
+        "dev",
+        "eth0",
+    ]);
+    ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
+    ip(&["-n", &ns.name, "route", "add", LB_POOL, "via", NODE_IP]);
+    ns
+}
+
+fn walkthrough(script: &str) {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cluster = Cluster::start_with(&[
+        "--node-name",
+        NODE,
+        "--node-ip",
+        NODE_IP,
+        "--lb-pool",
+        LB_POOL,
+    ]);
+    let outside = outside(&cluster);
+    eventually(Duration::from_secs(30), || {
+        let out = cluster.kubectl(&[
+            "get",
+            "node",
+            NODE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
+    });
+    let transcript = cluster.dir.path().join(format!("{script}.md"));
+    let out = cluster
+        .netns
+        .command("bash")
+        .arg(scripts().join(format!("{script}.sh")))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("HOME", cluster.dir.path())
+        .env("OUTSIDE_NETNS", &outside.name)
+        .env("WALKTHROUGH_OUT", &transcript)
+        .output()
+        .expect("run the walkthrough");
+    let text = std::fs::read_to_string(&transcript).unwrap_or_default();
+    if let Some(dir) = std::env::var_os("SKIFF_GUIDE_DIR") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).expect("guide dir");
+        std::fs::write(dir.join(format!("{script}.md")), &text).expect("keep the transcript");
+    }
+    assert!(
+        out.status.success(),
+        "walkthrough {script} failed:\n{}\n--- transcript ---\n{text}\n--- server log (tail) ---\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail(&cluster.log(), 60)
+    );
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[test]
+fn seed_000_headless_services_and_friends() {
+    walkthrough("00-headless");
+}
+
+#[test]
+fn seed_001_services_101() {
+    walkthrough("01-services101");
+}
+
+#[test]
+fn seed_002_headless_in_namespace_moon() {
+    walkthrough("02-moon");
+}
+
+#[test]
+fn seed_003_httpenv_clusterip() {
+    walkthrough("03-httpenv");
+}
+
+#[test]
+fn seed_004_postgresql_statefulset() {
+    walkthrough("04-postgresql");
+}
