@@ -106,8 +106,8 @@ http.server.ThreadingHTTPServer(("", 80), H).serve_forever()
 "#;
 
 /// `postgres`: Debian's PostgreSQL server, one cluster per container. The data
-/// directory is a tmpfs mounted inside the pod's own mount namespace, so every pod
-/// has its own and nothing outlives the pod. Like the official image, `postgres`
+/// directory lives on a tmpfs mounted (over its parent) inside the pod's own mount
+/// namespace, so every pod has its own and nothing outlives the pod. Like the official image, `postgres`
 /// (or flags) as the command runs the server; anything else is run as given.
 const POSTGRES: &str = r#"
 set -e
@@ -119,14 +119,16 @@ if [ ! -x "$BIN/postgres" ]; then
     exit 1
 fi
 DATA=${PGDATA:-/var/lib/postgresql/data}
-mkdir -p "$DATA"
-mount -t tmpfs -o mode=0700 tmpfs "$DATA"
+ROOT=$(dirname "$DATA")
+mkdir -p "$ROOT"
+mount -t tmpfs -o mode=0755 tmpfs "$ROOT"
+mkdir -m 0700 "$DATA"
 chown postgres:postgres "$DATA"
 AUTH=trust
 PWFILE=
 if [ -n "$POSTGRES_PASSWORD" ]; then
     AUTH=scram-sha-256
-    PWFILE="$DATA/.pw"
+    PWFILE="$ROOT/.pwfile"
     printf '%s\n' "$POSTGRES_PASSWORD" > "$PWFILE"
     chown postgres "$PWFILE"
 fi
