@@ -79,7 +79,7 @@ struct ServerArgs {
     /// Address of the cluster DNS service (pods' nameserver).
     #[arg(long, default_value = "10.96.0.10")]
     cluster_dns: std::net::IpAddr,
-    /// Components not to start, comma-separated: controllers, agent, proxy, dns.
+    /// Components not to start, comma-separated: controllers, agent, proxy, dns, netpol.
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
     /// Log filter, e.g. `info` or `skiff_apiserver=debug`.

@@ -23,7 +23,7 @@ pub struct NodeSettings {
     pub cluster_domain: String,
     /// The `kube-dns` ClusterIP written into pods' resolv.conf.
     pub cluster_dns: std::net::IpAddr,
-    /// Components not to start (`controllers`, `agent`, `proxy`, `dns`).
+    /// Components not to start (`controllers`, `agent`, `proxy`, `dns`, `netpol`).
     pub disabled: Vec<String>,
     /// The server's data directory (the agent keeps pod state, logs and IPAM under it).
     pub data_dir: std::path::PathBuf,
@@ -93,6 +93,16 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
         components.push((
             "proxy",
             tokio::spawn(async move { Ok(skiff_proxy::run(c, s).await?) }),
+        ));
+    }
+    if node.enabled("netpol") {
+        let (c, s) = (
+            client.clone(),
+            skiff_netpol::NetpolSettings::new(&node.node_name),
+        );
+        components.push((
+            "netpol",
+            tokio::spawn(async move { Ok(skiff_netpol::run(c, s).await?) }),
         ));
     }
     components
