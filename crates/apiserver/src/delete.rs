@@ -64,8 +64,29 @@ impl DeleteOptions {
     }
 }
 
+/// How often a delete re-reads and tries again when another writer got in between.
+const DELETE_ATTEMPTS: usize = 16;
+
 /// Deletes one object; returns it (marked for deletion, or as it was when removed).
+///
+/// Like upstream's guaranteed update, a write that loses a race with another writer
+/// (a node agent's status update, say) is retried on the fresh object; only the
+/// caller's own preconditions surface as 409 Conflict.
 pub async fn delete(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value> {
+    let mut attempt = 1;
+    loop {
+        match delete_once(api, t, opts).await {
+            Err(e) if lost_race(&e) && attempt < DELETE_ATTEMPTS => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn lost_race(e: &StatusError) -> bool {
+    e.code == 409 && !e.message.contains("Precondition failed")
+}
+
+async fn delete_once(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Value> {
     let name = t.name.clone().unwrap_or_default();
     let ns = t.namespace.as_deref();
     let obj = api.objects.get(t.resource, ns, &name).await?;
