@@ -81,6 +81,10 @@ run_stdin() {
         printf '```\n'
     } >&3
     [ "$rc" -eq 0 ] || fail "\`$1\` exited with $rc"
+    # `kubectl run --rm` deletes its pod when the session ends, and says so.
+    case "$1" in
+    *"kubectl run "*--rm*) grep -q '^pod ".*" deleted$' <<<"$OUT" || fail "the --rm pod was not deleted" ;;
+    esac
 }
 
 # outside 'CMD': CMD on another machine on the node's network (the harness's namespace).
