@@ -1,0 +1,241 @@
+//! The skiff side: pods created through the API and timed until a watch event
+//! shows them Running with the Ready condition True.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::runtime::watcher;
+use kube::Api;
+use serde_json::json;
+use tokio::sync::Notify;
+
+/// Every pod of the benchmark lives here.
+pub const NAMESPACE: &str = "bench";
+/// How long one pod may take before the run is declared failed.
+const POD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a benchmark pod runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `busybox` running `sleep 3600`: Ready as soon as its process runs.
+    Sleep,
+    /// The same, with an exec readiness probe (`true`, no initial delay), so Ready
+    /// also waits for the first probe to pass.
+    Probed,
+}
+
+impl Kind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Kind::Sleep => "busybox `sleep 3600`",
+            Kind::Probed => "busybox `sleep 3600` + exec readiness probe",
+        }
+    }
+}
+
+pub fn manifest(name: &str, kind: Kind) -> Result<Pod> {
+    let mut container = json!({
+        "name": "main",
+        "image": "busybox",
+        "args": ["sleep", "3600"],
+    });
+    if kind == Kind::Probed {
+        container["readinessProbe"] = json!({
+            "exec": {"command": ["true"]},
+            "initialDelaySeconds": 0,
+            "periodSeconds": 1,
+        });
+    }
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": "bench-pods"}},
+        // `sleep` ends on SIGTERM; a short grace keeps cleanup quick regardless.
+        "spec": {"containers": [container], "terminationGracePeriodSeconds": 2},
+    }))?)
+}
+
+/// When the watch first saw each stage of a pod.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Seen {
+    pub scheduled: Option<Instant>,
+    pub running: Option<Instant>,
+    pub ready: Option<Instant>,
+}
+
+/// One watch over the namespace's pods, started before any pod is created, that
+/// stamps the first event showing each stage of each pod.
+#[derive(Clone)]
+pub struct Tracker {
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+    changed: Arc<Notify>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Tracker {
+    /// Starts the watch and returns once its initial list is done.
+    pub async fn start(client: kube::Client) -> Result<Self> {
+        let tracker = Tracker {
+            seen: Arc::default(),
+            changed: Arc::default(),
+        };
+        let api: Api<Pod> = Api::namespaced(client, NAMESPACE);
+        let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+        // The first event is Init: the watch is established (as a list) from here on.
+        events.try_next().await?.context("the pod watch ended")?;
+        let t = tracker.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.try_next().await {
+                    Ok(Some(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
+                        t.observe(&p, Instant::now())
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => eprintln!("pod watch: {e}"),
+                }
+            }
+        });
+        Ok(tracker)
+    }
+
+    fn observe(&self, p: &Pod, at: Instant) {
+        let Some(name) = p.metadata.name.clone() else {
+            return;
+        };
+        let scheduled = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        let status = p.status.as_ref();
+        let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+        let ready = running
+            && status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let mut seen = lock(&self.seen);
+        let s = seen.entry(name).or_default();
+        for (now, stamp) in [
+            (scheduled, &mut s.scheduled),
+            (running, &mut s.running),
+            (ready, &mut s.ready),
+        ] {
+            if now && stamp.is_none() {
+                *stamp = Some(at);
+            }
+        }
+        drop(seen);
+        if ready {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Waits until the watch has seen `name` Running and Ready.
+    pub async fn ready(&self, name: &str) -> Result<Seen> {
+        let wait = async {
+            loop {
+                let changed = self.changed.notified();
+                if let Some(s) = lock(&self.seen).get(name).filter(|s| s.ready.is_some()) {
+                    return *s;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(POD_TIMEOUT, wait)
+            .await
+            .with_context(|| format!("pod {name} not Running and Ready within {POD_TIMEOUT:?}"))
+    }
+}
+
+/// Start latency of one pod and its stages, all measured from the create request.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Create request until the API answered.
+    pub created: Duration,
+    pub scheduled: Duration,
+    pub ready: Duration,
+}
+
+/// Creates one pod and waits for it to be Running and Ready.
+pub async fn start_one(
+    client: &kube::Client,
+    tracker: &Tracker,
+    name: &str,
+    kind: Kind,
+) -> Result<Timing> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let pod = manifest(name, kind)?;
+    let began = Instant::now();
+    api.create(&PostParams::default(), &pod)
+        .await
+        .with_context(|| format!("creating pod {name}"))?;
+    let created = began.elapsed();
+    let seen = tracker.ready(name).await?;
+    let since =
+        |t: Option<Instant>| t.map_or(Duration::ZERO, |t| t.saturating_duration_since(began));
+    Ok(Timing {
+        created,
+        scheduled: since(seen.scheduled),
+        ready: since(seen.ready),
+    })
+}
+
+/// Creates `n` pods at once (concurrent requests); each is timed from its own
+/// request. Returns the timings and the time until the last was Ready.
+pub async fn start_burst(
+    client: &kube::Client,
+    tracker: &Tracker,
+    prefix: &str,
+    n: usize,
+    kind: Kind,
+) -> Result<(Vec<Timing>, Duration)> {
+    let began = Instant::now();
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
+    let timings = futures::future::try_join_all(
+        names
+            .iter()
+            .map(|name| start_one(client, tracker, name, kind)),
+    )
+    .await?;
+    Ok((timings, began.elapsed()))
+}
+
+pub async fn create_namespace(client: &kube::Client) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}
+    }))?;
+    api.create(&PostParams::default(), &ns)
+        .await
+        .context("creating the benchmark's namespace")?;
+    Ok(())
+}
+
+/// Deletes every pod in the namespace and waits until the agent has finished each
+/// (it removes a pod from the API only after its processes, veth and IP are gone).
+pub async fn delete_all(client: &kube::Client, timeout: Duration) -> Result<()> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .context("deleting the benchmark's pods")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = api.list(&ListParams::default()).await?.items.len();
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{left} pods still exist {timeout:?} after they were deleted");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
