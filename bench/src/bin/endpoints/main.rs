@@ -218,7 +218,8 @@ async fn measure(args: &Args, kubeconfig: &std::path::Path) -> Result<(String, S
     // The issue's measure: a pod becoming Ready until its endpoint is ready in the slice.
     let p99 = ready.to_slice.p99();
     let goal = format!(
-        "Goal (issue 4): pod Ready → endpoint ready in its slice, p99 under {}: {}          (p99 {} over {} → Ready changes; {} over all {} changes).",
+        "Goal (issue 4): pod Ready → endpoint ready in its slice, p99 under {}: {} \
+         (p99 {} over {} → Ready changes; {} over all {} changes).",
         fmt_duration(GOAL_P99),
         if p99 < GOAL_P99 { "met" } else { "**missed**" },
         fmt_duration(p99),
