@@ -44,7 +44,7 @@ pub fn answer(index: &Index, lower: &str, owner: &Name, qtype: RecordType) -> Ou
         Qname::Outside => return Outcome::Forward,
         Qname::Reverse(ip) => match index.ptr.get(&ip) {
             Some(names) => {
-                for n in names {
+                for n in names.iter() {
                     b.push(&mut a.answers, RData::PTR(PTR(n.clone())));
                 }
                 true
@@ -76,7 +76,7 @@ pub fn answer(index: &Index, lower: &str, owner: &Name, qtype: RecordType) -> Ou
             true
         }
         Qname::EmptyNonTerminal => true,
-        Qname::Namespace(ns) => index.namespaces.contains(ns),
+        Qname::Namespace(ns) => index.has_namespace(ns),
         Qname::Pod(ip) => {
             b.address(&mut a.answers, ip);
             true

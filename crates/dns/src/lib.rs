@@ -15,10 +15,11 @@ pub mod qname;
 pub mod request;
 mod server;
 mod settings;
+mod sources;
 mod upstream;
 mod watch;
 
-pub use settings::DnsSettings;
+pub use settings::{parse_upstream, DnsSettings};
 
 /// Errors that stop the DNS component.
 #[derive(Debug, thiserror::Error)]

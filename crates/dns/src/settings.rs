@@ -56,6 +56,31 @@ impl DnsSettings {
     }
 }
 
+impl DnsSettings {
+    /// These settings forwarding to `upstreams` instead of the resolvers in
+    /// `/etc/resolv.conf` (an empty list keeps resolv.conf).
+    pub fn with_upstreams(mut self, upstreams: Vec<SocketAddr>) -> Self {
+        self.upstreams = upstreams;
+        self
+    }
+}
+
+/// An upstream resolver as given on the command line: `ADDR[:PORT]`, port 53
+/// by default; IPv6 with a port in brackets (`[2001:db8::1]:5353`).
+pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let ip = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    ip.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| format!("invalid upstream {s:?}: expected ADDR or ADDR:PORT, e.g. 192.0.2.53 or [2001:db8::53]:5353"))
+}
+
 /// `10.244.0.0/16` to its address and prefix length.
 pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (ip, len) = s.split_once('/')?;
@@ -119,6 +144,47 @@ mod tests {
             ("0.0.0.0".parse().unwrap(), 0),
             "8.8.8.8".parse().unwrap()
         ));
+    }
+
+    #[test]
+    fn upstreams_from_the_command_line() {
+        assert_eq!(
+            parse_upstream("192.0.2.53"),
+            Ok("192.0.2.53:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("192.0.2.53:5353"),
+            Ok("192.0.2.53:5353".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("2001:db8::53"),
+            Ok("[2001:db8::53]:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("[2001:db8::53]"),
+            Ok("[2001:db8::53]:53".parse().unwrap())
+        );
+        assert_eq!(
+            parse_upstream("[2001:db8::53]:5353"),
+            Ok("[2001:db8::53]:5353".parse().unwrap())
+        );
+        for bad in [
+            "",
+            "dns.example",
+            "192.0.2.53:",
+            "192.0.2.53:99999",
+            "1.2.3",
+        ] {
+            assert!(parse_upstream(bad).is_err(), "{bad}");
+        }
+        let s = DnsSettings::new(
+            "cluster.local",
+            "10.96.0.10".parse().unwrap(),
+            "10.244.0.0/16",
+            "n",
+        )
+        .with_upstreams(vec!["192.0.2.53:53".parse().unwrap()]);
+        assert_eq!(s.upstreams, vec!["192.0.2.53:53".parse().unwrap()]);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Reflectors on Services and EndpointSlices feeding the index, and the
+//! Watches on Services and EndpointSlices feeding the index, and the
 //! kube-dns EndpointSlice that leads the `kube-dns` ClusterIP to this node.
 
 use std::net::IpAddr;
@@ -6,102 +6,102 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
-use tokio::sync::Notify;
 
 use crate::index::{Index, Zone};
 use crate::metrics::Metrics;
+use crate::sources::Sources;
 
 /// Keeps `current` equal to the index of what the API server holds: `None`
-/// until both reflectors have listed once, then rebuilt and swapped after
-/// every change. Changes that arrive during a rebuild are folded into the
-/// next one, so a burst costs one rebuild, not one per event.
+/// until both kinds have been listed once, then updated after every change.
+/// Events that are already waiting when one arrives go into the same update,
+/// so a burst costs one new index, not one per event; an update re-reads only
+/// the services that changed (a list rebuilds everything).
 pub async fn keep_current(
     client: Client,
     zone: Zone,
     current: Arc<ArcSwapOption<Index>>,
     metrics: Arc<Metrics>,
 ) {
-    let changed = Arc::new(Changed::default());
-    let (services, svc_writer) = reflector::store::<Service>();
-    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
-    let svc_stream = reflector(
-        svc_writer,
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    );
-    let slice_stream = reflector(
-        slice_writer,
-        watcher(
-            Api::<EndpointSlice>::all(client),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    );
-    tokio::spawn(svc_stream.for_each(notify(changed.clone())));
-    tokio::spawn(slice_stream.for_each(notify(changed.clone())));
-
-    if services.wait_until_ready().await.is_err() || slices.wait_until_ready().await.is_err() {
-        return;
-    }
+    let services = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(Watched::Service);
+    let slices = watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(Watched::Slice);
+    let mut events = std::pin::pin!(futures::stream::select(services, slices));
+    let mut sources = Sources::default();
     let mut serial: u32 = 1;
-    // The listing's own events are not changes to time.
-    let _ = changed.first_pending.lock().map(|mut p| p.take());
-    let index = Index::build(zone.clone(), &services.state(), &slices.state(), serial);
-    metrics.set_services(index.services.len());
-    current.store(Some(Arc::new(index)));
-    metrics
-        .ready
-        .store(true, std::sync::atomic::Ordering::Release);
-    serial = serial.wrapping_add(1);
-    loop {
-        changed.notify.notified().await;
+    while let Some(first) = events.next().await {
         // Programming latency, our share: from the first event not yet in an
-        // index to the swap of the index that has it. The reflector updates
-        // its store before it hands the event on, so this build includes it.
-        let since = changed.first_pending.lock().ok().and_then(|mut p| p.take());
-        let start = Instant::now();
-        let index = Index::build(zone.clone(), &services.state(), &slices.state(), serial);
+        // index to the swap of the index that has it.
+        let since = Instant::now();
+        let mut listed = apply(&mut sources, first);
+        while let Some(Some(ev)) = events.next().now_or_never() {
+            listed |= apply(&mut sources, ev);
+        }
+        if !sources.synced() || !sources.changed() {
+            continue;
+        }
+        let first_sync = current.load().is_none();
+        let index = sources.index(current.load().as_deref(), &zone, serial);
         metrics.set_services(index.services.len());
         current.store(Some(Arc::new(index)));
-        if let Some(t) = since {
-            metrics.programmed(t.elapsed());
+        if first_sync {
+            metrics
+                .ready
+                .store(true, std::sync::atomic::Ordering::Release);
+        } else if !listed {
+            // A list's own events are not changes to time.
+            metrics.programmed(since.elapsed());
         }
-        tracing::debug!(took = ?start.elapsed(), serial, "dns index rebuilt");
+        tracing::debug!(took = ?since.elapsed(), serial, "dns index updated");
         serial = serial.wrapping_add(1);
     }
 }
 
-/// Wakes the rebuild loop, remembering when the oldest unapplied change came.
-#[derive(Default)]
-struct Changed {
-    notify: Notify,
-    first_pending: std::sync::Mutex<Option<Instant>>,
+/// An event from either watch.
+// Each event is moved once, from the stream into `apply`: boxing the larger
+// variant would only add an allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Watched {
+    Service(Result<watcher::Event<Service>, watcher::Error>),
+    Slice(Result<watcher::Event<EndpointSlice>, watcher::Error>),
 }
 
-/// A stream consumer that wakes the rebuild loop on every event.
-fn notify<K>(
-    changed: Arc<Changed>,
-) -> impl FnMut(Result<watcher::Event<K>, watcher::Error>) -> std::future::Ready<()> {
-    move |ev| {
-        match ev {
-            Ok(_) => {
-                if let Ok(mut p) = changed.first_pending.lock() {
-                    p.get_or_insert_with(Instant::now);
-                }
-                changed.notify.notify_one();
-            }
-            Err(e) => tracing::warn!(error = %e, "dns watch"),
+/// Whether `e` is part of a (re)list rather than a change.
+fn is_listing<K>(e: &watcher::Event<K>) -> bool {
+    !matches!(e, watcher::Event::Apply(_) | watcher::Event::Delete(_))
+}
+
+/// Applies one event; returns whether it was part of a (re)list.
+fn apply(sources: &mut Sources, ev: Watched) -> bool {
+    match ev {
+        Watched::Service(Ok(e)) => {
+            let l = is_listing(&e);
+            sources.service_event(e);
+            l
         }
-        std::future::ready(())
+        Watched::Slice(Ok(e)) => {
+            let l = is_listing(&e);
+            sources.slice_event(e);
+            l
+        }
+        Watched::Service(Err(e)) | Watched::Slice(Err(e)) => {
+            tracing::warn!(error = %e, "dns watch");
+            false
+        }
     }
 }
 
