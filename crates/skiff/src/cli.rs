@@ -79,6 +79,10 @@ struct ServerArgs {
     /// Address of the cluster DNS service (pods' nameserver).
     #[arg(long, default_value = "10.96.0.10")]
     cluster_dns: std::net::IpAddr,
+    /// DNS resolvers for names outside the cluster domain, `ADDR[:PORT]`, repeatable or
+    /// comma-separated (default: the nameservers in the node's /etc/resolv.conf).
+    #[arg(long = "upstream", value_name = "ADDR[:PORT]", value_delimiter = ',', value_parser = skiff_dns::parse_upstream)]
+    upstream: Vec<SocketAddr>,
     /// Components not to start, comma-separated: controllers, agent, proxy, dns, netpol.
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
@@ -188,6 +192,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         service_cidr: args.service_cidr.clone(),
         cluster_domain: args.cluster_domain.clone(),
         cluster_dns: args.cluster_dns,
+        dns_upstreams: args.upstream.clone(),
         disabled: args.disable.clone(),
         data_dir: args.data_dir.clone(),
     };

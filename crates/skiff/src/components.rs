@@ -23,6 +23,8 @@ pub struct NodeSettings {
     pub cluster_domain: String,
     /// The `kube-dns` ClusterIP written into pods' resolv.conf.
     pub cluster_dns: std::net::IpAddr,
+    /// Resolvers for names outside the cluster domain (`--upstream`); empty: resolv.conf.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// Components not to start (`controllers`, `agent`, `proxy`, `dns`, `netpol`).
     pub disabled: Vec<String>,
     /// The server's data directory (the agent keeps pod state, logs and IPAM under it).
@@ -74,7 +76,8 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
                 node.cluster_dns,
                 &node.pod_cidr,
                 &node.node_name,
-            ),
+            )
+            .with_upstreams(node.dns_upstreams.clone()),
         );
         components.push((
             "dns",

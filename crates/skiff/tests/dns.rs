@@ -249,15 +249,15 @@ fn dns_answers_the_specification_over_udp_and_tcp() {
     assert_eq!(String::from_utf8_lossy(&health.stdout), "OK");
 }
 
-/// A tiny upstream resolver inside the namespace, on 127.0.0.2:53 (bound
+/// A tiny upstream resolver inside the namespace, on @ADDR@:@PORT@ (bound
 /// with SO_REUSEPORT so it coexists with skiff's 0.0.0.0:53): every question
-/// gets `A 192.0.2.1`.
+/// gets `A 192.0.2.@ANSWER@`. See [`upstream`].
 const UPSTREAM: &str = r#"
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-s.bind(("127.0.0.2", 53))
+s.bind(("@ADDR@", @PORT@))
 while True:
     q, peer = s.recvfrom(4096)
     end = 12
@@ -265,7 +265,7 @@ while True:
         end += q[end] + 1
     question = q[12:end + 5]
     header = q[:2] + b"\x81\x80" + b"\x00\x01\x00\x01\x00\x00\x00\x00"
-    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([192, 0, 2, 1])
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([192, 0, 2, @ANSWER@])
     s.sendto(header + question + answer, peer)
 "#;
 
@@ -282,23 +282,34 @@ impl Drop for Upstream {
     }
 }
 
-#[test]
-fn dns_forwards_names_outside_the_cluster() {
-    let mut c = Cluster::start_with(FLAGS);
+/// Starts the upstream of [`UPSTREAM`] in the cluster's namespace, and makes
+/// `nameserver 127.0.0.2` the namespace's resolv.conf.
+fn upstream(c: &Cluster, addr: &str, port: u16, answer: u8) -> Upstream {
     // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over
     // /etc/resolv.conf: that is the node's resolver skiff forwards to.
     let etc = std::path::PathBuf::from("/etc/netns").join(&c.netns.name);
-    std::fs::create_dir_all(&etc).unwrap();
-    std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.2\n").unwrap();
+    std::fs::create_dir_all(&etc).expect("creating /etc/netns/<ns>");
+    std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.2\n")
+        .expect("writing the namespace's resolv.conf");
+    let script = UPSTREAM
+        .replace("@ADDR@", addr)
+        .replace("@PORT@", &port.to_string())
+        .replace("@ANSWER@", &answer.to_string());
     let child = c
         .netns
         .command("/usr/bin/python3")
-        .args(["-c", UPSTREAM])
+        .args(["-c", &script])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    let _upstream = Upstream { child, etc };
+        .expect("starting the test upstream");
+    Upstream { child, etc }
+}
+
+#[test]
+fn dns_forwards_names_outside_the_cluster() {
+    let mut c = Cluster::start_with(FLAGS);
+    let _upstream = upstream(&c, "127.0.0.2", 53, 1);
     c.stop(false);
     c.spawn(FLAGS);
     wait_for_dns(&c);
@@ -312,6 +323,47 @@ fn dns_forwards_names_outside_the_cluster() {
     // Cluster names are still ours.
     assert_eq!(status(&c, "nope.default.svc.cluster.local"), "NXDOMAIN");
     assert!(c.log().contains("dns serving"), "{}", c.log());
+}
+
+#[test]
+fn dns_forwards_to_the_upstreams_given_with_the_upstream_flag() {
+    let mut c = Cluster::start_with(FLAGS);
+    // resolv.conf names 127.0.0.2 (answering 192.0.2.1); `--upstream` wins.
+    let _resolv_conf = upstream(&c, "127.0.0.2", 53, 1);
+    let _flag = upstream(&c, "127.0.0.3", 5353, 7);
+    c.stop(false);
+    // Comma-separated and repeated; nothing listens on the first, so the
+    // next one is asked.
+    let upstreams = [
+        "--upstream",
+        "127.0.0.4:5354,127.0.0.3:5353",
+        "--upstream",
+        "127.0.0.6:5355",
+    ];
+    let flags: Vec<&str> = FLAGS.iter().chain(&upstreams).copied().collect();
+    c.spawn(&flags);
+    wait_for_dns(&c);
+    assert_eq!(short(&c, "example.com"), vec!["192.0.2.7"]);
+    assert!(
+        c.log()
+            .contains("127.0.0.4:5354, 127.0.0.3:5353, 127.0.0.6:5355"),
+        "{}",
+        c.log()
+    );
+    assert_eq!(status(&c, "nope.default.svc.cluster.local"), "NXDOMAIN");
+    // A malformed address is refused before anything starts.
+    let out = c
+        .netns
+        .command(support::skiff_bin())
+        .args(["server", "--upstream", "dns.example"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid upstream"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // ---- From inside pods: every component on, resolv.conf as kubelet writes it.
