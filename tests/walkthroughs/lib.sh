@@ -20,7 +20,7 @@ cp "$KUBECONFIG" "$WT_DIR/kubeconfig"
 export KUBECONFIG="$WT_DIR/kubeconfig"
 cd "$WT_DIR"
 trap 'rm -rf "$WT_DIR"' EXIT
-exec 3>"${WALKTHROUGH_OUT:-/dev/stdout}"
+if [ -n "${WALKTHROUGH_OUT:-}" ]; then exec 3>"$WALKTHROUGH_OUT"; else exec 3>&1; fi
 
 # Seeds write `k` for kubectl.
 k() { kubectl "$@"; }

@@ -110,6 +110,18 @@ impl Program {
         &self.cfg
     }
 
+    /// Replaces the node's own addresses (where node ports answer). Bookkeeping
+    /// only: every service with a node port renders per node address, so the caller
+    /// follows with a full sync.
+    pub fn set_node_ips(&mut self, ips: Vec<std::net::Ipv4Addr>) {
+        let node = Fragment {
+            elements: ips.iter().map(|&a| Element::NodeIp(a)).collect(),
+            ..Default::default()
+        };
+        self.cfg.node_ips = ips;
+        self.apply(vec![(String::new(), Some(node))], false);
+    }
+
     pub fn service_keys(&self) -> impl Iterator<Item = &String> {
         self.fragments.keys().filter(|k| !k.is_empty())
     }

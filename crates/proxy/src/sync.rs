@@ -90,6 +90,9 @@ enum Ev {
     Slice(Event<EndpointSlice>),
 }
 
+/// How often the node's addresses are re-read when none were configured.
+const NODE_ADDRESS_CHECK: Duration = Duration::from_secs(2);
+
 /// Runs the proxier until its watches end for good.
 pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
     let service_cidr: Cidr = settings.service_cidr.parse()?;
@@ -139,6 +142,11 @@ pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
     let mut state = Proxier::new(cfg, settings.node_name.clone(), settings.metrics.clone());
     let mut resync = tokio::time::interval(settings.full_resync_period);
     resync.tick().await;
+    // Without configured node addresses, node ports follow the node's own: the agent
+    // may add the pod gateway (or an operator an address) after the proxy started.
+    let follow_addresses = settings.node_ips.is_empty();
+    let mut address_check = tokio::time::interval(NODE_ADDRESS_CHECK);
+    address_check.tick().await;
     loop {
         let retry = state.ready() && state.pending();
         tokio::select! {
@@ -149,6 +157,15 @@ pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
             },
             _ = resync.tick() => {
                 if !state.need_full {
+                    state.need_full = true;
+                    state.refill = true;
+                }
+            }
+            _ = address_check.tick(), if follow_addresses => {
+                let now = tokio::task::spawn_blocking(net::node_ipv4s).await.unwrap_or_default();
+                if now != state.program.config().node_ips {
+                    tracing::info!(node_ips = ?now, "proxy: node addresses changed");
+                    state.program.set_node_ips(now);
                     state.need_full = true;
                     state.refill = true;
                 }
