@@ -259,7 +259,7 @@ show_file my-service.yaml
 run 'kubectl apply -f my-service.yaml'
 run 'kubectl describe svc my-service | grep -E "^(Session Affinity|Endpoints)"'
 expect '^Session Affinity: +ClientIP'
-until_ok 30 '[ "$(kubectl get endpoints my-service -o jsonpath="{.subsets[0].addresses[*].ip}" | wc -w)" = 5 ]'
+until_ok 30 'service_settled my-service 5'
 say "Twenty requests from one client all land on one pod:"
 run 'kubectl exec client -- sh -c "for i in \$(seq 20); do curl -s my-service | grep Hostname; done | sort | uniq -c"'
 expect_count 1 'Hostname: my-app-'

@@ -58,7 +58,7 @@ CLUSTER_IP=$OUT
 section "Endpoints follow the pods"
 quietly 'pod_ips run=my-nginx'
 IPS=$OUT
-until_ok 30 '[ "$(kubectl get endpoints my-nginx -o jsonpath="{.subsets[0].addresses[*].ip}" | wc -w)" = 2 ]'
+until_ok 30 'service_settled my-nginx 2'
 run 'kubectl describe svc my-nginx'
 ENDPOINTS=$(sed -n 's/^Endpoints: *//p' <<<"$OUT" | tr ',' '\n' | sed 's/:80$//' | sort)
 [ "$ENDPOINTS" = "$IPS" ] || fail "Endpoints [$ENDPOINTS], pods [$IPS]"

@@ -97,7 +97,7 @@ run 'kubectl get pods -n k8s-training -o wide'
 expect_count 3 '^postgresql-sfs-[012] +1/1 +Running'
 quietly 'pod_ips app=postgresql-a k8s-training'
 IPS=$OUT
-until_ok 30 '[ "$(kubectl get endpoints postgresql-svc -n k8s-training -o jsonpath="{.subsets[0].addresses[*].ip}" | wc -w)" = 3 ]'
+until_ok 30 'service_settled postgresql-svc 3 k8s-training'
 run 'kubectl describe service postgresql-svc -n k8s-training'
 ENDPOINTS=$(sed -n 's/^Endpoints: *//p' <<<"$OUT" | tr ',' '\n' | sed 's/:5432$//' | sort)
 [ "$ENDPOINTS" = "$IPS" ] || fail "Endpoints [$ENDPOINTS], pods [$IPS]"

@@ -155,4 +155,17 @@ pod_ips() { # SELECTOR [NAMESPACE]
 node_ip() {
     kubectl get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}'
 }
-export -f pod_ips node_ip
+# The ready endpoint addresses of a service's EndpointSlices, sorted, one per line
+# (what `kubectl describe service`, the proxy and DNS read).
+slice_ips() { # SERVICE [NAMESPACE]
+    kubectl get endpointslices -n "${2:-default}" -l "kubernetes.io/service-name=$1" \
+        -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{"\n"}{end}' | sort
+}
+
+# Whether a service's Endpoints and its EndpointSlices both list exactly N ready
+# addresses: two controllers write them, so one may be a moment behind the other.
+service_settled() { # SERVICE N [NAMESPACE]
+    [ "$(kubectl get endpoints "$1" -n "${3:-default}" -o jsonpath='{.subsets[0].addresses[*].ip}' | wc -w)" = "$2" ] &&
+        [ "$(slice_ips "$1" "${3:-default}" | wc -w)" = "$2" ]
+}
+export -f pod_ips node_ip slice_ips service_settled

@@ -184,33 +184,7 @@ impl Drop for Pod {
 /// The outside host: a namespace on the node's network, routing the LB pool
 /// through the node.
 fn outside(cluster: &Cluster) -> Netns {
-    let ns = Netns::new();
-    let c = &cluster.netns.name;
-    sh_ok(Command::new("ip").args([
-        "-n", c, "link", "add", "skout", "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-    ]));
-    sh_ok(Command::new("ip").args([
-        "-n",
-        c,
-        "addr",
-        "add",
-        &format!("{NODE_IP}/24"),
-        "dev",
-        "skout",
-    ]));
-    sh_ok(Command::new("ip").args(["-n", c, "link", "set", "skout", "up"]));
-    sh_ok(Command::new("ip").args([
-        "-n",
-        &ns.name,
-        "addr",
-        "add",
-        &format!("{OUTSIDE_IP}/24"),
-        "dev",
-        "eth0",
-    ]));
-    sh_ok(Command::new("ip").args(["-n", &ns.name, "link", "set", "eth0", "up"]));
-    sh_ok(Command::new("ip").args(["-n", &ns.name, "route", "add", LB_POOL, "via", NODE_IP]));
-    ns
+    support::outside_machine(&cluster.netns, "skout", NODE_IP, OUTSIDE_IP, &[LB_POOL])
 }
 
 fn start_cluster() -> Cluster {

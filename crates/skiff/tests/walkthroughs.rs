@@ -10,10 +10,9 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::{eventually, Cluster, Netns};
+use support::{outside_machine, Cluster, Netns};
 
 const NODE: &str = "skiff-node";
 /// The node's address on the network it shares with the outside machine.
@@ -28,61 +27,26 @@ fn scripts() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/walkthroughs")
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Another machine on the node's network: a veth from the cluster's namespace,
-/// routing the load-balancer pool through the node as a LAN router would.
-fn outside(cluster: &Cluster) -> Netns {
-    let ns = Netns::new();
-    let c = cluster.netns.name.as_str();
-    ip(&[
-        "-n", c, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-    ]);
-    ip(&[
-        "-n",
-        c,
-        "addr",
-        "add",
-        &format!("{NODE_IP}/24"),
-        "dev",
-        "eth1",
-    ]);
-    ip(&["-n", c, "link", "set", "eth1", "up"]);
-    ip(&[
-        "-n",
-        &ns.name,
-        "addr",
-        "add",
-        &format!("{OUTSIDE_IP}/24"),
-        "dev",
-        "eth0",
-    ]);
-    ip(&["-n", &ns.name, "link", "set", "eth0", "up"]);
-    ip(&["-n", &ns.name, "route", "add", LB_POOL, "via", NODE_IP]);
-    ns
-}
-
 fn walkthrough(script: &str) {
     let _serial = SERIAL
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let cluster = Cluster::start_with(&[
-        "--node-name",
-        NODE,
-        "--node-ip",
-        NODE_IP,
-        "--lb-pool",
-        LB_POOL,
-    ]);
-    let outside = outside(&cluster);
-    eventually(Duration::from_secs(30), || {
+    // The outside machine first: its link carries the address the agent binds.
+    let node = Netns::new();
+    let outside = outside_machine(&node, "eth1", NODE_IP, OUTSIDE_IP, &[LB_POOL]);
+    let cluster = Cluster::start_in(
+        node,
+        &[
+            "--node-name",
+            NODE,
+            "--node-ip",
+            NODE_IP,
+            "--lb-pool",
+            LB_POOL,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
         let out = cluster.kubectl(&[
             "get",
             "node",
@@ -90,8 +54,16 @@ fn walkthrough(script: &str) {
             "-o",
             "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
         ]);
-        (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
-    });
+        if String::from_utf8_lossy(&out.stdout) == "True" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {NODE} not Ready within 60 s\n--- server log (tail) ---\n{}",
+            tail(&cluster.log(), 60)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let transcript = cluster.dir.path().join(format!("{script}.md"));
     let out = cluster
         .netns

@@ -47,6 +47,39 @@ impl Drop for Netns {
     }
 }
 
+/// Another machine on the node's network: a veth pair from the node's namespace
+/// (`node_if`, holding `node_ip`/24) to a new namespace (`eth0`, `outside_ip`/24)
+/// that routes each of `via_node` through the node, as a LAN router would. Make it
+/// before the cluster starts, so the address a `--node-ip` names is there to bind.
+pub fn outside_machine(
+    node: &Netns,
+    node_if: &str,
+    node_ip: &str,
+    outside_ip: &str,
+    via_node: &[&str],
+) -> Netns {
+    let ns = Netns::new();
+    let (n, o) = (node.name.as_str(), ns.name.as_str());
+    let node_addr = format!("{node_ip}/24");
+    let outside_addr = format!("{outside_ip}/24");
+    let mut steps: Vec<Vec<&str>> = vec![
+        vec![
+            "-n", n, "link", "add", node_if, "type", "veth", "peer", "name", "eth0", "netns", o,
+        ],
+        vec!["-n", n, "addr", "add", &node_addr, "dev", node_if],
+        vec!["-n", n, "link", "set", node_if, "up"],
+        vec!["-n", o, "addr", "add", &outside_addr, "dev", "eth0"],
+        vec!["-n", o, "link", "set", "eth0", "up"],
+    ];
+    for dst in via_node {
+        steps.push(vec!["-n", o, "route", "add", dst, "via", node_ip]);
+    }
+    for args in steps {
+        run_ok(Command::new("ip").args(args));
+    }
+    ns
+}
+
 fn run_ok(c: &mut Command) {
     let out = c.output().expect("spawn");
     assert!(
@@ -78,7 +111,12 @@ impl Cluster {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
-        let netns = Netns::new();
+        Self::start_in(Netns::new(), extra)
+    }
+
+    /// Starts the cluster in a namespace the test already prepared (e.g. with the
+    /// address a `--node-ip` names, which the agent binds at start).
+    pub fn start_in(netns: Netns, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = Cluster {
             child: None,
