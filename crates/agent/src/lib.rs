@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod cmd;
 pub mod envvars;
+pub mod events;
 pub mod files;
 pub mod ipam;
 pub mod net;

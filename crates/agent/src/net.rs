@@ -185,32 +185,35 @@ pub fn veth_name(uid: &str) -> String {
     format!("vsk{short}")
 }
 
-/// Wires a pod's network namespace (held by `sandbox_pid`): veth into the bridge,
-/// `eth0` with the pod IP, default route via the gateway.
-pub async fn attach_pod(sandbox_pid: u32, veth: &str, ip: Ipv4Addr, subnet: Cidr) -> Result<()> {
-    let pid = sandbox_pid.to_string();
-    // One `ip` run for the node side. Hairpin lets a pod reach itself through
-    // a service address.
-    let host = format!(
-        "link add {veth} type veth peer name eth0 netns {pid}\n\
-         link set {veth} master {BRIDGE}\n\
-         link set {veth} type bridge_slave hairpin on\n\
-         link set {veth} up\n"
-    );
-    if cmd::run_stdin("ip", &["-batch", "-"], &host).await.is_err() {
-        // A leftover from a crashed attempt: remove it and try once more.
-        let _ = cmd::run("ip", &["link", "del", veth]).await;
-        cmd::run_stdin("ip", &["-batch", "-"], &host).await?;
-    }
-    let inside = format!(
-        "link set lo up\n\
+/// The `ip -batch` script a pod's sandbox runs inside its new network namespace
+/// (see `runtime::start_sandbox`): the veth pair made from inside, `eth0` here and
+/// its peer `veth` moved at once into the network namespace of `node_pid` (the
+/// agent's, i.e. the node's), then `lo` and `eth0` up with the pod IP and a default
+/// route via the gateway. Made from inside, the pod's end needs no `nsenter` and
+/// no second `ip` run; the route is added while `eth0` has no carrier yet (the
+/// node end is still down), which the kernel allows.
+pub fn pod_network_batch(node_pid: u32, veth: &str, ip: Ipv4Addr, subnet: Cidr) -> String {
+    format!(
+        "link add eth0 type veth peer name {veth} netns {node_pid}\n\
+         link set lo up\n\
          addr add {ip}/{len} dev eth0\n\
          link set eth0 up\n\
          route add default via {gw} dev eth0\n",
         len = subnet.len,
         gw = subnet.gateway()
+    )
+}
+
+/// Wires the node's end of a pod's veth (made by its sandbox): onto the bridge,
+/// hairpin on (so a pod reaches itself through a service address), and up, which
+/// gives the pod's `eth0` its carrier. One `ip` run.
+pub async fn attach_pod(veth: &str) -> Result<()> {
+    let host = format!(
+        "link set {veth} master {BRIDGE}\n\
+         link set {veth} type bridge_slave hairpin on\n\
+         link set {veth} up\n"
     );
-    cmd::run_stdin("nsenter", &["-t", &pid, "-n", "ip", "-batch", "-"], &inside).await?;
+    cmd::run_stdin("ip", &["-batch", "-"], &host).await?;
     Ok(())
 }
 
@@ -268,6 +271,24 @@ mod tests {
         ));
         assert!(r.contains("tcp dport 8080 dnat to 10.244.0.5:80\n"));
         assert!(r.starts_with("table ip skiff-agent\ndelete table ip skiff-agent\n"));
+    }
+
+    #[test]
+    fn pod_side_batch() {
+        let b = pod_network_batch(
+            42,
+            "vsk0f1e2d3c",
+            Ipv4Addr::new(10, 244, 0, 7),
+            Cidr::parse("10.244.0.0/24").unwrap(),
+        );
+        assert_eq!(
+            b,
+            "link add eth0 type veth peer name vsk0f1e2d3c netns 42\n\
+             link set lo up\n\
+             addr add 10.244.0.7/24 dev eth0\n\
+             link set eth0 up\n\
+             route add default via 10.244.0.1 dev eth0\n"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::state::{self, PodState, SavedContainer, Term};
-use crate::{envvars, files, net, probe, runtime, Agent};
+use crate::{envvars, events, files, net, probe, runtime, Agent};
 
 pub enum Msg {
     Update(Box<Pod>),
@@ -151,6 +151,8 @@ pub struct Worker {
     /// When this worker began, until the pod was first reported Ready (for the
     /// start-latency log line).
     began: Option<Instant>,
+    /// Events recorded since the last status write.
+    events: events::Pending,
 }
 
 impl Worker {
@@ -217,6 +219,7 @@ impl Worker {
             deleting: false,
             gone: false,
             began: Some(Instant::now()),
+            events: Default::default(),
         };
         if let Some(s) = saved {
             w.adopt(s);
@@ -413,6 +416,7 @@ impl Worker {
             self.report().await;
         }
         self.teardown().await;
+        self.post_events();
         if !self.gone {
             self.finish_delete().await;
         }
@@ -536,7 +540,7 @@ impl Worker {
     }
 
     /// Records an Event about this pod (or one of its containers), as kubelet
-    /// does; fire and forget, so a slow API never stalls the pod.
+    /// does; queued until [`Worker::post_events`].
     fn event(&self, warning: bool, reason: &str, message: String, container: Option<&str>) {
         let field_path = container.and_then(|c| {
             self.ctrs.iter().find(|x| x.spec.name == c).map(|x| {
@@ -548,34 +552,19 @@ impl Worker {
                 format!("spec.{list}{{{c}}}")
             })
         });
-        let t = chrono::Utc::now();
-        let suffix: u64 = rand::random();
-        let ev = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{}.{suffix:016x}", self.name), "namespace": self.ns},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": self.name,
-                               "namespace": self.ns, "uid": self.uid, "fieldPath": field_path},
-            "reason": reason,
-            "message": message,
-            "type": if warning { "Warning" } else { "Normal" },
-            "source": {"component": "kubelet", "host": self.agent.node_name},
-            "reportingComponent": "kubelet",
-            "reportingInstance": self.agent.node_name,
-            "firstTimestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "lastTimestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            "count": 1,
-        });
-        let client = self.agent.client.clone();
-        let ns = self.ns.clone();
-        tokio::spawn(async move {
-            let Ok(ev) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(ev) else {
-                return;
-            };
-            let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns);
-            if let Err(e) = api.create(&Default::default(), &ev).await {
-                tracing::debug!(error = %e, "posting an event");
-            }
-        });
+        let subject = events::Subject {
+            namespace: &self.ns,
+            name: &self.name,
+            uid: &self.uid,
+            node_name: &self.agent.node_name,
+        };
+        self.events
+            .record(&subject, warning, reason, message, field_path);
+    }
+
+    /// Posts the queued events (after the status they go with was written).
+    fn post_events(&self) {
+        self.events.post(&self.agent.client, &self.ns);
     }
 
     async fn setup(&mut self) {
@@ -628,7 +617,18 @@ impl Worker {
             files::hosts(&self.pod, &ips, &self.agent.dns.cluster_domain),
         )?;
         std::fs::write(self.dir.join("hostname"), format!("{}\n", self.hostname()))?;
-        let (proc, mut child) = runtime::start_sandbox(&self.dir, &self.hostname()).await?;
+        let network = net::pod_network_batch(std::process::id(), &self.veth, ip, self.agent.subnet);
+        let started = runtime::start_sandbox(&self.dir, &self.hostname(), &network).await;
+        let (proc, mut child) = match started {
+            Ok(s) => s,
+            Err(e) => {
+                // A node end left by a crashed attempt makes the sandbox's `link
+                // add` fail: remove it and try once more.
+                tracing::debug!(pod = %self.name, error = %format!("{e:#}"), "sandbox, retrying");
+                net::detach_pod(&self.veth).await;
+                runtime::start_sandbox(&self.dir, &self.hostname(), &network).await?
+            }
+        };
         // Reap the sandbox when it ends (it is our child while we live), and
         // tell the worker: a pod without its sandbox must get a new one.
         let tx = self.tx.clone();
@@ -638,7 +638,7 @@ impl Worker {
         });
         self.sandbox = Some(proc);
         self.save();
-        net::attach_pod(proc.pid, &self.veth, ip, self.agent.subnet).await?;
+        net::attach_pod(&self.veth).await?;
         lock(&self.rt).sandbox = Some(proc.pid);
         let ports = self.wanted_host_ports();
         if !ports.is_empty() {
@@ -1485,7 +1485,14 @@ impl Worker {
         }
     }
 
+    /// Writes the pod's status if it changed, then posts the events queued
+    /// meanwhile: the status first, so Running and Ready never wait behind them.
     async fn report(&mut self) {
+        self.write_status().await;
+        self.post_events();
+    }
+
+    async fn write_status(&mut self) {
         let status = self.status();
         if self.last_status.as_ref() == Some(&status) {
             return;

@@ -51,22 +51,30 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Sets the sandbox up from inside its new namespaces (`lo` comes up with the
-/// pod's addresses, in one `ip` run), then holds them.
+/// Sets the sandbox up from inside its new namespaces, then holds them. Setting
+/// up costs three processes besides the shell (each one a fork and exec, which is
+/// most of a pod's start time): the hostname is written to the UTS namespace's
+/// `/proc/sys/kernel/hostname` by the shell itself, one `mount -a` reads the pod's
+/// bind mounts (`resolv.conf`, `hosts`, `hostname` over `/etc/*`) from a
+/// pod-private fstab, and one `ip -batch` makes the veth pair from inside (`eth0`
+/// here, its peer moved straight into the node's namespace), brings `lo` and
+/// `eth0` up with the pod's address and adds the default route.
 ///
-/// The holder also watches for `eth0`: it vanishes only when the node's end of
-/// the veth is removed, i.e. the agent tore the pod down or the node's network
-/// namespace itself is gone (a test cluster deleted while the agent was dead).
-/// Then nothing can reach the pod any more, so it kills every process left in
-/// its network namespace instead of leaking them (checked over netlink with
-/// `ip`, every 5 s); one `find` then picks the processes sharing the namespace.
-/// A sandbox never wired within 30 s (its agent died while starting it) ends the
-/// same way; a live agent then simply makes a new one.
-const SANDBOX_SCRIPT: &str = r#"hostname "$1" || exit 1
-for f in hostname hosts resolv.conf; do mount --bind "$2/$f" "/etc/$f" || exit 1; done
+/// The holder then watches `eth0`'s carrier: it comes up once the agent has put the
+/// node's end on the bridge and set it up, and goes away only when that end is
+/// removed, i.e. the agent tore the pod down or the node's network namespace itself
+/// is gone (a test cluster deleted while the agent was dead). Then nothing can reach
+/// the pod any more, so it kills every process left in its network namespace
+/// instead of leaking them (checked over netlink with `ip`, every 5 s); one `find`
+/// then picks the processes sharing the namespace. A sandbox never wired within
+/// 30 s (its agent died while starting it) ends the same way; a live agent then
+/// simply makes a new one.
+const SANDBOX_SCRIPT: &str = r#"printf '%s\n' "$1" > /proc/sys/kernel/hostname || exit 1
+mount -a -T "$2/fstab" || exit 1
+ip -batch "$2/network" || exit 1
 echo ready
 exec </dev/null >/dev/null 2>&1
-wired() { ip link show dev eth0 >/dev/null 2>&1; }
+wired() { case "$(ip -o link show dev eth0 2>/dev/null)" in *LOWER_UP*) return 0;; esac; return 1; }
 n=0
 until wired; do n=$((n+1)); [ $n -gt 150 ] && break; sleep 0.2; done
 while wired; do sleep 5; done
@@ -77,8 +85,39 @@ for d in $(find /proc/[0-9]*/ns/net -maxdepth 0 -lname "net:\[$ino\]" 2>/dev/nul
 done
 exit 0"#;
 
-/// Starts a pod sandbox whose files live in `dir`. Returns once it is set up.
-pub async fn start_sandbox(dir: &Path, hostname: &str) -> Result<(Proc, Child)> {
+/// The files bind-mounted over the sandbox's `/etc`, from the pod's directory.
+const ETC_FILES: [&str; 3] = ["hostname", "hosts", "resolv.conf"];
+
+/// An fstab field: spaces, tabs, newlines and backslashes octal-escaped, as
+/// `mount` reads them.
+fn fstab_escape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    for c in field.chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The sandbox's fstab: the pod's `/etc` files bind-mounted from `dir`.
+pub fn sandbox_fstab(dir: &Path) -> String {
+    ETC_FILES
+        .iter()
+        .map(|f| {
+            let src = fstab_escape(&dir.join(f).to_string_lossy());
+            format!("{src} /etc/{f} none bind 0 0\n")
+        })
+        .collect()
+}
+
+/// Starts a pod sandbox whose files (`hostname`, `hosts`, `resolv.conf`) live in
+/// `dir`; `network` is the `ip -batch` script it runs inside its new network
+/// namespace. Returns once it is set up.
+pub async fn start_sandbox(dir: &Path, hostname: &str, network: &str) -> Result<(Proc, Child)> {
+    std::fs::write(dir.join("fstab"), sandbox_fstab(dir))?;
+    std::fs::write(dir.join("network"), network)?;
     let err_path = dir.join("sandbox.err");
     let err = std::fs::File::create(&err_path)?;
     let mut child = Command::new("unshare")
