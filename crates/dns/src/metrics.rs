@@ -82,19 +82,22 @@ impl Metrics {
         rcode: ResponseCode,
         took: Duration,
     ) {
-        let proto = match transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        };
-        let qtype: &'static str = qtype.map(Into::into).unwrap_or("none");
         self.requests
-            .get_or_create(&[
-                ("proto", proto),
-                ("type", qtype),
-                ("rcode", rcode_name(rcode)),
-            ])
+            .get_or_create(&labels(transport, qtype, rcode))
             .inc();
         self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Hands a socket thread's batch to the shared metrics (and empties it).
+    pub fn flush(&self, batch: &mut Batch) {
+        for (transport, qtype, rcode, n) in batch.counts.drain(..) {
+            self.requests
+                .get_or_create(&labels(transport, qtype, rcode))
+                .inc_by(n);
+        }
+        for took in batch.durations.drain(..) {
+            self.duration.observe(took);
+        }
     }
 
     pub fn forwarded(&self) {
@@ -114,6 +117,54 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+fn labels(transport: Transport, qtype: Option<RecordType>, rcode: ResponseCode) -> Labels {
+    let proto = match transport {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+    };
+    let qtype: &'static str = qtype.map(Into::into).unwrap_or("none");
+    [
+        ("proto", proto),
+        ("type", qtype),
+        ("rcode", rcode_name(rcode)),
+    ]
+}
+
+/// One UDP thread's observations not yet in the shared metrics. The shared
+/// counters hash their labels and the histogram takes a lock on every update;
+/// per query, from every thread at once, that costs more than the answer.
+#[derive(Default)]
+pub struct Batch {
+    /// A handful of distinct label sets at most: a list beats a map.
+    counts: Vec<(Transport, Option<RecordType>, ResponseCode, u64)>,
+    durations: Vec<f64>,
+}
+
+impl Batch {
+    pub fn observe(
+        &mut self,
+        transport: Transport,
+        qtype: Option<RecordType>,
+        rcode: ResponseCode,
+        took: Duration,
+    ) {
+        match self
+            .counts
+            .iter_mut()
+            .find(|(t, q, r, _)| *t == transport && *q == qtype && *r == rcode)
+        {
+            Some((.., n)) => *n += 1,
+            None => self.counts.push((transport, qtype, rcode, 1)),
+        }
+        self.durations.push(took.as_secs_f64());
+    }
+
+    /// Observations waiting.
+    pub fn len(&self) -> usize {
+        self.durations.len()
     }
 }
 

@@ -1,8 +1,10 @@
 //! Sockets: one UDP socket per core bound with SO_REUSEPORT (the kernel
-//! spreads clients across them, each served by its own task), one TCP
-//! listener, the metrics port, and the tasks that keep the index current.
+//! spreads clients across them), each served by its own thread with blocking
+//! reads; one TCP listener, the metrics port, and the tasks that keep the
+//! index current, on the async runtime.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,11 +12,11 @@ use arc_swap::ArcSwapOption;
 use hickory_proto::op::ResponseCode;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::cache::{Meta, ResponseCache};
 use crate::index::{Index, Zone};
-use crate::metrics::Metrics;
+use crate::metrics::{Batch, Metrics};
 use crate::request::{handle, Reply, Transport};
 use crate::settings::DnsSettings;
 use crate::{upstream, Error, Result};
@@ -23,6 +25,11 @@ use crate::{upstream, Error, Result};
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once; more wait in the accept queue.
 const TCP_MAX: usize = 1024;
+/// A UDP thread with nothing to read wakes this often, to hand its metrics
+/// over and to notice it should stop.
+const UDP_IDLE_TICK: Duration = Duration::from_millis(50);
+/// A busy UDP thread hands its metrics over after this many requests.
+const UDP_METRICS_BATCH: usize = 256;
 
 /// What every socket task shares.
 struct Shared {
@@ -36,7 +43,7 @@ struct Shared {
 
 /// The bound sockets and what the serving tasks share.
 struct Bound {
-    udp: Vec<Arc<UdpSocket>>,
+    udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
     http: TcpListener,
     shared: Arc<Shared>,
@@ -49,7 +56,7 @@ async fn bind_all(settings: &DnsSettings) -> Result<Bound> {
     };
     let mut udp = Vec::with_capacity(workers);
     for _ in 0..workers {
-        udp.push(Arc::new(udp_socket(settings.listen)?));
+        udp.push(udp_socket(settings.listen)?);
     }
     let tcp = tcp_listener(settings.listen)?;
     let http = TcpListener::bind(settings.metrics_listen)
@@ -129,6 +136,15 @@ pub async fn serve_index(index: Index, settings: DnsSettings) -> Result<()> {
     serve(bound).await
 }
 
+/// Tells the UDP threads to stop when the serving future ends or is dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 async fn serve(bound: Bound) -> Result<()> {
     let Bound {
         udp,
@@ -136,24 +152,39 @@ async fn serve(bound: Bound) -> Result<()> {
         http,
         shared,
     } = bound;
-    let mut tasks = tokio::task::JoinSet::new();
-    for sock in udp {
-        tasks.spawn(serve_udp(sock, shared.clone()));
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let rt = tokio::runtime::Handle::current();
+    for (i, sock) in udp.into_iter().enumerate() {
+        let (shared, rt, stop, ended_tx) =
+            (shared.clone(), rt.clone(), stop.0.clone(), ended_tx.clone());
+        std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || {
+                let r = serve_udp(Arc::new(sock), &shared, &rt, &stop);
+                let _ = ended_tx.send(r);
+            })?;
     }
+    let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(serve_tcp(tcp, shared.clone()));
     tasks.spawn(crate::metrics::serve(http, shared.metrics.clone()));
-    // The tasks run forever; the first to end ends the component.
-    match tasks.join_next().await {
-        Some(Ok(Err(e))) => Err(e.into()),
-        Some(Err(e)) => Err(std::io::Error::other(e).into()),
-        _ => Ok(()),
+    // Everything runs forever; the first to end ends the component.
+    tokio::select! {
+        r = tasks.join_next() => match r {
+            Some(Ok(Err(e))) => Err(e.into()),
+            Some(Err(e)) => Err(std::io::Error::other(e).into()),
+            _ => Ok(()),
+        },
+        Some(r) = ended.recv() => Ok(r?),
     }
 }
 
-fn udp_socket(addr: SocketAddr) -> Result<UdpSocket> {
-    let sock =
-        bind(addr, Type::DGRAM, Protocol::UDP).map_err(|source| Error::Listen { addr, source })?;
-    UdpSocket::from_std(sock.into()).map_err(|source| Error::Listen { addr, source })
+/// A UDP socket in blocking mode, for a thread of its own.
+fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+    let sock = bind(addr, Type::DGRAM, Protocol::UDP)
+        .and_then(|s| s.set_nonblocking(false).map(|()| s))
+        .map_err(|source| Error::Listen { addr, source })?;
+    Ok(sock.into())
 }
 
 fn tcp_listener(addr: SocketAddr) -> Result<TcpListener> {
@@ -175,29 +206,60 @@ fn bind(addr: SocketAddr, ty: Type, proto: Protocol) -> std::io::Result<Socket> 
     Ok(sock)
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) -> std::io::Result<()> {
+/// Serves one UDP socket on the calling thread until it fails or `stop` is
+/// set. A thread of its own, reading with blocking calls, costs two system
+/// calls a query and no wake-ups through the async runtime; forwarding, which
+/// waits on an upstream, goes to the runtime.
+fn serve_udp(
+    sock: Arc<std::net::UdpSocket>,
+    shared: &Arc<Shared>,
+    rt: &tokio::runtime::Handle,
+    stop: &AtomicBool,
+) -> std::io::Result<()> {
+    sock.set_read_timeout(Some(UDP_IDLE_TICK))?;
     let mut buf = vec![0u8; 65535];
     let mut lower = String::with_capacity(256);
     let mut cache = ResponseCache::default();
     let mut out = Vec::with_capacity(usize::from(crate::request::EDNS_PAYLOAD));
+    let mut batch = Batch::default();
     loop {
-        let (n, peer) = match sock.recv_from(&mut buf).await {
+        let (n, peer) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                shared.metrics.flush(&mut batch);
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                continue;
+            }
             // ICMP errors from earlier sends surface here on some kernels: keep serving.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(e) => return Err(e),
         };
+        if batch.len() >= UDP_METRICS_BATCH {
+            shared.metrics.flush(&mut batch);
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+        }
         let start = Instant::now();
         let packet = &buf[..n];
         let index = shared.index.load();
         if let Some(ix) = index.as_deref() {
             cache.check_generation(ix.serial);
             if let Some(meta) = cache.get(packet, &mut out) {
-                let _ = sock.send_to(&out, peer).await;
-                let (qtype, rcode) = (Some(meta.qtype), meta.rcode);
-                shared
-                    .metrics
-                    .observe(Transport::Udp, qtype, rcode, start.elapsed());
+                let _ = sock.send_to(&out, peer);
+                batch.observe(
+                    Transport::Udp,
+                    Some(meta.qtype),
+                    meta.rcode,
+                    start.elapsed(),
+                );
                 continue;
             }
         }
@@ -207,7 +269,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) -> std::io::Result
         }
         match h.reply {
             Reply::Send(bytes) => {
-                let _ = sock.send_to(&bytes, peer).await;
+                let _ = sock.send_to(&bytes, peer);
                 if let (Some(_), Some(qtype)) = (index.as_deref(), h.qtype) {
                     let meta = Meta {
                         qtype,
@@ -215,16 +277,16 @@ async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) -> std::io::Result
                     };
                     cache.put(packet, &bytes, meta);
                 }
-                shared
-                    .metrics
-                    .observe(Transport::Udp, h.qtype, h.rcode, start.elapsed());
+                batch.observe(Transport::Udp, h.qtype, h.rcode, start.elapsed());
             }
             Reply::Forward => {
                 let (sock, shared, query) = (sock.clone(), shared.clone(), packet.to_vec());
-                tokio::spawn(async move {
+                rt.spawn(async move {
                     let bytes = forward_or_refuse(&shared, peer, &query, Transport::Udp).await;
                     if let Some(b) = bytes {
-                        let _ = sock.send_to(&b, peer).await;
+                        // A blocking send from a task: UDP sends do not wait
+                        // unless the socket's buffer is full.
+                        let _ = sock.send_to(&b, peer);
                     }
                     shared.metrics.observe(
                         Transport::Udp,
