@@ -47,6 +47,31 @@ pub struct Results {
     /// those, how many named the Ready transition time the change wrote.
     pub trigger_set: usize,
     pub trigger_matches: usize,
+    /// The slowest changes to reach the slice, slowest first, to tell where an
+    /// outlier's time went.
+    pub slowest: Vec<Slow>,
+}
+
+/// One change's three times.
+#[derive(Debug, Clone)]
+pub struct Slow {
+    pub change: usize,
+    pub pod: String,
+    pub ready: bool,
+    pub write: Duration,
+    pub to_pod_watch: Duration,
+    pub to_slice: Duration,
+}
+
+/// How many of the slowest changes are kept.
+const SLOWEST_KEPT: usize = 5;
+
+impl Results {
+    fn keep_if_slow(&mut self, slow: Slow) {
+        self.slowest.push(slow);
+        self.slowest.sort_by_key(|s| std::cmp::Reverse(s.to_slice));
+        self.slowest.truncate(SLOWEST_KEPT);
+    }
 }
 
 impl Results {
@@ -101,18 +126,23 @@ pub async fn run(
             .wait_for(&name, ready, t0, CHANGE_TIMEOUT)
             .await
             .with_context(|| format!("change {c}"))?;
+        let slow = Slow {
+            change: c,
+            pod: name.clone(),
+            ready,
+            write: written,
+            to_pod_watch: on_pod_watch.since.saturating_duration_since(t0),
+            to_slice: in_slice.since.saturating_duration_since(t0),
+        };
         let timings = if ready {
             &mut results.to_ready
         } else {
             &mut results.to_not_ready
         };
-        timings.write.push(written);
-        timings
-            .to_slice
-            .push(in_slice.since.saturating_duration_since(t0));
-        timings
-            .to_pod_watch
-            .push(on_pod_watch.since.saturating_duration_since(t0));
+        timings.write.push(slow.write);
+        timings.to_slice.push(slow.to_slice);
+        timings.to_pod_watch.push(slow.to_pod_watch);
+        results.keep_if_slow(slow);
         if let Some(trigger) = &in_slice.trigger {
             results.trigger_set += 1;
             if same_instant(trigger, &transition) {

@@ -173,6 +173,18 @@ async fn measure(args: &Args, kubeconfig: &std::path::Path) -> Result<(String, S
     eprintln!("timing {} changes", args.changes);
     let results = changes::run(&client, &slices, &pod_watch, n, args.changes).await?;
 
+    eprintln!("slowest changes (patch returned / on the Pod watch / in the slice):");
+    for s in &results.slowest {
+        eprintln!(
+            "  #{} {} → {}: {} / {} / {}",
+            s.change,
+            s.pod,
+            if s.ready { "Ready" } else { "not Ready" },
+            fmt_duration(s.write),
+            fmt_duration(s.to_pod_watch),
+            fmt_duration(s.to_slice)
+        );
+    }
     let mut all = results.all();
     let count = results.changes();
     let (mut ready, mut not_ready) = (results.to_ready, results.to_not_ready);
