@@ -6,6 +6,7 @@
 //! [`client`] is a minimal HTTPS client for the API server.
 
 pub mod client;
+pub mod logging;
 pub mod netns;
 pub mod report;
 pub mod stats;

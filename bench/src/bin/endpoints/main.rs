@@ -72,6 +72,7 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    skiff_bench::logging::init();
     let result = match &args.inner {
         None => netns::run_outer("skiff-bench"),
         Some(ns) => inner(ns, &args).map(|()| ExitCode::SUCCESS),

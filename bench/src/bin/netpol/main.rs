@@ -116,6 +116,7 @@ impl Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    skiff_bench::logging::init();
     let result = match (&args.helper, &args.inner) {
         (Some(helper), _) => run_helper(helper.clone()).map(|()| ExitCode::SUCCESS),
         (None, None) => netns::run_outer("skiff-bench-netpol"),
