@@ -5,6 +5,7 @@
 //! ([`stats`]), and records the table it printed in `docs/benchmarks.md` ([`report`]).
 //! [`client`] is a minimal HTTPS client for the API server.
 
+pub mod apiserver;
 pub mod client;
 pub mod logging;
 pub mod netns;

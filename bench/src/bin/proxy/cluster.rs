@@ -4,8 +4,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
@@ -14,7 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
-use skiff_store::{Backend, SqliteBackend};
+use skiff_bench::apiserver::client;
 
 use crate::topo::{self, server_ip, SERVER_PORT};
 
@@ -31,51 +29,23 @@ pub fn service_name(i: usize) -> String {
     format!("svc-{i:05}")
 }
 
-pub struct ApiServer {
-    pub client: kube::Client,
-    kubeconfig: std::path::PathBuf,
-    stopper: skiff_apiserver::server::Stopper,
-}
+/// The shared in-process API server, with this benchmark's objects.
+pub struct ApiServer(skiff_bench::apiserver::ApiServer);
 
-/// A kube-rs client from the admin kubeconfig. Its connection tasks run on the
-/// runtime it is built on, so each user builds its own.
-async fn client(kubeconfig: &Path) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+impl std::ops::Deref for ApiServer {
+    type Target = skiff_bench::apiserver::ApiServer;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl ApiServer {
     /// Starts the API server (on `rt`) with its store under `dir`; the client
     /// is for the benchmark's own runtime, where this must be called.
     pub async fn start(rt: &tokio::runtime::Runtime, dir: &Path) -> Result<Self> {
-        let data_dir = dir.join("server");
-        std::fs::create_dir_all(&data_dir)?;
-        let store: Arc<dyn Backend> = Arc::new(SqliteBackend::open(data_dir.join("state.db"))?);
-        let config = skiff_apiserver::Config {
-            listen: ([127, 0, 0, 1], 0).into(),
-            data_dir,
-            // Compaction would add unrelated writes mid-measurement.
-            compact_interval: Duration::from_secs(24 * 3600),
-            compact_keep: 1_000_000,
-            services: Default::default(),
-        };
-        let running = rt
-            .spawn(skiff_apiserver::start(config, store))
-            .await
-            .context("API server start panicked")??;
-        let stopper = running.stopper();
-        let kubeconfig = running.kubeconfig.clone();
-        eprintln!("API server at {}", running.url);
-        Ok(ApiServer {
-            client: client(&kubeconfig).await?,
-            kubeconfig,
-            stopper,
-        })
-    }
-
-    pub fn stop(&self) {
-        self.stopper.stop();
+        Ok(Self(
+            skiff_bench::apiserver::ApiServer::start(rt, dir).await?,
+        ))
     }
 
     pub async fn create_namespace(&self) -> Result<()> {
