@@ -598,7 +598,7 @@ fn agent_sigkill_and_restart_keeps_pods_running() {
         a["status"]["podIP"].as_str().unwrap().to_string(),
         b["status"]["podIP"].as_str().unwrap().to_string(),
     );
-    let before = c.pod_processes();
+    let before = c.lasting_pod_processes();
     assert!(!before.is_empty());
     c.stop(true);
     // Pods outlive the agent...
@@ -617,7 +617,7 @@ fn agent_sigkill_and_restart_keeps_pods_running() {
     );
     assert!(body.contains("Hostname: b\n"), "{body}");
     assert!(body.contains(&format!("IP: {ip_b}")), "{body}");
-    let mut after = c.pod_processes();
+    let mut after = c.lasting_pod_processes();
     after.retain(|p| before.contains(p));
     assert_eq!(after.len(), before.len(), "processes were replaced");
     // A pod deleted while the agent is down is cleaned up when it comes back.

@@ -301,19 +301,7 @@ impl Cluster {
     /// sandboxes the agent recorded under the data directory).
     pub fn pod_processes(&self) -> Vec<u64> {
         let netns = |pid: u64| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
-        let mut inodes = Vec::new();
-        let dir = self.data_dir().join("agent/pods");
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let state: Option<serde_json::Value> = std::fs::read(e.path().join("state.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            if let Some(ino) = state
-                .and_then(|s| s["sandbox"]["pid"].as_u64())
-                .and_then(netns)
-            {
-                inodes.push(ino);
-            }
-        }
+        let inodes: Vec<_> = self.sandbox_pids().into_iter().filter_map(netns).collect();
         let host = netns(u64::from(std::process::id()));
         let mut pids = Vec::new();
         for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -327,6 +315,39 @@ impl Cluster {
             }
         }
         pids
+    }
+
+    /// The sandbox holders' PIDs, from the agent's pod state files.
+    pub fn sandbox_pids(&self) -> Vec<u64> {
+        let dir = self.data_dir().join("agent/pods");
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let b = std::fs::read(e.path().join("state.json")).ok()?;
+                let state: serde_json::Value = serde_json::from_slice(&b).ok()?;
+                state["sandbox"]["pid"].as_u64()
+            })
+            .collect()
+    }
+
+    /// [`Cluster::pod_processes`] without the sandbox holders' short-lived helpers
+    /// (the `sleep` and `ip` each holder runs to watch its link), which come and
+    /// go on their own.
+    pub fn lasting_pod_processes(&self) -> Vec<u64> {
+        let holders = self.sandbox_pids();
+        let parent = |pid: u64| -> Option<u64> {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        self.pod_processes()
+            .into_iter()
+            .filter(|&pid| parent(pid).is_none_or(|pp| !holders.contains(&pp)))
+            .collect()
     }
 
     /// SIGKILLs every pod process: pods are processes that outlive the server by
