@@ -10,4 +10,5 @@ pub mod client;
 pub mod logging;
 pub mod netns;
 pub mod report;
+pub mod runtime;
 pub mod stats;

@@ -21,6 +21,7 @@ use clap::Parser;
 use skiff_bench::client::{Proto, Server};
 use skiff_bench::netns;
 use skiff_bench::report::{self, Table};
+use skiff_bench::runtime::runtime;
 use skiff_bench::stats::{fmt_duration, fmt_rate, thousands, Samples};
 use skiff_store::{Backend, SqliteBackend};
 
@@ -112,15 +113,6 @@ fn main() -> ExitCode {
     })
 }
 
-fn runtime(name: &'static str) -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name(name)
-        // Idle pool threads would otherwise exit between phases, mid-measurement.
-        .thread_keep_alive(Duration::from_secs(3600))
-        .build()?)
-}
-
 fn inner(ns: &str, args: &Args) -> Result<()> {
     netns::verify_inside(ns)?;
     anyhow::ensure!(
@@ -135,8 +127,8 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
 
     // Two runtimes, so server and load generator are told apart in the CPU figures
     // and neither can starve the other's scheduler; both default to one worker per core.
-    let server_rt = runtime(cpu::SERVER)?;
-    let client_rt = runtime(cpu::CLIENT)?;
+    let server_rt = runtime(cpu::SERVER, None)?;
+    let client_rt = runtime(cpu::CLIENT, None)?;
 
     let store = Arc::new(SqliteBackend::open(data_dir.join("state.db"))?);
     let config = skiff_apiserver::Config {

@@ -26,6 +26,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 use skiff_bench::netns;
+use skiff_bench::runtime::runtime;
 
 use crate::records::{Records, Sizes, ZONE};
 
@@ -117,14 +118,6 @@ fn main() -> ExitCode {
     })
 }
 
-fn runtime(name: &'static str) -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name(name)
-        .thread_keep_alive(Duration::from_secs(3600))
-        .build()?)
-}
-
 fn inner(ns: &str, args: &Args) -> Result<()> {
     netns::verify_inside(ns)?;
     anyhow::ensure!(
@@ -139,8 +132,8 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
 
     // The API server and the DNS server each get their own runtime (one worker per
     // core, as `skiff server` has), so neither can starve the other's scheduler.
-    let api_rt = runtime("api")?;
-    let dns_rt = runtime("dns")?;
+    let api_rt = runtime("api", None)?;
+    let dns_rt = runtime("dns", None)?;
     let client_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -20,6 +20,7 @@ use anyhow::Result;
 use clap::Parser;
 use skiff_bench::netns;
 use skiff_bench::report::{self, Table};
+use skiff_bench::runtime::runtime;
 use skiff_bench::stats::{fmt_duration, thousands, Samples};
 
 /// Everything the benchmark creates, but the Node, lives in this namespace.
@@ -83,15 +84,6 @@ fn main() -> ExitCode {
     })
 }
 
-fn runtime(name: &'static str) -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name(name)
-        // Idle pool threads would otherwise exit between changes, mid-measurement.
-        .thread_keep_alive(Duration::from_secs(3600))
-        .build()?)
-}
-
 fn inner(ns: &str, args: &Args) -> Result<()> {
     netns::verify_inside(ns)?;
     anyhow::ensure!(
@@ -104,8 +96,8 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
     // Two runtimes, as `skiff server` and a separate client would be: the cluster
     // (API server and controllers) and the load generator cannot starve each other's
     // schedulers; both default to one worker per core.
-    let cluster_rt = runtime("skiff-cluster")?;
-    let client_rt = runtime("bench-client")?;
+    let cluster_rt = runtime("skiff-cluster", None)?;
+    let client_rt = runtime("bench-client", None)?;
     let cluster = cluster::Cluster::start(&cluster_rt, dir.path())?;
     eprintln!("API server and controllers running (inside netns {ns})");
 

@@ -22,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use skiff_bench::netns;
 use skiff_bench::report::{self, Table};
+use skiff_bench::runtime::runtime;
 use skiff_bench::stats::{fmt_duration, fmt_rate, thousands, Samples};
 
 use crate::cluster::{ApiServer, Enforcer};
@@ -145,14 +146,6 @@ fn run_helper(helper: Helper) -> Result<()> {
     }
 }
 
-fn runtime(name: &'static str, workers: usize) -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .thread_name(name)
-        .build()?)
-}
-
 fn inner(ns: &str, args: &Args) -> Result<()> {
     netns::verify_inside(ns)?;
     anyhow::ensure!(
@@ -166,9 +159,9 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("skiff-bench-netpol")
         .tempdir()?;
-    let server_rt = runtime("api", 2)?;
-    let enforcer_rt = runtime("netpol", 1)?;
-    let bench_rt = runtime("bench", 1)?;
+    let server_rt = runtime("api", Some(2))?;
+    let enforcer_rt = runtime("netpol", Some(1))?;
+    let bench_rt = runtime("bench", Some(1))?;
     // Inside the runtime: the pods' servers are its child processes.
     let topo = bench_rt.block_on(async { Topology::create(ns) })?;
     let result = bench_rt.block_on(async {

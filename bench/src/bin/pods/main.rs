@@ -19,6 +19,7 @@ use anyhow::Result;
 use clap::Parser;
 use skiff_bench::netns;
 use skiff_bench::report;
+use skiff_bench::runtime::runtime;
 
 const HEADING: &str = "## Pod start (bench/pods)";
 
@@ -69,14 +70,6 @@ fn main() -> ExitCode {
     })
 }
 
-fn runtime(name: &'static str) -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name(name)
-        .thread_keep_alive(Duration::from_secs(3600))
-        .build()?)
-}
-
 fn inner(ns: &str, args: &Args) -> Result<()> {
     netns::verify_inside(ns)?;
     anyhow::ensure!(args.pods > 0, "--pods must be positive");
@@ -89,8 +82,8 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
         .tempdir()?;
     // Two runtimes, so the cluster and the load generator cannot starve each
     // other's schedulers; both default to one worker per core.
-    let cluster_rt = runtime("cluster")?;
-    let client_rt = runtime("client")?;
+    let cluster_rt = runtime("cluster", None)?;
+    let client_rt = runtime("client", None)?;
     let cluster = cluster::Cluster::start(&cluster_rt, dir.path())?;
     let floor_prefix = format!("{ns}-floor");
     let result = client_rt.block_on(async {

@@ -25,6 +25,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use skiff_bench::netns;
+use skiff_bench::runtime::runtime;
 
 use crate::cluster::{ApiServer, Proxy, SERVICE_PORT};
 use crate::topo::{server_ip, Topology, SERVER_PORT};
@@ -153,15 +154,6 @@ fn run_helper(helper: Helper) -> Result<()> {
     }
 }
 
-fn runtime(name: &'static str, workers: usize) -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .thread_name(name)
-        .thread_keep_alive(Duration::from_secs(3600))
-        .build()?)
-}
-
 /// Removes the floor's table however the run ends.
 struct FloorTable;
 
@@ -182,9 +174,9 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
         .tempdir()?;
     // The API server and the proxier each get their own runtime, as separate
     // components would; the benchmark's own work runs on a third.
-    let server_rt = runtime("apiserver", 2)?;
-    let proxy_rt = runtime("proxy", 1)?;
-    let bench_rt = runtime("bench", 1)?;
+    let server_rt = runtime("apiserver", Some(2))?;
+    let proxy_rt = runtime("proxy", Some(1))?;
+    let bench_rt = runtime("bench", Some(1))?;
     // Helper processes are tokio children of the benchmark's runtime.
     let entered = bench_rt.enter();
     let mut topo = Topology::create(ns, 5)?;
