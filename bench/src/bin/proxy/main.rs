@@ -41,11 +41,14 @@ struct Args {
     /// Single endpoint changes timed with all services present.
     #[arg(long, default_value_t = 100)]
     changes: usize,
-    /// Data-plane rounds per comparison (each round runs both sides).
-    #[arg(long, default_value_t = 6)]
+    /// Data-plane rounds per comparison (each round runs both sides). Many
+    /// short rounds rather than a few long ones: this machine's speed drifts
+    /// by tens of percent over seconds, and the median of many closely paired
+    /// rounds follows the difference between the paths, not the drift.
+    #[arg(long, default_value_t = 30)]
     rounds: usize,
     /// Seconds per load-generator run.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 0.5)]
     seconds: f64,
     /// Concurrent connections (keep-alive) or connection loops (new connections).
     #[arg(long, default_value_t = 8)]
