@@ -64,19 +64,27 @@ pub fn service_info<'a>(
         .flatten()
         .filter_map(|s| v4(s))
         .collect();
+    let mut load_balancer_ips = Vec::new();
     if ty == "LoadBalancer" {
         let ingress = svc
             .status
             .as_ref()
             .and_then(|s| s.load_balancer.as_ref())
             .and_then(|lb| lb.ingress.as_ref());
-        external_ips.extend(
-            ingress
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.as_deref().and_then(v4)),
-        );
+        let ingress: Vec<Ipv4Addr> = ingress
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.as_deref().and_then(v4))
+            .collect();
+        external_ips.extend(&ingress);
+        // The built-in load balancer's addresses (no class): announcing them is
+        // this node's job; another implementation announces its own.
+        if spec.load_balancer_class.is_none() {
+            load_balancer_ips = ingress;
+        }
     }
+    load_balancer_ips.sort();
+    load_balancer_ips.dedup();
     external_ips.sort();
     external_ips.dedup();
     let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
@@ -150,6 +158,7 @@ pub fn service_info<'a>(
         name: svc.metadata.name.clone().unwrap_or_default(),
         cluster_ips,
         external_ips,
+        load_balancer_ips,
         affinity_timeout,
         internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
         external_local: spec.external_traffic_policy.as_deref() == Some("Local"),

@@ -4,11 +4,13 @@
 //!
 //! Rule generation is pure (`ruleset`: service -> fragment; `program`: the
 //! in-memory table and the diff between two states as one nft transaction);
-//! `sync` drives it from kube-rs watchers and feeds `nft -f -`. `trace` follows a
-//! packet through a generated table, for tests.
+//! `sync` drives it from kube-rs watchers and feeds `nft -f -`; `lb` makes the
+//! node answer for load-balancer addresses. `trace` follows a packet through a
+//! generated table, for tests.
 
 mod error;
 pub mod k8s;
+pub mod lb;
 pub mod metrics;
 pub mod model;
 pub mod net;

@@ -141,6 +141,9 @@ pub struct ServiceInfo {
     pub cluster_ips: Vec<Ipv4Addr>,
     /// `spec.externalIPs` and `status.loadBalancer.ingress` addresses.
     pub external_ips: Vec<Ipv4Addr>,
+    /// The `status.loadBalancer.ingress` ones among them: the node answers for
+    /// these (it owns them), not for external IPs, which the admin routes.
+    pub load_balancer_ips: Vec<Ipv4Addr>,
     /// `sessionAffinity: ClientIP` timeout in seconds.
     pub affinity_timeout: Option<u32>,
     pub internal_local: bool,

@@ -41,42 +41,45 @@ fn run(cmd: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Feeds `text` to `nft -f -` as one transaction.
-pub async fn nft_apply(text: &str) -> Result<()> {
+/// Runs `cmd args` with `input` on its stdin; its stderr on failure.
+async fn run_with_input(cmd: &str, args: &[&str], input: &str) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new("nft")
-        .args(["-f", "-"])
+    let spawn_err = |e: std::io::Error| format!("running {cmd}: {e}");
+    let mut child = tokio::process::Command::new(cmd)
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|source| Error::Spawn {
-            cmd: "nft -f -".into(),
-            source,
-        })?;
+        .map_err(spawn_err)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(text.as_bytes())
-            .await
-            .map_err(|source| Error::Spawn {
-                cmd: "nft -f -".into(),
-                source,
-            })?;
+        stdin.write_all(input.as_bytes()).await.map_err(spawn_err)?;
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|source| Error::Spawn {
-            cmd: "nft -f -".into(),
-            source,
-        })?;
+    let out = child.wait_with_output().await.map_err(spawn_err)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(Error::Nft(
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
+}
+
+/// Feeds `text` to `nft -f -` as one transaction.
+pub async fn nft_apply(text: &str) -> Result<()> {
+    run_with_input("nft", &["-f", "-"], text)
+        .await
+        .map_err(Error::Nft)
+}
+
+/// Runs `lines` through one `ip -batch -`.
+pub async fn ip_batch(lines: &[String]) -> Result<()> {
+    let mut input = lines.join("\n");
+    input.push('\n');
+    run_with_input("ip", &["-batch", "-"], &input)
+        .await
+        .map_err(|stderr| Error::Command {
+            cmd: format!("ip -batch ({})", lines.join("; ")),
+            stderr,
+        })
 }
 
 /// Removes the proxier's table (shutdown). Blocking: runs from `Drop`.

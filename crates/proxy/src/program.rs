@@ -136,6 +136,17 @@ impl Program {
         self.chains.len()
     }
 
+    /// The load-balancer addresses the table holds (the node answers for these).
+    pub fn load_balancer_ips(&self) -> BTreeSet<Ipv4Addr> {
+        self.kernel
+            .values()
+            .filter_map(|e| match e {
+                Element::LoadBalancerIp(a) => Some(*a),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn has(&self, e: &Element) -> bool {
         self.kernel.get(&element_key(e)) == Some(e)
     }
@@ -421,6 +432,7 @@ fn skeleton_with(cfg: &Config, refill: bool) -> String {
         let _ = writeln!(o, "add table {t}");
     }
     let _ = writeln!(o, "add set {t} {CLUSTER_IPS} {{ type ipv4_addr ; }}");
+    let _ = writeln!(o, "add set {t} {LOAD_BALANCER_IPS} {{ type ipv4_addr ; }}");
     let _ = writeln!(o, "add set {t} {NODEPORT_IPS} {{ type ipv4_addr ; }}");
     let _ = writeln!(
         o,
@@ -449,7 +461,7 @@ fn skeleton_with(cfg: &Config, refill: bool) -> String {
         );
     }
     if refill {
-        for set in [CLUSTER_IPS, NODEPORT_IPS, HAIRPIN] {
+        for set in [CLUSTER_IPS, LOAD_BALANCER_IPS, NODEPORT_IPS, HAIRPIN] {
             let _ = writeln!(o, "flush set {t} {set}");
         }
         for map in [
@@ -571,6 +583,12 @@ fn skeleton_with(cfg: &Config, refill: bool) -> String {
         (
             ENDPOINTS_CHECK,
             format!("ip daddr @{CLUSTER_IPS} goto {REJECT}"),
+        ),
+        // The node holds load-balancer addresses as its own so that it answers ARP
+        // for them; a port no service serves there must not reach a node socket.
+        (
+            ENDPOINTS_CHECK,
+            format!("ip daddr @{LOAD_BALANCER_IPS} goto {REJECT}"),
         ),
         // Nobody holds this service address: fail fast rather than time out.
         (

@@ -33,6 +33,9 @@ pub const REJECT: &str = "reject-chain";
 
 // Sets and maps.
 pub const CLUSTER_IPS: &str = "cluster-ips";
+/// Load-balancer addresses the node holds as its own (see [`crate::lb`]): a port
+/// no service serves on them is refused, never handed to a node socket.
+pub const LOAD_BALANCER_IPS: &str = "load-balancer-ips";
 pub const NODEPORT_IPS: &str = "nodeport-ips";
 pub const HAIRPIN: &str = "hairpin";
 pub const SERVICE_IPS: &str = "service-ips";
@@ -102,6 +105,7 @@ impl fmt::Display for Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Element {
     ClusterIp(Ipv4Addr),
+    LoadBalancerIp(Ipv4Addr),
     NodeIp(Ipv4Addr),
     /// An endpoint address; `ip . ip` matches a pod reaching itself via a service.
     Hairpin(Ipv4Addr),
@@ -149,6 +153,7 @@ impl Element {
     pub fn map(&self) -> &'static str {
         match self {
             Self::ClusterIp(_) => CLUSTER_IPS,
+            Self::LoadBalancerIp(_) => LOAD_BALANCER_IPS,
             Self::NodeIp(_) => NODEPORT_IPS,
             Self::Hairpin(_) => HAIRPIN,
             Self::ServiceIp { .. } => SERVICE_IPS,
@@ -163,7 +168,7 @@ impl Element {
     /// The key as nft prints it.
     pub fn key(&self) -> String {
         match self {
-            Self::ClusterIp(a) | Self::NodeIp(a) => a.to_string(),
+            Self::ClusterIp(a) | Self::LoadBalancerIp(a) | Self::NodeIp(a) => a.to_string(),
             Self::Hairpin(a) => format!("{a} . {a}"),
             Self::ServiceIp {
                 addr, proto, port, ..
@@ -496,6 +501,9 @@ pub fn service_fragment(cfg: &Config, svc: &ServiceInfo) -> Fragment {
         for &ip in &svc.cluster_ips {
             frag.element(Element::ClusterIp(ip));
             ctx.address(&mut frag, ip, p.port, Path::Internal, internal, false);
+        }
+        for &ip in &svc.load_balancer_ips {
+            frag.element(Element::LoadBalancerIp(ip));
         }
         for &ip in &svc.external_ips {
             ctx.address(&mut frag, ip, p.port, ext_path, external, false);

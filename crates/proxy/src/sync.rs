@@ -15,6 +15,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 
+use crate::lb::LoadBalancerAddresses;
 use crate::metrics::Metrics;
 use crate::model::{Cidr, Config};
 use crate::program::Program;
@@ -34,6 +35,9 @@ pub struct ProxySettings {
     pub full_resync_period: Duration,
     /// Install the service CIDR's `unreachable` route (and remove it on exit).
     pub service_route: bool,
+    /// Hold the built-in load balancer's addresses as the node's own, so the node
+    /// answers ARP for them (see [`crate::lb`]); released on exit.
+    pub hold_load_balancer_ips: bool,
     pub metrics: Metrics,
     /// Where to serve `/metrics` (kube-proxy's port by default); `None`: not
     /// served (the caller registers [`ProxySettings::metrics`] itself).
@@ -49,6 +53,7 @@ impl ProxySettings {
             service_cidr: service_cidr.into(),
             full_resync_period: Duration::from_secs(3600),
             service_route: true,
+            hold_load_balancer_ips: true,
             metrics: Metrics::default(),
             metrics_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 10249))),
         }
@@ -144,6 +149,9 @@ pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
         .boxed();
     let mut events = futures::stream::select(svcs, slices);
     let mut state = Proxier::new(cfg, settings.node_name.clone(), settings.metrics.clone());
+    state.lb = settings
+        .hold_load_balancer_ips
+        .then(LoadBalancerAddresses::new);
     let mut resync = tokio::time::interval(settings.full_resync_period);
     resync.tick().await;
     // Without configured node addresses, node ports follow the node's own: the agent
@@ -234,6 +242,8 @@ struct Proxier {
     /// Trigger times of endpoint changes not programmed yet.
     triggers: HashMap<String, k8s_openapi::jiff::Timestamp>,
     program: Program,
+    /// The load-balancer addresses the node holds; `None`: it holds none.
+    lb: Option<LoadBalancerAddresses>,
 }
 
 fn slice_key(s: &EndpointSlice) -> String {
@@ -262,6 +272,7 @@ impl Proxier {
             failed_at: None,
             triggers: HashMap::new(),
             program: Program::new(cfg),
+            lb: None,
         }
     }
 
@@ -438,6 +449,13 @@ impl Proxier {
             ?elapsed,
             "proxy: synced"
         );
+        // After the transaction: the table refuses the address's other ports
+        // before the node starts accepting traffic for it.
+        if let Some(lb) = self.lb.as_mut() {
+            if let Err(e) = lb.hold(&self.program.load_balancer_ips()).await {
+                tracing::warn!(error = %e, "proxy: load-balancer addresses not held");
+            }
+        }
         for (proto, ep, port) in tx.removed_endpoints {
             if proto == crate::model::Proto::Udp {
                 net::conntrack_flush(proto, ep, port).await;

@@ -65,6 +65,7 @@ pub struct Tracer<'a> {
     no_eps_np: HashMap<(Proto, u16), Verdict>,
     endpoints: HashMap<(Ipv4Addr, Proto, u16, u32), (Ipv4Addr, u16)>,
     cluster_ips: HashSet<Ipv4Addr>,
+    load_balancer_ips: HashSet<Ipv4Addr>,
     node_ips: HashSet<Ipv4Addr>,
     hairpin: HashSet<Ipv4Addr>,
     record: HashMap<Key, String>,
@@ -88,6 +89,7 @@ impl<'a> Tracer<'a> {
             no_eps_np: HashMap::new(),
             endpoints: HashMap::new(),
             cluster_ips: HashSet::new(),
+            load_balancer_ips: HashSet::new(),
             node_ips: HashSet::new(),
             hairpin: HashSet::new(),
             record: HashMap::new(),
@@ -97,6 +99,9 @@ impl<'a> Tracer<'a> {
             match e.clone() {
                 Element::ClusterIp(a) => {
                     t.cluster_ips.insert(a);
+                }
+                Element::LoadBalancerIp(a) => {
+                    t.load_balancer_ips.insert(a);
                 }
                 Element::NodeIp(a) => {
                     t.node_ips.insert(a);
@@ -210,6 +215,7 @@ impl<'a> Tracer<'a> {
             _ => {}
         }
         if self.cluster_ips.contains(&pkt.dst)
+            || self.load_balancer_ips.contains(&pkt.dst)
             || self.program.config().service_cidr.contains(pkt.dst)
         {
             return Outcome::Reject;

@@ -144,6 +144,7 @@ pub fn fixtures() -> Vec<(&'static str, ServiceInfo)> {
     );
     lb.ports[0].node_port = Some(30081);
     lb.external_ips = vec![ip("192.168.60.1")];
+    lb.load_balancer_ips = vec![ip("192.168.60.1")];
     v.push(("loadbalancer", lb));
     let mut ext = svc(
         "ext",
@@ -309,9 +310,15 @@ fn loadbalancer_and_external_ips() {
         t.trace(Packet::tcp(OUTSIDE, "203.0.113.7", 443), &mut first),
         dnat("10.244.1.1", 8443, true)
     );
+    // An external IP is the admin's to route, and may be the node's own; a
+    // load-balancer address is the node's own only for the services' ports.
     assert_eq!(
         t.trace(Packet::tcp(OUTSIDE, "203.0.113.7", 80), &mut first),
         Outcome::Accept
+    );
+    assert_eq!(
+        t.trace(Packet::tcp(OUTSIDE, "192.168.60.1", 22), &mut first),
+        Outcome::Reject
     );
 }
 

@@ -53,6 +53,11 @@ fn load_balancer_with_named_ports_and_conditions() {
         vec!["10.96.0.20".parse::<std::net::Ipv4Addr>().expect("ip")]
     );
     assert_eq!(info.external_ips.len(), 2, "externalIPs and LB ingress");
+    assert_eq!(
+        info.load_balancer_ips,
+        vec!["192.168.78.1".parse::<std::net::Ipv4Addr>().expect("ip")],
+        "only the ingress is the node's to answer for"
+    );
     assert_eq!(info.affinity_timeout, Some(10800));
     assert!(info.external_local && !info.internal_local);
     assert_eq!(info.ports.len(), 2);

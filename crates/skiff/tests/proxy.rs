@@ -16,7 +16,9 @@ use support::{eventually, Cluster, Netns};
 const NODE_IP: &str = "192.168.77.1";
 const OUTSIDE_IP: &str = "192.168.77.2";
 const GATEWAY: &str = "10.244.0.1";
-const LB_POOL: &str = "192.168.78.0/28";
+/// On the node's own network segment: the outside host has no route for it and
+/// finds the node by ARP, as a host on a LAN finds a MetalLB or ServiceLB address.
+const LB_POOL: &str = "192.168.77.240/28";
 
 fn python() -> String {
     let out = Command::new("python3")
@@ -181,10 +183,10 @@ impl Drop for Pod {
     }
 }
 
-/// The outside host: a namespace on the node's network, routing the LB pool
-/// through the node.
+/// The outside host: a namespace on the node's network segment, with no routes
+/// but the segment's own.
 fn outside(cluster: &Cluster) -> Netns {
-    support::outside_machine(&cluster.netns, "skout", NODE_IP, OUTSIDE_IP, &[LB_POOL])
+    support::outside_machine(&cluster.netns, "skout", NODE_IP, OUTSIDE_IP, &[])
 }
 
 fn start_cluster() -> Cluster {
@@ -360,6 +362,52 @@ fn services_through_the_proxy() {
             .expect("curl");
         (o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("pod")).then_some(())
     });
+    // The node answered ARP for the address (the outside host has no route).
+    let neigh = sh_ok(out.command("ip").args(["neigh", "show", &lb_ip]));
+    assert!(
+        neigh.contains("lladdr"),
+        "no ARP answer for {lb_ip}: {neigh}"
+    );
+    // A port the service does not serve is refused, not handed to a node socket
+    // (one listening on every address answers on the node's own address).
+    let mut node_server = cluster
+        .netns
+        .command(python())
+        .args(["-m", "http.server", "18080", "--bind", "0.0.0.0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node server");
+    let curl_from_outside = |url: &str| {
+        out.command("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "3", url])
+            .output()
+            .expect("curl")
+            .status
+            .code()
+    };
+    eventually(Duration::from_secs(10), || {
+        (curl_from_outside(&format!("http://{NODE_IP}:18080/")) == Some(0)).then_some(())
+    });
+    let refused = curl_from_outside(&format!("http://{lb_ip}:18080/"));
+    let _ = node_server.kill();
+    let _ = node_server.wait();
+    assert_eq!(
+        refused,
+        Some(7),
+        "an unserved port of {lb_ip} was not refused"
+    );
+    // Deleting the service releases the address.
+    cluster.k(&["delete", "svc", "lb"]);
+    eventually(Duration::from_secs(15), || {
+        let a = sh_ok(
+            cluster
+                .netns
+                .command("ip")
+                .args(["-o", "addr", "show", "dev", "lo"]),
+        );
+        (!a.contains(&format!("{lb_ip}/32"))).then_some(())
+    });
 
     // ClientIP affinity: 20 requests, one pod; after the timeout a new choice.
     let aff_ip = service(
@@ -421,7 +469,7 @@ fn services_through_the_proxy() {
     endpoints(&cluster, "dns", &refs[..1], 5353, "UDP");
     let ask = || {
         let o = client.sh(&format!(
-            "echo q | socat -t3 -T3 - UDP4:{udp_ip}:53,sourceport=40053,reuseaddr"
+            "echo q | timeout 10 socat -t3 -T3 - UDP4:{udp_ip}:53,sourceport=40053,reuseaddr"
         ));
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
@@ -476,7 +524,10 @@ fn restart_keeps_connections_and_shutdown_removes_the_table() {
     let ip = service(&cluster, "echo", "", "  - name: p\n    port: 9000\n");
     endpoints(&cluster, "echo", &[&pod], 9000, "TCP");
     eventually(Duration::from_secs(15), || {
-        let o = client.sh(&format!("echo hi | socat -T2 - TCP4:{ip}:9000"));
+        // `timeout`: socat 1.7.4 was once seen blocked for good in a read() on an
+        // established, idle connection, despite -T2; a stuck try must not hang
+        // the test.
+        let o = client.sh(&format!("echo hi | timeout 10 socat -T2 - TCP4:{ip}:9000"));
         (String::from_utf8_lossy(&o.stdout).trim() == "hi").then_some(())
     });
 
