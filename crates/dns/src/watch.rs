@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams};
@@ -16,6 +16,7 @@ use kube::{Api, Client};
 use crate::index::{Index, Zone};
 use crate::metrics::Metrics;
 use crate::sources::Sources;
+use skiff_watch::{follow_burst, Burst, Coalesce};
 
 /// Keeps `current` equal to the index of what the API server holds: `None`
 /// until both kinds have been listed once, then updated after every change.
@@ -48,8 +49,13 @@ pub async fn keep_current(
         // index to the swap of the index that has it.
         let since = Instant::now();
         let mut listed = apply(&mut sources, first);
-        while let Some(Some(ev)) = events.next().now_or_never() {
+        // Only what is already here: an index swap is cheaper than any wait.
+        let burst = follow_burst(&mut events, Coalesce::READY_ONLY, |ev| {
             listed |= apply(&mut sources, ev);
+        })
+        .await;
+        if burst == Burst::Ended {
+            return;
         }
         if !sources.synced() || !sources.changed() {
             continue;

@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
+use skiff_watch::{follow_burst, Burst, Coalesce};
 
 use crate::metrics::Metrics;
 use crate::model::{ClusterState, Labels, PodInfo, PolicyInfo};
@@ -113,12 +114,14 @@ pub async fn run(client: kube::Client, settings: NetpolSettings) -> Result<()> {
             },
             _ = tokio::time::sleep(settings.retry_after), if retry => {}
         }
-        // Coalesce whatever else already arrived into the same transaction.
-        while let Some(Some(ev)) = events.next().now_or_never() {
-            match ev {
-                Ok(ev) => state.handle(ev),
-                Err(e) => tracing::warn!(error = %e, "netpol: watch error"),
-            }
+        // What follows closely goes into the same transaction.
+        let burst = follow_burst(&mut events, Coalesce::TRANSACTION, |ev| match ev {
+            Ok(ev) => state.handle(ev),
+            Err(e) => tracing::warn!(error = %e, "netpol: watch error"),
+        })
+        .await;
+        if burst == Burst::Ended {
+            return Err(Error::Watch("watch streams ended".into()));
         }
         if state.ready() && state.pending() && !state.backoff(settings.retry_after) {
             state.sync().await;

@@ -8,12 +8,13 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
+use skiff_watch::{follow_burst, Burst, Coalesce};
 
 use crate::lb::LoadBalancerAddresses;
 use crate::metrics::Metrics;
@@ -97,10 +98,6 @@ enum Ev {
 
 /// How often the node's addresses are re-read when none were configured.
 const NODE_ADDRESS_CHECK: Duration = Duration::from_secs(2);
-/// A sync waits this long for one more watch event to join its transaction...
-const COALESCE_GAP: Duration = Duration::from_millis(1);
-/// ...and at most this long in all, so a steady stream of changes still syncs.
-const COALESCE_MAX: Duration = Duration::from_millis(20);
 
 /// Runs the proxier until its watches end for good.
 pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
@@ -185,24 +182,14 @@ pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
             // A failed sync is retried (as a full one) after a pause.
             _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
         }
-        // Coalesce what follows closely into the same transaction. A watch body
-        // over HTTP/1.1 reads its next chunk only once asked for it, so events
-        // already sent are not yet "ready" here: wait briefly for each rather than
-        // taking only what is ready, or a burst of writes costs one sync per event.
-        let drain_until = tokio::time::Instant::now() + COALESCE_MAX;
-        while tokio::time::Instant::now() < drain_until {
-            let next = match events.next().now_or_never() {
-                Some(next) => next,
-                None => match tokio::time::timeout(COALESCE_GAP, events.next()).await {
-                    Ok(next) => next,
-                    Err(_) => break,
-                },
-            };
-            match next {
-                Some(Ok(ev)) => state.handle(ev),
-                Some(Err(e)) => tracing::warn!(error = %e, "proxy: watch error"),
-                None => return Err(Error::Watch("watch streams ended".into())),
-            }
+        // What follows closely goes into the same transaction.
+        let burst = follow_burst(&mut events, Coalesce::TRANSACTION, |ev| match ev {
+            Ok(ev) => state.handle(ev),
+            Err(e) => tracing::warn!(error = %e, "proxy: watch error"),
+        })
+        .await;
+        if burst == Burst::Ended {
+            return Err(Error::Watch("watch streams ended".into()));
         }
         if state.ready() && state.pending() && !state.backoff() {
             state.sync().await;
