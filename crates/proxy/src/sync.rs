@@ -231,6 +231,8 @@ struct Proxier {
     program: Program,
     /// The load-balancer addresses the node holds; `None`: it holds none.
     lb: Option<LoadBalancerAddresses>,
+    /// Holding them failed: try again after the retry pause, changes or not.
+    lb_retry: bool,
 }
 
 fn slice_key(s: &EndpointSlice) -> String {
@@ -260,6 +262,7 @@ impl Proxier {
             triggers: HashMap::new(),
             program: Program::new(cfg),
             lb: None,
+            lb_retry: false,
         }
     }
 
@@ -270,7 +273,7 @@ impl Proxier {
     }
 
     fn pending(&self) -> bool {
-        self.need_full || !self.dirty.is_empty()
+        self.need_full || !self.dirty.is_empty() || self.lb_retry
     }
 
     fn backoff(&self) -> bool {
@@ -439,9 +442,17 @@ impl Proxier {
         // After the transaction: the table refuses the address's other ports
         // before the node starts accepting traffic for it.
         if let Some(lb) = self.lb.as_mut() {
-            if let Err(e) = lb.hold(&self.program.load_balancer_ips()).await {
-                tracing::warn!(error = %e, "proxy: load-balancer addresses not held");
+            let held = lb.hold(&self.program.load_balancer_ips()).await;
+            match &held {
+                Err(e) if !self.lb_retry => {
+                    tracing::warn!(error = %e, "proxy: load-balancer addresses not held; retrying");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "proxy: load-balancer addresses still not held")
+                }
+                Ok(()) => {}
             }
+            self.lb_retry = held.is_err();
         }
         for (proto, ep, port) in tx.removed_endpoints {
             if proto == crate::model::Proto::Udp {
