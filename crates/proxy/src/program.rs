@@ -26,6 +26,9 @@ pub struct Program {
     /// Services using each endpoint, to tell when one is gone for good.
     endpoint_refs: HashMap<(Proto, Ipv4Addr, u16), u32>,
     maps: HashMap<String, (u32, AffinityMap)>,
+    /// The [`Element::LoadBalancerIp`]s of `kernel`, kept apart because every
+    /// sync hands them to [`crate::lb`] and `kernel` is large.
+    load_balancer_ips: BTreeSet<Ipv4Addr>,
 }
 
 type ElementKey = (&'static str, String);
@@ -92,6 +95,7 @@ impl Program {
             chains: HashMap::new(),
             endpoint_refs: HashMap::new(),
             maps: HashMap::new(),
+            load_balancer_ips: BTreeSet::new(),
         };
         let node = Fragment {
             elements: p.cfg.node_ips.iter().map(|&a| Element::NodeIp(a)).collect(),
@@ -137,14 +141,8 @@ impl Program {
     }
 
     /// The load-balancer addresses the table holds (the node answers for these).
-    pub fn load_balancer_ips(&self) -> BTreeSet<Ipv4Addr> {
-        self.kernel
-            .values()
-            .filter_map(|e| match e {
-                Element::LoadBalancerIp(a) => Some(*a),
-                _ => None,
-            })
-            .collect()
+    pub fn load_balancer_ips(&self) -> &BTreeSet<Ipv4Addr> {
+        &self.load_balancer_ips
     }
 
     pub fn has(&self, e: &Element) -> bool {
@@ -348,10 +346,16 @@ impl Program {
                 continue;
             }
             if let Some(h) = have {
+                if let Element::LoadBalancerIp(a) = h {
+                    self.load_balancer_ips.remove(&a);
+                }
                 deleted.push(h);
                 self.kernel.remove(&k);
             }
             if let Some(w) = want {
+                if let Element::LoadBalancerIp(a) = w {
+                    self.load_balancer_ips.insert(a);
+                }
                 added.push(w.clone());
                 self.kernel.insert(k, w);
             }

@@ -442,7 +442,7 @@ impl Proxier {
         // After the transaction: the table refuses the address's other ports
         // before the node starts accepting traffic for it.
         if let Some(lb) = self.lb.as_mut() {
-            let held = lb.hold(&self.program.load_balancer_ips()).await;
+            let held = lb.hold(self.program.load_balancer_ips()).await;
             match &held {
                 Err(e) if !self.lb_retry => {
                     tracing::warn!(error = %e, "proxy: load-balancer addresses not held; retrying");

@@ -446,6 +446,22 @@ fn endpoint_change_sends_only_the_difference() {
 }
 
 #[test]
+fn load_balancer_addresses_follow_the_table() {
+    let lb = fixtures().remove(4).1;
+    let mut p = program(&[lb.clone()]);
+    let held: Vec<_> = p.load_balancer_ips().iter().copied().collect();
+    assert_eq!(held, vec![ip("192.168.60.1")]);
+    // Another service claiming the same address keeps it held after the first goes.
+    let mut twin = lb.clone();
+    twin.name = "lb-twin".into();
+    p.update(vec![(twin.key(), Some(service_fragment(&cfg(), &twin)))]);
+    p.update(vec![(lb.key(), None)]);
+    assert_eq!(p.load_balancer_ips().len(), 1);
+    p.update(vec![(twin.key(), None)]);
+    assert!(p.load_balancer_ips().is_empty());
+}
+
+#[test]
 fn affinity_endpoint_removal_flushes_its_map() {
     let c = cfg();
     let mut s = fixtures().remove(6).1;
