@@ -448,7 +448,7 @@ fn endpoint_change_sends_only_the_difference() {
 #[test]
 fn load_balancer_addresses_follow_the_table() {
     let lb = fixtures().remove(4).1;
-    let mut p = program(&[lb.clone()]);
+    let mut p = program(std::slice::from_ref(&lb));
     let held: Vec<_> = p.load_balancer_ips().iter().copied().collect();
     assert_eq!(held, vec![ip("192.168.60.1")]);
     // Another service claiming the same address keeps it held after the first goes.
