@@ -50,10 +50,6 @@ impl LoadBalancerAddresses {
         Self::default()
     }
 
-    pub fn held(&self) -> &BTreeSet<Ipv4Addr> {
-        &self.held
-    }
-
     /// Holds exactly `want`. On failure the addresses are re-read next time
     /// from scratch (everything released, then `want` added).
     pub async fn hold(&mut self, want: &BTreeSet<Ipv4Addr>) -> Result<()> {
