@@ -9,18 +9,22 @@
 //! [`stream`], node registration [`node`].
 
 pub mod catalog;
+pub mod cgroup;
 pub mod cmd;
+pub mod container;
 pub mod envvars;
 pub mod events;
 pub mod files;
 pub mod ipam;
 pub mod net;
 pub mod node;
+pub mod oci;
 pub mod pod;
 pub mod probe;
 pub mod runtime;
 pub mod state;
 pub mod stream;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};

@@ -1,0 +1,197 @@
+//! A container's cgroups. The runtime (runc) makes and removes the leaf cgroup of
+//! each container instance; the agent owns its parent, `skiff/<pod uid>/<container>`,
+//! and puts the memory limit there. That way the kernel's own accounting of the
+//! limit outlives the instance, so an OOM kill can still be told apart from any
+//! other SIGKILL after the runtime has removed the leaf.
+//!
+//! Works on cgroup v2 (`memory.max`, `memory.events`) and on v1 or hybrid hosts
+//! (`memory.limit_in_bytes`, `memory.failcnt`).
+
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+/// Every container cgroup lives below this, in each hierarchy.
+pub const PREFIX: &str = "skiff";
+
+/// The parent cgroup of a container's instances, relative to a hierarchy's root.
+pub fn container_parent(pod_uid: &str, container: &str) -> String {
+    format!("{PREFIX}/{pod_uid}/{container}")
+}
+
+/// The cgroups path runc gets for one instance (absolute within each hierarchy).
+pub fn instance_path(pod_uid: &str, container: &str, restart: i32) -> String {
+    format!("/{}/{restart}", container_parent(pod_uid, container))
+}
+
+fn unified() -> bool {
+    Path::new(ROOT).join("cgroup.controllers").exists()
+}
+
+/// The memory hierarchy's root.
+fn memory_root() -> PathBuf {
+    if unified() {
+        PathBuf::from(ROOT)
+    } else {
+        Path::new(ROOT).join("memory")
+    }
+}
+
+/// Every hierarchy root runc may create cgroups in.
+fn hierarchies() -> Vec<PathBuf> {
+    if unified() {
+        return vec![PathBuf::from(ROOT)];
+    }
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(ROOT) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.join("cgroup.procs").exists() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Makes the container's parent cgroup with its memory limit (bytes), fresh: the
+/// failure counter of a previous instance must not count against the next.
+pub fn prepare(parent: &str, memory_limit: Option<u64>) -> std::io::Result<()> {
+    remove(parent);
+    let Some(limit) = memory_limit else {
+        return Ok(());
+    };
+    let dir = memory_root().join(parent);
+    std::fs::create_dir_all(&dir)?;
+    if unified() {
+        // The controller must be enabled on every ancestor for memory.max to exist.
+        let mut p = PathBuf::from(ROOT);
+        for part in Path::new(parent)
+            .parent()
+            .into_iter()
+            .flat_map(|p| p.iter())
+        {
+            let _ = std::fs::write(p.join("cgroup.subtree_control"), "+memory");
+            p = p.join(part);
+        }
+        let _ = std::fs::write(p.join("cgroup.subtree_control"), "+memory");
+        std::fs::write(dir.join("memory.max"), limit.to_string())?;
+        std::fs::write(dir.join("memory.swap.max"), "0").ok();
+    } else {
+        std::fs::write(dir.join("memory.limit_in_bytes"), limit.to_string())?;
+        // Without this the limit is met by swapping instead of an OOM kill.
+        std::fs::write(dir.join("memory.memsw.limit_in_bytes"), limit.to_string()).ok();
+    }
+    Ok(())
+}
+
+/// Whether the memory limit of the container's parent was hit hard enough for the
+/// kernel to kill (v2: `oom_kill` events; v1: the limit was reached, which is what
+/// a SIGKILL then means).
+pub fn oom_killed(parent: &str) -> bool {
+    let dir = memory_root().join(parent);
+    if unified() {
+        return std::fs::read_to_string(dir.join("memory.events"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
+            })
+            .is_some_and(|n| n > 0);
+    }
+    let oom_kills = std::fs::read_to_string(dir.join("memory.oom_control"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let failures = std::fs::read_to_string(dir.join("memory.failcnt"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    oom_kills > 0 || failures > 0
+}
+
+/// Removes `rel` and everything below it in every hierarchy (only empty cgroups
+/// can be removed; runc removes its leaves when an instance ends).
+pub fn remove(rel: &str) {
+    for h in hierarchies() {
+        remove_tree(&h.join(rel));
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Removes a pod's cgroups (`skiff/<uid>`) and, when it is empty, `skiff` itself.
+pub fn remove_pod(pod_uid: &str) {
+    remove(&format!("{PREFIX}/{pod_uid}"));
+    for h in hierarchies() {
+        let _ = std::fs::remove_dir(h.join(PREFIX));
+    }
+}
+
+/// `resources.limits.memory` etc. as bytes (`128Mi`, `1G`, `500M`, `1e9`).
+pub fn parse_quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "m" => 1e-3,
+        s if s.starts_with('e') || s.starts_with('E') => 10f64.powi(s[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some((n * mult).ceil() as u64)
+}
+
+/// `resources.*.cpu` as millicores (`500m`, `2`, `0.5`).
+pub fn parse_quantity_millicpu(q: &str) -> Option<u64> {
+    let q = q.trim();
+    if let Some(m) = q.strip_suffix('m') {
+        return m.parse().ok();
+    }
+    q.parse::<f64>().ok().map(|c| (c * 1000.0).ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity_bytes("128Mi"), Some(128 << 20));
+        assert_eq!(parse_quantity_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(parse_quantity_bytes("1e3"), Some(1000));
+        assert_eq!(parse_quantity_bytes("12"), Some(12));
+        assert_eq!(parse_quantity_bytes("x"), None);
+        assert_eq!(parse_quantity_millicpu("500m"), Some(500));
+        assert_eq!(parse_quantity_millicpu("2"), Some(2000));
+        assert_eq!(parse_quantity_millicpu("0.25"), Some(250));
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(container_parent("u1", "web"), "skiff/u1/web");
+        assert_eq!(instance_path("u1", "web", 3), "/skiff/u1/web/3");
+    }
+}

@@ -1,0 +1,298 @@
+//! Image containers: an overlayfs root over the image's unpacked layers and a real
+//! OCI runtime (`runc`) started from a runtime spec ([`crate::oci`]). Everything of
+//! one container instance lives in its bundle directory
+//! `<pod dir>/<container>/run-<restart>/` (`config.json`, `rootfs`, the overlay's
+//! `upper` and `work`, runc's `pid` file), so a restart starts from a fresh
+//! writable layer, as upstream.
+//!
+//! `runc run` stays in the foreground: it is the process the agent waits on (its
+//! exit status is the container's), it forwards the signals it gets to the
+//! container, and `runc kill`/`runc delete --force` reach the container even when
+//! runc itself is gone.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+/// The OCI runtime binary (Debian's `runc`; `crun` 1.8 refuses hybrid cgroup hosts).
+pub const RUNTIME: &str = "runc";
+
+/// Where runc keeps container state, and which container: enough to exec into it
+/// or kill it, also after an agent restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuncRef {
+    pub root: PathBuf,
+    pub id: String,
+}
+
+impl RuncRef {
+    fn command(&self) -> Command {
+        let mut c = Command::new(RUNTIME);
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    /// Sends `signal` to the container's init (and so, for KILL, its whole PID
+    /// namespace); absent is fine.
+    pub async fn kill(&self, signal: &str) {
+        let _ = self
+            .command()
+            .args(["kill", &self.id, signal])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+
+    /// Kills what is left of the container and forgets it.
+    pub async fn delete(&self) {
+        let _ = self
+            .command()
+            .args(["delete", "--force", &self.id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+}
+
+/// runc's container id for one instance: unique per pod, container and restart.
+pub fn container_id(pod_uid: &str, container: &str, restart: i32) -> String {
+    format!("{pod_uid}_{container}_{restart}")
+}
+
+/// The bundle directory of one instance.
+pub fn bundle_dir(container_dir: &Path, restart: i32) -> PathBuf {
+    container_dir.join(format!("run-{restart}"))
+}
+
+/// The overlayfs mount options: the layers top first, as overlayfs stacks them.
+pub fn overlay_options(layers: &[PathBuf], upper: &Path, work: &Path) -> String {
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    )
+}
+
+/// Makes the bundle's root filesystem: an overlay of `layers` (bottom first) with
+/// a fresh writable layer. Returns the merged directory.
+pub async fn mount_rootfs(bundle: &Path, layers: &[PathBuf]) -> Result<PathBuf> {
+    let (upper, work, rootfs) = (
+        bundle.join("upper"),
+        bundle.join("work"),
+        bundle.join("rootfs"),
+    );
+    for d in [&upper, &work, &rootfs] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let mut layers = layers.to_vec();
+    if layers.is_empty() {
+        // An image of no layers (FROM scratch, nothing added) is an empty root.
+        let empty = bundle.join("empty");
+        std::fs::create_dir_all(&empty)?;
+        layers.push(empty);
+    }
+    let out = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(overlay_options(&layers, &upper, &work))
+        .arg(&rootfs)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("running mount")?;
+    if !out.status.success() {
+        bail!(
+            "mounting the container's root filesystem: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(rootfs)
+}
+
+/// Unmounts and removes every instance bundle under a container's directory
+/// (logs, which live beside them, stay).
+pub async fn remove_bundles(container_dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(container_dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with("run-") {
+            continue;
+        }
+        remove_bundle(&e.path()).await;
+    }
+}
+
+/// Unmounts and removes one bundle.
+pub async fn remove_bundle(bundle: &Path) {
+    let rootfs = bundle.join("rootfs");
+    if is_mount_point(&rootfs) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&rootfs)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
+    if let Err(e) = std::fs::remove_dir_all(bundle) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(bundle = %bundle.display(), error = %e, "removing a container bundle");
+        }
+    }
+}
+
+fn is_mount_point(p: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = p.to_string_lossy();
+    mounts
+        .lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| m == want))
+}
+
+/// What starting an instance needs.
+pub struct Start<'a> {
+    pub runc: &'a RuncRef,
+    pub bundle: &'a Path,
+    pub log: &'a Path,
+    pub stdin: bool,
+    pub tty: bool,
+}
+
+/// `runc run` in the foreground, in its own process group, output appended to the
+/// log; `tty` runs it on a pseudo-terminal (`script`), which the container's
+/// process inherits as its stdio.
+pub fn run(s: &Start<'_>) -> Result<Child> {
+    let mut argv: Vec<String> = vec![
+        RUNTIME.into(),
+        "--root".into(),
+        s.runc.root.to_string_lossy().into_owned(),
+        "run".into(),
+        "--bundle".into(),
+        s.bundle.to_string_lossy().into_owned(),
+        "--pid-file".into(),
+        s.bundle.join("pid").to_string_lossy().into_owned(),
+        s.runc.id.clone(),
+    ];
+    if s.tty {
+        argv = crate::runtime::under_pty(&argv);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(s.log)
+        .with_context(|| format!("opening {}", s.log.display()))?;
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..])
+        .stdin(if s.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    c.spawn().context("starting the OCI runtime")
+}
+
+/// How to run a command inside a container: in the sandbox's namespaces for a
+/// host-program container, through the runtime for an image container.
+#[derive(Debug, Clone)]
+pub enum ExecTarget {
+    Host {
+        sandbox: u32,
+        workdir: String,
+        env: Vec<(String, String)>,
+    },
+    Image(RuncRef),
+}
+
+impl ExecTarget {
+    /// The command that runs `argv` there; `tty`: on a pseudo-terminal, made on
+    /// the node by `script`, which the process inside inherits as its stdio.
+    pub fn command(&self, argv: &[String], tty: bool) -> Command {
+        match self {
+            Self::Host {
+                sandbox,
+                workdir,
+                env,
+            } => {
+                let argv = if tty {
+                    crate::runtime::under_pty(argv)
+                } else {
+                    argv.to_vec()
+                };
+                let mut env = env.clone();
+                if tty && !env.iter().any(|(k, _)| k == "TERM") {
+                    env.push(("TERM".into(), "xterm".into()));
+                }
+                let mut c = crate::runtime::enter(*sandbox, workdir, &argv);
+                c.env_clear()
+                    .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                c
+            }
+            Self::Image(r) => {
+                let mut words: Vec<String> = vec![
+                    RUNTIME.into(),
+                    "--root".into(),
+                    r.root.to_string_lossy().into_owned(),
+                    "exec".into(),
+                ];
+                if tty {
+                    words.extend(["--env".to_string(), "TERM=xterm".to_string()]);
+                }
+                words.push(r.id.clone());
+                words.extend(argv.iter().cloned());
+                if tty {
+                    words = crate::runtime::under_pty(&words);
+                }
+                let mut c = Command::new(&words[0]);
+                c.args(&words[1..]);
+                c
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_stacks_top_first() {
+        let o = overlay_options(
+            &["/l/base".into(), "/l/top".into()],
+            Path::new("/b/upper"),
+            Path::new("/b/work"),
+        );
+        assert_eq!(
+            o,
+            "lowerdir=/l/top:/l/base,upperdir=/b/upper,workdir=/b/work"
+        );
+    }
+
+    #[test]
+    fn ids() {
+        assert_eq!(container_id("u", "web", 2), "u_web_2");
+        assert_eq!(
+            bundle_dir(Path::new("/p/web"), 2),
+            PathBuf::from("/p/web/run-2")
+        );
+    }
+}

@@ -1,0 +1,407 @@
+//! Pod volumes for image containers: each volume is a directory of the pod
+//! (`<pod dir>/volumes/<name>`, or the node path of a `hostPath`) filled as kubelet
+//! fills it, then bind-mounted at each container's `volumeMounts` (with `subPath`
+//! and `readOnly`). configMap, secret, downwardAPI and projected volumes are
+//! written when the pod starts and are always read-only in the container, as
+//! upstream mounts them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
+};
+use kube::Api;
+
+use crate::envvars::{field_ref, PodFacts};
+use crate::oci::BindMount;
+
+/// A prepared volume: where its files are on the node, and whether containers may
+/// only read it.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub path: PathBuf,
+    pub read_only: bool,
+    /// A tmpfs the agent mounted (`emptyDir.medium: Memory`), unmounted at teardown.
+    pub tmpfs: bool,
+}
+
+/// Reads the ConfigMaps and Secrets volumes need.
+pub struct Sources<'a> {
+    pub client: &'a kube::Client,
+    pub namespace: &'a str,
+}
+
+impl Sources<'_> {
+    async fn config_map(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), self.namespace);
+        let cm = api
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("configmap {name:?}: {e}"))?;
+        Ok(cm.map(|cm| {
+            let mut out: BTreeMap<String, Vec<u8>> = cm
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            for (k, v) in cm.binary_data.unwrap_or_default() {
+                out.insert(k, v.0);
+            }
+            out
+        }))
+    }
+
+    async fn secret(&self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), self.namespace);
+        let s = api
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("secret {name:?}: {e}"))?;
+        Ok(s.map(|s| {
+            let mut out: BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            for (k, v) in s.string_data.unwrap_or_default() {
+                out.entry(k).or_insert_with(|| v.into_bytes());
+            }
+            out
+        }))
+    }
+}
+
+/// A relative path a volume may write (no `..`, not absolute), as upstream validates it.
+fn safe_relative(p: &str) -> Result<&Path, String> {
+    let path = Path::new(p);
+    if p.is_empty() || path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+        return Err(format!(
+            "invalid path {p:?}: must be relative and may not contain '..'"
+        ));
+    }
+    Ok(path)
+}
+
+fn write_file(dir: &Path, rel: &str, data: &[u8], mode: i32) -> Result<(), String> {
+    let target = dir.join(safe_relative(rel)?);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(&target, data).map_err(|e| format!("{}: {e}", target.display()))?;
+    let _ = std::fs::set_permissions(
+        &target,
+        std::fs::Permissions::from_mode(mode as u32 & 0o777),
+    );
+    Ok(())
+}
+
+/// Writes `data`'s keys (or only `items`) into `dir`. `Err`: a key `items` names is missing.
+fn write_keys(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: i32,
+    what: &str,
+) -> Result<(), String> {
+    match items {
+        Some(items) => {
+            for it in items {
+                let v = data.get(&it.key).ok_or_else(|| {
+                    format!("configuration of {what}: key {:?} not found", it.key)
+                })?;
+                write_file(dir, &it.path, v, it.mode.unwrap_or(default_mode))?;
+            }
+        }
+        None => {
+            for (k, v) in data {
+                write_file(dir, k, v, default_mode)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_downward(
+    dir: &Path,
+    items: &[DownwardAPIVolumeFile],
+    facts: &PodFacts<'_>,
+    default_mode: i32,
+) -> Result<(), String> {
+    for it in items {
+        let value = if let Some(f) = &it.field_ref {
+            match f.field_path.as_str() {
+                // Whole maps are written as `key="value"` lines, sorted, as kubelet does.
+                "metadata.labels" | "metadata.annotations" => {
+                    let m = if f.field_path == "metadata.labels" {
+                        facts.pod.metadata.labels.clone()
+                    } else {
+                        facts.pod.metadata.annotations.clone()
+                    };
+                    m.unwrap_or_default()
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v:?}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+                p => field_ref(p, facts).ok_or_else(|| format!("unsupported fieldRef {p:?}"))?,
+            }
+        } else if it.resource_field_ref.is_some() {
+            // Limits are not known to the downward API here; 0 means "node allocatable".
+            "0".to_string()
+        } else {
+            continue;
+        };
+        write_file(
+            dir,
+            &it.path,
+            value.as_bytes(),
+            it.mode.unwrap_or(default_mode),
+        )?;
+    }
+    Ok(())
+}
+
+/// Prepares every volume of the pod under `pod_dir/volumes`. `Err` is the message of
+/// a `FailedMount` event: the pod then waits in `ContainerCreating`.
+pub async fn prepare(
+    pod: &Pod,
+    pod_dir: &Path,
+    facts: &PodFacts<'_>,
+    sources: &Sources<'_>,
+) -> Result<HashMap<String, Prepared>, String> {
+    let mut out = HashMap::new();
+    let vols: &[Volume] = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_deref())
+        .unwrap_or_default();
+    for v in vols {
+        let dir = pod_dir.join("volumes").join(&v.name);
+        let prepared = prepare_one(v, &dir, facts, sources).await?;
+        out.insert(v.name.clone(), prepared);
+    }
+    Ok(out)
+}
+
+async fn prepare_one(
+    v: &Volume,
+    dir: &Path,
+    facts: &PodFacts<'_>,
+    sources: &Sources<'_>,
+) -> Result<Prepared, String> {
+    let mkdir = |d: &Path| std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()));
+    let ro = |path: &Path| Prepared {
+        path: path.to_path_buf(),
+        read_only: true,
+        tmpfs: false,
+    };
+    if let Some(h) = &v.host_path {
+        let p = PathBuf::from(&h.path);
+        let ty = h.type_.as_deref().unwrap_or("");
+        let check = |ok: bool, what: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "hostPath type check failed: {} is not a {what}",
+                    h.path
+                ))
+            }
+        };
+        match ty {
+            "DirectoryOrCreate" => mkdir(&p)?,
+            "Directory" => check(p.is_dir(), "directory")?,
+            "FileOrCreate" => {
+                if !p.exists() {
+                    std::fs::write(&p, b"").map_err(|e| format!("{}: {e}", p.display()))?;
+                }
+            }
+            "File" => check(p.is_file(), "file")?,
+            "Socket" | "CharDevice" | "BlockDevice" => check(p.exists(), ty)?,
+            _ => {}
+        }
+        return Ok(Prepared {
+            path: p,
+            read_only: false,
+            tmpfs: false,
+        });
+    }
+    mkdir(dir)?;
+    if let Some(e) = &v.empty_dir {
+        let memory = e.medium.as_deref() == Some("Memory");
+        if memory {
+            let mut opts = "mode=1777".to_string();
+            if let Some(limit) = e
+                .size_limit
+                .as_ref()
+                .and_then(|q| crate::cgroup::parse_quantity_bytes(&q.0))
+            {
+                opts.push_str(&format!(",size={limit}"));
+            }
+            let st = tokio::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+                .arg(dir)
+                .status()
+                .await
+                .map_err(|e| format!("mounting tmpfs: {e}"))?;
+            if !st.success() {
+                return Err(format!("mounting a tmpfs at {}", dir.display()));
+            }
+        } else {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777));
+        }
+        return Ok(Prepared {
+            path: dir.to_path_buf(),
+            read_only: false,
+            tmpfs: memory,
+        });
+    }
+    if let Some(c) = &v.config_map {
+        match sources.config_map(&c.name).await? {
+            Some(data) => write_keys(
+                dir,
+                &data,
+                c.items.as_ref(),
+                c.default_mode.unwrap_or(0o644),
+                &c.name,
+            )?,
+            None if c.optional == Some(true) => {}
+            None => return Err(format!("configmap \"{}\" not found", c.name)),
+        }
+        return Ok(ro(dir));
+    }
+    if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        match sources.secret(&name).await? {
+            Some(data) => write_keys(
+                dir,
+                &data,
+                s.items.as_ref(),
+                s.default_mode.unwrap_or(0o644),
+                &name,
+            )?,
+            None if s.optional == Some(true) => {}
+            None => return Err(format!("secret \"{name}\" not found")),
+        }
+        return Ok(ro(dir));
+    }
+    if let Some(d) = &v.downward_api {
+        write_downward(
+            dir,
+            d.items.as_deref().unwrap_or_default(),
+            facts,
+            d.default_mode.unwrap_or(0o644),
+        )?;
+        return Ok(ro(dir));
+    }
+    if let Some(p) = &v.projected {
+        let mode = p.default_mode.unwrap_or(0o644);
+        for src in p.sources.iter().flatten() {
+            if let Some(c) = &src.config_map {
+                match sources.config_map(&c.name).await? {
+                    Some(data) => write_keys(dir, &data, c.items.as_ref(), mode, &c.name)?,
+                    None if c.optional == Some(true) => {}
+                    None => return Err(format!("configmap \"{}\" not found", c.name)),
+                }
+            }
+            if let Some(s) = &src.secret {
+                match sources.secret(&s.name).await? {
+                    Some(data) => write_keys(dir, &data, s.items.as_ref(), mode, &s.name)?,
+                    None if s.optional == Some(true) => {}
+                    None => return Err(format!("secret \"{}\" not found", s.name)),
+                }
+            }
+            if let Some(d) = &src.downward_api {
+                write_downward(dir, d.items.as_deref().unwrap_or_default(), facts, mode)?;
+            }
+            // serviceAccountToken sources need the TokenRequest API (issue 17).
+        }
+        return Ok(ro(dir));
+    }
+    Err(format!(
+        "volume {:?}: this volume type is not supported by skiff",
+        v.name
+    ))
+}
+
+/// The bind mounts of a container's `volumeMounts`.
+pub fn mounts(c: &Container, vols: &HashMap<String, Prepared>) -> Result<Vec<BindMount>, String> {
+    let mut out = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let v = vols
+            .get(&m.name)
+            .ok_or_else(|| format!("volume {:?} not found in the pod's volumes", m.name))?;
+        let mut source = v.path.clone();
+        if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            source = source.join(safe_relative(sub)?);
+            if !source.exists() {
+                // upstream creates a missing subPath as a directory.
+                std::fs::create_dir_all(&source).map_err(|e| format!("subPath {sub:?}: {e}"))?;
+            }
+        }
+        out.push(BindMount {
+            source,
+            destination: m.mount_path.clone(),
+            read_only: v.read_only || m.read_only.unwrap_or(false),
+        });
+    }
+    Ok(out)
+}
+
+/// Unmounts what [`prepare`] mounted.
+pub async fn release(vols: &HashMap<String, Prepared>) {
+    for v in vols.values().filter(|v| v.tmpfs) {
+        let _ = tokio::process::Command::new("umount")
+            .arg("-l")
+            .arg(&v.path)
+            .status()
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside() {
+        assert!(safe_relative("a/b").is_ok());
+        assert!(safe_relative("../x").is_err());
+        assert!(safe_relative("/etc").is_err());
+        assert!(safe_relative("").is_err());
+    }
+
+    #[test]
+    fn keys_and_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: BTreeMap<String, Vec<u8>> = [
+            ("a".to_string(), b"1".to_vec()),
+            ("b".to_string(), b"2".to_vec()),
+        ]
+        .into();
+        write_keys(dir.path(), &data, None, 0o600, "cm").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"2");
+        let mode = std::fs::metadata(dir.path().join("a"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let items = vec![KeyToPath {
+            key: "a".into(),
+            path: "sub/x".into(),
+            mode: None,
+        }];
+        write_keys(dir.path(), &data, Some(&items), 0o644, "cm").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("sub/x")).unwrap(), b"1");
+        let missing = vec![KeyToPath {
+            key: "zz".into(),
+            path: "z".into(),
+            mode: None,
+        }];
+        assert!(write_keys(dir.path(), &data, Some(&missing), 0o644, "cm").is_err());
+    }
+}
