@@ -28,11 +28,35 @@ pub enum Outcome {
     Answer(Answer),
     /// Not ours: forward it upstream.
     Forward,
+    /// An answer whose CNAME chain ends outside the zone: the target's
+    /// records of the asked type come from upstream and are appended, as
+    /// CoreDNS does, because stub resolvers (glibc's `getent`) do not chase a
+    /// CNAME that arrives without them.
+    Chase {
+        partial: Answer,
+        target: Name,
+    },
 }
+
+/// How many CNAMEs one answer follows inside the zone (CoreDNS stops at 8 too).
+pub const MAX_CNAME_CHAIN: usize = 8;
 
 /// `lower` is the query name in lowercase (no final dot needed); `owner` the
 /// name as asked, used as the owner of records at the query name.
 pub fn answer(index: &Index, lower: &str, owner: &Name, qtype: RecordType) -> Outcome {
+    let mut seen = vec![lower.trim_end_matches('.').to_string()];
+    answer_at(index, lower, owner, qtype, &mut seen)
+}
+
+/// [`answer`], for one name of a CNAME chain; `seen` holds the names the
+/// chain visited already (lowercase), to stop at loops and long chains.
+fn answer_at(
+    index: &Index,
+    lower: &str,
+    owner: &Name,
+    qtype: RecordType,
+    seen: &mut Vec<String>,
+) -> Outcome {
     let q = qname::parse(lower, &index.zone.domain);
     let mut a = Answer::default();
     let b = Builder {
@@ -107,6 +131,9 @@ pub fn answer(index: &Index, lower: &str, owner: &Name, qtype: RecordType) -> Ou
                         RData::CNAME(CNAME(target.clone())),
                     );
                     a.answers.push(cname);
+                    if matches!(qtype, RecordType::A | RecordType::AAAA) {
+                        return chase(index, a, target, qtype, seen);
+                    }
                     true
                 }
             },
@@ -181,6 +208,40 @@ pub fn answer(index: &Index, lower: &str, owner: &Name, qtype: RecordType) -> Ou
         a.authority.push(index.soa.clone());
     }
     Outcome::Answer(a)
+}
+
+/// Appends the records of `target` (the end of the CNAME in `a`) of type
+/// `qtype`: from the index when the target is in the zone, else it is left
+/// to the caller to ask upstream. The rcode stays NOERROR whatever the
+/// target gives: the name asked exists, and CoreDNS answers the same.
+fn chase(
+    index: &Index,
+    mut a: Answer,
+    target: &Name,
+    qtype: RecordType,
+    seen: &mut Vec<String>,
+) -> Outcome {
+    let lower = target.to_lowercase().to_ascii();
+    let lower = lower.trim_end_matches('.');
+    if seen.len() >= MAX_CNAME_CHAIN || seen.iter().any(|s| s == lower) {
+        // A loop or an endless chain: the CNAMEs so far, and no address.
+        return Outcome::Answer(a);
+    }
+    seen.push(lower.to_string());
+    match answer_at(index, lower, target, qtype, seen) {
+        Outcome::Forward => Outcome::Chase {
+            partial: a,
+            target: target.clone(),
+        },
+        Outcome::Answer(inner) => {
+            a.answers.extend(inner.answers);
+            Outcome::Answer(a)
+        }
+        Outcome::Chase { partial, target } => {
+            a.answers.extend(partial.answers);
+            Outcome::Chase { partial: a, target }
+        }
+    }
 }
 
 /// Equal SRV weights that sum to about 100, as CoreDNS gives them.

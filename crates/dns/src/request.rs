@@ -24,6 +24,9 @@ pub enum Reply {
     Send(Vec<u8>),
     /// Outside the zone: the caller forwards the original packet.
     Forward,
+    /// A CNAME chain that leaves the zone: the caller asks upstream for the
+    /// target ([`Chase::query`]) and sends [`Chase::complete`].
+    Chase(Box<Chase>),
     /// Not worth an answer (a response, or too short to carry an id).
     Drop,
 }
@@ -117,19 +120,83 @@ pub fn handle(
             qtype: Some(qtype),
             rcode: ResponseCode::NoError,
         },
-        Outcome::Answer(Answer {
-            rcode,
-            answers,
-            authority,
-            additional,
-        }) => {
-            resp.metadata.authoritative = true;
+        Outcome::Answer(a) => {
             resp.add_query(q.clone());
-            resp.answers = answers;
-            resp.authorities = authority;
-            resp.additionals = additional;
+            fill(&mut resp, a);
+            let rcode = resp.metadata.response_code;
             finish(resp, Some(qtype), rcode, limit)
         }
+        Outcome::Chase { partial, target } => {
+            resp.add_query(q.clone());
+            fill(&mut resp, partial);
+            Handled {
+                reply: Reply::Chase(Box::new(Chase {
+                    resp,
+                    target,
+                    qtype,
+                    limit,
+                })),
+                qtype: Some(qtype),
+                rcode: ResponseCode::NoError,
+            }
+        }
+    }
+}
+
+fn fill(resp: &mut Message, a: Answer) {
+    resp.metadata.authoritative = true;
+    resp.metadata.response_code = a.rcode;
+    resp.answers = a.answers;
+    resp.authorities = a.authority;
+    resp.additionals = a.additional;
+}
+
+/// An answer waiting for the upstream's records of a CNAME target.
+#[derive(Debug, PartialEq)]
+pub struct Chase {
+    resp: Message,
+    target: Name,
+    qtype: RecordType,
+    limit: usize,
+}
+
+impl Chase {
+    /// The query to send upstream for the target, recursion desired.
+    pub fn query(&self) -> Option<Vec<u8>> {
+        let mut m = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(self.target.clone(), self.qtype));
+        m.to_vec().ok()
+    }
+
+    /// The final response: the CNAME chain so far plus whatever the upstream
+    /// answered at or below the target (its own CNAMEs and addresses). No
+    /// upstream answer (refused, failed, a loop) leaves the chain alone, as
+    /// CoreDNS does: the asked name exists, only its target's records miss.
+    pub fn complete(self: Box<Self>, upstream: Option<&[u8]>) -> Handled {
+        let Chase {
+            mut resp,
+            target,
+            qtype,
+            limit,
+        } = *self;
+        if let Some(up) = upstream.and_then(|b| Message::from_vec(b).ok()) {
+            let ok = up.metadata.message_type == MessageType::Response
+                && up.metadata.response_code == ResponseCode::NoError
+                && up.queries.first().map(|q| q.name()) == Some(&target);
+            if ok {
+                // Only the chain's records: an upstream may not plant others.
+                let chain = up.answers.into_iter().filter(|r| {
+                    matches!(
+                        r.record_type(),
+                        RecordType::A | RecordType::AAAA | RecordType::CNAME
+                    )
+                });
+                resp.answers.extend(chain);
+            }
+        }
+        let rcode = resp.metadata.response_code;
+        finish(resp, Some(qtype), rcode, limit)
     }
 }
 

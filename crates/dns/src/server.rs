@@ -296,8 +296,50 @@ fn serve_udp(
                     );
                 });
             }
+            Reply::Chase(c) => {
+                let (sock, shared) = (sock.clone(), shared.clone());
+                rt.spawn(async move {
+                    if let Some(b) = chase(&shared, peer, c, Transport::Udp).await {
+                        let _ = sock.send_to(&b, peer);
+                    }
+                    shared.metrics.observe(
+                        Transport::Udp,
+                        h.qtype,
+                        ResponseCode::NoError,
+                        start.elapsed(),
+                    );
+                });
+            }
             Reply::Drop => {}
         }
+    }
+}
+
+/// Completes an answer whose CNAME chain leaves the zone with the target's
+/// records from upstream. Following the target is recursion, so clients that
+/// may not recurse get the CNAMEs alone; a loop back to us is caught by the
+/// forwarder's in-flight check (SERVFAIL, so again the CNAMEs alone).
+async fn chase(
+    shared: &Shared,
+    peer: SocketAddr,
+    c: Box<crate::request::Chase>,
+    t: Transport,
+) -> Option<Vec<u8>> {
+    let mut upstream = None;
+    if upstream::may_recurse(peer.ip(), &shared.recursion_allowed) {
+        if let Some(q) = c.query() {
+            shared.metrics.forwarded();
+            upstream = shared.forwarder.forward(&q, t).await;
+            // Truncated over UDP: the whole answer is worth a TCP round trip,
+            // the client's own response may still fit (or be truncated itself).
+            if upstream.as_ref().is_some_and(|b| b[2] & 0x02 != 0) {
+                upstream = shared.forwarder.forward(&q, Transport::Tcp).await;
+            }
+        }
+    }
+    match c.complete(upstream.as_deref()).reply {
+        Reply::Send(b) => Some(b),
+        _ => None,
     }
 }
 
@@ -375,6 +417,7 @@ async fn serve_conn(
         let bytes = match h.reply {
             Reply::Send(b) => Some(b),
             Reply::Forward => forward_or_refuse(shared, peer, &buf, Transport::Tcp).await,
+            Reply::Chase(c) => chase(shared, peer, c, Transport::Tcp).await,
             Reply::Drop => None,
         };
         let Some(bytes) = bytes else {

@@ -17,7 +17,7 @@ fn rcode(packet: &[u8]) -> Option<ResponseCode> {
     let mut lower = String::new();
     match handle(Some(&index), packet, Transport::Udp, &mut lower).reply {
         Reply::Send(b) => Some(Message::from_vec(&b).unwrap().metadata.response_code),
-        Reply::Forward => Some(ResponseCode::NoError),
+        Reply::Forward | Reply::Chase(_) => Some(ResponseCode::NoError),
         Reply::Drop => None,
     }
 }

@@ -107,6 +107,27 @@ const CASES: &[Case] = &[
         &["ext.default.svc.cluster.local. 5 IN CNAME example.com."], &[], &[]),
     case("ext.default.svc.cluster.local. CNAME", "NOERROR",
         &["ext.default.svc.cluster.local. 5 IN CNAME example.com."], &[], &[]),
+    // A target inside the zone: the CNAME and the target's addresses, as
+    // CoreDNS answers, so stub resolvers that do not chase still get them.
+    case("alias.default.svc.cluster.local. A", "NOERROR", &[
+        "alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local.",
+        "web.default.svc.cluster.local. 5 IN A 10.96.0.20",
+    ], &[], &[]),
+    case("alias.default.svc.cluster.local. CNAME", "NOERROR",
+        &["alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local."], &[], &[]),
+    case("alias2.db.svc.cluster.local. A", "NOERROR", &[
+        "alias2.db.svc.cluster.local. 5 IN CNAME alias.default.svc.cluster.local.",
+        "alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local.",
+        "web.default.svc.cluster.local. 5 IN A 10.96.0.20",
+    ], &[], &[]),
+    // The target has no AAAA: the CNAME alone.
+    case("alias.default.svc.cluster.local. AAAA", "NOERROR",
+        &["alias.default.svc.cluster.local. 5 IN CNAME web.default.svc.cluster.local."], &[], &[]),
+    // A loop ends where it comes back, with no address.
+    case("loop-a.default.svc.cluster.local. A", "NOERROR", &[
+        "loop-a.default.svc.cluster.local. 5 IN CNAME loop-b.default.svc.cluster.local.",
+        "loop-b.default.svc.cluster.local. 5 IN CNAME loop-a.default.svc.cluster.local.",
+    ], &[], &[]),
     // The schema version.
     case("dns-version.cluster.local. TXT", "NOERROR",
         &["dns-version.cluster.local. 5 IN TXT 1.1.0"], &[], &[]),
@@ -183,6 +204,44 @@ fn servfail_until_first_sync() {
         skiff_dns::qname::Qname::Outside
     );
     assert_eq!(u16::from(h.rcode), 2);
+}
+
+/// An ExternalName to an outside name: the server asks upstream for the
+/// target and appends its answer (CNAMEs and addresses only) to the CNAME.
+#[test]
+fn external_name_outside_is_chased_upstream() {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::rdata::{A, TXT};
+    use hickory_proto::rr::{Name, RData, Record};
+    use skiff_dns::request::{handle, Reply};
+    let index = index();
+    let mut lower = String::new();
+    let q = query("ext.default.svc.cluster.local.", RecordType::A, None);
+    let Reply::Chase(c) = handle(Some(&index), &q, Transport::Udp, &mut lower).reply else {
+        panic!("not chased");
+    };
+    let up_q = Message::from_vec(&c.query().unwrap()).unwrap();
+    assert!(up_q.metadata.recursion_desired);
+    assert_eq!(up_q.queries[0].to_string(), "example.com. IN A");
+    let mut up = up_q.clone();
+    up.metadata.message_type = MessageType::Response;
+    let target = Name::from_ascii("example.com.").unwrap();
+    up.answers = vec![
+        Record::from_rdata(target.clone(), 300, RData::A(A::new(192, 0, 2, 1))),
+        Record::from_rdata(target, 300, RData::TXT(TXT::new(vec!["x".into()]))),
+    ];
+    let Reply::Send(b) = c.complete(Some(&up.to_vec().unwrap())).reply else {
+        panic!("no reply");
+    };
+    let r = render(&Message::from_vec(&b).unwrap());
+    assert_eq!(r.rcode, "NOERROR");
+    assert_eq!(
+        r.answer,
+        vec![
+            "ext.default.svc.cluster.local. 5 IN CNAME example.com.",
+            "example.com. 300 IN A 192.0.2.1",
+        ]
+    );
 }
 
 #[test]

@@ -99,6 +99,27 @@ pub fn cluster() -> (Vec<Arc<Service>>, Vec<Arc<EndpointSlice>>) {
             "ext",
             json!({"type": "ExternalName", "externalName": "example.com"}),
         ),
+        // ExternalNames into the cluster's own zone, one a chain, two a loop.
+        service(
+            "default",
+            "alias",
+            json!({"type": "ExternalName", "externalName": "web.default.svc.cluster.local"}),
+        ),
+        service(
+            "db",
+            "alias2",
+            json!({"type": "ExternalName", "externalName": "alias.default.svc.cluster.local."}),
+        ),
+        service(
+            "default",
+            "loop-a",
+            json!({"type": "ExternalName", "externalName": "loop-b.default.svc.cluster.local"}),
+        ),
+        service(
+            "default",
+            "loop-b",
+            json!({"type": "ExternalName", "externalName": "loop-a.default.svc.cluster.local"}),
+        ),
     ];
     let slices = vec![
         slice(
@@ -154,6 +175,11 @@ pub fn ask(index: Option<&Index>, packet: &[u8], t: Transport) -> Option<Message
     match handle(index, packet, t, &mut lower).reply {
         Reply::Send(b) => Some(Message::from_vec(&b).unwrap()),
         Reply::Forward => None,
+        // What the client gets when no upstream answers for the target.
+        Reply::Chase(c) => match c.complete(None).reply {
+            Reply::Send(b) => Some(Message::from_vec(&b).unwrap()),
+            _ => panic!("chase without an answer"),
+        },
         Reply::Drop => panic!("dropped"),
     }
 }
