@@ -134,6 +134,21 @@ fn ports_key(ports: Option<&Vec<EndpointPort>>) -> String {
     serde_json::to_string(&ports.cloned().unwrap_or_default()).unwrap_or_default()
 }
 
+/// The addressType of a slice that lists `ep`: a slice holds one address
+/// family, so IPv6 endpoints (mirrored from manual Endpoints) get slices of
+/// their own, as upstream's mirroring controller writes them.
+fn address_type(ep: &Endpoint) -> &'static str {
+    match ep.addresses.first().map(|a| a.parse::<std::net::IpAddr>()) {
+        Some(Ok(std::net::IpAddr::V6(_))) => "IPv6",
+        _ => "IPv4",
+    }
+}
+
+/// Slices are grouped by address family and ports: one group, one set of slices.
+fn group_key(address_type: &str, ports: Option<&Vec<EndpointPort>>) -> String {
+    format!("{address_type} {}", ports_key(ports))
+}
+
 /// Inputs of [`desired`] beyond the Service.
 pub struct Inputs<'a> {
     /// The endpoints wanted, each with its ports, in the order new slices list them.
@@ -196,16 +211,18 @@ pub fn desired_for_service(
 pub fn desired(inputs: Inputs<'_>) -> Changes {
     let max = inputs.max_per_slice.max(1);
     // Wanted endpoints grouped by their ports, in input order.
-    let mut groups: BTreeMap<String, (Vec<EndpointPort>, Vec<Endpoint>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, (&'static str, Vec<EndpointPort>, Vec<Endpoint>)> =
+        BTreeMap::new();
     for (ports, ep) in inputs.endpoints {
+        let family = address_type(&ep);
         groups
-            .entry(ports_key(Some(&ports)))
-            .or_insert_with(|| (ports, Vec::new()))
-            .1
+            .entry(group_key(family, Some(&ports)))
+            .or_insert_with(|| (family, ports, Vec::new()))
+            .2
             .push(ep);
     }
     let mut wanted: HashMap<String, (String, Endpoint)> = HashMap::new();
-    for (key, (_, eps)) in &groups {
+    for (key, (_, _, eps)) in &groups {
         for ep in eps {
             wanted
                 .entry(endpoint_id(ep))
@@ -231,7 +248,7 @@ pub fn desired(inputs: Inputs<'_>) -> Changes {
     let mut kept: BTreeMap<String, Vec<(EndpointSlice, bool)>> = BTreeMap::new();
     let mut placeholder: Option<EndpointSlice> = None;
     for slice in inputs.existing {
-        let key = ports_key(slice.ports.as_ref());
+        let key = group_key(&slice.address_type, slice.ports.as_ref());
         if slice.endpoints.is_empty()
             && slice.ports.as_ref().is_none_or(Vec::is_empty)
             && placeholder.is_none()
@@ -241,7 +258,8 @@ pub fn desired(inputs: Inputs<'_>) -> Changes {
             placeholder = Some((**slice).clone());
             continue;
         }
-        if slice.address_type != "IPv4" || !groups.contains_key(&key) {
+        // Also drops slices of a type never written here (FQDN).
+        if !groups.contains_key(&key) {
             changes.delete.push((**slice).clone());
             continue;
         }
@@ -270,7 +288,7 @@ pub fn desired(inputs: Inputs<'_>) -> Changes {
         kept.entry(key).or_default().push((s, changed || !meta_ok));
     }
 
-    for (key, (ports, eps)) in &groups {
+    for (key, (family, ports, eps)) in &groups {
         let mut remaining: Vec<Endpoint> = eps
             .iter()
             .filter(|ep| wanted.get(&endpoint_id(ep)).is_some_and(|(k, _)| k == key))
@@ -305,7 +323,7 @@ pub fn desired(inputs: Inputs<'_>) -> Changes {
                     namespace: Some(inputs.namespace.clone()),
                     ..Default::default()
                 },
-                address_type: "IPv4".into(),
+                address_type: (*family).into(),
                 endpoints: chunk.to_vec(),
                 ports: Some(ports.clone()),
             }));

@@ -19,8 +19,10 @@ use crate::{pods, Result};
 pub const MANAGED_BY: &str = "endpointslicemirroring-controller.k8s.io";
 pub const LABEL_SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";
 
+/// An address that is not an IP is skipped, as upstream's mirroring does;
+/// IPv6 ones go to IPv6 slices (see `endpointslice::desired`).
 fn endpoint(a: &EndpointAddress, ready: bool) -> Option<Endpoint> {
-    a.ip.parse::<std::net::Ipv4Addr>().ok()?;
+    a.ip.parse::<std::net::IpAddr>().ok()?;
     Some(Endpoint {
         addresses: vec![a.ip.clone()],
         conditions: Some(EndpointConditions {
@@ -139,7 +141,7 @@ mod tests {
                 ..Default::default()
             },
             subsets: Some(vec![EndpointSubset {
-                addresses: Some(vec![addr("192.0.2.42"), addr("fe80::1")]),
+                addresses: Some(vec![addr("192.0.2.42"), addr("2001:db8::1"), addr("nope")]),
                 not_ready_addresses: Some(vec![addr("192.0.2.43")]),
                 ports: Some(vec![V1Port {
                     name: Some("http".into()),
@@ -150,8 +152,33 @@ mod tests {
             }]),
         };
         let ch = desired(&ep, &[], 100);
-        assert_eq!(ch.create.len(), 1);
-        let s = &ch.create[0];
+        // One slice per address family; the one that is not an address is left out.
+        assert_eq!(ch.create.len(), 2);
+        let v6 = ch
+            .create
+            .iter()
+            .find(|s| s.address_type == "IPv6")
+            .expect("an IPv6 slice");
+        assert_eq!(v6.endpoints.len(), 1);
+        assert_eq!(v6.endpoints[0].addresses, vec!["2001:db8::1".to_string()]);
+        assert_eq!(v6.ports.as_ref().and_then(|p| p[0].port), Some(9376));
+        // Mirrored again with the slices in place: nothing to write.
+        let existing: Vec<Arc<EndpointSlice>> = ch
+            .create
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut s = s.clone();
+                s.metadata.name = Some(format!("ext-{i}"));
+                Arc::new(s)
+            })
+            .collect();
+        assert_eq!(desired(&ep, &existing, 100), Changes::default());
+        let s = ch
+            .create
+            .iter()
+            .find(|s| s.address_type == "IPv4")
+            .expect("an IPv4 slice");
         let labels = s.metadata.labels.clone().unwrap_or_default();
         assert_eq!(
             labels.get(LABEL_MANAGED_BY).map(String::as_str),
