@@ -110,26 +110,56 @@ async fn apply(
         )));
     }
     let now = crate::strategy::now_rfc3339();
-    for _ in 0..8 {
+    // A resourceVersion in the applied configuration is a precondition;
+    // without one, lost races are retried on the fresh object (as a patch).
+    let asked = applied
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|rv| !rv.is_empty())
+        .map(str::to_string);
+    let deadline = tokio::time::Instant::now() + rest::RETRY_DEADLINE;
+    loop {
         let live = api
             .objects
             .get_opt(t.resource, t.namespace.as_deref(), &name)
             .await?;
+        if let Some(rv) = &asked {
+            let current = live
+                .as_ref()
+                .and_then(|l| l.pointer("/metadata/resourceVersion"))
+                .and_then(Value::as_str);
+            if current != Some(rv.as_str()) {
+                return Err(match live {
+                    Some(_) => StatusError::stale(t.resource, &name),
+                    None => StatusError::not_found(t.resource, &name),
+                });
+            }
+        }
         let merged = skiff_patch::apply::apply(live.as_ref(), &applied, manager, force, gk, &now)
             .map_err(|e| apply_error(t, &name, e))?;
-        match live {
+        let lost = match live {
             None => {
                 let mut obj = merged;
                 obj["metadata"]["name"] = Value::String(name.clone());
-                return rest::create(api, t, obj, opts).await.map(|o| (201, o));
+                match rest::create(api, t, obj, opts).await {
+                    // Another applier created it first: apply to theirs.
+                    Err(e) if e.reason == "AlreadyExists" => e,
+                    other => return other.map(|o| (201, o)),
+                }
             }
             Some(old) => match rest::write_update(api, t, &old, merged, opts).await {
-                Err(e) if e.reason == "Conflict" => continue,
+                Err(e) if rest::lost_race(&e) => e,
                 other => return other.map(|o| (200, o)),
             },
+        };
+        // With a precondition, the race lost is the caller's conflict.
+        if asked.is_some() {
+            return Err(lost);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(rest::retries_timed_out());
         }
     }
-    Err(StatusError::internal("apply retries exhausted"))
 }
 
 fn apply_error(t: &Target, name: &str, e: skiff_patch::apply::ApplyError) -> StatusError {

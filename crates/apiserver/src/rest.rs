@@ -18,9 +18,6 @@ use crate::strategy;
 
 pub type Result<T, E = StatusError> = std::result::Result<T, E>;
 
-/// How many times a patch is retried when a concurrent writer wins the race.
-const PATCH_RETRIES: usize = 8;
-
 pub fn name_of(obj: &Value) -> Option<&str> {
     obj.pointer("/metadata/name").and_then(Value::as_str)
 }
@@ -86,19 +83,27 @@ fn include_object(q: &Query) -> IncludeObject {
     }
 }
 
-/// Renders objects for the client: a Table when asked, else the object itself.
+/// Renders an object for the client as its `Accept` asks: a Table, its
+/// PartialObjectMetadata, or the object itself. Every verb that answers with
+/// an object goes through here (upstream transforms write responses too). A
+/// `Status` (a delete that is done) is never transformed, and an object of
+/// another kind (a `Scale`) has no Table of its own.
 pub fn render_one(headers: &HeaderMap, q: &Query, resource: &Resource, obj: Value) -> Value {
-    if response::wants_table(headers) {
-        table::table(
+    let kind = obj.get("kind").and_then(Value::as_str);
+    if kind == Some("Status") {
+        return obj;
+    }
+    match response::shape(headers, false) {
+        response::Shape::Table if kind.is_none_or(|k| k == resource.kind) => table::table(
             resource.group,
             resource.kind,
             &[obj],
             chrono::Utc::now(),
             include_object(q),
             None,
-        )
-    } else {
-        obj
+        ),
+        response::Shape::Metadata => response::partial_metadata(&obj),
+        _ => obj,
     }
 }
 
@@ -177,15 +182,26 @@ pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Resu
             meta["remainingItemCount"] = json!(remaining);
         }
     }
-    if response::wants_table(headers) {
-        return Ok(table::table(
-            t.resource.group,
-            t.resource.kind,
-            &items,
-            chrono::Utc::now(),
-            include_object(q),
-            Some(meta),
-        ));
+    match response::shape(headers, true) {
+        response::Shape::Table => {
+            return Ok(table::table(
+                t.resource.group,
+                t.resource.kind,
+                &items,
+                chrono::Utc::now(),
+                include_object(q),
+                Some(meta),
+            ))
+        }
+        response::Shape::Metadata => {
+            return Ok(json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+                "items": items.iter().map(response::partial_metadata).collect::<Vec<_>>(),
+            }))
+        }
+        response::Shape::Object => {}
     }
     Ok(json!({
         "kind": t.resource.list_kind(),
@@ -354,6 +370,7 @@ pub async fn create(api: &Api, t: &Target, mut obj: Value, opts: &WriteOptions) 
             (None, None) => String::new(),
         };
         obj["metadata"]["name"] = json!(name);
+        strategy::canonicalize(t.resource, &mut obj);
         validate(t.resource, &obj, None)?;
         if let Some(manager) = &opts.field_manager {
             crate::managed::record(t.resource, None, &mut obj, manager);
@@ -384,6 +401,7 @@ pub async fn write_update(
     let name = t.name.clone().unwrap_or_default();
     strategy::prepare_update(t.resource, old, &mut new, t.subresource.as_deref());
     skiff_api::defaults::apply(t.resource, &mut new);
+    strategy::canonicalize(t.resource, &mut new);
     validate(t.resource, &new, Some(old))?;
     if let Some(manager) = &opts.field_manager {
         crate::managed::record(t.resource, Some(old), &mut new, manager);
@@ -463,32 +481,54 @@ pub async fn update(api: &Api, t: &Target, obj: Value, opts: &WriteOptions) -> R
     write_update(api, t, &old, obj, opts).await
 }
 
-/// Read-modify-write with retries: `f` maps the current object to the new one.
+/// How long a write without a resourceVersion precondition keeps retrying
+/// after losing races to other writers: upstream's GuaranteedUpdate retries
+/// without a count, each lost race meaning another writer made progress; the
+/// bound is upstream's default request timeout.
+pub const RETRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a write failed only because the object changed under it (the
+/// store's compare-and-swap), which a write without a precondition retries.
+pub fn lost_race(e: &StatusError) -> bool {
+    e.code == 409 && e.reason == "Conflict"
+}
+
+/// The answer when a write kept losing races until [`RETRY_DEADLINE`].
+pub fn retries_timed_out() -> StatusError {
+    StatusError::timeout(
+        "Timeout: request did not complete within requested timeout - context deadline exceeded",
+    )
+}
+
+/// Read-modify-write as upstream's GuaranteedUpdate: `f` maps the current
+/// object to the new one, and is run again on the fresh object whenever
+/// another writer got in between. Only a resourceVersion the patch itself
+/// sets (one the result carries that the current object does not) is a
+/// precondition, and only that ends in 409 Conflict.
 pub async fn patch_with<F>(api: &Api, t: &Target, opts: &WriteOptions, f: F) -> Result<Value>
 where
     F: Fn(&Value) -> Result<Value>,
 {
     let name = t.name.clone().unwrap_or_default();
-    let mut last = None;
-    for _ in 0..PATCH_RETRIES {
+    let deadline = tokio::time::Instant::now() + RETRY_DEADLINE;
+    loop {
         let old = api
             .objects
             .get(t.resource, t.namespace.as_deref(), &name)
             .await?;
         let mut new = f(&old)?;
-        // A patch may carry a resourceVersion precondition; otherwise it applies to what is current.
-        let asked = new
+        let current = old
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        match new
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
-            .map(str::to_string);
-        if let Some(rv) = &asked {
-            if Some(rv.as_str())
-                != old
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-            {
+        {
+            // The patch set a resourceVersion other than the current one.
+            Some(rv) if !rv.is_empty() && Some(rv) != current => {
                 return Err(StatusError::stale(t.resource, &name));
             }
+            _ => {}
         }
         if name_of(&new) != Some(name.as_str()) {
             return Err(StatusError::bad_request(format!(
@@ -500,11 +540,16 @@ where
             m.remove("resourceVersion");
         }
         match write_update(api, t, &old, new, opts).await {
-            Err(e) if e.reason == "Conflict" && asked.is_none() => last = Some(e),
+            // A precondition the patch set was checked against `old` above:
+            // on the fresh object it fails there, not here.
+            Err(e) if lost_race(&e) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(retries_timed_out());
+                }
+            }
             other => return other,
         }
     }
-    Err(last.unwrap_or_else(|| StatusError::internal("patch retries exhausted")))
 }
 
 /// The `autoscaling/v1 Scale` view of an object with `spec.replicas`.
