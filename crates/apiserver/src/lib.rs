@@ -19,6 +19,7 @@ pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod podstream;
+pub mod rbac;
 pub mod request;
 pub mod response;
 pub mod rest;

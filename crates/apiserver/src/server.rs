@@ -270,6 +270,7 @@ async fn run_verb(
             let opts = WriteOptions::from_request(q, headers)?;
             let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
             let created = rest::create(api, t, obj, &opts).await?;
+            let created = rest::render_one(headers, q, t.resource, created);
             Ok(response::with_warnings(
                 response::json(201, &created),
                 &warnings,
@@ -280,6 +281,7 @@ async fn run_verb(
             let opts = WriteOptions::from_request(q, headers)?;
             let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
             let updated = rest::update(api, t, obj, &opts).await?;
+            let updated = rest::render_one(headers, q, t.resource, updated);
             Ok(response::with_warnings(
                 response::json(200, &updated),
                 &warnings,
@@ -288,12 +290,15 @@ async fn run_verb(
         "patch" => {
             let bytes = body::read(body).await?;
             let (code, obj) = patch::patch(api, t, q, headers, &bytes).await?;
+            let obj = rest::render_one(headers, q, t.resource, obj);
             Ok(response::json(code, &obj))
         }
         "delete" => {
             let bytes = body::read(body).await?;
             let opts = DeleteOptions::parse(q, &bytes)?;
-            Ok(response::json(200, &delete::delete(api, t, &opts).await?))
+            let obj = delete::delete(api, t, &opts).await?;
+            let obj = rest::render_one(headers, q, t.resource, obj);
+            Ok(response::json(200, &obj))
         }
         "deletecollection" => {
             let bytes = body::read(body).await?;
@@ -313,14 +318,35 @@ pub const BUILTIN_NAMESPACES: &[&str] =
 
 async fn bootstrap(api: &Api) -> Result<()> {
     let ns = registry::lookup("", "v1", "namespaces").context("namespaces resource")?;
+    let opts = WriteOptions {
+        dry_run: false,
+        validation: body::FieldValidation::Strict,
+        field_manager: None,
+    };
     for name in BUILTIN_NAMESPACES {
-        if api
+        if let Some(old) = api
             .objects
             .get_opt(ns, None, name)
             .await
             .map_err(|e| anyhow::anyhow!(e))?
-            .is_some()
         {
+            // Stored before namespaces carried their name label: an update
+            // through the strategy puts it on.
+            if old
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(crate::strategy::NAMESPACE_NAME_LABEL))
+                .is_none()
+            {
+                let t = Target {
+                    resource: ns,
+                    namespace: None,
+                    name: Some((*name).to_string()),
+                    subresource: None,
+                };
+                rest::patch_with(api, &t, &opts, |cur| Ok(cur.clone()))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("labelling namespace {name}: {e}"))?;
+            }
             continue;
         }
         let t = Target {
@@ -329,11 +355,6 @@ async fn bootstrap(api: &Api) -> Result<()> {
             name: None,
             subresource: None,
         };
-        let opts = WriteOptions {
-            dry_run: false,
-            validation: body::FieldValidation::Strict,
-            field_manager: None,
-        };
         match rest::create(api, &t, json!({"metadata": {"name": name}}), &opts).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
@@ -341,6 +362,7 @@ async fn bootstrap(api: &Api) -> Result<()> {
         }
     }
     crate::services::builtin::ensure(api).await;
+    crate::rbac::ensure(api).await?;
     Ok(())
 }
 

@@ -174,6 +174,33 @@ pub fn prepare_update(
     }
 }
 
+/// The label upstream puts on every namespace, its value the name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Normalizes an object once its name is final (after generateName), on
+/// create and on every update, as upstream's Canonicalize: a namespace always
+/// carries `kubernetes.io/metadata.name=<name>`, and a write that changes or
+/// removes it has it silently put back (selectors rely on it, e.g.
+/// NetworkPolicy namespaceSelectors).
+pub fn canonicalize(resource: &Resource, obj: &mut Value) {
+    if (resource.group, resource.kind) != ("", "Namespace") {
+        return;
+    }
+    let Some(name) = obj.pointer("/metadata/name").and_then(Value::as_str) else {
+        return;
+    };
+    let name = json!(name);
+    let meta = meta_mut(obj);
+    match meta.get_mut("labels").and_then(Value::as_object_mut) {
+        Some(labels) => {
+            labels.insert(NAMESPACE_NAME_LABEL.into(), name);
+        }
+        None => {
+            meta.insert("labels".into(), json!({ NAMESPACE_NAME_LABEL: name }));
+        }
+    }
+}
+
 /// Objects compare equal for "did anything change" once the revision is ignored.
 pub fn same_content(a: &Value, b: &Value) -> bool {
     let strip = |v: &Value| {
@@ -191,6 +218,25 @@ pub fn same_content(a: &Value, b: &Value) -> bool {
 mod tests {
     use super::*;
     use skiff_api::registry::lookup;
+
+    #[test]
+    fn a_namespace_always_carries_its_name_label() {
+        let ns = lookup("", "v1", "namespaces").expect("namespaces");
+        // Missing, changed, removed: put back to the name, other labels kept.
+        for labels in [
+            json!(null),
+            json!({"a": "b"}),
+            json!({"kubernetes.io/metadata.name": "other", "a": "b"}),
+        ] {
+            let mut obj = json!({"metadata": {"name": "team", "labels": labels}});
+            canonicalize(ns, &mut obj);
+            assert_eq!(obj["metadata"]["labels"][NAMESPACE_NAME_LABEL], "team");
+        }
+        let svc = lookup("", "v1", "services").expect("services");
+        let mut obj = json!({"metadata": {"name": "x"}});
+        canonicalize(svc, &mut obj);
+        assert!(obj["metadata"].get("labels").is_none());
+    }
 
     #[test]
     fn create_sets_system_fields_and_resets_status() {
