@@ -229,8 +229,23 @@ pub fn name_problems(resource: &Resource, name: &str) -> Vec<String> {
     match (resource.group, resource.plural) {
         ("", "services") => dns1035_label(name),
         ("", "namespaces") => dns1123_label(name),
+        // RBAC names are path segments (`system:discovery`), as upstream's
+        // ValidateRBACName.
+        ("rbac.authorization.k8s.io", _) => path_segment_name(name),
         _ => dns1123_subdomain(name),
     }
+}
+
+/// Problems with a name that must only be usable as one URL path segment.
+pub fn path_segment_name(name: &str) -> Vec<String> {
+    if name == "." || name == ".." {
+        return vec![format!("may not be '{name}'")];
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|c| name.contains(*c))
+        .map(|c| format!("may not contain '{c}'"))
+        .collect()
 }
 
 /// Validates the parts of `metadata` every kind shares.
@@ -306,6 +321,7 @@ mod tests {
         let svc = lookup("", "v1", "services").unwrap();
         let pod = lookup("", "v1", "pods").unwrap();
         let ns = lookup("", "v1", "namespaces").unwrap();
+        let crb = lookup("rbac.authorization.k8s.io", "v1", "clusterrolebindings").unwrap();
         let cases: &[(&Resource, &str, bool)] = &[
             (svc, "my-nginx", true),
             (svc, "1abc", false),
@@ -317,6 +333,9 @@ mod tests {
             (ns, "moon", true),
             (ns, "k8s-training", true),
             (ns, "a.b", false),
+            (crb, "system:discovery", true),
+            (crb, "..", false),
+            (crb, "a/b", false),
         ];
         for (r, name, ok) in cases {
             assert_eq!(
