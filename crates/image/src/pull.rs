@@ -270,18 +270,22 @@ impl ImageStore {
             tokio::task::spawn_blocking(move || unpack_layer(ChannelReader::new(rx), &dest));
         let mut stream = stream.stream;
         let mut net_error: Option<PullError> = None;
+        let mut unpacker_gone = false;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| blob_stream_error(&desc.digest, e));
-            let failed = chunk.is_err();
-            let (msg, err) = match chunk {
-                Ok(b) => (Ok(b), None),
-                Err(e) => (Err(io::Error::other(e.to_string())), Some(e)),
-            };
-            net_error = err;
-            // A send fails when the unpacker stopped: its error is the one to report.
-            let sent = tx.send(msg).await.is_ok();
-            if failed || !sent {
-                break;
+            match chunk.map_err(|e| blob_stream_error(&desc.digest, e)) {
+                Ok(b) if !unpacker_gone => {
+                    // A failed send means the unpacker stopped on bad content.
+                    // The rest is still read (and dropped) so oci-client can check
+                    // the digest: a blob tampered with should say so rather than
+                    // "corrupt layer".
+                    unpacker_gone = tx.send(Ok(b)).await.is_err();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+                    net_error = Some(e);
+                    break;
+                }
             }
         }
         drop(tx);
