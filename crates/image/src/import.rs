@@ -240,7 +240,11 @@ impl ImageStore {
         });
         match check {
             Ok(u) => {
-                self.install_layer(&tmp, diff_id, u.size)?;
+                crate::pull::place_layer(&tmp, &self.layer_path(diff_id)).map_err(|e| {
+                    let _ = fs::remove_dir_all(&tmp);
+                    Error::io("placing a layer", e)
+                })?;
+                self.register_layer(diff_id, u.size)?;
                 Ok(u.digest)
             }
             Err(e) => {

@@ -18,7 +18,7 @@ use crate::config::{credential_for, Credential, Endpoint};
 use crate::image::{select_platform, Descriptor, Image, Manifest, RawConfig, MANIFEST_TYPES};
 use crate::reference::Reference;
 use crate::store::lock;
-use crate::unpack::{fresh_dir, unpack_layer};
+use crate::unpack::{fresh_dir, unpack_layer, Unpacked};
 use crate::{normalize, ImageStore, PullError};
 
 /// An unreachable registry fails in seconds, not minutes.
@@ -219,8 +219,19 @@ impl ImageStore {
         // Twice at most: a layer removed by a concurrent gc between unpack and
         // commit is unpacked again.
         for _ in 0..2 {
-            futures::stream::iter(manifest.layers.iter().zip(&diff_ids))
-                .map(|(desc, diff_id)| self.fetch_layer(&client, &target, desc, diff_id))
+            // Owned pairs, boxed: a closure over borrowed pairs makes the pull
+            // future not `Send` for every lifetime, so it could not be spawned.
+            let (client, target) = (&client, &target);
+            let fetches: Vec<_> = manifest
+                .layers
+                .iter()
+                .cloned()
+                .zip(diff_ids.iter().cloned())
+                .map(|(desc, diff_id)| {
+                    Box::pin(async move { self.fetch_layer(client, target, &desc, &diff_id).await })
+                })
+                .collect();
+            futures::stream::iter(fetches)
                 .buffer_unordered(PARALLEL_LAYERS)
                 .try_collect::<Vec<()>>()
                 .await?;
@@ -265,9 +276,24 @@ impl ImageStore {
         let tmp = self.tmp_path("layer");
         fresh_dir(&tmp).map_err(|e| PullError::from_io("creating a layer directory", &e))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, io::Error>>(64);
-        let dest = tmp.clone();
-        let unpack =
-            tokio::task::spawn_blocking(move || unpack_layer(ChannelReader::new(rx), &dest));
+        // Verification, cleanup and the rename into place all happen on the
+        // blocking thread: if this future is dropped (another layer failed, the
+        // pull was cancelled), the unpacker still ends and leaves nothing behind.
+        let (want_digest, want_diff_id) = (desc.digest.clone(), diff_id.to_string());
+        let (work, dest) = (tmp.clone(), self.layer_path(diff_id));
+        let unpack = tokio::task::spawn_blocking(move || {
+            let result = unpack_layer(ChannelReader::new(rx), &work)
+                .and_then(|u| verify(u, &want_digest, &want_diff_id))
+                .and_then(|u| {
+                    place_layer(&work, &dest)
+                        .map_err(|e| PullError::from_io("placing a layer", &e))?;
+                    Ok(u)
+                });
+            if result.is_err() {
+                let _ = std::fs::remove_dir_all(&work);
+            }
+            result
+        });
         let mut stream = stream.stream;
         let mut net_error: Option<PullError> = None;
         let mut unpacker_gone = false;
@@ -293,51 +319,48 @@ impl ImageStore {
             .await
             .map_err(|e| PullError::Other(format!("unpack task: {e}")))
             .and_then(|r| r);
-        let result = match (net_error, result) {
+        match (net_error, result) {
+            // The network's error explains an unpacker that saw a cut stream.
             (Some(e), _) => Err(e),
-            (None, Ok(u)) if u.digest != desc.digest => Err(PullError::DigestMismatch(format!(
-                "failed to copy {}: unexpected commit digest {}, expected {}: failed precondition",
-                desc.digest, u.digest, desc.digest
-            ))),
-            (None, Ok(u)) if u.diff_id != diff_id => Err(PullError::DigestMismatch(format!(
-                "layer {}: uncompressed digest {} is not the diff ID {diff_id} the image config names",
-                desc.digest, u.diff_id
-            ))),
-            (None, r) => r,
-        };
-        match result {
-            Ok(u) => self
-                .install_layer(&tmp, diff_id, u.size)
+            (None, Ok(u)) => self
+                .register_layer(diff_id, u.size)
                 .map_err(|e| PullError::Other(e.to_string())),
-            Err(e) => {
-                let t = tmp.clone();
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(t)).await;
-                Err(e)
-            }
+            (None, Err(e)) => Err(e),
         }
     }
 }
 
+/// The digests a finished unpack measured, against what the manifest and the
+/// image config promise.
+fn verify(u: Unpacked, digest: &str, diff_id: &str) -> Result<Unpacked, PullError> {
+    if u.digest != digest {
+        return Err(PullError::DigestMismatch(format!(
+            "failed to copy {digest}: unexpected commit digest {}, expected {digest}: failed precondition",
+            u.digest
+        )));
+    }
+    if u.diff_id != diff_id {
+        return Err(PullError::DigestMismatch(format!(
+            "layer {digest}: uncompressed digest {} is not the diff ID {diff_id} the image config names",
+            u.diff_id
+        )));
+    }
+    Ok(u)
+}
+
+/// Renames a completely unpacked layer into place; if another pull or process
+/// put the same layer there first, theirs is kept and ours removed.
+pub(crate) fn place_layer(work: &std::path::Path, dest: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::rename(work, dest) {
+        Ok(()) => Ok(()),
+        Err(_) if dest.is_dir() => std::fs::remove_dir_all(work),
+        Err(e) => Err(e),
+    }
+}
+
 impl ImageStore {
-    /// Renames a completely unpacked layer into place and records it.
-    pub(crate) fn install_layer(
-        &self,
-        tmp: &std::path::Path,
-        diff_id: &str,
-        size: u64,
-    ) -> crate::Result<()> {
-        let dest = self.layer_path(diff_id);
-        if let Err(e) = std::fs::rename(tmp, &dest) {
-            // Another process put the same layer in place first: keep theirs.
-            if dest.is_dir() {
-                let _ = std::fs::remove_dir_all(tmp);
-            } else {
-                return Err(crate::Error::io(
-                    format!("renaming into {}", dest.display()),
-                    e,
-                ));
-            }
-        }
+    /// Records a layer that is in place, so gc accounts for it.
+    pub(crate) fn register_layer(&self, diff_id: &str, size: u64) -> crate::Result<()> {
         self.update_index(|i| {
             i.layers.insert(diff_id.to_string(), size);
         })

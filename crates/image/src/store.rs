@@ -108,9 +108,32 @@ impl ImageStore {
                         let _ = fs::remove_dir_all(e.path()).or_else(|_| fs::remove_file(e.path()));
                     }
                 }
+                store.adopt_layers();
             }
         }
         Ok(store)
+    }
+
+    /// Records layers that are in place but not in the index: a pull cancelled
+    /// between the (verified) rename and the index update leaves one.
+    fn adopt_layers(&self) {
+        let known = self.read_index().layers;
+        let Ok(rd) = fs::read_dir(self.root.join("layers/sha256")) else {
+            return;
+        };
+        let orphans: Vec<(String, u64)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let id = format!("sha256:{}", e.file_name().to_string_lossy());
+                (!known.contains_key(&id)).then(|| (id, crate::unpack::du(&e.path())))
+            })
+            .collect();
+        if !orphans.is_empty() {
+            let adopted = self.update_index(|i| i.layers.extend(orphans));
+            if let Err(e) = adopted {
+                tracing::warn!(error = %e, "recording unindexed layers");
+            }
+        }
     }
 
     fn lock_file(&self) -> Result<fs::File> {

@@ -95,7 +95,13 @@ pub fn in_netns(name: &str, body: impl FnOnce()) {
     let status = Command::new("unshare")
         .args(["--net", "--mount", "--"])
         .arg(exe)
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "--include-ignored",
+        ])
         .env(IN_NETNS, "1")
         .env(IMAGES, &images)
         .status()
