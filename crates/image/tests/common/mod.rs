@@ -57,8 +57,17 @@ pub fn images() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-                .join(format!("skiff-images-{}", std::process::id()));
+            let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+            // Builds of test processes that have ended are removed.
+            for e in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("skiff-images-") {
+                    if !Path::new("/proc").join(pid).exists() {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+            let out = tmp.join(format!("skiff-images-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&out);
             let status = Command::new(build_script())
                 .arg(&out)
