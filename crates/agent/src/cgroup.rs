@@ -53,6 +53,77 @@ fn hierarchies() -> Vec<PathBuf> {
     out
 }
 
+/// The cgroup mounts of a mountinfo text: (mount point, fs type, super options).
+fn cgroup_mounts(mountinfo: &str) -> Vec<(String, String, String)> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mount_point = left.split(' ').nth(4)?.to_string();
+            let mut r = right.split(' ');
+            let fstype = r.next()?.to_string();
+            let _source = r.next()?;
+            let options = r.next().unwrap_or("").to_string();
+            (fstype == "cgroup" || fstype == "cgroup2").then_some((mount_point, fstype, options))
+        })
+        .collect()
+}
+
+/// Makes the node's cgroup hierarchies visible where runc looks for them. A
+/// mount namespace with a fresh `/sys` (as `ip netns exec` makes) has none;
+/// the hierarchies of the machine's init are mounted again there (the same
+/// hierarchies, so limits are the node's own). Elsewhere this does nothing.
+pub async fn ensure_mounted() -> anyhow::Result<()> {
+    let own = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if !cgroup_mounts(&own).is_empty() {
+        return Ok(());
+    }
+    let init = std::fs::read_to_string("/proc/1/mountinfo").unwrap_or_default();
+    let wanted = cgroup_mounts(&init);
+    anyhow::ensure!(
+        !wanted.is_empty(),
+        "no cgroup hierarchy is mounted on this machine: containers need cgroups"
+    );
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new("mount")
+            .args(&args)
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "mount {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        anyhow::Ok(())
+    };
+    if !wanted.iter().any(|(mp, _, _)| mp == ROOT) {
+        run(vec![
+            "-t".into(),
+            "tmpfs".into(),
+            "-o".into(),
+            "mode=755".into(),
+            "cgroup_root".into(),
+            ROOT.into(),
+        ])
+        .await?;
+    }
+    for (mp, fstype, options) in wanted {
+        std::fs::create_dir_all(&mp)?;
+        let opts: Vec<&str> = options
+            .split(',')
+            .filter(|o| *o != "rw" && *o != "ro")
+            .collect();
+        let mut args = vec!["-t".to_string(), fstype.clone()];
+        if !opts.is_empty() {
+            args.extend(["-o".to_string(), opts.join(",")]);
+        }
+        args.extend([fstype, mp]);
+        run(args).await?;
+    }
+    Ok(())
+}
+
 /// Makes the container's parent cgroup with its memory limit (bytes), fresh: the
 /// failure counter of a previous instance must not count against the next.
 pub fn prepare(parent: &str, memory_limit: Option<u64>) -> std::io::Result<()> {
@@ -105,11 +176,28 @@ pub fn oom_killed(parent: &str) -> bool {
                 .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse::<u64>().ok())
         })
         .unwrap_or(0);
-    let failures = std::fs::read_to_string(dir.join("memory.failcnt"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    oom_kills > 0 || failures > 0
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.join(f))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let failures: u64 = ["memory.failcnt", "memory.memsw.failcnt"]
+        .iter()
+        .filter_map(|f| read(f))
+        .sum();
+    // Some kernels count no failures when the reclaim path kills instead; the
+    // peak usage then stands at the limit. The cgroup is fresh per instance, so
+    // the peak is this instance's.
+    let reached = |usage: &str, limit: &str| match (read(usage), read(limit)) {
+        (Some(u), Some(l)) => u >= l,
+        _ => false,
+    };
+    let at_limit = reached("memory.max_usage_in_bytes", "memory.limit_in_bytes")
+        || reached(
+            "memory.memsw.max_usage_in_bytes",
+            "memory.memsw.limit_in_bytes",
+        );
+    oom_kills > 0 || failures > 0 || at_limit
 }
 
 /// Removes `rel` and everything below it in every hierarchy (only empty cgroups
@@ -187,6 +275,28 @@ mod tests {
         assert_eq!(parse_quantity_millicpu("500m"), Some(500));
         assert_eq!(parse_quantity_millicpu("2"), Some(2000));
         assert_eq!(parse_quantity_millicpu("0.25"), Some(250));
+    }
+
+    #[test]
+    fn mountinfo_cgroups() {
+        let m = "30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                 31 30 0:27 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                 32 30 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup_mounts(m),
+            vec![
+                (
+                    "/sys/fs/cgroup/memory".into(),
+                    "cgroup".into(),
+                    "rw,memory".into()
+                ),
+                (
+                    "/sys/fs/cgroup/unified".into(),
+                    "cgroup2".into(),
+                    "rw".into()
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -20,6 +20,17 @@ use tokio::process::{Child, Command};
 /// The OCI runtime binary (Debian's `runc`; `crun` 1.8 refuses hybrid cgroup hosts).
 pub const RUNTIME: &str = "runc";
 
+/// Fails with a clear message when the OCI runtime is not installed.
+pub async fn check_runtime() -> Result<()> {
+    match Command::new(RUNTIME).arg("--version").output().await {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => bail!(
+            "the OCI runtime `{RUNTIME}` is not installed (apt-get install {RUNTIME}); \
+             or pass --host-images to run the built-in catalog's host programs"
+        ),
+    }
+}
+
 /// Where runc keeps container state, and which container: enough to exec into it
 /// or kill it, also after an agent restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +70,33 @@ impl RuncRef {
             .status()
             .await;
     }
+}
+
+/// Signals a container process: the runtime's process group (`runc run` forwards
+/// what it gets to the container) and, for KILL, the container's init through the
+/// runtime too, since a killed `runc run` forwards nothing.
+pub async fn signal(group: u32, runc: Option<&RuncRef>, signal: &str) {
+    if let (Some(r), "KILL") = (runc, signal) {
+        r.kill("KILL").await;
+    }
+    crate::runtime::signal_group(group, signal).await;
+}
+
+/// Removes what image containers of a pod left on the node: runtime state,
+/// overlay mounts (before any file of the pod directory is removed, so nothing
+/// is deleted through a mount) and cgroups.
+pub async fn remove_pod(pod_uid: &str, pod_dir: &Path, runcs: Vec<RuncRef>) {
+    for r in runcs {
+        r.delete().await;
+    }
+    if let Ok(rd) = std::fs::read_dir(pod_dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_bundles(&e.path()).await;
+            }
+        }
+    }
+    crate::cgroup::remove_pod(pod_uid);
 }
 
 /// runc's container id for one instance: unique per pod, container and restart.

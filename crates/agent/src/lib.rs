@@ -15,6 +15,7 @@ pub mod container;
 pub mod envvars;
 pub mod events;
 pub mod files;
+pub mod image_gc;
 pub mod ipam;
 pub mod net;
 pub mod node;
@@ -58,6 +59,13 @@ pub struct AgentSettings {
     pub data_dir: PathBuf,
     /// The agent's streaming endpoint port (kubelet's is 10250).
     pub port: u16,
+    /// Run the built-in catalog's host programs instead of pulling images (demos
+    /// on a machine with no registry at all).
+    pub host_images: bool,
+    /// A k3s-style `registries.yaml` (mirrors, rewrites, credentials); absent: none.
+    pub registry_config: Option<PathBuf>,
+    /// Image GC's high and low disk-usage thresholds (percent of the filesystem).
+    pub image_gc_thresholds: (u8, u8),
 }
 
 impl AgentSettings {
@@ -70,6 +78,9 @@ impl AgentSettings {
             cluster_dns: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
             data_dir,
             port: 10250,
+            host_images: false,
+            registry_config: None,
+            image_gc_thresholds: (85, 80),
         }
     }
 }
@@ -88,6 +99,12 @@ pub struct Agent {
     pub data_dir: PathBuf,
     pub ipam: ipam::Ipam,
     pub catalog: catalog::Catalog,
+    /// Whether containers run [`catalog`] host programs instead of images.
+    pub host_images: bool,
+    /// Pulled images, content-addressed under `<data-dir>/agent/images`.
+    pub images: Arc<skiff_image::ImageStore>,
+    /// runc's state directory for this node's containers.
+    pub runc_root: PathBuf,
     pub dns: files::DnsSettings,
     pub services: reflector::Store<Service>,
     pub pods: Mutex<HashMap<String, PodHandle>>,
@@ -106,6 +123,8 @@ pub struct PodHandle {
     pub name: String,
     pub tx: mpsc::UnboundedSender<Msg>,
     pub rt: Arc<Mutex<Runtime>>,
+    /// The images its containers name (image GC keeps them).
+    pub images: Vec<String>,
 }
 
 impl Agent {
@@ -224,6 +243,22 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
     )
     .await;
 
+    let registries = match &settings.registry_config {
+        Some(p) => skiff_image::RegistryConfig::load(p)
+            .with_context(|| format!("--registry-config {}", p.display()))?,
+        None => skiff_image::RegistryConfig::default(),
+    };
+    let images = skiff_image::ImageStore::open(&data_dir.join("images"), registries)
+        .context("opening the image store")?;
+    let runc_root = data_dir.join("runc");
+    std::fs::create_dir_all(&runc_root)
+        .with_context(|| format!("creating {}", runc_root.display()))?;
+    if !settings.host_images {
+        container::check_runtime().await?;
+        cgroup::ensure_mounted()
+            .await
+            .context("mounting the cgroup hierarchies")?;
+    }
     let agent = Arc::new(Agent {
         client: client.clone(),
         node_name: settings.node_name.clone(),
@@ -231,6 +266,9 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
         subnet,
         ipam: ipam::Ipam::open(&data_dir.join("ipam"), subnet)?,
         catalog: catalog::Catalog::load(Some(&data_dir.join("images.json"))),
+        host_images: settings.host_images,
+        images: Arc::new(images),
+        runc_root,
         dns: files::DnsSettings {
             cluster_domain: settings.cluster_domain.clone(),
             cluster_dns: settings.cluster_dns.to_string(),
@@ -247,6 +285,7 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
         rules_lock: tokio::sync::Mutex::new(()),
     });
     tokio::spawn(stream::serve(agent.clone(), listener));
+    tokio::spawn(image_gc::run(agent.clone(), settings.image_gc_thresholds));
     tracing::info!(node = %settings.node_name, %node_ip, %subnet, port, "agent running");
     watch_pods(agent).await
 }
@@ -355,6 +394,12 @@ async fn dispatch(
             name: pod.metadata.name.clone().unwrap_or_default(),
             tx: tx.clone(),
             rt: rt.clone(),
+            images: pod
+                .spec
+                .iter()
+                .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
+                .filter_map(|c| c.image.clone())
+                .collect(),
         },
     );
     let worker = pod::Worker::new(agent.clone(), pod, tx, rt, adopted);
@@ -366,12 +411,18 @@ async fn cleanup_orphan(agent: &Agent, uid: &str, dir: &std::path::Path, s: &sta
     tracing::info!(uid, pod = %s.name, "cleaning up a pod deleted while the agent was down");
     for c in s.containers.values() {
         if let Some(p) = c.proc.filter(runtime::Proc::alive) {
-            runtime::signal_group(p.pid, "KILL").await;
+            container::signal(p.pid, c.runc.as_ref(), "KILL").await;
         }
     }
     if let Some(p) = s.sandbox.filter(runtime::Proc::alive) {
         runtime::signal(p.pid, "KILL").await;
     }
+    let runcs: Vec<container::RuncRef> = s
+        .containers
+        .values()
+        .filter_map(|c| c.runc.clone())
+        .collect();
+    container::remove_pod(uid, dir, runcs).await;
     net::detach_pod(&net::veth_name(uid)).await;
     if let Some(ip) = s.ip {
         agent.ipam.release_owned(ip, uid);

@@ -196,14 +196,18 @@ pub fn runtime_spec(c: &ContainerConfig) -> Result<Spec, String> {
                 .map_err(err)?,
         );
     }
-    SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .process(process)
         .root(root)
         .mounts(mounts)
         .linux(linux)
         .build()
-        .map_err(err)
+        .map_err(err)?;
+    // The builder starts from a default spec that names a hostname; the UTS
+    // namespace is the sandbox's, and runc refuses a hostname without its own.
+    spec.set_hostname(None);
+    Ok(spec)
 }
 
 /// The argv a container runs, by Kubernetes' rules: `command` replaces the

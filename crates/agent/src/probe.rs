@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::runtime;
+use crate::container::ExecTarget;
 
 /// A port given by number or by the name of a container port.
 pub fn resolve_port(port: &IntOrString, c: &Container) -> Option<u16> {
@@ -28,14 +28,7 @@ pub fn resolve_port(port: &IntOrString, c: &Container) -> Option<u16> {
     }
 }
 
-pub async fn run(
-    p: &Probe,
-    c: &Container,
-    pod_ip: Ipv4Addr,
-    sandbox: u32,
-    env: &[(String, String)],
-    workdir: &str,
-) -> bool {
+pub async fn run(p: &Probe, c: &Container, pod_ip: Ipv4Addr, target: &ExecTarget) -> bool {
     let timeout = Duration::from_secs(p.timeout_seconds.unwrap_or(1).max(1) as u64);
     let fut = async {
         if let Some(h) = &p.http_get {
@@ -68,10 +61,8 @@ pub async fn run(
             if argv.is_empty() {
                 return false;
             }
-            let mut cmd = runtime::enter(sandbox, workdir, &argv);
-            cmd.env_clear()
-                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .stdin(Stdio::null())
+            let mut cmd = target.command(&argv, false);
+            cmd.stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .kill_on_drop(true);

@@ -29,6 +29,11 @@ pub struct SavedContainer {
     pub workdir: String,
     pub last: Option<Term>,
     pub terminated: Option<Term>,
+    /// An image container's runtime handle (absent for host programs).
+    #[serde(default)]
+    pub runc: Option<crate::container::RuncRef>,
+    #[serde(default)]
+    pub image_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

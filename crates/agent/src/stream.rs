@@ -524,27 +524,16 @@ async fn exec(
 ) -> Result<()> {
     let tty = req.flag("tty");
     let want_stdin = req.flag("stdin");
-    let run_argv = if tty {
-        runtime::under_pty(&argv)
+    let mut cmd = ctr.exec_target(sandbox).command(&argv, tty);
+    cmd.stdin(if want_stdin {
+        Stdio::piped()
     } else {
-        argv.clone()
-    };
-    let mut env = ctr.env.clone();
-    if tty && !env.iter().any(|(k, _)| k == "TERM") {
-        env.push(("TERM".into(), "xterm".into()));
-    }
-    let mut cmd = runtime::enter(sandbox, &ctr.workdir, &run_argv);
-    cmd.env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(if want_stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0)
+    .kill_on_drop(true);
     let (mut rd, mut wr) = sock.into_split();
     let mut child = match cmd.spawn() {
         Ok(c) => c,

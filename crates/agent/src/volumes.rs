@@ -215,10 +215,8 @@ async fn prepare_one(
         match ty {
             "DirectoryOrCreate" => mkdir(&p)?,
             "Directory" => check(p.is_dir(), "directory")?,
-            "FileOrCreate" => {
-                if !p.exists() {
-                    std::fs::write(&p, b"").map_err(|e| format!("{}: {e}", p.display()))?;
-                }
+            "FileOrCreate" if !p.exists() => {
+                std::fs::write(&p, b"").map_err(|e| format!("{}: {e}", p.display()))?;
             }
             "File" => check(p.is_file(), "file")?,
             "Socket" | "CharDevice" | "BlockDevice" => check(p.exists(), ty)?,

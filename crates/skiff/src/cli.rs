@@ -24,7 +24,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a single-node cluster: store and API server.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
+    /// List the images in the node's image store, with their size.
+    Images(crate::images::StoreArgs),
+    /// Manage the node's image store.
+    #[command(subcommand)]
+    Image(crate::images::ImageCommand),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -86,6 +91,21 @@ struct ServerArgs {
     /// Components not to start, comma-separated: controllers, agent, proxy, dns, netpol.
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
+    /// Run the built-in catalog's host programs instead of pulling images: for
+    /// demos on a machine with no registry at all. Pods then run on the node's own
+    /// filesystem, not isolated from it.
+    #[arg(long)]
+    host_images: bool,
+    /// Registry mirrors, rewrites and credentials (k3s `registries.yaml` format).
+    #[arg(long, default_value = crate::images::DEFAULT_REGISTRY_CONFIG, env = "SKIFF_REGISTRY_CONFIG")]
+    registry_config: PathBuf,
+    /// Disk usage (percent of the image store's filesystem) above which unused
+    /// images are garbage-collected (kubelet's `--image-gc-high-threshold`).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+    image_gc_high_threshold: u8,
+    /// Disk usage that image garbage collection frees down to (`--image-gc-low-threshold`).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(1..=100))]
+    image_gc_low_threshold: u8,
     /// Log filter, e.g. `info` or `skiff_apiserver=debug`.
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
@@ -126,11 +146,19 @@ pub fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => return fail(&anyhow::anyhow!(e).context("cannot start the runtime")),
             };
-            match rt.block_on(server(args)) {
+            match rt.block_on(server(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
         }
+        Command::Images(args) => match crate::images::list(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Image(cmd) => match crate::images::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
     }
 }
 
@@ -165,6 +193,13 @@ fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>> {
 }
 
 async fn server(args: ServerArgs) -> Result<()> {
+    if args.image_gc_low_threshold > args.image_gc_high_threshold {
+        anyhow::bail!(
+            "--image-gc-low-threshold ({}) must not be above --image-gc-high-threshold ({})",
+            args.image_gc_low_threshold,
+            args.image_gc_high_threshold
+        );
+    }
     let services = skiff_apiserver::services::Settings::parse(
         &args.service_cidr,
         &args.service_node_port_range,
@@ -195,6 +230,9 @@ async fn server(args: ServerArgs) -> Result<()> {
         dns_upstreams: args.upstream.clone(),
         disabled: args.disable.clone(),
         data_dir: args.data_dir.clone(),
+        host_images: args.host_images,
+        registry_config: Some(args.registry_config.clone()),
+        image_gc_thresholds: (args.image_gc_high_threshold, args.image_gc_low_threshold),
     };
     let components = crate::components::start(&client, &node);
     for (name, _) in &components {

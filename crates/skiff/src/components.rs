@@ -29,6 +29,12 @@ pub struct NodeSettings {
     pub disabled: Vec<String>,
     /// The server's data directory (the agent keeps pod state, logs and IPAM under it).
     pub data_dir: std::path::PathBuf,
+    /// Run the built-in catalog's host programs instead of images (`--host-images`).
+    pub host_images: bool,
+    /// `registries.yaml` (mirrors, rewrites, credentials); a missing file is no config.
+    pub registry_config: Option<std::path::PathBuf>,
+    /// Image GC's high and low disk-usage thresholds, percent.
+    pub image_gc_thresholds: (u8, u8),
 }
 
 impl NodeSettings {
@@ -128,5 +134,8 @@ fn agent_settings(node: &NodeSettings) -> skiff_agent::AgentSettings {
     s.pod_cidr = node.pod_cidr.clone();
     s.cluster_domain = node.cluster_domain.clone();
     s.cluster_dns = node.cluster_dns;
+    s.host_images = node.host_images;
+    s.registry_config = node.registry_config.clone();
+    s.image_gc_thresholds = node.image_gc_thresholds;
     s
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod components;
+mod images;
 
 fn main() -> std::process::ExitCode {
     cli::main()

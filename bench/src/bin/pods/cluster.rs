@@ -48,6 +48,8 @@ impl Cluster {
         });
 
         let mut agent = skiff_agent::AgentSettings::new(NODE, data_dir.to_path_buf());
+        // These rows measure pods of host programs (the built-in catalog).
+        agent.host_images = true;
         // The node's address: the pod gateway (the namespace has only `lo`); an
         // ephemeral streaming port so nothing else on the machine can collide.
         agent.port = 0;

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::state::{self, PodState, SavedContainer, Term};
 use crate::{envvars, events, files, net, probe, runtime, Agent};
 
+mod image;
 mod probes;
 mod status;
 
@@ -68,6 +69,22 @@ pub struct CtrRuntime {
     pub tty: bool,
     /// The container's process (its group leader), while it runs.
     pub pid: Option<u32>,
+    /// The runtime's handle of an image container.
+    pub runc: Option<crate::container::RuncRef>,
+}
+
+impl CtrRuntime {
+    /// Where `exec` runs a command for this container.
+    pub fn exec_target(&self, sandbox: u32) -> crate::container::ExecTarget {
+        match &self.runc {
+            Some(r) => crate::container::ExecTarget::Image(r.clone()),
+            None => crate::container::ExecTarget::Host {
+                sandbox,
+                workdir: self.workdir.clone(),
+                env: self.env.clone(),
+            },
+        }
+    }
 }
 
 pub const STARTUP: usize = 0;
@@ -106,9 +123,26 @@ struct Ctr {
     probes: [ProbeState; 3],
     env: Vec<(String, String)>,
     workdir: String,
+    /// The running image container instance (none for a host-program container).
+    runc: Option<crate::container::RuncRef>,
+    /// `registry/repo@sha256:...` of the image the container runs.
+    image_id: Option<String>,
+    /// The current image pull back-off, after a failed pull.
+    pull_backoff: Option<Duration>,
 }
 
 impl Ctr {
+    /// Where exec probes and hooks of this container run.
+    fn exec_target(&self, sandbox: u32) -> crate::container::ExecTarget {
+        match &self.runc {
+            Some(r) => crate::container::ExecTarget::Image(r.clone()),
+            None => crate::container::ExecTarget::Host {
+                sandbox,
+                workdir: self.workdir.clone(),
+                env: self.env.clone(),
+            },
+        }
+    }
     fn probe(&self, kind: usize) -> Option<&Probe> {
         match kind {
             STARTUP => self.spec.startup_probe.as_ref(),
@@ -156,6 +190,8 @@ pub struct Worker {
     began: Option<Instant>,
     /// Events recorded since the last status write.
     events: events::Pending,
+    /// The pod's volumes, once prepared for its first image container.
+    volumes: Option<HashMap<String, crate::volumes::Prepared>>,
 }
 
 impl Worker {
@@ -199,6 +235,9 @@ impl Worker {
                 probes: Default::default(),
                 env: Vec::new(),
                 workdir: "/".into(),
+                runc: None,
+                image_id: None,
+                pull_backoff: None,
             });
         }
         let mut w = Self {
@@ -223,6 +262,7 @@ impl Worker {
             gone: false,
             began: Some(Instant::now()),
             events: Default::default(),
+            volumes: None,
         };
         if let Some(s) = saved {
             w.adopt(s);
@@ -258,6 +298,8 @@ impl Worker {
             c.last = saved.last.clone();
             c.env = saved.env.clone();
             c.workdir = saved.workdir.clone();
+            c.runc = saved.runc.clone();
+            c.image_id = saved.image_id.clone();
             let dead_log = |c: &Ctr| CtrRuntime {
                 env: c.env.clone(),
                 workdir: c.workdir.clone(),
@@ -270,6 +312,7 @@ impl Worker {
                 stdin_once: false,
                 tty: false,
                 pid: None,
+                runc: None,
             };
             if let Some(t) = &saved.terminated {
                 c.state = St::Terminated(t.clone());
@@ -283,8 +326,10 @@ impl Worker {
             if let (Some(p), None) = (live, sandbox_pid) {
                 // Its sandbox is gone: the process is cut off; it will be started
                 // again in a new sandbox.
-                let pid = p.pid;
-                tokio::spawn(async move { runtime::signal_group(pid, "KILL").await });
+                let (pid, runc) = (p.pid, saved.runc.clone());
+                tokio::spawn(
+                    async move { crate::container::signal(pid, runc.as_ref(), "KILL").await },
+                );
                 continue;
             }
             if let Some(p) = live {
@@ -329,6 +374,7 @@ impl Worker {
                         stdin_once: c.spec.stdin_once.unwrap_or(false),
                         tty: c.spec.tty.unwrap_or(false),
                         pid: Some(p.pid),
+                        runc: c.runc.clone(),
                     },
                 );
             }
@@ -362,6 +408,8 @@ impl Worker {
                         St::Terminated(t) => Some(t.clone()),
                         _ => None,
                     },
+                    runc: c.runc.clone(),
+                    image_id: c.image_id.clone(),
                 },
             );
         }
@@ -531,7 +579,7 @@ impl Worker {
         lock(&self.rt).sandbox = None;
         for c in &self.ctrs {
             if let Some(p) = c.proc {
-                runtime::signal_group(p.pid, "KILL").await;
+                crate::container::signal(p.pid, c.runc.as_ref(), "KILL").await;
             }
         }
         net::detach_pod(&self.veth).await;
@@ -745,6 +793,19 @@ impl Worker {
     async fn start(&mut self, i: usize) {
         let Some(sandbox) = self.sandbox else { return };
         let spec = self.ctrs[i].spec.clone();
+        // A real image unless the node runs the built-in catalog's host programs.
+        let image_ref = if self.agent.host_images {
+            None
+        } else {
+            match self.ensure_image(i).await {
+                Some(img) => Some(img),
+                None => return,
+            }
+        };
+        let base_env = match &image_ref {
+            Some(img) => self.image_base_env(img),
+            None => self.base_env(&spec),
+        };
         let refs = self.fetch_refs(&spec).await;
         let services: Vec<_> = self
             .agent
@@ -759,20 +820,19 @@ impl Worker {
             host_ip: self.agent.node_ip.to_string(),
             node_name: self.agent.node_name.clone(),
         };
-        let env =
-            match envvars::container_env(&spec, &facts, &services, &self.base_env(&spec), &refs) {
-                Ok(e) => e,
-                Err(msg) => {
-                    self.event(true, "Failed", format!("Error: {msg}"), Some(&spec.name));
-                    let c = &mut self.ctrs[i];
-                    c.state = St::Waiting {
-                        reason: "CreateContainerConfigError".into(),
-                        message: msg,
-                    };
-                    c.next_start = Some(Instant::now() + Duration::from_secs(10));
-                    return;
-                }
-            };
+        let env = match envvars::container_env(&spec, &facts, &services, &base_env, &refs) {
+            Ok(e) => e,
+            Err(msg) => {
+                self.event(true, "Failed", format!("Error: {msg}"), Some(&spec.name));
+                let c = &mut self.ctrs[i];
+                c.state = St::Waiting {
+                    reason: "CreateContainerConfigError".into(),
+                    message: msg,
+                };
+                c.next_start = Some(Instant::now() + Duration::from_secs(10));
+                return;
+            }
+        };
         let lookup = |n: &str| {
             env.iter()
                 .rev()
@@ -792,7 +852,16 @@ impl Worker {
             .map(|a| envvars::expand(a, &lookup))
             .collect();
         let image = spec.image.clone().unwrap_or_default();
-        let argv = match self.agent.catalog.argv(&image, &command, &args) {
+        let argv = match &image_ref {
+            Some(img) => Ok(crate::oci::container_argv(
+                &img.config.entrypoint,
+                &img.config.cmd,
+                &command,
+                &args,
+            )),
+            None => self.agent.catalog.argv(&image, &command, &args),
+        };
+        let argv = match argv {
             Ok(a) => a,
             Err(msg) => {
                 self.event(
@@ -821,6 +890,12 @@ impl Worker {
             .working_dir
             .clone()
             .filter(|w| !w.is_empty())
+            .or_else(|| {
+                image_ref
+                    .as_ref()
+                    .map(|img| img.config.working_dir.clone())
+                    .filter(|w| !w.is_empty())
+            })
             .unwrap_or_else(|| "/".into());
         let restart_count = self.ctrs[i].restart_count;
         let cdir = self.dir.join(&spec.name);
@@ -833,23 +908,33 @@ impl Worker {
         let _ = std::fs::remove_file(&log);
         let tty = spec.tty.unwrap_or(false);
         let want_stdin = spec.stdin.unwrap_or(false);
-        let spawned = runtime::spawn_container(&runtime::Spawn {
-            sandbox: sandbox.pid,
-            argv: &argv,
-            env: &env,
-            workdir: &workdir,
-            log: &log,
-            stdin: want_stdin,
-            tty,
-        });
+        let spawned = match &image_ref {
+            Some(img) => {
+                self.run_image_container(i, img, &argv, &env, &workdir, &log, want_stdin, tty)
+                    .await
+            }
+            None => runtime::spawn_container(&runtime::Spawn {
+                sandbox: sandbox.pid,
+                argv: &argv,
+                env: &env,
+                workdir: &workdir,
+                log: &log,
+                stdin: want_stdin,
+                tty,
+            })
+            .inspect(|_| self.ctrs[i].runc = None)
+            .map_err(|e| ("RunContainerError".to_string(), format!("{e:#}"))),
+        };
         let mut child = match spawned {
             Ok(c) => {
-                self.event(
-                    false,
-                    "Pulled",
-                    format!("Container image {image:?} already present on machine"),
-                    Some(&spec.name),
-                );
+                if image_ref.is_none() {
+                    self.event(
+                        false,
+                        "Pulled",
+                        format!("Container image {image:?} already present on machine"),
+                        Some(&spec.name),
+                    );
+                }
                 self.event(
                     false,
                     "Created",
@@ -864,13 +949,15 @@ impl Worker {
                 );
                 c
             }
-            Err(e) => {
-                self.event(true, "Failed", format!("Error: {e:#}"), Some(&spec.name));
+            Err((reason, message)) => {
+                self.event(
+                    true,
+                    "Failed",
+                    format!("Error: {message}"),
+                    Some(&spec.name),
+                );
                 let c = &mut self.ctrs[i];
-                c.state = St::Waiting {
-                    reason: "RunContainerError".into(),
-                    message: format!("{e:#}"),
-                };
+                c.state = St::Waiting { reason, message };
                 c.next_start = Some(Instant::now() + Duration::from_secs(10));
                 return;
             }
@@ -919,6 +1006,7 @@ impl Worker {
                     stdin_once: spec.stdin_once.unwrap_or(false),
                     tty,
                     pid: Some(pid),
+                    runc: c.runc.clone(),
                 },
             );
         }
@@ -932,10 +1020,9 @@ impl Worker {
             spec.lifecycle.as_ref().and_then(|l| l.post_start.clone()),
             self.ip,
         ) {
-            let (tx, env, workdir, spec) = (
+            let (tx, target, spec) = (
                 self.tx.clone(),
-                self.ctrs[i].env.clone(),
-                self.ctrs[i].workdir.clone(),
+                self.ctrs[i].exec_target(sandbox.pid),
                 spec.clone(),
             );
             tokio::spawn(async move {
@@ -951,7 +1038,7 @@ impl Worker {
                         tokio::time::sleep(Duration::from_secs(s.seconds.max(0) as u64)).await;
                         true
                     }
-                    None => probe::run(&as_probe, &spec, ip, sandbox.pid, &env, &workdir).await,
+                    None => probe::run(&as_probe, &spec, ip, &target).await,
                 };
                 if !ok {
                     let _ = tx.send(Msg::PostStartFailed { ctr: i, gen });
@@ -972,8 +1059,21 @@ impl Worker {
         if c.gen != gen {
             return;
         }
+        let oom = c.runc.is_some()
+            && code == Some(137)
+            && crate::cgroup::oom_killed(&crate::cgroup::container_parent(&self.uid, &c.spec.name));
+        if let Some(r) = c.runc.take() {
+            // The instance is over: its writable layer and runtime state go.
+            let bundle =
+                crate::container::bundle_dir(&self.dir.join(&c.spec.name), c.restart_count);
+            tokio::spawn(async move {
+                r.delete().await;
+                crate::container::remove_bundle(&bundle).await;
+            });
+        }
         let (exit_code, reason, message) = match code {
             Some(0) => (0, "Completed", None),
+            Some(137) if oom => (137, "OOMKilled", None),
             Some(n) => (n, "Error", None),
             None => (
                 137,
@@ -1072,7 +1172,7 @@ impl Worker {
         }
         for c in &self.ctrs {
             if let Some(p) = c.proc {
-                runtime::signal_group(p.pid, "TERM").await;
+                crate::container::signal(p.pid, c.runc.as_ref(), "TERM").await;
             }
         }
         let mut killed = false;
@@ -1086,7 +1186,7 @@ impl Worker {
                 }
                 for c in &self.ctrs {
                     if let Some(p) = c.proc {
-                        runtime::signal_group(p.pid, "KILL").await;
+                        crate::container::signal(p.pid, c.runc.as_ref(), "KILL").await;
                     }
                 }
                 killed = true;
@@ -1115,13 +1215,18 @@ impl Worker {
         }
         for c in &self.ctrs {
             if let Some(p) = c.proc.filter(runtime::Proc::alive) {
-                runtime::signal_group(p.pid, "KILL").await;
+                crate::container::signal(p.pid, c.runc.as_ref(), "KILL").await;
             }
         }
         if let Some(p) = self.sandbox.take() {
             if p.alive() {
                 runtime::signal(p.pid, "KILL").await;
             }
+        }
+        let runcs: Vec<_> = self.ctrs.iter().filter_map(|c| c.runc.clone()).collect();
+        crate::container::remove_pod(&self.uid, &self.dir, runcs).await;
+        if let Some(v) = self.volumes.take() {
+            crate::volumes::release(&v).await;
         }
         net::detach_pod(&self.veth).await;
         if self.agent.release_host_ports(&self.uid) {

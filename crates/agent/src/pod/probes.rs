@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Probe;
 use tokio::time::Instant;
 
 use super::{Msg, Worker, LIVENESS, READINESS, STARTUP};
-use crate::{probe, runtime};
+use crate::probe;
 
 impl Worker {
     pub(super) fn maybe_probe(&mut self, i: usize, kind: usize, now: Instant) {
@@ -35,11 +35,10 @@ impl Worker {
         ctr.probes[kind].in_flight = true;
         ctr.probes[kind].next = Some(now + period);
         let spec = ctr.spec.clone();
-        let env = ctr.env.clone();
-        let workdir = ctr.workdir.clone();
+        let target = ctr.exec_target(sandbox.pid);
         let tx = self.tx.clone();
         tokio::spawn(async move {
-            let ok = probe::run(&p, &spec, ip, sandbox.pid, &env, &workdir).await;
+            let ok = probe::run(&p, &spec, ip, &target).await;
             let _ = tx.send(Msg::Probe {
                 ctr: i,
                 gen,
@@ -154,12 +153,13 @@ impl Worker {
             Some(&name),
         );
         self.ctrs[i].ready = false;
-        runtime::signal_group(p.pid, "TERM").await;
+        let runc = self.ctrs[i].runc.clone();
+        crate::container::signal(p.pid, runc.as_ref(), "TERM").await;
         let grace = self.grace();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
             if p.alive() {
-                runtime::signal_group(p.pid, "KILL").await;
+                crate::container::signal(p.pid, runc.as_ref(), "KILL").await;
             }
         });
     }
@@ -176,7 +176,7 @@ impl Worker {
                 continue;
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let (spec, env, workdir) = (c.spec.clone(), c.env.clone(), c.workdir.clone());
+            let (spec, target) = (c.spec.clone(), c.exec_target(sandbox.pid));
             hooks.push(async move {
                 if let Some(s) = &h.sleep {
                     let d = Duration::from_secs(s.seconds.max(0) as u64).min(left);
@@ -191,7 +191,7 @@ impl Worker {
                     timeout_seconds: Some(left.as_secs().max(1) as i32),
                     ..Default::default()
                 };
-                let _ = probe::run(&as_probe, &spec, ip, sandbox.pid, &env, &workdir).await;
+                let _ = probe::run(&as_probe, &spec, ip, &target).await;
             });
         }
         if !hooks.is_empty() {

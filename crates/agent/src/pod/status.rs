@@ -49,7 +49,9 @@ impl Worker {
             let mut s = json!({
                 "name": c.spec.name,
                 "image": image,
-                "imageID": format!("skiff://builtin/{}", crate::catalog::normalize(&image)),
+                "imageID": c.image_id.clone().unwrap_or_else(|| {
+                    format!("skiff://builtin/{}", crate::catalog::normalize(&image))
+                }),
                 "ready": c.ready && c.is_running(),
                 "started": c.is_running() && c.startup_ok,
                 "restartCount": c.restart_count,

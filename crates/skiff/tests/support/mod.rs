@@ -101,6 +101,9 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     pub netns: Netns,
+    /// Pods run the built-in catalog's host programs (`--host-images`), as every
+    /// suite written before real images did; image suites turn it off.
+    pub host_images: bool,
 }
 
 impl Cluster {
@@ -117,6 +120,15 @@ impl Cluster {
     /// Starts the cluster in a namespace the test already prepared (e.g. with the
     /// address a `--node-ip` names, which the agent binds at start).
     pub fn start_in(netns: Netns, extra: &[&str]) -> Self {
+        Self::start_configured(netns, extra, true)
+    }
+
+    /// A cluster whose pods run real images (no `--host-images`).
+    pub fn start_with_images(netns: Netns, extra: &[&str]) -> Self {
+        Self::start_configured(netns, extra, false)
+    }
+
+    fn start_configured(netns: Netns, extra: &[&str], host_images: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = Cluster {
             child: None,
@@ -124,6 +136,7 @@ impl Cluster {
             kubeconfig: dir.path().join("data/admin.kubeconfig"),
             dir,
             netns,
+            host_images,
         };
         c.spawn(&[]);
         c
@@ -149,6 +162,7 @@ impl Cluster {
             .command(skiff_bin())
             .args(["server", "--listen", API, "--data-dir"])
             .arg(self.data_dir())
+            .args(self.host_images.then_some("--host-images"))
             .args(&self.args)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -358,6 +372,53 @@ impl Cluster {
                 .args(["-KILL", &pid.to_string()])
                 .stderr(Stdio::null())
                 .status();
+        }
+        self.remove_pod_cgroups();
+    }
+
+    /// Removes the cgroups image containers of this cluster's pods left when the
+    /// agent was killed before it could (`skiff/<pod uid>` in every hierarchy).
+    fn remove_pod_cgroups(&self) {
+        fn remove_tree(dir: &Path) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        let uids: Vec<String> = std::fs::read_dir(self.data_dir().join("agent/pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        if uids.is_empty() {
+            return;
+        }
+        let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
+        roots.extend(
+            std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path()),
+        );
+        // The killed processes leave their cgroups a moment after the signal.
+        for _ in 0..50 {
+            let mut left = false;
+            for r in &roots {
+                for uid in &uids {
+                    let d = r.join("skiff").join(uid);
+                    remove_tree(&d);
+                    left |= d.exists();
+                }
+                let _ = std::fs::remove_dir(r.join("skiff"));
+            }
+            if !left {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 }
