@@ -262,6 +262,24 @@ pub enum ExecTarget {
 }
 
 impl ExecTarget {
+    /// An image container's runtime handle if it has one, else the sandbox with
+    /// the container's working directory and environment.
+    pub fn of(
+        runc: Option<&RuncRef>,
+        sandbox: u32,
+        workdir: &str,
+        env: &[(String, String)],
+    ) -> Self {
+        match runc {
+            Some(r) => Self::Image(r.clone()),
+            None => Self::Host {
+                sandbox,
+                workdir: workdir.to_string(),
+                env: env.to_vec(),
+            },
+        }
+    }
+
     /// The command that runs `argv` there; `tty`: on a pseudo-terminal, made on
     /// the node by `script`, which the process inside inherits as its stdio.
     pub fn command(&self, argv: &[String], tty: bool) -> Command {

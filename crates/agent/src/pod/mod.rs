@@ -76,14 +76,7 @@ pub struct CtrRuntime {
 impl CtrRuntime {
     /// Where `exec` runs a command for this container.
     pub fn exec_target(&self, sandbox: u32) -> crate::container::ExecTarget {
-        match &self.runc {
-            Some(r) => crate::container::ExecTarget::Image(r.clone()),
-            None => crate::container::ExecTarget::Host {
-                sandbox,
-                workdir: self.workdir.clone(),
-                env: self.env.clone(),
-            },
-        }
+        crate::container::ExecTarget::of(self.runc.as_ref(), sandbox, &self.workdir, &self.env)
     }
 }
 
@@ -134,14 +127,7 @@ struct Ctr {
 impl Ctr {
     /// Where exec probes and hooks of this container run.
     fn exec_target(&self, sandbox: u32) -> crate::container::ExecTarget {
-        match &self.runc {
-            Some(r) => crate::container::ExecTarget::Image(r.clone()),
-            None => crate::container::ExecTarget::Host {
-                sandbox,
-                workdir: self.workdir.clone(),
-                env: self.env.clone(),
-            },
-        }
+        crate::container::ExecTarget::of(self.runc.as_ref(), sandbox, &self.workdir, &self.env)
     }
     fn probe(&self, kind: usize) -> Option<&Probe> {
         match kind {
