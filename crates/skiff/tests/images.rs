@@ -275,6 +275,45 @@ fn image_pods() {
     terminated(&c, "overridden");
     assert_eq!(logs(&c, "overridden").trim(), "pod x\n/tmp\n2000\n3000");
 
+    // Volumes: configMap, secret (read-only), emptyDir, and a subPath mount.
+    c.k(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=greeting=hello",
+    ]);
+    c.k(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=pw=s3cret",
+    ]);
+    c.apply(&pod(
+        "vols",
+        "busybox",
+        r#"    command: ["sh", "-c", "cat /cfg/greeting /sec/pw /etc/greeting; echo; touch /cfg/x 2>/dev/null || echo read-only; echo scratch > /scratch/f && cat /scratch/f"]
+    volumeMounts:
+    - {name: cfg, mountPath: /cfg}
+    - {name: sec, mountPath: /sec}
+    - {name: scratch, mountPath: /scratch}
+    - {name: cfg, mountPath: /etc/greeting, subPath: greeting}"#,
+        r#"  volumes:
+  - {name: cfg, configMap: {name: cfg}}
+  - {name: sec, secret: {secretName: sec}}
+  - {name: scratch, emptyDir: {}}"#,
+    ));
+    assert_eq!(
+        terminated(&c, "vols")["exitCode"],
+        0,
+        "{}",
+        logs(&c, "vols")
+    );
+    assert_eq!(
+        logs(&c, "vols").trim(),
+        "hellos3crethello\nread-only\nscratch"
+    );
+
     // runAsNonRoot with an image that runs as root.
     c.apply(&pod(
         "nonroot",
