@@ -108,6 +108,12 @@ impl std::ops::Deref for ImageCluster {
     }
 }
 
+impl std::ops::DerefMut for ImageCluster {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.c
+    }
+}
+
 /// A full node (agent, proxy, DNS, controllers) in its own namespace with a
 /// registry beside it, `docker.io` mirrored to that registry.
 fn start() -> ImageCluster {
@@ -190,7 +196,7 @@ spec:
 
 #[test]
 fn image_pods() {
-    let c = start();
+    let mut c = start();
 
     // A Deployment of a real image through the docker.io mirror, behind a ClusterIP.
     c.k(&["create", "deployment", "web", "--image=httpd", "--port=80"]);
@@ -354,6 +360,28 @@ fn image_pods() {
     assert!(
         !other.status.success(),
         "httpd's files are visible from another pod"
+    );
+
+    // An agent killed and restarted adopts the running image container.
+    let started = |c: &Cluster| {
+        pod_json(c, "iso")["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+            .clone()
+    };
+    let before = started(&c);
+    c.stop(true);
+    c.spawn(&[]);
+    std::thread::sleep(Duration::from_secs(2));
+    c.k(&["wait", "--for=condition=Ready", "pod/iso", "--timeout=60s"]);
+    assert_eq!(
+        started(&c),
+        before,
+        "the container was restarted, not adopted"
+    );
+    let out = c.kubectl(&["exec", "iso", "--", "cat", "/proc/1/cmdline"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("sleep"),
+        "exec after adoption: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // A memory limit is enforced, and its kill is reported as such.
