@@ -231,21 +231,9 @@ pub fn run(s: &Start<'_>) -> Result<Child> {
     if s.tty {
         argv = crate::runtime::under_pty(&argv);
     }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(s.log)
-        .with_context(|| format!("opening {}", s.log.display()))?;
     let mut c = Command::new(&argv[0]);
-    c.args(&argv[1..])
-        .stdin(if s.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0);
+    c.args(&argv[1..]);
+    crate::runtime::container_stdio(&mut c, s.log, s.stdin)?;
     c.spawn().context("starting the OCI runtime")
 }
 

@@ -222,23 +222,26 @@ pub fn spawn_container(s: &Spawn<'_>) -> Result<Child> {
     } else {
         s.argv.to_vec()
     };
+    let mut c = enter(s.sandbox, s.workdir, &argv);
+    c.env_clear()
+        .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    container_stdio(&mut c, s.log, s.stdin)?;
+    c.spawn().context("starting the container process")
+}
+
+/// A container process's stdio and group: stdin piped or none, output appended
+/// to `log`, its own process group (signals to the agent's never reach it).
+pub fn container_stdio(c: &mut Command, log: &Path, stdin: bool) -> Result<()> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(s.log)
-        .with_context(|| format!("opening {}", s.log.display()))?;
-    let mut c = enter(s.sandbox, s.workdir, &argv);
-    c.env_clear()
-        .envs(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(if s.stdin {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    c.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0);
-    c.spawn().context("starting the container process")
+    Ok(())
 }
 
 /// Sends `signal` to a process group; absent is fine.

@@ -14,36 +14,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use skiff_store::MemoryBackend;
 use support::{eventually, Cluster};
 
-/// Runs the named `#[ignore]`d test of this binary inside a fresh network namespace.
-fn run_inside_netns(test: &str) {
-    let ns = support::Netns::new();
-    let exe = std::env::current_exe().expect("test exe");
-    let out = ns
-        .command(exe)
-        .args([
-            "--exact",
-            test,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SKIFF_E2E_INNER", "1")
-        .output()
-        .expect("run inner test");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "inner test failed:\n{text}"
-    );
-}
-
 #[test]
 fn kube_rs_metadata_patches_and_racing_patches() {
-    run_inside_netns("inner_kube_rs_patches");
+    support::run_inside_netns("inner_kube_rs_patches");
 }
 
 #[test]

@@ -13,33 +13,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use skiff_store::{Backend, MemoryBackend};
 
-/// Runs the named `#[ignore]`d test of this binary inside a fresh network namespace.
-fn run_inside_netns(test: &str) {
-    let ns = support::Netns::new();
-    let exe = std::env::current_exe().expect("test exe");
-    let out = ns
-        .command(exe)
-        .args([
-            "--exact",
-            test,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SKIFF_E2E_INNER", "1")
-        .output()
-        .expect("run inner test");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && text.contains("1 passed"),
-        "inner test failed:\n{text}"
-    );
-}
-
 fn inner_only() {
     assert_eq!(
         std::env::var("SKIFF_E2E_INNER").as_deref(),
@@ -50,7 +23,7 @@ fn inner_only() {
 
 #[test]
 fn kube_rs_watcher_sees_every_change_and_recovers_after_compaction() {
-    run_inside_netns("inner_kube_rs_watcher");
+    support::run_inside_netns("inner_kube_rs_watcher");
 }
 
 fn cm(name: &str, v: &str) -> ConfigMap {

@@ -446,3 +446,30 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Runs the named `#[ignore]`d test of this binary inside a fresh network namespace.
+pub fn run_inside_netns(test: &str) {
+    let ns = Netns::new();
+    let exe = std::env::current_exe().expect("test exe");
+    let out = ns
+        .command(exe)
+        .args([
+            "--exact",
+            test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SKIFF_E2E_INNER", "1")
+        .output()
+        .expect("run inner test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "inner test failed:\n{text}"
+    );
+}
