@@ -120,6 +120,22 @@ impl FieldSelector {
                 Err(_) => false,
             })
     }
+
+    /// [`Self::matches`] over a [`projection`] of the object: `value` answers the
+    /// canonical label's value (`None` reads as `""`).
+    pub fn matches_projection<'a>(
+        &self,
+        group: &str,
+        kind: &str,
+        value: impl Fn(&str) -> Option<&'a str>,
+    ) -> bool {
+        self.terms
+            .iter()
+            .all(|t| match canonical_label(group, kind, &t.field) {
+                Ok(label) => t.matches(value(label).unwrap_or("")),
+                Err(_) => false,
+            })
+    }
 }
 
 impl fmt::Display for FieldSelector {
@@ -227,6 +243,74 @@ fn not_supported(label: &str) -> FieldSelectorError {
     FieldSelectorError::UnsupportedField(format!("field label not supported: {label}"))
 }
 
+const POD_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.podIPs",
+    "status.nominatedNodeName",
+];
+const NODE_FIELDS: &[&str] = &["metadata.name", "spec.unschedulable"];
+const RC_FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "status.replicas"];
+const CORE_EVENT_FIELDS: &[&str] = &[
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+    "metadata.namespace",
+    "metadata.name",
+];
+/// events.k8s.io's own labels besides the `regarding.*` / `reportingController` renames.
+const NEW_EVENT_FIELDS: &[&str] = &[
+    "reason",
+    "source",
+    "type",
+    "metadata.namespace",
+    "metadata.name",
+];
+const NAMESPACE_FIELDS: &[&str] = &["status.phase", "metadata.name"];
+const SECRET_FIELDS: &[&str] = &["type", "metadata.namespace", "metadata.name"];
+const SERVICE_FIELDS: &[&str] = &[
+    "metadata.namespace",
+    "metadata.name",
+    "spec.clusterIP",
+    "spec.type",
+];
+const JOB_FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "status.successful"];
+const CSR_FIELDS: &[&str] = &["metadata.name", "spec.signerName"];
+const META_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
+
+/// The canonical field labels of `group`/`kind`: what upstream's `ToSelectableFields`
+/// projects an object onto, and so every value a selector of this kind can look at.
+/// events.k8s.io shares core Event storage, so its canonical labels are the core ones.
+pub fn canonical_fields(group: &str, kind: &str) -> &'static [&'static str] {
+    match (group, kind) {
+        ("", "Pod") => POD_FIELDS,
+        ("", "Node") => NODE_FIELDS,
+        ("", "ReplicationController") => RC_FIELDS,
+        ("", "Event") | ("events.k8s.io", "Event") => CORE_EVENT_FIELDS,
+        ("", "Namespace") => NAMESPACE_FIELDS,
+        ("", "Secret") => SECRET_FIELDS,
+        ("", "Service") => SERVICE_FIELDS,
+        ("batch", "Job") => JOB_FIELDS,
+        ("certificates.k8s.io", "CertificateSigningRequest") => CSR_FIELDS,
+        _ => META_FIELDS,
+    }
+}
+
 /// The kind's field label conversion: the canonical label for an accepted one.
 fn canonical_label<'a>(
     group: &str,
@@ -244,47 +328,14 @@ fn canonical_label<'a>(
         ("", "Pod") => match label {
             // Old v1 clients still send spec.host.
             "spec.host" => Ok("spec.nodeName"),
-            _ => accept(&[
-                "metadata.name",
-                "metadata.namespace",
-                "spec.nodeName",
-                "spec.restartPolicy",
-                "spec.schedulerName",
-                "spec.serviceAccountName",
-                "spec.hostNetwork",
-                "status.phase",
-                "status.podIP",
-                "status.podIPs",
-                "status.nominatedNodeName",
-            ]),
+            _ => accept(POD_FIELDS),
         },
-        ("", "Node") => accept(&["metadata.name", "spec.unschedulable"]),
-        ("", "ReplicationController") => {
-            accept(&["metadata.name", "metadata.namespace", "status.replicas"])
-        }
-        ("", "Event") => accept(&[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-            "metadata.namespace",
-            "metadata.name",
-        ]),
-        ("", "Namespace") => accept(&["status.phase", "metadata.name"]),
-        ("", "Secret") => accept(&["type", "metadata.namespace", "metadata.name"]),
-        ("", "Service") => accept(&[
-            "metadata.namespace",
-            "metadata.name",
-            "spec.clusterIP",
-            "spec.type",
-        ]),
+        ("", "Node") => accept(NODE_FIELDS),
+        ("", "ReplicationController") => accept(RC_FIELDS),
+        ("", "Event") => accept(CORE_EVENT_FIELDS),
+        ("", "Namespace") => accept(NAMESPACE_FIELDS),
+        ("", "Secret") => accept(SECRET_FIELDS),
+        ("", "Service") => accept(SERVICE_FIELDS),
         // events.k8s.io shares core Event storage: its labels map onto the core ones.
         ("events.k8s.io", "Event") => match label {
             "regarding.kind" => Ok("involvedObject.kind"),
@@ -295,32 +346,20 @@ fn canonical_label<'a>(
             "regarding.resourceVersion" => Ok("involvedObject.resourceVersion"),
             "regarding.fieldPath" => Ok("involvedObject.fieldPath"),
             "reportingController" => Ok("reportingComponent"),
-            _ => accept(&[
-                "reason",
-                "source",
-                "type",
-                "metadata.namespace",
-                "metadata.name",
-            ]),
+            _ => accept(NEW_EVENT_FIELDS),
         },
-        ("batch", "Job") => match label {
-            "metadata.name" | "metadata.namespace" | "status.successful" => Ok(label),
-            _ => Err(FieldSelectorError::UnsupportedField(format!(
-                "field label {} not supported for batchv1.Job",
-                crate::selector::go_quote(label)
-            ))),
-        },
-        ("certificates.k8s.io", "CertificateSigningRequest") => {
-            accept(&["metadata.name", "spec.signerName"])
-        }
+        ("batch", "Job") if JOB_FIELDS.contains(&label) => Ok(label),
+        ("batch", "Job") => Err(FieldSelectorError::UnsupportedField(format!(
+            "field label {} not supported for batchv1.Job",
+            crate::selector::go_quote(label)
+        ))),
+        ("certificates.k8s.io", "CertificateSigningRequest") => accept(CSR_FIELDS),
         // Kinds without a conversion func get runtime.DefaultMetaV1FieldSelectorConversion.
-        _ => match label {
-            "metadata.name" | "metadata.namespace" => Ok(label),
-            _ => Err(FieldSelectorError::UnsupportedField(format!(
-                "{} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
-                crate::selector::go_quote(label)
-            ))),
-        },
+        _ if META_FIELDS.contains(&label) => Ok(label),
+        _ => Err(FieldSelectorError::UnsupportedField(format!(
+            "{} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
+            crate::selector::go_quote(label)
+        ))),
     }
 }
 
@@ -375,12 +414,31 @@ pub fn field_value(
     field: &str,
 ) -> Result<Option<String>, FieldSelectorError> {
     let label = canonical_label(group, kind, field)?;
-    let v = match label {
-        "metadata.name" => string_at(obj, &["metadata", "name"]),
-        "metadata.namespace" => string_at(obj, &["metadata", "namespace"]),
-        _ => return Ok(kind_field(group, kind, obj, label)),
-    };
-    Ok(Some(v))
+    Ok(canonical_value(group, kind, obj, label))
+}
+
+/// The value of a canonical label (one of [`canonical_fields`]).
+fn canonical_value(group: &str, kind: &str, obj: &Value, label: &str) -> Option<String> {
+    match label {
+        "metadata.name" => Some(string_at(obj, &["metadata", "name"])),
+        "metadata.namespace" => Some(string_at(obj, &["metadata", "namespace"])),
+        _ => kind_field(group, kind, obj, label),
+    }
+}
+
+/// `obj`'s selectable fields (upstream `ToSelectableFields`), computed once so that a
+/// cache can evaluate any valid selector of the kind without the object itself
+/// ([`FieldSelector::matches_projection`]). Only non-empty values are kept: a field
+/// that is missing reads as `""`, as in [`FieldSelector::matches`].
+pub fn projection(group: &str, kind: &str, obj: &Value) -> Vec<(&'static str, String)> {
+    canonical_fields(group, kind)
+        .iter()
+        .filter_map(|label| {
+            canonical_value(group, kind, obj, label)
+                .filter(|v| !v.is_empty())
+                .map(|v| (*label, v))
+        })
+        .collect()
 }
 
 fn kind_field(group: &str, kind: &str, obj: &Value, label: &str) -> Option<String> {

@@ -130,9 +130,16 @@ impl Requirement {
 
     fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         // A non-string label value cannot come from a valid object; treat it as absent.
-        let found = labels
-            .and_then(|l| l.get(&self.key))
-            .and_then(Value::as_str);
+        self.matches_value(
+            labels
+                .and_then(|l| l.get(&self.key))
+                .and_then(Value::as_str),
+        )
+    }
+
+    /// Whether a label with this requirement's key and value `found` (`None`: no
+    /// such label) satisfies it.
+    fn matches_value(&self, found: Option<&str>) -> bool {
         match self.operator {
             Operator::In | Operator::Equals | Operator::DoubleEquals => {
                 found.is_some_and(|v| self.values.iter().any(|x| x == v))
@@ -300,6 +307,16 @@ impl LabelSelector {
     /// Whether an object with these `metadata.labels` is selected.
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         !self.nothing && self.requirements.iter().all(|r| r.matches(labels))
+    }
+
+    /// [`Self::matches`] for labels kept outside a JSON map (a cache's compact copy):
+    /// `label` answers a label's value by key.
+    pub fn matches_lookup<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
+        !self.nothing
+            && self
+                .requirements
+                .iter()
+                .all(|r| r.matches_value(label(&r.key)))
     }
 
     /// True for the match-everything selector (never for [`Self::nothing`]).

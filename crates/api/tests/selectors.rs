@@ -391,3 +391,75 @@ fn event_fields_core_and_events_api() {
         Some("kubelet-old".into())
     );
 }
+
+/// A cache evaluates selectors over a projection made once per object; it must give
+/// the same answers as evaluating them on the object.
+#[test]
+fn projections_answer_as_the_object_does() {
+    use skiff_api::fields::projection;
+    let objects = [
+        ("", "Pod", pod()),
+        (
+            "",
+            "Service",
+            json!({"metadata": {"name": "s", "namespace": "ns", "labels": {"app": "x", "tier": "7"}},
+                   "spec": {"clusterIP": "10.96.0.9", "type": "NodePort"}}),
+        ),
+        (
+            "",
+            "Node",
+            json!({"metadata": {"name": "n1"}, "spec": {"unschedulable": true}}),
+        ),
+        (
+            "apps",
+            "Deployment",
+            json!({"metadata": {"name": "d", "namespace": "ns"}}),
+        ),
+    ];
+    let fields = [
+        "",
+        "metadata.name=s",
+        "metadata.name!=s",
+        "metadata.namespace=ns,metadata.name=s",
+        "spec.nodeName=node-1",
+        "spec.host=node-1",
+        "spec.nodeName=",
+        "spec.nodeName!=",
+        "status.podIPs=10.0.0.1",
+        "spec.hostNetwork=false",
+        "spec.type=NodePort",
+        "spec.unschedulable=true",
+        "spec.clusterIP!=None",
+        "no.such=field",
+    ];
+    let labels_sel = [
+        "",
+        "app=x",
+        "app in (x,y)",
+        "!app",
+        "tier>5",
+        "app,tier notin (7)",
+    ];
+    for (group, kind, obj) in &objects {
+        let proj = projection(group, kind, obj);
+        let field = |l: &str| proj.iter().find(|(k, _)| *k == l).map(|(_, v)| v.as_str());
+        let obj_labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
+        for f in fields {
+            let sel = FieldSelector::parse(f).unwrap();
+            assert_eq!(
+                sel.matches_projection(group, kind, field),
+                sel.matches(group, kind, obj),
+                "{kind} {f:?}"
+            );
+        }
+        for l in labels_sel {
+            let sel = LabelSelector::parse(l).unwrap();
+            let label = |k: &str| obj_labels.and_then(|m| m.get(k)).and_then(Value::as_str);
+            assert_eq!(
+                sel.matches_lookup(label),
+                sel.matches(obj_labels),
+                "{kind} {l:?}"
+            );
+        }
+    }
+}
