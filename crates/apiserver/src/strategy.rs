@@ -178,14 +178,55 @@ pub fn prepare_update(
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Normalizes an object once its name is final (after generateName), on
-/// create and on every update, as upstream's Canonicalize: a namespace always
-/// carries `kubernetes.io/metadata.name=<name>`, and a write that changes or
-/// removes it has it silently put back (selectors rely on it, e.g.
-/// NetworkPolicy namespaceSelectors).
+/// create and on every update, as upstream's Canonicalize and conversion do:
+/// a namespace always carries `kubernetes.io/metadata.name=<name>`, and a
+/// write that changes or removes it has it silently put back (selectors rely
+/// on it, e.g. NetworkPolicy namespaceSelectors); a Secret's write-only
+/// `stringData` is folded into `data`.
 pub fn canonicalize(resource: &Resource, obj: &mut Value) {
-    if (resource.group, resource.kind) != ("", "Namespace") {
+    match (resource.group, resource.kind) {
+        ("", "Namespace") => namespace_name_label(obj),
+        ("", "Secret") => fold_string_data(obj),
+        _ => {}
+    }
+}
+
+/// Upstream's Secret conversion: each `stringData` key overwrites `data`'s,
+/// base64-encoded, and `stringData` itself is never stored or returned. A value
+/// that is not a string is left in place for validation to refuse.
+fn fold_string_data(obj: &mut Value) {
+    use base64::Engine as _;
+    let Some(o) = obj.as_object_mut() else {
+        return;
+    };
+    let all_strings = match o.get("stringData") {
+        None => return,
+        Some(Value::Null) => true,
+        Some(Value::Object(m)) => m.values().all(Value::is_string),
+        Some(_) => false,
+    };
+    if !all_strings {
         return;
     }
+    let Some(Value::Object(strings)) = o.remove("stringData") else {
+        return;
+    };
+    if strings.is_empty() {
+        return;
+    }
+    if !o.get("data").is_some_and(Value::is_object) {
+        o.insert("data".into(), json!({}));
+    }
+    if let Some(Value::Object(data)) = o.get_mut("data") {
+        for (k, v) in strings {
+            let text = v.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            data.insert(k, Value::String(encoded));
+        }
+    }
+}
+
+fn namespace_name_label(obj: &mut Value) {
     let Some(name) = obj.pointer("/metadata/name").and_then(Value::as_str) else {
         return;
     };
@@ -218,6 +259,31 @@ pub fn same_content(a: &Value, b: &Value) -> bool {
 mod tests {
     use super::*;
     use skiff_api::registry::lookup;
+
+    #[test]
+    fn secret_string_data_is_folded_into_data() {
+        let secrets = lookup("", "v1", "secrets").expect("secrets");
+        let mut s = json!({
+            "metadata": {"name": "s"},
+            "data": {"a": "b2xk", "keep": "eA=="},
+            "stringData": {"a": "new", "b": "two"},
+        });
+        canonicalize(secrets, &mut s);
+        assert_eq!(s["data"], json!({"a": "bmV3", "keep": "eA==", "b": "dHdv"}));
+        assert!(s.get("stringData").is_none());
+
+        let mut only = json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}});
+        canonicalize(secrets, &mut only);
+        assert_eq!(
+            only,
+            json!({"metadata": {"name": "s"}, "data": {"k": "dg=="}})
+        );
+
+        // Not strings: left for validation to refuse, nothing folded.
+        let mut bad = json!({"metadata": {"name": "s"}, "stringData": {"k": 1}});
+        canonicalize(secrets, &mut bad);
+        assert_eq!(bad["stringData"], json!({"k": 1}));
+    }
 
     #[test]
     fn a_namespace_always_carries_its_name_label() {
