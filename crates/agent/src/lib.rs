@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::api::DeleteParams;
 use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event};
@@ -286,6 +286,14 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
     });
     tokio::spawn(stream::serve(agent.clone(), listener));
     tokio::spawn(image_gc::run(agent.clone(), settings.image_gc_thresholds));
+    tokio::spawn(watch_volume_sources::<ConfigMap>(
+        agent.clone(),
+        volumes::Source::ConfigMap,
+    ));
+    tokio::spawn(watch_volume_sources::<Secret>(
+        agent.clone(),
+        volumes::Source::Secret,
+    ));
     tracing::info!(node = %settings.node_name, %node_ip, %subnet, port, "agent running");
     watch_pods(agent).await
 }
@@ -345,6 +353,48 @@ async fn watch_pods(agent: Arc<Agent>) -> Result<()> {
         }
     }
     anyhow::bail!("pod watch ended")
+}
+
+/// Tells the pods of a namespace when one of its ConfigMaps (or Secrets) changes,
+/// so volumes that read it are rewritten (kubelet's `Watch` change detection).
+/// Only metadata is watched: each pod reads what it uses, and only if it does.
+async fn watch_volume_sources<K>(agent: Arc<Agent>, source: fn(String) -> volumes::Source)
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+{
+    let api: Api<kube::core::PartialObjectMeta<K>> = Api::all(agent.client.clone());
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    // The first list is what pods read when their volumes were made; a relist
+    // after a lost watch may hide changes, so it counts as a change of everything.
+    let mut first_list = true;
+    while let Some(ev) = stream.next().await {
+        let meta = match ev {
+            Ok(Event::Apply(m) | Event::Delete(m)) => m,
+            Ok(Event::InitApply(m)) if !first_list => m,
+            Ok(Event::InitDone) => {
+                first_list = false;
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "watching volume sources");
+                continue;
+            }
+        };
+        let (Some(ns), Some(name)) = (meta.metadata.namespace, meta.metadata.name) else {
+            continue;
+        };
+        for h in lock(&agent.pods).values().filter(|h| h.namespace == ns) {
+            let _ = h.tx.send(Msg::SourceChanged(source(name.clone())));
+        }
+    }
 }
 
 async fn dispatch(

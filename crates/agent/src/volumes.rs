@@ -2,12 +2,17 @@
 //! (`<pod dir>/volumes/<name>`, or the node path of a `hostPath`) filled as kubelet
 //! fills it, then bind-mounted at each container's `volumeMounts` (with `subPath`
 //! and `readOnly`). configMap, secret, downwardAPI and projected volumes are
-//! written when the pod starts and are always read-only in the container, as
+//! written through [`atomic_writer`] when the pod starts and again when their
+//! sources change ([`refresh`]), and are always read-only in the container, as
 //! upstream mounts them.
+
+pub mod atomic_writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+
+use atomic_writer::Payload;
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
@@ -86,47 +91,41 @@ fn safe_relative(p: &str) -> Result<&Path, String> {
     Ok(path)
 }
 
-fn write_file(dir: &Path, rel: &str, data: &[u8], mode: i32) -> Result<(), String> {
-    let target = dir.join(safe_relative(rel)?);
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    }
-    std::fs::write(&target, data).map_err(|e| format!("{}: {e}", target.display()))?;
-    let _ = std::fs::set_permissions(
-        &target,
-        std::fs::Permissions::from_mode(mode as u32 & 0o777),
-    );
-    Ok(())
-}
-
-/// Writes `data`'s keys (or only `items`) into `dir`. `Err`: a key `items` names is missing.
-fn write_keys(
-    dir: &Path,
+/// Adds `data`'s keys (or only `items`) to `out`. `Err`: a key `items` names is missing.
+fn add_keys(
+    out: &mut Payload,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
     default_mode: i32,
     what: &str,
 ) -> Result<(), String> {
+    let mut add = |rel: &str, v: &Vec<u8>, mode: i32| -> Result<(), String> {
+        out.insert(
+            safe_relative(rel)?.to_path_buf(),
+            (v.clone(), mode as u32 & 0o777),
+        );
+        Ok(())
+    };
     match items {
         Some(items) => {
             for it in items {
                 let v = data.get(&it.key).ok_or_else(|| {
                     format!("configuration of {what}: key {:?} not found", it.key)
                 })?;
-                write_file(dir, &it.path, v, it.mode.unwrap_or(default_mode))?;
+                add(&it.path, v, it.mode.unwrap_or(default_mode))?;
             }
         }
         None => {
             for (k, v) in data {
-                write_file(dir, k, v, default_mode)?;
+                add(k, v, default_mode)?;
             }
         }
     }
     Ok(())
 }
 
-fn write_downward(
-    dir: &Path,
+fn add_downward(
+    out: &mut Payload,
     items: &[DownwardAPIVolumeFile],
     facts: &PodFacts<'_>,
     default_mode: i32,
@@ -155,14 +154,149 @@ fn write_downward(
         } else {
             continue;
         };
-        write_file(
-            dir,
-            &it.path,
-            value.as_bytes(),
-            it.mode.unwrap_or(default_mode),
-        )?;
+        out.insert(
+            safe_relative(&it.path)?.to_path_buf(),
+            (
+                value.into_bytes(),
+                it.mode.unwrap_or(default_mode) as u32 & 0o777,
+            ),
+        );
     }
     Ok(())
+}
+
+/// What a configMap, secret, downwardAPI or projected volume holds now, read
+/// from its sources; `Ok(None)`: `v` is another type of volume.
+async fn payload(
+    v: &Volume,
+    facts: &PodFacts<'_>,
+    sources: &Sources<'_>,
+) -> Result<Option<Payload>, String> {
+    let mut out = Payload::new();
+    if let Some(c) = &v.config_map {
+        match sources.config_map(&c.name).await? {
+            Some(data) => add_keys(
+                &mut out,
+                &data,
+                c.items.as_ref(),
+                c.default_mode.unwrap_or(0o644),
+                &c.name,
+            )?,
+            None if c.optional == Some(true) => {}
+            None => return Err(format!("configmap \"{}\" not found", c.name)),
+        }
+    } else if let Some(s) = &v.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        match sources.secret(&name).await? {
+            Some(data) => add_keys(
+                &mut out,
+                &data,
+                s.items.as_ref(),
+                s.default_mode.unwrap_or(0o644),
+                &name,
+            )?,
+            None if s.optional == Some(true) => {}
+            None => return Err(format!("secret \"{name}\" not found")),
+        }
+    } else if let Some(d) = &v.downward_api {
+        add_downward(
+            &mut out,
+            d.items.as_deref().unwrap_or_default(),
+            facts,
+            d.default_mode.unwrap_or(0o644),
+        )?;
+    } else if let Some(p) = &v.projected {
+        let mode = p.default_mode.unwrap_or(0o644);
+        for src in p.sources.iter().flatten() {
+            if let Some(c) = &src.config_map {
+                match sources.config_map(&c.name).await? {
+                    Some(data) => add_keys(&mut out, &data, c.items.as_ref(), mode, &c.name)?,
+                    None if c.optional == Some(true) => {}
+                    None => return Err(format!("configmap \"{}\" not found", c.name)),
+                }
+            }
+            if let Some(s) = &src.secret {
+                match sources.secret(&s.name).await? {
+                    Some(data) => add_keys(&mut out, &data, s.items.as_ref(), mode, &s.name)?,
+                    None if s.optional == Some(true) => {}
+                    None => return Err(format!("secret \"{}\" not found", s.name)),
+                }
+            }
+            if let Some(d) = &src.downward_api {
+                add_downward(
+                    &mut out,
+                    d.items.as_deref().unwrap_or_default(),
+                    facts,
+                    mode,
+                )?;
+            }
+            // serviceAccountToken sources need the TokenRequest API (issue 17).
+        }
+    } else {
+        return Ok(None);
+    }
+    Ok(Some(out))
+}
+
+/// What a volume's content is read from, for deciding which volumes a change touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    ConfigMap(String),
+    Secret(String),
+    /// The pod's own metadata (downwardAPI files).
+    PodMetadata,
+}
+
+/// Whether `v`'s content is read from `source`.
+pub fn reads(v: &Volume, source: &Source) -> bool {
+    let cm = |name: &str| *source == Source::ConfigMap(name.to_string());
+    let secret = |name: &str| *source == Source::Secret(name.to_string());
+    let downward = *source == Source::PodMetadata;
+    if let Some(c) = &v.config_map {
+        return cm(&c.name);
+    }
+    if let Some(s) = &v.secret {
+        return secret(s.secret_name.as_deref().unwrap_or_default());
+    }
+    if v.downward_api.is_some() {
+        return downward;
+    }
+    v.projected
+        .iter()
+        .flat_map(|p| p.sources.iter().flatten())
+        .any(|s| {
+            s.config_map.as_ref().is_some_and(|c| cm(&c.name))
+                || s.secret.as_ref().is_some_and(|c| secret(&c.name))
+                || (s.downward_api.is_some() && downward)
+        })
+}
+
+/// Rewrites the volumes of `pod` that read `source`, as kubelet's sync does when a
+/// ConfigMap, Secret or the pod's labels change; a volume whose content is unchanged
+/// is left as it is. Returns the volumes refreshed, and a `FailedMount`-style
+/// message per volume that could not be (it keeps its last content, as upstream's).
+pub async fn refresh(
+    pod: &Pod,
+    pod_dir: &Path,
+    facts: &PodFacts<'_>,
+    sources: &Sources<'_>,
+    source: &Source,
+) -> (Vec<String>, Vec<String>) {
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    let vols = pod.spec.as_ref().and_then(|s| s.volumes.as_deref());
+    for v in vols.unwrap_or_default().iter().filter(|v| reads(v, source)) {
+        let dir = pod_dir.join("volumes").join(&v.name);
+        match payload(v, facts, sources).await {
+            Ok(Some(p)) => match atomic_writer::write(&dir, &p) {
+                Ok(true) => done.push(v.name.clone()),
+                Ok(false) => {}
+                Err(e) => failed.push(format!("volume {:?}: {}: {e}", v.name, dir.display())),
+            },
+            Ok(None) => {}
+            Err(e) => failed.push(format!("volume {:?}: {e}", v.name)),
+        }
+    }
+    (done, failed)
 }
 
 /// Prepares every volume of the pod under `pod_dir/volumes`. `Err` is the message of
@@ -258,66 +392,8 @@ async fn prepare_one(
             tmpfs: memory,
         });
     }
-    if let Some(c) = &v.config_map {
-        match sources.config_map(&c.name).await? {
-            Some(data) => write_keys(
-                dir,
-                &data,
-                c.items.as_ref(),
-                c.default_mode.unwrap_or(0o644),
-                &c.name,
-            )?,
-            None if c.optional == Some(true) => {}
-            None => return Err(format!("configmap \"{}\" not found", c.name)),
-        }
-        return Ok(ro(dir));
-    }
-    if let Some(s) = &v.secret {
-        let name = s.secret_name.clone().unwrap_or_default();
-        match sources.secret(&name).await? {
-            Some(data) => write_keys(
-                dir,
-                &data,
-                s.items.as_ref(),
-                s.default_mode.unwrap_or(0o644),
-                &name,
-            )?,
-            None if s.optional == Some(true) => {}
-            None => return Err(format!("secret \"{name}\" not found")),
-        }
-        return Ok(ro(dir));
-    }
-    if let Some(d) = &v.downward_api {
-        write_downward(
-            dir,
-            d.items.as_deref().unwrap_or_default(),
-            facts,
-            d.default_mode.unwrap_or(0o644),
-        )?;
-        return Ok(ro(dir));
-    }
-    if let Some(p) = &v.projected {
-        let mode = p.default_mode.unwrap_or(0o644);
-        for src in p.sources.iter().flatten() {
-            if let Some(c) = &src.config_map {
-                match sources.config_map(&c.name).await? {
-                    Some(data) => write_keys(dir, &data, c.items.as_ref(), mode, &c.name)?,
-                    None if c.optional == Some(true) => {}
-                    None => return Err(format!("configmap \"{}\" not found", c.name)),
-                }
-            }
-            if let Some(s) = &src.secret {
-                match sources.secret(&s.name).await? {
-                    Some(data) => write_keys(dir, &data, s.items.as_ref(), mode, &s.name)?,
-                    None if s.optional == Some(true) => {}
-                    None => return Err(format!("secret \"{}\" not found", s.name)),
-                }
-            }
-            if let Some(d) = &src.downward_api {
-                write_downward(dir, d.items.as_deref().unwrap_or_default(), facts, mode)?;
-            }
-            // serviceAccountToken sources need the TokenRequest API (issue 17).
-        }
+    if let Some(p) = payload(v, facts, sources).await? {
+        atomic_writer::write(dir, &p).map_err(|e| format!("{}: {e}", dir.display()))?;
         return Ok(ro(dir));
     }
     Err(format!(
@@ -340,6 +416,7 @@ pub fn mounts(c: &Container, vols: &HashMap<String, Prepared>) -> Result<Vec<Bin
                 // upstream creates a missing subPath as a directory.
                 std::fs::create_dir_all(&source).map_err(|e| format!("subPath {sub:?}: {e}"))?;
             }
+            source = resolve_inside(&v.path, &source, sub)?;
         }
         out.push(BindMount {
             source,
@@ -348,6 +425,22 @@ pub fn mounts(c: &Container, vols: &HashMap<String, Prepared>) -> Result<Vec<Bin
         });
     }
     Ok(out)
+}
+
+/// `path` with every link resolved, refused unless it stays inside the volume
+/// `root`: a container that can write its volume could otherwise plant a link
+/// that a later `subPath` mount follows onto the node (upstream's CVE-2017-1002101).
+/// Content volumes' keys are links through `..data`; this binds the file itself.
+fn resolve_inside(root: &Path, path: &Path, sub: &str) -> Result<PathBuf, String> {
+    let canon = |p: &Path| std::fs::canonicalize(p).map_err(|e| format!("subPath {sub:?}: {e}"));
+    let (root, resolved) = (canon(root)?, canon(path)?);
+    if !resolved.starts_with(&root) {
+        return Err(format!(
+            "subPath {sub:?}: resolves to {} outside the volume",
+            resolved.display()
+        ));
+    }
+    Ok(resolved)
 }
 
 /// Unmounts what [`prepare`] mounted.
@@ -375,31 +468,64 @@ mod tests {
 
     #[test]
     fn keys_and_items() {
-        let dir = tempfile::tempdir().unwrap();
         let data: BTreeMap<String, Vec<u8>> = [
             ("a".to_string(), b"1".to_vec()),
             ("b".to_string(), b"2".to_vec()),
         ]
         .into();
-        write_keys(dir.path(), &data, None, 0o600, "cm").unwrap();
-        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), b"2");
-        let mode = std::fs::metadata(dir.path().join("a"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let mut all = Payload::new();
+        add_keys(&mut all, &data, None, 0o600, "cm").unwrap();
+        assert_eq!(all[Path::new("b")], (b"2".to_vec(), 0o600));
         let items = vec![KeyToPath {
             key: "a".into(),
             path: "sub/x".into(),
-            mode: None,
+            mode: Some(0o400),
         }];
-        write_keys(dir.path(), &data, Some(&items), 0o644, "cm").unwrap();
-        assert_eq!(std::fs::read(dir.path().join("sub/x")).unwrap(), b"1");
+        let mut some = Payload::new();
+        add_keys(&mut some, &data, Some(&items), 0o644, "cm").unwrap();
+        assert_eq!(some.len(), 1);
+        assert_eq!(some[Path::new("sub/x")], (b"1".to_vec(), 0o400));
         let missing = vec![KeyToPath {
             key: "zz".into(),
             path: "z".into(),
             mode: None,
         }];
-        assert!(write_keys(dir.path(), &data, Some(&missing), 0o644, "cm").is_err());
+        assert!(add_keys(&mut some, &data, Some(&missing), 0o644, "cm").is_err());
+        let escaping = vec![KeyToPath {
+            key: "a".into(),
+            path: "../x".into(),
+            mode: None,
+        }];
+        assert!(add_keys(&mut some, &data, Some(&escaping), 0o644, "cm").is_err());
+    }
+
+    #[test]
+    fn sub_paths_resolve_inside_their_volume() {
+        let tmp = tempfile::tempdir().unwrap();
+        let vol = tmp.path().join("vol");
+        let p: Payload = [(PathBuf::from("k"), (b"v".to_vec(), 0o644))].into();
+        atomic_writer::write(&vol, &p).unwrap();
+        let resolved = resolve_inside(&vol, &vol.join("k"), "k").unwrap();
+        assert!(resolved.starts_with(std::fs::canonicalize(&vol).unwrap()));
+        assert!(!resolved.ends_with("..data/k"), "{}", resolved.display());
+        std::os::unix::fs::symlink("/etc", vol.join("escape")).unwrap();
+        let err = resolve_inside(&vol, &vol.join("escape"), "escape").unwrap_err();
+        assert!(err.contains("outside the volume"), "{err}");
+    }
+
+    #[test]
+    fn volumes_name_what_they_read() {
+        let v: Volume = serde_json::from_value(serde_json::json!({
+            "name": "p",
+            "projected": {"sources": [
+                {"configMap": {"name": "c"}},
+                {"secret": {"name": "s"}},
+            ]},
+        }))
+        .unwrap();
+        assert!(reads(&v, &Source::ConfigMap("c".into())));
+        assert!(reads(&v, &Source::Secret("s".into())));
+        assert!(!reads(&v, &Source::Secret("c".into())));
+        assert!(!reads(&v, &Source::PodMetadata));
     }
 }

@@ -9,89 +9,24 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::registry::{docker_io_mirror, run_image_script, start_registry, Registry, REGISTRY};
 use support::{eventually, Cluster, Netns};
 
-const REGISTRY: &str = "127.0.0.1:5000";
 const NODE: &str = "image-node";
-
-/// The registry process inside the test's namespace; killed by PID on drop.
-struct Registry {
-    child: Child,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Starts `docker-registry` on 127.0.0.1:5000 in `ns` and waits for it.
-fn start_registry(ns: &Netns, dir: &Path) -> Registry {
-    let storage = dir.join("registry");
-    std::fs::create_dir_all(&storage).expect("registry dir");
-    let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {REGISTRY}\n",
-            storage.display()
-        ),
-    )
-    .expect("registry config");
-    let log = std::fs::File::create(dir.join("registry.log")).expect("registry log");
-    let child = ns
-        .command("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start docker-registry (apt-get install docker-registry)");
-    let reg = Registry { child };
-    eventually(Duration::from_secs(20), || {
-        let out = ns
-            .command("curl")
-            .args(["-sf", &format!("http://{REGISTRY}/v2/")])
-            .output()
-            .ok()?;
-        out.status.success().then_some(())
-    });
-    reg
-}
 
 /// Builds the test images and pushes them to the registry in `ns`.
 fn build_and_push(ns: &Netns, dir: &Path) {
-    let script = repo_root().join("tests/images/build");
     let out_dir = dir.join("images");
-    let built = Command::new(&script)
-        .arg(&out_dir)
-        .output()
-        .expect("run tests/images/build");
-    assert!(
-        built.status.success(),
-        "tests/images/build failed: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let pushed = ns
-        .command(&script)
-        .args(["--push", REGISTRY])
-        .arg(&out_dir)
-        .output()
-        .expect("push images");
-    assert!(
-        pushed.status.success(),
-        "pushing images failed: {}",
-        String::from_utf8_lossy(&pushed.stderr)
+    run_image_script(None, "build", &[out_dir.as_os_str()]);
+    run_image_script(
+        Some(ns),
+        "build",
+        &["--push".as_ref(), REGISTRY.as_ref(), out_dir.as_os_str()],
     );
 }
 
@@ -119,15 +54,9 @@ impl std::ops::DerefMut for ImageCluster {
 fn start() -> ImageCluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let ns = Netns::new();
-    let registry = start_registry(&ns, dir.path());
+    let registry = start_registry(&ns, &dir.path().join("registry"), dir.path());
     build_and_push(&ns, dir.path());
-    let registries = dir.path().join("registries.yaml");
-    std::fs::write(
-        &registries,
-        format!("mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{REGISTRY}\"\n"),
-    )
-    .expect("registries.yaml");
-    let reg = registries.to_string_lossy().into_owned();
+    let reg = docker_io_mirror(dir.path()).to_string_lossy().into_owned();
     let c = Cluster::start_with_images(
         ns,
         &[
@@ -319,6 +248,62 @@ fn image_pods() {
         logs(&c, "vols").trim(),
         "hellos3crethello\nread-only\nscratch"
     );
+
+    // Updates reach a running pod's volumes as kubelet's do: configMap, secret and
+    // downwardAPI labels follow; a subPath file keeps the version it was given.
+    c.apply(&pod(
+        "live",
+        "busybox",
+        r#"    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: cfg, mountPath: /cfg}
+    - {name: sec, mountPath: /sec}
+    - {name: meta, mountPath: /meta}
+    - {name: cfg, mountPath: /etc/greeting, subPath: greeting}"#,
+        r#"  volumes:
+  - {name: cfg, configMap: {name: cfg}}
+  - {name: sec, secret: {secretName: sec}}
+  - name: meta
+    downwardAPI:
+      items:
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}"#,
+    ));
+    c.k(&["wait", "--for=condition=Ready", "pod/live", "--timeout=60s"]);
+    let read = |c: &Cluster| {
+        c.k(&[
+            "exec",
+            "live",
+            "--",
+            "sh",
+            "-c",
+            "cat /cfg/greeting; echo; cat /sec/pw; echo; cat /etc/greeting; echo; cat /meta/labels",
+        ])
+    };
+    assert_eq!(read(&c).trim(), "hello\ns3cret\nhello");
+    c.k(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "-p",
+        r#"{"data":{"greeting":"bonjour"}}"#,
+    ]);
+    c.k(&[
+        "patch",
+        "secret",
+        "sec",
+        "-p",
+        r#"{"stringData":{"pw":"n3w"}}"#,
+    ]);
+    c.k(&["label", "pod", "live", "tier=web"]);
+    let want = "bonjour\nn3w\nhello\ntier=\"web\"";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = read(&c);
+    while seen.trim() != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        seen = read(&c);
+    }
+    assert_eq!(seen.trim(), want, "volumes after the updates\n{}", c.log());
+    c.k(&["delete", "pod", "live", "--grace-period=1"]);
 
     // runAsNonRoot with an image that runs as root.
     c.apply(&pod(

@@ -211,19 +211,47 @@ impl Worker {
         if self.volumes.is_some() {
             return Ok(());
         }
-        let facts = crate::envvars::PodFacts {
-            pod: &self.pod,
-            pod_ip: self.ip.map(|i| i.to_string()).unwrap_or_default(),
-            host_ip: self.agent.node_ip.to_string(),
-            node_name: self.agent.node_name.clone(),
-        };
         let sources = volumes::Sources {
             client: &self.agent.client,
             namespace: &self.ns,
         };
-        let v = volumes::prepare(&self.pod, &self.dir, &facts, &sources).await?;
+        let v = volumes::prepare(&self.pod, &self.dir, &self.volume_facts(), &sources).await?;
         self.volumes = Some(v);
         Ok(())
+    }
+
+    /// Rewrites the prepared volumes that read `source`; a volume that cannot be
+    /// refreshed keeps its content and gets a `FailedMount` event, as upstream's.
+    pub(super) async fn refresh_volumes(&mut self, source: &volumes::Source) {
+        if self.volumes.is_none() {
+            return;
+        }
+        let sources = volumes::Sources {
+            client: &self.agent.client,
+            namespace: &self.ns,
+        };
+        let facts = self.volume_facts();
+        let (done, failed) = volumes::refresh(&self.pod, &self.dir, &facts, &sources, source).await;
+        if !done.is_empty() {
+            tracing::debug!(pod = %self.name, volumes = ?done, "volumes refreshed");
+        }
+        for message in failed {
+            self.event(
+                true,
+                "FailedMount",
+                format!("MountVolume.SetUp failed for {message}"),
+                None,
+            );
+        }
+    }
+
+    fn volume_facts(&self) -> crate::envvars::PodFacts<'_> {
+        crate::envvars::PodFacts {
+            pod: &self.pod,
+            pod_ip: self.ip.map(|i| i.to_string()).unwrap_or_default(),
+            host_ip: self.agent.node_ip.to_string(),
+            node_name: self.agent.node_name.clone(),
+        }
     }
 
     /// Builds the bundle of container `i`'s next instance and starts `runc run`.

@@ -45,6 +45,9 @@ pub enum Msg {
         ctr: usize,
         gen: u64,
     },
+    /// What some volumes may be read from changed (a ConfigMap or Secret of the
+    /// pod's namespace): those volumes are rewritten.
+    SourceChanged(crate::volumes::Source),
 }
 
 /// What streaming (logs, exec, attach) needs to know about a running pod.
@@ -480,7 +483,19 @@ impl Worker {
                 if p.metadata.deletion_timestamp.is_some() {
                     self.deleting = true;
                 }
+                // downwardAPI files of labels and annotations follow them, as kubelet's.
+                let metadata_changed = p.metadata.labels != self.pod.metadata.labels
+                    || p.metadata.annotations != self.pod.metadata.annotations;
                 self.pod = *p;
+                if metadata_changed && !self.deleting {
+                    self.refresh_volumes(&crate::volumes::Source::PodMetadata)
+                        .await;
+                }
+            }
+            Msg::SourceChanged(source) => {
+                if !self.deleting {
+                    self.refresh_volumes(&source).await;
+                }
             }
             Msg::Gone => self.gone = true,
             Msg::Exited { ctr, gen, code } => self.exited(ctr, gen, code),
@@ -1185,7 +1200,8 @@ impl Worker {
                     Some(Msg::Gone) => { self.gone = true; deadline = deadline.min(Instant::now()); }
                     Some(Msg::Probe { .. })
                     | Some(Msg::SandboxExited(_))
-                    | Some(Msg::PostStartFailed { .. }) => {}
+                    | Some(Msg::PostStartFailed { .. })
+                    | Some(Msg::SourceChanged(_)) => {}
                     None => { self.gone = true; deadline = deadline.min(Instant::now()); }
                 },
                 _ = tokio::time::sleep_until(deadline) => {}

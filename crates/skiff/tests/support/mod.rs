@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+pub mod registry;
+
 pub const API: &str = "127.0.0.1:6443";
 
 /// A network namespace owned by the test; deleted on drop.
