@@ -65,7 +65,8 @@ say "The seed's three manifests (indentation repaired), in one file:"
 show_file example.yaml
 run 'kubectl apply -f example.yaml'
 run 'kubectl rollout status deployment/example --timeout=120s'
-run 'kubectl run client --image=busybox -- sleep infinity'
+until_ok 30 'listening app=example 80'
+run 'kubectl run client --image=nicolaka/netshoot -- sleep infinity'
 run 'kubectl wait --for=condition=Ready pod/client --timeout=60s'
 quietly "kubectl get svc example -o jsonpath='{.spec.clusterIP}'"
 CLUSTER_IP=$OUT
@@ -105,7 +106,7 @@ spec:
     spec:
       containers:
       - name: broker
-        image: busybox
+        image: python:3
         command: ["python3", "-m", "http.server", "6379"]
         ports:
         - containerPort: 6379
@@ -123,8 +124,9 @@ EOF
 show_file broker.yaml
 run 'kubectl apply -f broker.yaml'
 run 'kubectl rollout status deployment/broker --timeout=120s'
-run 'kubectl run allowed --image=busybox --labels=broker-access=true -- sleep infinity'
-run 'kubectl run other --image=busybox -- sleep infinity'
+until_ok 30 'listening role=message-broker 6379'
+run 'kubectl run allowed --image=nicolaka/netshoot --labels=broker-access=true -- sleep infinity'
+run 'kubectl run other --image=nicolaka/netshoot -- sleep infinity'
 run 'kubectl wait --for=condition=Ready pod/allowed pod/other --timeout=60s'
 quietly 'pod_ips role=message-broker'
 BROKER_IP=$OUT
@@ -223,6 +225,7 @@ EOF
 show_file my-sts.yaml
 run 'kubectl apply -f my-sts.yaml'
 run 'kubectl rollout status statefulset/my-sts --timeout=120s'
+until_ok 30 'listening app=my-test 80'
 run 'kubectl get pods -l app=my-test -o wide'
 expect_count 3 '^my-sts-[012] +1/1 +Running'
 quietly "kubectl get pod my-sts-0 -o jsonpath='{.status.podIP}'"
@@ -237,6 +240,7 @@ run 'kubectl delete -f my-sts.yaml'
 section "Session affinity"
 run 'kubectl create deployment my-app --image=traefik/whoami --replicas=5'
 run 'kubectl rollout status deployment/my-app --timeout=120s'
+until_ok 30 'listening app=my-app 80'
 cat >my-service.yaml <<'EOF'
 kind: Service
 apiVersion: v1

@@ -47,6 +47,7 @@ EOF
 show_file run-my-nginx.yaml
 run 'kubectl apply -f run-my-nginx.yaml'
 run 'kubectl rollout status deployment/my-nginx --timeout=120s'
+until_ok 30 'listening run=my-nginx 80'
 show_file nginx-svc.yaml
 run 'kubectl apply -f nginx-svc.yaml'
 expect 'service/my-nginx created'
@@ -75,6 +76,7 @@ expect_not '^MY_NGINX_SERVICE_HOST='
 say "No \`MY_NGINX_*\`: these pods were created before the Service. Recreate them and they get it:"
 run 'kubectl scale deployment my-nginx --replicas=0; kubectl scale deployment my-nginx --replicas=2;'
 run 'kubectl rollout status deployment/my-nginx --timeout=120s'
+until_ok 30 'listening run=my-nginx 80'
 run 'kubectl get pods -l run=my-nginx -o wide'
 expect_count 2 '^my-nginx-[a-z0-9]+-[a-z0-9]{5} +1/1 +Running'
 quietly "kubectl get pods -l run=my-nginx -o jsonpath='{.items[0].metadata.name}'"
@@ -229,7 +231,7 @@ show_file external-backend-endpoints.yaml
 run 'kubectl apply -f external-backend-endpoints.yaml'
 run 'kubectl get endpointslices -l kubernetes.io/service-name=external-backend'
 expect "^external-backend-[a-z0-9]+ +IPv4 +3000 +${BACKEND_IP//./\\.}"
-until_ok 30 'kubectl run probe-$RANDOM --image=busybox --rm -i --restart=Never -- wget -qO- -T 2 http://external-backend:3000/ 2>/dev/null | grep -q hello'
+until_ok 30 'kubectl run probe-$RANDOM --image=busybox --rm -i --restart=Never -- timeout 2 wget -qO- http://external-backend:3000/ 2>/dev/null | grep -q hello'
 run_stdin 'kubectl run client --image=busybox --rm -i --restart=Never -- sh' 'wget -qO- http://external-backend:3000/'
 expect '^hello from the NodeJS backend outside the cluster$'
 outside 'kill $(cat /tmp/skiff-walkthrough-backend.pid) && rm -f /tmp/skiff-walkthrough-backend.pid && echo stopped'
@@ -237,6 +239,7 @@ outside 'kill $(cat /tmp/skiff-walkthrough-backend.pid) && rm -f /tmp/skiff-walk
 section "NodePort with a chosen port"
 run 'kubectl create deployment web --image=nginx --replicas=2'
 run 'kubectl rollout status deployment/web --timeout=120s'
+until_ok 30 'listening app=web 80'
 cat >frontend.yaml <<'EOF'
 apiVersion: v1
 kind: Service

@@ -13,6 +13,7 @@ run 'kubectl expose deployment/httpenv --port 8888'
 expect 'service/httpenv exposed'
 run 'kubectl rollout status deployment/httpenv --timeout=120s'
 expect 'successfully rolled out'
+until_ok 30 'listening app=httpenv 8888'
 run 'kubectl get pods -l app=httpenv -o wide'
 expect_count 5 '^httpenv-[a-z0-9]+-[a-z0-9]{5} +1/1 +Running'
 

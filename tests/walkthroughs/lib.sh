@@ -151,6 +151,18 @@ pod_ips() { # SELECTOR [NAMESPACE]
         -o jsonpath='{range .items[*]}{.status.podIP}{"\n"}{end}' | sort
 }
 
+# Every pod matching a label selector accepts TCP connections on PORT, tried from
+# the node. Ready without a readiness probe means started, not yet listening: a
+# server takes a moment more (until_ok 30 'listening app=web 80').
+listening() { # SELECTOR PORT [NAMESPACE]
+    local ips ip
+    ips=$(pod_ips "$1" "${3:-default}")
+    [ -n "$ips" ] || return 1
+    for ip in $ips; do
+        timeout 2 bash -c "exec 3<>/dev/tcp/$ip/$2" 2>/dev/null || return 1
+    done
+}
+
 # The node's address on its network (what NodePorts listen on).
 node_ip() {
     kubectl get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}'
@@ -168,4 +180,4 @@ service_settled() { # SERVICE N [NAMESPACE]
     [ "$(kubectl get endpoints "$1" -n "${3:-default}" -o jsonpath='{.subsets[0].addresses[*].ip}' | wc -w)" = "$2" ] &&
         [ "$(slice_ips "$1" "${3:-default}" | wc -w)" = "$2" ]
 }
-export -f pod_ips node_ip slice_ips service_settled
+export -f pod_ips node_ip slice_ips service_settled listening

@@ -12,136 +12,19 @@ use serde::Deserialize;
 const PYTHON: &str = "/usr/bin/python3";
 
 /// `traefik/whoami`: who am I, which addresses, and the request as received.
-const WHOAMI: &str = r#"
-import http.server, os, socket, subprocess, sys
-port = int(os.environ.get("WHOAMI_PORT_NUMBER", "80"))
-args = sys.argv[1:]
-for i, a in enumerate(args):
-    if a in ("--port", "-port") and i + 1 < len(args):
-        port = int(args[i + 1])
-    elif a.startswith("--port=") or a.startswith("-port="):
-        port = int(a.split("=", 1)[1])
-def ips():
-    try:
-        out = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
-        return [l.split()[3].split("/")[0] for l in out.splitlines() if " inet" in l]
-    except Exception:
-        return []
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        lines = ["Hostname: " + socket.gethostname()]
-        lines += ["IP: " + ip for ip in ips()]
-        lines.append("RemoteAddr: %s:%d" % self.client_address[:2])
-        lines.append("%s %s %s" % (self.command, self.path, self.request_version))
-        for k, v in self.headers.items():
-            lines.append("%s: %s" % (k, v))
-        body = ("\n".join(lines) + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    do_POST = do_GET
-    def log_message(self, *a):
-        pass
-print("Starting up on port %d" % port, flush=True)
-http.server.ThreadingHTTPServer(("", port), H).serve_forever()
-"#;
+const WHOAMI: &str = include_str!("../catalog/whoami.py");
 
 /// `bretfisher/httpenv`: the environment as JSON on :8888.
-const HTTPENV: &str = r#"
-import http.server, json, os
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        body = json.dumps(dict(os.environ)).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.ThreadingHTTPServer(("", 8888), H).serve_forever()
-"#;
+const HTTPENV: &str = include_str!("../catalog/httpenv.py");
 
 /// `nginx`: the welcome page on :80, and an access log on stdout.
-const NGINX: &str = r#"
-import http.server, time
-PAGE = b"""<!DOCTYPE html>
-<html>
-<head>
-<title>Welcome to nginx!</title>
-</head>
-<body>
-<h1>Welcome to nginx!</h1>
-<p>If you see this page, the nginx web server is successfully installed and
-working. Further configuration is required.</p>
-<p><em>Thank you for using nginx.</em></p>
-</body>
-</html>
-"""
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "nginx/1.27.0"
-    sys_version = ""
-    def do_GET(self):
-        if self.path.split("?")[0] not in ("/", "/index.html"):
-            body = b"<html><body><h1>404 Not Found</h1></body></html>\n"
-            self.send_response(404)
-        else:
-            body = PAGE
-            self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-    do_HEAD = do_GET
-    def log_message(self, fmt, *args):
-        print('%s - - [%s] "%s" %s' % (self.client_address[0], time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()), self.requestline, args[1] if len(args) > 1 else "-"), flush=True)
-print("nginx: ready", flush=True)
-http.server.ThreadingHTTPServer(("", 80), H).serve_forever()
-"#;
+const NGINX: &str = include_str!("../catalog/nginx.py");
 
 /// `postgres`: Debian's PostgreSQL server, one cluster per container. The data
 /// directory lives on a tmpfs mounted (over its parent) inside the pod's own mount
 /// namespace, so every pod has its own and nothing outlives the pod. Like the official image, `postgres`
 /// (or flags) as the command runs the server; anything else is run as given.
-const POSTGRES: &str = r#"
-set -e
-if [ "$#" -gt 0 ] && [ "$1" != postgres ] && [ "${1#-}" = "$1" ]; then exec "$@"; fi
-[ "$1" = postgres ] && shift
-BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-if [ ! -x "$BIN/postgres" ]; then
-    echo "postgres: Debian's PostgreSQL server is not installed on this node (apt-get install postgresql)" >&2
-    exit 1
-fi
-DATA=${PGDATA:-/var/lib/postgresql/data}
-ROOT=$(dirname "$DATA")
-mkdir -p "$ROOT"
-mount -t tmpfs -o mode=0755 tmpfs "$ROOT"
-mkdir -m 0700 "$DATA"
-chown postgres:postgres "$DATA"
-AUTH=trust
-PWFILE=
-if [ -n "$POSTGRES_PASSWORD" ]; then
-    AUTH=scram-sha-256
-    PWFILE="$ROOT/.pwfile"
-    printf '%s\n' "$POSTGRES_PASSWORD" > "$PWFILE"
-    chown postgres "$PWFILE"
-fi
-setpriv --reuid=postgres --regid=postgres --init-groups -- "$BIN/initdb" -D "$DATA" \
-    -U "${POSTGRES_USER:-postgres}" --auth-local=trust --auth-host="$AUTH" \
-    ${PWFILE:+--pwfile="$PWFILE"} >/dev/null
-rm -f "$PWFILE"
-echo "host all all 0.0.0.0/0 $AUTH" >> "$DATA/pg_hba.conf"
-echo "host all all ::/0 $AUTH" >> "$DATA/pg_hba.conf"
-echo "PostgreSQL init process complete; ready for start up."
-exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$BIN/postgres" -D "$DATA" \
-    -c listen_addresses='*' -c unix_socket_directories="$DATA" "$@"
-"#;
+const POSTGRES: &str = include_str!("../catalog/postgres.sh");
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct Image {
@@ -229,6 +112,7 @@ impl Default for Catalog {
                 cmd: vec!["--help".into()],
             },
         );
+        images.insert("python".into(), tool(&["python3"]));
         images.insert("registry.k8s.io/pause".into(), tool(&["sleep", "infinity"]));
         images.insert(
             "postgres".into(),

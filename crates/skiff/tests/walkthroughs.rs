@@ -6,12 +6,19 @@
 //! host. The script checks what the seed shows as it goes and writes a Markdown
 //! transcript; with `SKIFF_GUIDE_DIR` set the transcript is kept there, which is
 //! how `scripts/guide` builds docs/guide.md from this very run.
+//!
+//! Pods run real images: a registry inside the node's namespace serves the
+//! stand-ins `tests/images/standins` built under the seeds' names, and the server
+//! pulls `docker.io/...` through a `registries.yaml` mirror to it. With
+//! `SKIFF_WALKTHROUGH_IMAGES=host` they run the built-in catalog's host programs
+//! (`--host-images`) instead.
 
 mod support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use support::registry::{docker_io_mirror, standin_storage, start_registry};
 use support::{outside_machine, Cluster, Netns};
 
 const NODE: &str = "skiff-node";
@@ -34,17 +41,29 @@ fn walkthrough(script: &str) {
     // The outside machine first: its link carries the address the agent binds.
     let node = Netns::new();
     let outside = outside_machine(&node, "eth1", NODE_IP, OUTSIDE_IP, &[LB_POOL]);
-    let cluster = Cluster::start_in(
-        node,
-        &[
-            "--node-name",
-            NODE,
-            "--node-ip",
-            NODE_IP,
-            "--lb-pool",
-            LB_POOL,
-        ],
-    );
+    let mut flags = vec![
+        "--node-name".to_string(),
+        NODE.into(),
+        "--node-ip".into(),
+        NODE_IP.into(),
+        "--lb-pool".into(),
+        LB_POOL.into(),
+    ];
+    let host_images = std::env::var("SKIFF_WALKTHROUGH_IMAGES").as_deref() == Ok("host");
+    let mirror_dir = tempfile::tempdir().expect("tempdir");
+    let _registry = (!host_images).then(|| {
+        let registry = start_registry(&node, standin_storage(), mirror_dir.path());
+        let config = docker_io_mirror(mirror_dir.path());
+        flags.push("--registry-config".into());
+        flags.push(config.to_string_lossy().into_owned());
+        registry
+    });
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let cluster = if host_images {
+        Cluster::start_in(node, &flags)
+    } else {
+        Cluster::start_with_images(node, &flags)
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let out = cluster.kubectl(&[
@@ -81,12 +100,29 @@ fn walkthrough(script: &str) {
         std::fs::create_dir_all(&dir).expect("guide dir");
         std::fs::write(dir.join(format!("{script}.md")), &text).expect("keep the transcript");
     }
-    assert!(
-        out.status.success(),
-        "walkthrough {script} failed:\n{}\n--- transcript ---\n{text}\n--- server log (tail) ---\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        tail(&cluster.log(), 60)
+    if !out.status.success() {
+        panic!(
+            "walkthrough {script} failed:\n{}\n--- transcript ---\n{text}\n--- pods ---\n{}\n--- server log (tail) ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            pod_report(&cluster),
+            tail(&cluster.log(), 60)
+        );
+    }
+}
+
+/// Every pod's status, recent events and the last lines of each container's log:
+/// what a failed step most often needs explaining.
+fn pod_report(cluster: &Cluster) -> String {
+    let out = cluster.sh(
+        "kubectl get pods -A -o wide; kubectl get events -A --sort-by=.lastTimestamp | tail -20; \
+         for p in $(kubectl get pods -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}'); do \
+         echo \"--- logs $p\"; kubectl logs -n \"${p%%/*}\" \"${p#*/}\" --all-containers --tail=10 2>&1; done",
     );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn tail(s: &str, n: usize) -> String {
