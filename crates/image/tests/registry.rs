@@ -310,6 +310,69 @@ fn corrupt_gzip_layer() {
 }
 
 #[test]
+fn full_disk_is_disk_full_and_leaves_nothing() {
+    in_netns("full_disk_is_disk_full_and_leaves_nothing", || {
+        let reg = Registry::start(PORT, None);
+        // A tar of one 3 MiB file that does not compress, into a store on a 1 MiB
+        // filesystem.
+        let mut data = Vec::with_capacity(3 << 20);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        while data.len() < 3 << 20 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, "big", data.as_slice())
+            .expect("tar");
+        let layer = tar.into_inner().expect("tar");
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            sha256(&layer)
+        );
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config.as_bytes()), "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}]
+        });
+        push_blob(&reg.addr, "library/big", config.as_bytes());
+        push_blob(&reg.addr, "library/big", &layer);
+        push_manifest(
+            &reg.addr,
+            "library/big",
+            "latest",
+            &serde_json::to_vec(&manifest).expect("json"),
+            false,
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let images = dir.path().join("images");
+        std::fs::create_dir_all(&images).expect("images dir");
+        // This process has a mount namespace of its own (in_netns): the tmpfs ends with it.
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&images)
+            .status()
+            .expect("mount");
+        assert!(mounted.success(), "mount a 1 MiB tmpfs");
+        let s = store(&dir, "");
+        let e = block_on(s.pull(&format!("{}/library/big", reg.addr), &[])).expect_err("full");
+        assert!(matches!(e, PullError::DiskFull(_)), "{e:?}");
+        assert!(e.to_string().contains("no space left on device"), "{e}");
+        assert!(s.list().is_empty());
+        assert!(no_files_under(&images.join("tmp")));
+        assert!(no_files_under(&images.join("layers")));
+        let _ = Command::new("umount").arg(&images).status();
+    });
+}
+
+#[test]
 fn unreachable_missing_and_invalid() {
     in_netns("unreachable_missing_and_invalid", || {
         let reg = Registry::start(PORT, None);
