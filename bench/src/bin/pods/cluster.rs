@@ -26,7 +26,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts every component on `rt`; returns once the API server answers.
-    pub fn start(rt: &tokio::runtime::Runtime, data_dir: &Path) -> Result<Self> {
+    /// `host_images`: the agent runs the built-in catalog's host programs instead
+    /// of OCI images.
+    pub fn start(rt: &tokio::runtime::Runtime, data_dir: &Path, host_images: bool) -> Result<Self> {
         let store: Arc<dyn Backend> = Arc::new(SqliteBackend::open(data_dir.join("state.db"))?);
         let config = skiff_apiserver::Config {
             listen: ([127, 0, 0, 1], 0).into(),
@@ -48,8 +50,7 @@ impl Cluster {
         });
 
         let mut agent = skiff_agent::AgentSettings::new(NODE, data_dir.to_path_buf());
-        // These rows measure pods of host programs (the built-in catalog).
-        agent.host_images = true;
+        agent.host_images = host_images;
         // The node's address: the pod gateway (the namespace has only `lo`); an
         // ephemeral streaming port so nothing else on the machine can collide.
         agent.port = 0;

@@ -9,7 +9,7 @@ use skiff_bench::stats::{fmt_duration, Samples};
 
 use crate::floor::FloorPod;
 use crate::pods::{self, Kind, Timing, Tracker};
-use crate::{cluster, Args, HEADING};
+use crate::{cluster, Args};
 
 /// The issue's goal: p99 under this, and within `GOAL_RATIO` of the floor's p99.
 const GOAL_P99: Duration = Duration::from_millis(100);
@@ -31,13 +31,20 @@ impl Stages {
     }
 }
 
-/// Runs every phase; returns the docs section and the printed table.
+/// The host-program rows' tables and verdict, as Markdown.
+pub struct HostTables {
+    pub table: String,
+    pub stages: String,
+    pub goal: String,
+}
+
+/// Runs every host-program phase; returns their tables.
 pub async fn run(
     args: &Args,
     cluster: &cluster::Cluster,
     data_dir: &Path,
     floor_prefix: &str,
-) -> Result<(String, String)> {
+) -> Result<HostTables> {
     let client = &cluster.client;
     let node_ready = cluster.wait_node_ready(Duration::from_secs(30)).await?;
     eprintln!("node Ready {} after start", fmt_duration(node_ready));
@@ -195,19 +202,21 @@ pub async fn run(
         fmt_duration(p99),
         fmt_duration(floor_p99),
     );
-    let (table, stages) = (t.markdown(), stages.markdown());
-    let printed = format!("{table}\n{stages}\n{goal}\n");
-    Ok((docs_section(args, &table, &stages, &goal), printed))
+    Ok(HostTables {
+        table: t.markdown(),
+        stages: stages.markdown(),
+        goal,
+    })
 }
 
-fn ratio(skiff: Duration, floor: Duration) -> String {
+pub fn ratio(skiff: Duration, floor: Duration) -> String {
     if floor.is_zero() {
         return "n/a".into();
     }
     format!("{:.2}×", skiff.as_secs_f64() / floor.as_secs_f64())
 }
 
-fn rows(t: &mut Table, what: &str, skiff: &mut Samples, floor: &mut Samples) {
+pub fn rows(t: &mut Table, what: &str, skiff: &mut Samples, floor: &mut Samples) {
     for (label, s, f) in [
         ("p50", skiff.p50(), floor.p50()),
         ("p99", skiff.p99(), floor.p99()),
@@ -264,33 +273,4 @@ async fn cmd(program: &str, args: &[&str]) -> Result<String> {
         bail!("`{program} {}` failed", args.join(" "));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn docs_section(args: &Args, table: &str, stages: &str, goal: &str) -> String {
-    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
-    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "{HEADING}\n\n\
-Command: `{cmd}`\n\n\
-Run {date} on a machine with `nproc` = {nproc}, shared with other builds. The whole \
-cluster (API server on SQLite, controllers with the scheduler, node agent) runs in the \
-benchmark's process, inside a network namespace the benchmark made; the floor runs in \
-the same namespace, interleaved with the pods. Only the ratios are meaningful.\n\n\
-{table}\n\
-- skiff: a pod ({sleep}) created through the API with no `nodeName`, timed from the \
-create request to the first watch event showing it `Running` with `Ready=True` (the \
-scheduler binds it, the agent builds its sandbox, veth, address and container process \
-and reports status). Pods of one phase stay up until the phase ends, then are deleted.\n\
-- Readiness probe: {probed}, so Ready also waits for the first probe.\n\
-- Floor: `ip netns add`, a veth pair with one end moved in (`ip -batch`), `lo` and \
-`eth0` up with an address and a default route (`ip -n NS -batch`), and \
-`ip netns exec NS sh -c 'echo up; exec sleep 3600'`, timed until the process has said \
-`up` from inside. The burst floor starts as many at once.\n\n\
-Where the time goes (pods one at a time):\n\n\
-{stages}\n\
-{goal}\n",
-        cmd = args.command_line(),
-        sleep = Kind::Sleep.describe(),
-        probed = Kind::Probed.describe(),
-    )
 }

@@ -27,6 +27,10 @@ pub enum Kind {
     /// The same, with an exec readiness probe (`true`, no initial delay), so Ready
     /// also waits for the first probe to pass.
     Probed,
+    /// The `httpd` test image (a real OCI image, run by runc), already in the
+    /// node's store (`imagePullPolicy: IfNotPresent`); Ready as soon as its
+    /// container is started, like `Sleep`.
+    Image,
 }
 
 impl Kind {
@@ -34,16 +38,25 @@ impl Kind {
         match self {
             Kind::Sleep => "busybox `sleep 3600`",
             Kind::Probed => "busybox `sleep 3600` + exec readiness probe",
+            Kind::Image => "the `httpd` test image (busybox `httpd -f -p 80`), cached, no probe",
         }
     }
 }
 
 pub fn manifest(name: &str, kind: Kind) -> Result<Pod> {
-    let mut container = json!({
-        "name": "main",
-        "image": "busybox",
-        "args": ["sleep", "3600"],
-    });
+    let mut container = match kind {
+        Kind::Sleep | Kind::Probed => json!({
+            "name": "main",
+            "image": "busybox",
+            "args": ["sleep", "3600"],
+        }),
+        // The image's own entrypoint; `:latest` would default to `Always`.
+        Kind::Image => json!({
+            "name": "main",
+            "image": crate::images::SERVED,
+            "imagePullPolicy": "IfNotPresent",
+        }),
+    };
     if kind == Kind::Probed {
         container["readinessProbe"] = json!({
             "exec": {"command": ["true"]},
@@ -55,7 +68,7 @@ pub fn manifest(name: &str, kind: Kind) -> Result<Pod> {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": "bench-pods"}},
-        // `sleep` ends on SIGTERM; a short grace keeps cleanup quick regardless.
+        // `sleep` and `httpd` end on SIGTERM; a short grace keeps cleanup quick regardless.
         "spec": {"containers": [container], "terminationGracePeriodSeconds": 2},
     }))?)
 }
@@ -66,14 +79,31 @@ pub struct Seen {
     pub scheduled: Option<Instant>,
     pub running: Option<Instant>,
     pub ready: Option<Instant>,
+    /// `status.podIP`, once reported.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// One watch over the namespace's pods, started before any pod is created, that
-/// stamps the first event showing each stage of each pod.
+/// stamps the first event showing each stage of each pod. The watch ends when the
+/// last clone is dropped.
 #[derive(Clone)]
 pub struct Tracker {
-    seen: Arc<Mutex<HashMap<String, Seen>>>,
-    changed: Arc<Notify>,
+    shared: Arc<Shared>,
+    _watch: Arc<AbortOnDrop>,
+}
+
+#[derive(Default)]
+struct Shared {
+    seen: Mutex<HashMap<String, Seen>>,
+    changed: Notify,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,30 +113,53 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Tracker {
     /// Starts the watch and returns once its initial list is done.
     pub async fn start(client: kube::Client) -> Result<Self> {
-        let tracker = Tracker {
-            seen: Arc::default(),
-            changed: Arc::default(),
-        };
+        let shared = Arc::new(Shared::default());
         let api: Api<Pod> = Api::namespaced(client, NAMESPACE);
         let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
         // The first event is Init: the watch is established (as a list) from here on.
         events.try_next().await?.context("the pod watch ended")?;
-        let t = tracker.clone();
-        tokio::spawn(async move {
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
             loop {
                 match events.try_next().await {
                     Ok(Some(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => {
-                        t.observe(&p, Instant::now())
+                        s.observe(&p, Instant::now())
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => break,
-                    Err(e) => eprintln!("pod watch: {e}"),
+                    Err(e) => {
+                        eprintln!("pod watch: {e}");
+                        // The watcher retries at once; do not spin on a dead server.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
         });
-        Ok(tracker)
+        Ok(Tracker {
+            shared,
+            _watch: Arc::new(AbortOnDrop(task)),
+        })
     }
 
+    /// Waits until the watch has seen `name` Running and Ready.
+    pub async fn ready(&self, name: &str) -> Result<Seen> {
+        let s = &self.shared;
+        let wait = async {
+            loop {
+                let changed = s.changed.notified();
+                if let Some(s) = lock(&s.seen).get(name).filter(|s| s.ready.is_some()) {
+                    return *s;
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(POD_TIMEOUT, wait)
+            .await
+            .with_context(|| format!("pod {name} not Running and Ready within {POD_TIMEOUT:?}"))
+    }
+}
+
+impl Shared {
     fn observe(&self, p: &Pod, at: Instant) {
         let Some(name) = p.metadata.name.clone() else {
             return;
@@ -122,8 +175,12 @@ impl Tracker {
             && status
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let ip = status
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok());
         let mut seen = lock(&self.seen);
         let s = seen.entry(name).or_default();
+        s.ip = s.ip.or(ip);
         for (now, stamp) in [
             (scheduled, &mut s.scheduled),
             (running, &mut s.running),
@@ -138,31 +195,19 @@ impl Tracker {
             self.changed.notify_waiters();
         }
     }
-
-    /// Waits until the watch has seen `name` Running and Ready.
-    pub async fn ready(&self, name: &str) -> Result<Seen> {
-        let wait = async {
-            loop {
-                let changed = self.changed.notified();
-                if let Some(s) = lock(&self.seen).get(name).filter(|s| s.ready.is_some()) {
-                    return *s;
-                }
-                changed.await;
-            }
-        };
-        tokio::time::timeout(POD_TIMEOUT, wait)
-            .await
-            .with_context(|| format!("pod {name} not Running and Ready within {POD_TIMEOUT:?}"))
-    }
 }
 
 /// Start latency of one pod and its stages, all measured from the create request.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
+    /// When the create request was sent.
+    pub began: Instant,
     /// Create request until the API answered.
     pub created: Duration,
     pub scheduled: Duration,
     pub ready: Duration,
+    /// `status.podIP` as the Ready event showed it.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// Creates one pod and waits for it to be Running and Ready.
@@ -183,9 +228,11 @@ pub async fn start_one(
     let since =
         |t: Option<Instant>| t.map_or(Duration::ZERO, |t| t.saturating_duration_since(began));
     Ok(Timing {
+        began,
         created,
         scheduled: since(seen.scheduled),
         ready: since(seen.ready),
+        ip: seen.ip,
     })
 }
 
