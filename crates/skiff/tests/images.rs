@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::registry::{docker_io_mirror, run_image_script, start_registry, Registry, REGISTRY};
-use support::{eventually, Cluster, Netns};
+use support::{eventually, Background, Cluster, Netns};
 
 const NODE: &str = "image-node";
 
@@ -316,6 +316,46 @@ fn image_pods() {
     assert_eq!(
         w["message"],
         "container has runAsNonRoot and image will run as root (pod: \"nonroot\", container: c)"
+    );
+
+    // A pull that hangs (a registry that accepts and never answers) does not hold
+    // up the pod's deletion: the store's read timeout is 30 s.
+    let silent = c
+        .netns
+        .command("python3")
+        .args([
+            "-c",
+            "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+             s.bind(('127.0.0.1', 5001))\ns.listen(16)\nheld = []\nwhile True:\n    held.append(s.accept()[0])",
+        ])
+        .spawn()
+        .expect("start a registry that never answers");
+    let silent = Background(silent);
+    c.apply(&pod(
+        "hanging-pull",
+        "127.0.0.1:5001/silent:1",
+        "    command: [\"true\"]",
+        "",
+    ));
+    let pulling = eventually(Duration::from_secs(20), || {
+        let events = c.k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=hanging-pull,reason=Pulling",
+            "-o",
+            "name",
+        ]);
+        (!events.trim().is_empty()).then_some(events)
+    });
+    assert!(!pulling.is_empty());
+    let began = std::time::Instant::now();
+    c.k(&["delete", "pod", "hanging-pull", "--timeout=60s"]);
+    let took = began.elapsed();
+    drop(silent);
+    assert!(
+        took < Duration::from_secs(10),
+        "deleting a pod whose image pull hangs took {took:?}"
     );
 
     // Isolation: the node's files and processes are out of reach.

@@ -13,6 +13,17 @@ use tokio::process::Child;
 use tokio::time::Instant;
 
 use super::{St, Worker, BACKOFF_MAX, BACKOFF_START};
+
+/// Where a container's image pull stands.
+#[derive(Debug, Default)]
+pub(super) enum Pull {
+    #[default]
+    Idle,
+    /// Pulling in a task of its own, aborted if the pod goes first.
+    InFlight(tokio::task::AbortHandle),
+    /// Pulled, for the container's next start to take.
+    Done(Box<Image>),
+}
 use crate::container::{self, RuncRef};
 use crate::{cgroup, oci, volumes};
 
@@ -104,10 +115,20 @@ impl Worker {
         out
     }
 
-    /// The container's image by its pull policy, or `None` after recording why
-    /// not (the container then waits with `ErrImagePull`, `ImagePullBackOff` or
-    /// `ErrImageNeverPull`, retried with kubelet's back-off).
+    /// The container's image by its pull policy, or `None`: a pull is under way
+    /// (it reports back with [`Msg::Pulled`](super::Msg::Pulled), so the worker
+    /// keeps answering a deletion meanwhile), or the container waits with
+    /// `ErrImagePull`, `ImagePullBackOff` or `ErrImageNeverPull`, retried with
+    /// kubelet's back-off.
     pub(super) async fn ensure_image(&mut self, i: usize) -> Option<Image> {
+        match std::mem::take(&mut self.ctrs[i].pull) {
+            Pull::Done(img) => return Some(*img),
+            Pull::InFlight(task) => {
+                self.ctrs[i].pull = Pull::InFlight(task);
+                return None;
+            }
+            Pull::Idle => {}
+        }
         let store = self.agent.images.clone();
         let spec = self.ctrs[i].spec.clone();
         let image = spec.image.clone().unwrap_or_default();
@@ -138,11 +159,42 @@ impl Worker {
             Some(&spec.name),
         );
         let secrets = self.pull_secrets().await;
-        let began = Instant::now();
-        match store.pull(&image, &secrets).await {
+        let tx = self.tx.clone();
+        let task = tokio::spawn(async move {
+            let began = Instant::now();
+            let result = store.pull(&image, &secrets).await;
+            let _ = tx.send(super::Msg::Pulled {
+                ctr: i,
+                took: began.elapsed(),
+                result: Box::new(result),
+            });
+        });
+        let c = &mut self.ctrs[i];
+        c.pull = Pull::InFlight(task.abort_handle());
+        // The pull's report schedules the start (or the back-off).
+        c.next_start = None;
+        None
+    }
+
+    /// A pull of container `i`'s image ended: the container starts next, or waits
+    /// with the pull error and back-off.
+    pub(super) fn pulled(&mut self, i: usize, took: Duration, result: Result<Image, PullError>) {
+        if !self
+            .ctrs
+            .get(i)
+            .is_some_and(|c| matches!(c.pull, Pull::InFlight(_)))
+        {
+            return;
+        }
+        self.ctrs[i].pull = Pull::Idle;
+        let spec = self.ctrs[i].spec.clone();
+        let image = spec.image.clone().unwrap_or_default();
+        match result {
             Ok(img) => {
-                let took = began.elapsed().as_secs_f64();
-                let size = store
+                let took = took.as_secs_f64();
+                let size = self
+                    .agent
+                    .images
                     .list()
                     .into_iter()
                     .find(|s| s.digest == img.digest)
@@ -156,8 +208,10 @@ impl Worker {
                     ),
                     Some(&spec.name),
                 );
-                self.ctrs[i].pull_backoff = None;
-                Some(img)
+                let c = &mut self.ctrs[i];
+                c.pull_backoff = None;
+                c.pull = Pull::Done(Box::new(img));
+                c.next_start = Some(Instant::now());
             }
             Err(e) => {
                 let msg = pull_message(&image, &e);
@@ -190,7 +244,15 @@ impl Worker {
                         Some(delay),
                     );
                 }
-                None
+            }
+        }
+    }
+
+    /// Stops the image pulls still under way (the pod is going).
+    pub(super) fn abort_pulls(&mut self) {
+        for c in &mut self.ctrs {
+            if let Pull::InFlight(task) = std::mem::take(&mut c.pull) {
+                task.abort();
             }
         }
     }

@@ -48,6 +48,12 @@ pub enum Msg {
     /// What some volumes may be read from changed (a ConfigMap or Secret of the
     /// pod's namespace): those volumes are rewritten.
     SourceChanged(crate::volumes::Source),
+    /// A container's image pull ended.
+    Pulled {
+        ctr: usize,
+        took: Duration,
+        result: Box<Result<skiff_image::Image, skiff_image::PullError>>,
+    },
 }
 
 /// What streaming (logs, exec, attach) needs to know about a running pod.
@@ -125,6 +131,7 @@ struct Ctr {
     image_id: Option<String>,
     /// The current image pull back-off, after a failed pull.
     pull_backoff: Option<Duration>,
+    pull: image::Pull,
 }
 
 impl Ctr {
@@ -227,6 +234,7 @@ impl Worker {
                 runc: None,
                 image_id: None,
                 pull_backoff: None,
+                pull: Default::default(),
             });
         }
         let mut w = Self {
@@ -497,6 +505,7 @@ impl Worker {
                     self.refresh_volumes(&source).await;
                 }
             }
+            Msg::Pulled { ctr, took, result } => self.pulled(ctr, took, *result),
             Msg::Gone => self.gone = true,
             Msg::Exited { ctr, gen, code } => self.exited(ctr, gen, code),
             Msg::Probe { ctr, gen, kind, ok } => self.probed(ctr, gen, kind, ok).await,
@@ -1157,6 +1166,8 @@ impl Worker {
 
     /// SIGTERM to every container, SIGKILL to what is left after `grace`.
     async fn terminate(&mut self, rx: &mut mpsc::UnboundedReceiver<Msg>, grace: Duration) {
+        // A pull still under way is for a container that will not start now.
+        self.abort_pulls();
         if !self.gone {
             for c in self.ctrs.iter().filter(|c| c.proc.is_some()) {
                 self.event(
@@ -1201,7 +1212,8 @@ impl Worker {
                     Some(Msg::Probe { .. })
                     | Some(Msg::SandboxExited(_))
                     | Some(Msg::PostStartFailed { .. })
-                    | Some(Msg::SourceChanged(_)) => {}
+                    | Some(Msg::SourceChanged(_))
+                    | Some(Msg::Pulled { .. }) => {}
                     None => { self.gone = true; deadline = deadline.min(Instant::now()); }
                 },
                 _ = tokio::time::sleep_until(deadline) => {}

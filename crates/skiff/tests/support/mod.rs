@@ -15,6 +15,17 @@ pub mod registry;
 
 pub const API: &str = "127.0.0.1:6443";
 
+/// A process a test started and must not outlive it, even when the test
+/// panics: killed by its PID and reaped on drop.
+pub struct Background(pub std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A network namespace owned by the test; deleted on drop.
 pub struct Netns {
     pub name: String,

@@ -3,25 +3,18 @@
 //! `docker.io` to it, so `--image=nginx` is pulled from images the tests built.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{eventually, Netns};
+use super::{eventually, Background, Netns};
 
 /// Where the registry listens, inside the test's namespace.
 pub const REGISTRY: &str = "127.0.0.1:5000";
 
 /// The registry process; killed by PID on drop.
 pub struct Registry {
-    child: Child,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _process: Background,
 }
 
 pub fn repo_root() -> PathBuf {
@@ -50,7 +43,9 @@ pub fn start_registry(ns: &Netns, storage: &Path, dir: &Path) -> Registry {
         .stderr(log)
         .spawn()
         .expect("start docker-registry (apt-get install docker-registry)");
-    let reg = Registry { child };
+    let reg = Registry {
+        _process: Background(child),
+    };
     eventually(Duration::from_secs(20), || {
         let out = ns
             .command("curl")
