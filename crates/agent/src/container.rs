@@ -12,6 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -221,6 +222,12 @@ pub fn run(s: &Start<'_>) -> Result<Child> {
         RUNTIME.into(),
         "--root".into(),
         s.runc.root.to_string_lossy().into_owned(),
+        // runc's own messages, apart from the container's output: a failure to
+        // start is told from the process's exit by [`start_error`].
+        "--log".into(),
+        s.bundle.join(RUNTIME_LOG).to_string_lossy().into_owned(),
+        "--log-format".into(),
+        "json".into(),
         "run".into(),
         "--bundle".into(),
         s.bundle.to_string_lossy().into_owned(),
@@ -235,6 +242,59 @@ pub fn run(s: &Start<'_>) -> Result<Child> {
     c.args(&argv[1..]);
     crate::runtime::container_stdio(&mut c, s.log, s.stdin)?;
     c.spawn().context("starting the OCI runtime")
+}
+
+/// runc's log of its own messages, in the bundle.
+const RUNTIME_LOG: &str = "runc.log";
+/// The file `runc run --pid-file` writes once the container is created: its
+/// command was found and it is about to run it.
+const PID_FILE: &str = "pid";
+
+/// Waits until `runc run` (spawned by [`run`] on `bundle`) has created the
+/// container, as kubelet reports a container Running once its runtime has
+/// started it. `Err(code)`: runc exited first, with that exit code; the
+/// container never started (see [`start_error`]). Gives up waiting (as
+/// started) after `limit`, the exit then reported as usual.
+pub async fn wait_created(child: &mut Child, bundle: &Path, limit: Duration) -> Result<(), i32> {
+    let pid_file = bundle.join(PID_FILE);
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if pid_file.exists() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            // The pid file is written before runc returns on success.
+            return match pid_file.exists() {
+                true => Ok(()),
+                false => Err(crate::runtime::exit_code(status)),
+            };
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(pause).await;
+        // Creation takes tens of milliseconds: a short pause keeps Ready close to it.
+        pause = (pause * 2).min(Duration::from_millis(2));
+    }
+}
+
+/// Why runc could not start the container of `bundle`, if it could not: its
+/// last error message (`runc run failed: unable to start container process:
+/// exec: "x": executable file not found in $PATH`). `None` once the container
+/// was created: an exit is then the process's own.
+pub fn start_error(bundle: &Path) -> Option<String> {
+    if bundle.join(PID_FILE).exists() {
+        return None;
+    }
+    let log = std::fs::read_to_string(bundle.join(RUNTIME_LOG)).unwrap_or_default();
+    let message = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "error" || v["level"] == "fatal")
+        .filter_map(|v| v["msg"].as_str().map(str::to_string))
+        .next_back();
+    Some(message.unwrap_or_else(|| "the OCI runtime could not start the container".into()))
 }
 
 /// How to run a command inside a container: in the sandbox's namespaces for a

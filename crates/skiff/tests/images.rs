@@ -305,6 +305,23 @@ fn image_pods() {
     assert_eq!(seen.trim(), want, "volumes after the updates\n{}", c.log());
     c.k(&["delete", "pod", "live", "--grace-period=1"]);
 
+    // A command the image does not have: the runtime cannot start it, reported
+    // as upstream does (StartError, exit code 128, the runtime's message).
+    c.apply(&pod(
+        "no-such-command",
+        "busybox",
+        "    command: [\"nope-not-here\"]",
+        "",
+    ));
+    let t = terminated(&c, "no-such-command");
+    assert_eq!(t["reason"], "StartError", "{t}");
+    assert_eq!(t["exitCode"], 128, "{t}");
+    let message = t["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(r#"exec: "nope-not-here": executable file not found in $PATH"#),
+        "{t}"
+    );
+
     // runAsNonRoot with an image that runs as root.
     c.apply(&pod(
         "nonroot",

@@ -951,12 +951,6 @@ impl Worker {
                     format!("Created container: {}", spec.name),
                     Some(&spec.name),
                 );
-                self.event(
-                    false,
-                    "Started",
-                    format!("Started container {}", spec.name),
-                    Some(&spec.name),
-                );
                 c
             }
             Err((reason, message)) => {
@@ -972,6 +966,26 @@ impl Worker {
                 return;
             }
         };
+        // An image container is Running once runc has created it; if runc exits
+        // first, the container never started (`StartError`, in `exited`).
+        let bundle =
+            crate::container::bundle_dir(&self.dir.join(&spec.name), self.ctrs[i].restart_count);
+        let start_failed = match (&image_ref, &self.ctrs[i].runc) {
+            (Some(_), Some(_)) => {
+                crate::container::wait_created(&mut child, &bundle, Duration::from_secs(30))
+                    .await
+                    .err()
+            }
+            _ => None,
+        };
+        if start_failed.is_none() {
+            self.event(
+                false,
+                "Started",
+                format!("Started container {}", spec.name),
+                Some(&spec.name),
+            );
+        }
         let pid = child.id().unwrap_or(0);
         let c = &mut self.ctrs[i];
         c.gen += 1;
@@ -1022,6 +1036,19 @@ impl Worker {
         }
         let tx = self.tx.clone();
         let gen = c.gen;
+        if let Some(code) = start_failed {
+            if let Some(message) = crate::container::start_error(&bundle) {
+                self.event(
+                    true,
+                    "Failed",
+                    format!("Error: {message}"),
+                    Some(&spec.name),
+                );
+            }
+            self.exited(i, gen, Some(code));
+            self.save();
+            return;
+        }
         tokio::spawn(async move {
             let code = child.wait().await.ok().map(runtime::exit_code);
             let _ = tx.send(Msg::Exited { ctr: i, gen, code });
@@ -1072,16 +1099,22 @@ impl Worker {
         let oom = c.runc.is_some()
             && code == Some(137)
             && crate::cgroup::oom_killed(&crate::cgroup::container_parent(&self.uid, &c.spec.name));
+        let bundle = crate::container::bundle_dir(&self.dir.join(&c.spec.name), c.restart_count);
+        // runc could not start the process (upstream: StartError, exit code 128).
+        let start_error = c
+            .runc
+            .as_ref()
+            .and(code)
+            .and_then(|_| crate::container::start_error(&bundle));
         if let Some(r) = c.runc.take() {
             // The instance is over: its writable layer and runtime state go.
-            let bundle =
-                crate::container::bundle_dir(&self.dir.join(&c.spec.name), c.restart_count);
             tokio::spawn(async move {
                 r.delete().await;
                 crate::container::remove_bundle(&bundle).await;
             });
         }
         let (exit_code, reason, message) = match code {
+            _ if start_error.is_some() => (128, "StartError", start_error.clone()),
             Some(0) => (0, "Completed", None),
             Some(137) if oom => (137, "OOMKilled", None),
             Some(n) => (n, "Error", None),
