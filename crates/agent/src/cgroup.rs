@@ -74,6 +74,10 @@ fn cgroup_mounts(mountinfo: &str) -> Vec<(String, String, String)> {
 /// the hierarchies of the machine's init are mounted again there (the same
 /// hierarchies, so limits are the node's own). Elsewhere this does nothing.
 pub async fn ensure_mounted() -> anyhow::Result<()> {
+    // One caller at a time (the agent, a benchmark's floor): two that both saw
+    // nothing mounted would both mount, and the second would fail.
+    static MOUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = MOUNTING.lock().await;
     let own = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     if !cgroup_mounts(&own).is_empty() {
         return Ok(());
