@@ -53,7 +53,18 @@ impl Netns {
 }
 
 impl Drop for Netns {
+    /// Ends what the test left running inside (a failed walkthrough's "outside"
+    /// server, say), by PID, then deletes the namespace: a process would keep its
+    /// links and addresses alive after the name is gone.
     fn drop(&mut self) {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for pid in pids.split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
