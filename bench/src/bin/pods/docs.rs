@@ -108,25 +108,23 @@ pub fn image_tables(img: Option<&mut ImageSamples>, pull: Option<&mut PullSample
             "floor: `runc run -d` start → listening",
             &mut s.floor_serving,
         );
-        // The verdict is on serving: the agent reports Running once it has spawned
-        // `runc run`, before runc has started the process, so Ready against
-        // `runc run -d` returning is not like for like; a connection accepted
-        // on the pod's port is, on both sides.
-        let (p99, floor) = (s.serving.p99(), s.floor_serving.p99());
+        // The agent reports Running once runc has created the container (its
+        // pid file is written), as `runc run -d` returns once it has created and
+        // started it: the issue's measure. Serving is shown beside it.
+        let (p99, floor) = (s.ready.p99(), s.floor_run.p99());
         let r = x(p99, floor);
+        let (sp99, sfloor) = (s.serving.p99(), s.floor_serving.p99());
         goals.push(format!(
-            "Goal (issue 14), cached image create → serving p99 ≤ {} and ≤ {GOAL_RATIO}× the \
-             floor's p99: **{}** (create → port 80 accepts p99 {}, {r:.2}× `runc run -d` → \
-             listening's {}). Create → Ready p99 is {} ({:.2}× `runc run -d` returning's {}), \
-             but not like for like: the agent reports a container Running once it has spawned \
-             `runc run`, before runc has started its process.",
+            "Goal (issue 14), cached image create → Ready p99 ≤ {} and ≤ {GOAL_RATIO}× the \
+             floor's p99: **{}** (p99 {}, {r:.2}× `runc run -d`'s {}). Until port 80 accepts \
+             a connection: p99 {}, {:.2}× the floor's `runc run -d` → listening {}.",
             fmt_duration(GOAL_P99),
             verdict(p99 <= GOAL_P99 && r <= GOAL_RATIO),
             fmt_duration(p99),
             fmt_duration(floor),
-            fmt_duration(s.ready.p99()),
-            x(s.ready.p99(), s.floor_run.p99()),
-            fmt_duration(s.floor_run.p99()),
+            fmt_duration(sp99),
+            x(sp99, sfloor),
+            fmt_duration(sfloor),
         ));
     }
     if let Some(p) = pull {
@@ -237,8 +235,8 @@ runc, as `skiff server` does by default):\n\n\
 - Cached image: {image}. The test images (`tests/images/build`) are imported into the \
 node's store before the agent starts. Each pod is timed from the create request to the \
 first watch event showing it `Running` and `Ready` (the agent builds the sandbox, mounts \
-an overlay over the image's layers, writes the runtime spec and starts `runc run`, then \
-reports), and on to the first TCP connection to `podIP:80` that is accepted (retried \
+an overlay over the image's layers, writes the runtime spec, starts `runc run` and \
+reports once runc has created the container), and on to the first TCP connection to `podIP:80` that is accepted (retried \
 every millisecond). Pods stay up until the phase ends.\n\
 - Floor, interleaved pod by pod: the same image's bundle made with the agent's own \
 functions (`container::mount_rootfs`, `oci::runtime_spec` with fresh namespaces instead \
