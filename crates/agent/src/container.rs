@@ -143,20 +143,27 @@ pub async fn mount_rootfs(bundle: &Path, layers: &[PathBuf]) -> Result<PathBuf> 
         std::fs::create_dir_all(&empty)?;
         layers.push(empty);
     }
-    let out = Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o"])
-        .arg(overlay_options(&layers, &upper, &work))
-        .arg(&rootfs)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .context("running mount")?;
-    if !out.status.success() {
-        bail!(
-            "mounting the container's root filesystem: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
+    // The mount(2) call itself, not the `mount` program: a fork and exec on every
+    // container start is time the pod waits for.
+    let options = overlay_options(&layers, &upper, &work);
+    let target = rootfs.clone();
+    tokio::task::spawn_blocking(move || {
+        nix::mount::mount(
+            Some("overlay"),
+            target.as_path(),
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+    })
+    .await
+    .context("mounting the container's root filesystem")?
+    .with_context(|| {
+        format!(
+            "mounting the container's root filesystem at {}",
+            rootfs.display()
+        )
+    })?;
     Ok(rootfs)
 }
 
@@ -177,16 +184,18 @@ pub async fn remove_bundles(container_dir: &Path) {
 
 /// Unmounts and removes one bundle.
 pub async fn remove_bundle(bundle: &Path) {
+    // A container's first start has no bundle yet: nothing to read or unmount.
+    if !bundle.exists() {
+        return;
+    }
     let rootfs = bundle.join("rootfs");
     if is_mount_point(&rootfs) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&rootfs)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
+        // Detached (`umount -l`): a process still holding files there does not
+        // keep the bundle from going.
+        let _ = tokio::task::spawn_blocking(move || {
+            nix::mount::umount2(rootfs.as_path(), nix::mount::MntFlags::MNT_DETACH)
+        })
+        .await;
     }
     if let Err(e) = std::fs::remove_dir_all(bundle) {
         if e.kind() != std::io::ErrorKind::NotFound {
