@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use tokio::process::Command;
 
 /// The image the image-container pods run (`tests/images/build`'s `httpd`:
 /// busybox `httpd -f -p 80 -h /www`).
@@ -22,24 +21,12 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Runs a program to completion; fails with its stderr.
+/// Runs a program to completion (the agent's helper); fails with its stderr.
 pub async fn run(program: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("running {}", program.display()))?;
-    if !out.status.success() {
-        bail!(
-            "`{} {}` failed: {}",
-            program.display(),
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    let program = program
+        .to_str()
+        .with_context(|| format!("{} is not UTF-8", program.display()))?;
+    skiff_agent::cmd::run(program, args).await.map(drop)
 }
 
 /// Builds the test images into `<dir>/oci`; with `pull_mb`, also the pull-test
