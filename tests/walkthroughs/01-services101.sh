@@ -124,7 +124,7 @@ spec:
   selector:
     run: my-nginx
 EOF
-say "The seed's service at this point is a NodePort with two named ports (the built-in nginx serves plain HTTP only, so only \`http\` is tried below):"
+say "The seed's service at this point is a NodePort with two named ports (the nginx stand-in serves plain HTTP only, so only \`http\` is tried below):"
 show_file nginx-svc-nodeport.yaml
 run 'kubectl apply -f nginx-svc-nodeport.yaml'
 run 'kubectl get svc my-nginx -o yaml | grep nodePort -C 5'

@@ -4,7 +4,7 @@
 . "$(dirname "$0")/lib.sh"
 
 title "A PostgreSQL StatefulSet and its headless service"
-say "The seed's StatefulSet comes from an earlier lesson that is not part of it; the manifests below are the ones it describes: namespace \`k8s-training\`, a headless service \`postgresql-svc\` labelled \`app=postgresql-a\` with the port \`postgresql-port\` 5432, and the StatefulSet \`postgresql-sfs\` with one replica. skiff has no container engine: its image catalog runs the \`postgres\` image as Debian's own PostgreSQL server, one cluster per pod on a data directory private to the pod."
+say "The seed's StatefulSet comes from an earlier lesson that is not part of it; the manifests below are the ones it describes: namespace \`k8s-training\`, a headless service \`postgresql-svc\` labelled \`app=postgresql-a\` with the port \`postgresql-port\` 5432, and the StatefulSet \`postgresql-sfs\` with one replica. The \`postgres:12\` image initialises a database cluster on first start (here a stand-in built from Debian's PostgreSQL server, pulled through the \`docker.io\` mirror), so the rollout waits for its readiness probe."
 
 section "Create the namespace, the service and the StatefulSet"
 cat >10-namespace.yaml <<'EOF'
