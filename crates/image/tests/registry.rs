@@ -277,25 +277,12 @@ fn corrupt_gzip_layer() {
         // A gzip header followed by garbage; its digest is right, its content is not.
         let mut layer = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
         layer.extend((0..4096u32).map(|i| (i * 7919 % 251) as u8));
-        let layer_digest = sha256(&layer);
-        let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
-            sha256(b"whatever")
-        );
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config.as_bytes()), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}]
-        });
-        push_blob(&reg.addr, "library/corrupt", config.as_bytes());
-        push_blob(&reg.addr, "library/corrupt", &layer);
-        push_manifest(
+        push_one_layer_image(
             &reg.addr,
             "library/corrupt",
-            "latest",
-            &serde_json::to_vec(&manifest).expect("json"),
-            false,
+            &layer,
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &sha256(b"whatever"),
         );
 
         let dir = tempfile::tempdir().expect("tempdir");
@@ -331,24 +318,12 @@ fn full_disk_is_disk_full_and_leaves_nothing() {
         tar.append_data(&mut header, "big", data.as_slice())
             .expect("tar");
         let layer = tar.into_inner().expect("tar");
-        let config = format!(
-            r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
-            sha256(&layer)
-        );
-        let manifest = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config.as_bytes()), "size": config.len()},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len()}]
-        });
-        push_blob(&reg.addr, "library/big", config.as_bytes());
-        push_blob(&reg.addr, "library/big", &layer);
-        push_manifest(
+        push_one_layer_image(
             &reg.addr,
             "library/big",
-            "latest",
-            &serde_json::to_vec(&manifest).expect("json"),
-            false,
+            &layer,
+            "application/vnd.oci.image.layer.v1.tar",
+            &sha256(&layer),
         );
 
         let dir = tempfile::tempdir().expect("tempdir");
@@ -504,6 +479,29 @@ fn test_client(addr: &str) -> oci_client::Client {
         ..Default::default()
     };
     oci_client::Client::try_from(config).expect("client")
+}
+
+/// Pushes `repo:latest`, an image of one `layer` (of `media_type`, its config
+/// claiming `diff_id`) built by hand, for content no image tool would make.
+fn push_one_layer_image(addr: &str, repo: &str, layer: &[u8], media_type: &str, diff_id: &str) {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config.as_bytes()), "size": config.len()},
+        "layers": [{"mediaType": media_type, "digest": sha256(layer), "size": layer.len()}]
+    });
+    push_blob(addr, repo, config.as_bytes());
+    push_blob(addr, repo, layer);
+    push_manifest(
+        addr,
+        repo,
+        "latest",
+        &serde_json::to_vec(&manifest).expect("json"),
+        false,
+    );
 }
 
 fn push_blob(addr: &str, repo: &str, data: &[u8]) {
