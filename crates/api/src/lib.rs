@@ -5,6 +5,7 @@
 //! `Status` errors clients see, [`validation`] holds the field-error type and the
 //! name and label rules every kind shares.
 
+pub mod admission;
 pub mod defaults;
 pub mod fields;
 pub mod registry;
