@@ -20,6 +20,7 @@ pub mod endpointslice;
 pub mod events;
 pub mod gc;
 pub mod mirroring;
+pub mod nodeutil;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;

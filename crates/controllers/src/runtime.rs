@@ -283,6 +283,8 @@ pub struct Ctx {
     /// ReplicaSets written per Deployment.
     pub rs_writes: Tracker,
     pub events: crate::events::Recorder,
+    /// What the controllers keep in memory besides the caches.
+    pub scheduler: crate::scheduler::State,
 }
 
 fn informer<K>(
@@ -344,6 +346,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         slice_writes: Tracker::new(cache.slices.clone()),
         pod_writes: Tracker::new(cache.pods.clone()),
         rs_writes: Tracker::new(cache.replicasets.clone()),
+        scheduler: Default::default(),
     });
     ctx.cache.wait_ready().await;
     tracing::info!("controller caches synced");
