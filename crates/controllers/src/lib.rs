@@ -12,7 +12,11 @@
 //!   [`mirroring`]: user-written Endpoints of selector-less Services -> EndpointSlices;
 //! - [`endpoints`]: Services with a selector -> legacy v1 Endpoints;
 //! - [`replicaset`], [`deployment`], [`statefulset`]: workloads -> pods;
-//! - [`scheduler`]: pending pods -> nodes; [`gc`]: dependents of deleted owners.
+//! - [`scheduler`]: pending pods -> nodes; [`gc`]: dependents of deleted owners;
+//! - [`nodeipam`]: Nodes -> pod CIDRs; [`nodelifecycle`]: silent nodes -> Unknown
+//!   conditions, taints and not-ready pods; [`taint_eviction`]: pods on
+//!   NoExecute-tainted nodes -> deleted; [`podgc`]: pods no node will finish ->
+//!   force-deleted.
 
 pub mod deployment;
 pub mod endpoints;
@@ -20,13 +24,19 @@ pub mod endpointslice;
 pub mod events;
 pub mod gc;
 pub mod mirroring;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod nodeutil;
+pub mod podgc;
 pub mod pods;
 pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;
 pub mod selector;
 pub mod statefulset;
+pub mod taint_eviction;
+
+use std::time::Duration;
 
 pub use runtime::run;
 
@@ -46,10 +56,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct Settings {
     /// Which controllers to run (`endpointslice`, `endpointslicemirroring`,
     /// `endpoints`, `replicaset`, `deployment`, `statefulset`, `scheduler`,
-    /// `garbagecollector`); empty means all.
+    /// `garbagecollector`, `nodeipam`, `nodelifecycle`,
+    /// `taint-eviction-controller`, `pod-garbage-collector`); empty means all.
     pub enabled: Vec<String>,
     /// Endpoints per EndpointSlice (upstream `--max-endpoints-per-slice`, 100).
     pub max_endpoints_per_slice: usize,
+    /// The cluster's pod network, cut into node ranges by `nodeipam`
+    /// (upstream `--cluster-cidr`; `None` turns node IPAM off, as upstream's
+    /// `--allocate-node-cidrs=false`). Default `10.244.0.0/16`.
+    pub cluster_cidr: Option<String>,
+    /// The prefix length of each node's range (upstream `--node-cidr-mask-size`, 24).
+    pub node_cidr_mask_size: u8,
+    /// How long a node may go without a heartbeat before it is marked Unknown
+    /// (upstream `--node-monitor-grace-period`, 40 s).
+    pub node_monitor_grace_period: Duration,
+    /// The same for a node that never posted a status (upstream
+    /// `--node-startup-grace-period`, 60 s).
+    pub node_startup_grace_period: Duration,
+    /// How often every node is looked at besides its own deadline (upstream
+    /// `--node-monitor-period`, 5 s).
+    pub node_monitor_period: Duration,
+    /// NoExecute taints per second in a healthy zone (upstream
+    /// `--node-eviction-rate`, 0.1: one node every 10 s).
+    pub node_eviction_rate: f64,
+    /// How long a pod's Node must be missing before the pod is force-deleted
+    /// (upstream's fixed `quarantineTime` of the pod GC, 40 s; no upstream flag).
+    pub pod_gc_quarantine: Duration,
 }
 
 impl Default for Settings {
@@ -57,6 +89,13 @@ impl Default for Settings {
         Settings {
             enabled: Vec::new(),
             max_endpoints_per_slice: 100,
+            cluster_cidr: Some("10.244.0.0/16".into()),
+            node_cidr_mask_size: 24,
+            node_monitor_grace_period: Duration::from_secs(40),
+            node_startup_grace_period: Duration::from_secs(60),
+            node_monitor_period: Duration::from_secs(5),
+            node_eviction_rate: 0.1,
+            pod_gc_quarantine: Duration::from_secs(40),
         }
     }
 }

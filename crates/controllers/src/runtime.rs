@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
@@ -222,6 +223,8 @@ pub struct Cache {
     pub deployments: Store<Deployment>,
     pub statefulsets: Store<StatefulSet>,
     pub nodes: Store<Node>,
+    /// Node heartbeats: the Leases in `kube-node-lease` only.
+    pub leases: Store<Lease>,
 }
 
 impl Cache {
@@ -239,6 +242,7 @@ impl Cache {
         let _ = self.deployments.wait_until_ready().await;
         let _ = self.statefulsets.wait_until_ready().await;
         let _ = self.nodes.wait_until_ready().await;
+        let _ = self.leases.wait_until_ready().await;
     }
 }
 
@@ -252,6 +256,7 @@ pub enum Change {
     Deployment(Arc<Deployment>, bool),
     StatefulSet(Arc<StatefulSet>, bool),
     Node(Arc<Node>, bool),
+    Lease(Arc<Lease>, bool),
     /// An informer (re)listed: every owner is reconciled again, since deletions
     /// during a disconnect are not reported one by one.
     Resynced,
@@ -268,6 +273,14 @@ pub struct Queues {
     pub statefulset: Arc<Queue>,
     pub scheduler: Arc<Queue>,
     pub gc: Arc<Queue>,
+    /// Nodes.
+    pub nodeipam: Arc<Queue>,
+    /// Nodes.
+    pub nodelifecycle: Arc<Queue>,
+    /// Pods.
+    pub taint_eviction: Arc<Queue>,
+    /// Pods.
+    pub podgc: Arc<Queue>,
 }
 
 /// Everything a reconcile needs.
@@ -285,6 +298,10 @@ pub struct Ctx {
     pub events: crate::events::Recorder,
     /// What the controllers keep in memory besides the caches.
     pub scheduler: crate::scheduler::State,
+    pub ipam: crate::nodeipam::State,
+    pub lifecycle: crate::nodelifecycle::State,
+    pub eviction: crate::taint_eviction::State,
+    pub podgc: crate::podgc::State,
 }
 
 fn informer<K>(
@@ -295,8 +312,18 @@ fn informer<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    informer_on(Api::all(client.clone()), tx, wrap)
+}
+
+fn informer_on<K>(
+    api: Api<K>,
+    tx: mpsc::UnboundedSender<Change>,
+    wrap: fn(Arc<K>, bool) -> Change,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
-    let api: Api<K> = Api::all(client.clone());
     let stream = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default()).default_backoff(),
@@ -326,6 +353,8 @@ where
 
 /// Runs every enabled controller until the client's server goes away for good.
 pub async fn run(client: Client, settings: Settings) -> Result<()> {
+    // Invalid flags stop everything before it starts, as upstream.
+    let ipam = crate::nodeipam::State::new(&settings)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let cache = Cache {
         pods: informer(&client, tx.clone(), Change::Pod),
@@ -335,7 +364,12 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         replicasets: informer(&client, tx.clone(), Change::ReplicaSet),
         deployments: informer(&client, tx.clone(), Change::Deployment),
         statefulsets: informer(&client, tx.clone(), Change::StatefulSet),
-        nodes: informer(&client, tx, Change::Node),
+        nodes: informer(&client, tx.clone(), Change::Node),
+        leases: informer_on(
+            Api::namespaced(client.clone(), crate::nodelifecycle::LEASE_NAMESPACE),
+            tx,
+            Change::Lease,
+        ),
     };
     let ctx = Arc::new(Ctx {
         events: crate::events::Recorder::new(client.clone()),
@@ -347,6 +381,10 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         pod_writes: Tracker::new(cache.pods.clone()),
         rs_writes: Tracker::new(cache.replicasets.clone()),
         scheduler: Default::default(),
+        ipam,
+        lifecycle: Default::default(),
+        eviction: Default::default(),
+        podgc: Default::default(),
     });
     ctx.cache.wait_ready().await;
     tracing::info!("controller caches synced");
@@ -380,6 +418,33 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     worker!("statefulset", statefulset, crate::statefulset::reconcile);
     worker!("scheduler", scheduler, crate::scheduler::reconcile);
     worker!("garbagecollector", gc, crate::gc::reconcile);
+    if ctx.ipam.active() {
+        worker!("nodeipam", nodeipam, crate::nodeipam::reconcile);
+    }
+    worker!(
+        "nodelifecycle",
+        nodelifecycle,
+        crate::nodelifecycle::reconcile
+    );
+    worker!(
+        "taint-eviction-controller",
+        taint_eviction,
+        crate::taint_eviction::reconcile
+    );
+    worker!("pod-garbage-collector", podgc, crate::podgc::reconcile);
+    if ctx.settings.enabled("nodelifecycle") {
+        // Each node is also rechecked at its own deadline; this pass catches
+        // the rest (zone changes, retries), as upstream's monitor period.
+        let (ctx, every) = (ctx.clone(), ctx.settings.node_monitor_period);
+        workers.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                for n in ctx.cache.nodes.state() {
+                    ctx.queues.nodelifecycle.add(Key::of(&*n));
+                }
+            }
+        }));
+    }
 
     enqueue_all(&ctx);
     while let Some(change) = rx.recv().await {
@@ -454,6 +519,14 @@ fn enqueue_all(ctx: &Ctx) {
         if !s.owner_references().is_empty() {
             q.gc.add(gc_key("EndpointSlice", &*s));
         }
+    }
+    for n in ctx.cache.nodes.state() {
+        q.nodeipam.add(Key::of(&*n));
+        q.nodelifecycle.add(Key::of(&*n));
+        crate::taint_eviction::on_node(ctx, &n);
+    }
+    for p in ctx.cache.pods.state() {
+        crate::podgc::on_pod(ctx, &p);
     }
 }
 
@@ -540,6 +613,11 @@ fn dispatch(ctx: &Ctx, change: Change) {
             }
             if !deleted && crate::scheduler::needs_scheduling(&pod) {
                 q.scheduler.add(key);
+            }
+            crate::taint_eviction::on_pod(ctx, &pod);
+            if !deleted {
+                crate::podgc::on_pod(ctx, &pod);
+                crate::nodelifecycle::on_pod(ctx, &pod);
             }
             if deleted {
                 if let Some(uid) = &pod.metadata.uid {
@@ -642,7 +720,7 @@ fn dispatch(ctx: &Ctx, change: Change) {
                 }
             }
         }
-        Change::Node(_, _) => {
+        Change::Node(node, deleted) => {
             for p in ctx
                 .cache
                 .pods
@@ -650,6 +728,17 @@ fn dispatch(ctx: &Ctx, change: Change) {
             {
                 q.scheduler.add(Key::of(&*p));
             }
+            q.nodeipam.add(Key::of(&*node));
+            if deleted {
+                // Its range is free again for Nodes still waiting for one.
+                for n in ctx.cache.nodes.state_filter(crate::nodeipam::waiting) {
+                    q.nodeipam.add(Key::of(&*n));
+                }
+            }
+            q.nodelifecycle.add(Key::of(&*node));
+            crate::taint_eviction::on_node(ctx, &node);
+            crate::podgc::on_node(ctx, &node, deleted);
         }
+        Change::Lease(lease, _) => crate::nodelifecycle::on_lease(ctx, &lease),
     }
 }
