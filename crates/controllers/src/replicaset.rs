@@ -389,5 +389,12 @@ mod tests {
         );
         assert_eq!(p.delete, vec!["pending".to_string(), "unready".to_string()]);
         assert_eq!((p.status.replicas, p.status.ready_replicas), (3, Some(1)));
+        // A pod evicted from a dead node stays Terminating there: it is not
+        // active, so a replacement is created at once (upstream does the same).
+        let mut evicted = (*mine("evicted", true, true)).clone();
+        evicted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        let p = desired(&rs(2), &[mine("a", true, true), Arc::new(evicted)], now);
+        assert_eq!((p.create, p.status.replicas), (1, 1));
     }
 }

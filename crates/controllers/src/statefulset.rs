@@ -416,4 +416,21 @@ mod tests {
         assert_eq!(ordinal("web", "web-12"), Some(12));
         assert_eq!(ordinal("web", "webx-1"), None);
     }
+
+    #[test]
+    fn a_terminating_pod_is_waited_for_not_duplicated() {
+        // A pod evicted from a dead node stays Terminating until its agent (or
+        // the pod GC) finishes it: its name is not free, so nothing is created,
+        // in either policy, and an ordered set goes no further.
+        for policy in ["OrderedReady", "Parallel"] {
+            let s = sts(3, policy);
+            let mut gone = (*pod(&s, 1, true)).clone();
+            gone.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+                ));
+            let pods = vec![pod(&s, 0, true), Arc::new(gone), pod(&s, 2, true)];
+            assert_eq!(desired(&s, &pods), Plan::default(), "{policy}");
+        }
+    }
 }
