@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -452,6 +453,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     // its agent to report rather than marked down once more.
     if ready.as_deref() == Some("False") || (ready.as_deref() != Some("True") && stale) {
         mark_pods_not_ready(&ctx, &key.name).await?;
+        mark_node_endpoints_not_ready(&ctx, &key.name).await?;
     }
     let zone = zone_of(&node);
     let all = zones(&ctx, &key.name, ready.as_deref() == Some("True"));
@@ -555,6 +557,73 @@ async fn mark_pods_not_ready(ctx: &Ctx, node: &str) -> Result<()> {
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// Managers (`endpointslice.kubernetes.io/managed-by`) of EndpointSlices that a
+/// node component publishes for itself, not backed by pods: skiff's DNS server
+/// on each node. Upstream's DNS runs as pods, so `MarkPodsNotReady` takes its
+/// endpoints on a dead node out; these get the same treatment here.
+const NODE_COMPONENT_MANAGERS: &[&str] = &["skiff-dns"];
+const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+
+/// The endpoints of `slice` with those on `node` marked not ready and not
+/// serving; `None` when none of them needs the change.
+pub fn node_endpoints_down(slice: &EndpointSlice, node: &str) -> Option<serde_json::Value> {
+    let mut changed = false;
+    let endpoints: Vec<serde_json::Value> = slice
+        .endpoints
+        .iter()
+        .map(|e| {
+            let mut v = serde_json::to_value(e).unwrap_or_default();
+            let up = e
+                .conditions
+                .as_ref()
+                .is_none_or(|c| c.ready != Some(false) || c.serving != Some(false));
+            if e.node_name.as_deref() == Some(node) && up {
+                v["conditions"]["ready"] = json!(false);
+                v["conditions"]["serving"] = json!(false);
+                changed = true;
+            }
+            v
+        })
+        .collect();
+    changed.then(|| json!(endpoints))
+}
+
+/// Marks the endpoints of node components on `node` not ready (see
+/// [`NODE_COMPONENT_MANAGERS`]); the component re-publishes them as ready once
+/// it runs again.
+async fn mark_node_endpoints_not_ready(ctx: &Ctx, node: &str) -> Result<()> {
+    let slices = ctx.cache.slices.state_filter(|s| {
+        s.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY))
+            .is_some_and(|m| NODE_COMPONENT_MANAGERS.contains(&m.as_str()))
+    });
+    for s in slices {
+        let Some(endpoints) = node_endpoints_down(&s, node) else {
+            continue;
+        };
+        let ns = s.namespace().unwrap_or_default();
+        let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({"metadata": {"resourceVersion": s.metadata.resource_version},
+            "endpoints": endpoints});
+        match api
+            .patch(
+                &s.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            // Gone, or changed meanwhile: the next look at the node redoes it.
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// A pod placed on a node that is not Ready is marked too (upstream `processPod`).

@@ -294,3 +294,26 @@ fn only_ready_pods_are_marked() {
     assert!(!ready_not_false(&pod(Some("False"))));
     assert!(!ready_not_false(&pod(None)));
 }
+
+#[test]
+fn node_component_endpoints_on_a_dead_node_go_down() {
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-dns-b", "namespace": "kube-system"},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": ["10.244.1.1"], "nodeName": "b", "conditions": {"ready": true, "serving": true}},
+            {"addresses": ["10.244.0.1"], "nodeName": "a", "conditions": {"ready": true}},
+        ],
+    }))
+    .unwrap();
+    let down = node_endpoints_down(&slice, "b").expect("b's endpoint changes");
+    assert_eq!(down[0]["conditions"]["ready"], false);
+    assert_eq!(down[0]["conditions"]["serving"], false);
+    assert_eq!(down[1]["conditions"]["ready"], true, "other nodes' stay");
+    let again: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "kube-dns-b"}, "addressType": "IPv4", "endpoints": down,
+    }))
+    .unwrap();
+    assert!(node_endpoints_down(&again, "b").is_none(), "already down");
+    assert!(node_endpoints_down(&slice, "c").is_none());
+}
