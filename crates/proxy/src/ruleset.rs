@@ -65,10 +65,21 @@ pub const PICK: &str = "pick-";
 pub const CLUSTER: &str = "cluster-";
 /// `external-N`: always masquerade (node ports, external and LB addresses), then pick.
 pub const EXTERNAL: &str = "external-";
-/// Per service port with session affinity: internal, external, external-local.
+/// `local-L-C`: an external address of an `externalTrafficPolicy: Local` service
+/// with L local of C endpoints. Traffic from pods and from the node itself is
+/// short-circuited to all C endpoints, as upstream does (it never left the
+/// cluster, so the policy does not apply); the rest goes to the L local ones
+/// with its source kept, or falls through to the filter's drop when L is 0.
+pub const LOCAL: &str = "local-";
+/// `pick-N-at-O`: [`PICK`] over the N slots from slot O on: such an address
+/// keeps its local endpoints in the first slots and all endpoints after them.
+pub const PICK_AT: &str = "-at-";
+/// Per service port with session affinity: internal, external, external-local,
+/// and the external-local port's short-circuit (pods and the node, all endpoints).
 pub const AFF_INTERNAL: &str = "ci-";
 pub const AFF_EXTERNAL: &str = "xi-";
 pub const AFF_LOCAL: &str = "li-";
+pub const AFF_SHORT_CIRCUIT: &str = "si-";
 /// Records the chosen endpoint in the affinity map.
 pub const AFF_RECORD: &str = "rec-";
 /// The affinity map of a service port: client address -> endpoint.
@@ -213,15 +224,24 @@ pub enum Rule {
     MasqueradeIfNotPod(Cidr),
     /// Always masquerade.
     Masquerade,
+    /// Masquerade traffic the node itself sends (`fib saddr type local`): its
+    /// source may be the very address it connects to, which an endpoint on
+    /// another node cannot answer.
+    MasqueradeIfLocal,
+    /// Pod traffic (`ip saddr <pod cidr>`) goes on in another chain.
+    GotoIfPod(Cidr, String),
+    /// The node's own traffic goes on in another chain.
+    GotoIfLocal(String),
     /// DNAT to the endpoint this client was last sent to, if any.
     Affinity {
         proto: Proto,
         map: String,
     },
-    /// DNAT to slot `numgen random mod N` of this address' endpoints.
+    /// DNAT to slot `offset + numgen random mod N` of this address' endpoints.
     Pick {
         proto: Proto,
         n: u32,
+        offset: u32,
     },
     Goto(String),
     /// Remember (refresh) client -> endpoint for `timeout` seconds.
@@ -236,14 +256,22 @@ impl fmt::Display for Rule {
         match self {
             Self::MasqueradeIfNotPod(c) => write!(f, "ip saddr != {c} jump {MARK_MASQ}"),
             Self::Masquerade => write!(f, "jump {MARK_MASQ}"),
+            Self::MasqueradeIfLocal => write!(f, "fib saddr type local jump {MARK_MASQ}"),
+            Self::GotoIfPod(c, chain) => write!(f, "ip saddr {c} goto {chain}"),
+            Self::GotoIfLocal(chain) => write!(f, "fib saddr type local goto {chain}"),
             Self::Affinity { proto, map } => {
                 write!(f, "meta l4proto {proto} dnat ip to ip saddr map @{map}")
             }
-            Self::Pick { proto, n } => write!(
-                f,
-                "meta l4proto {proto} dnat ip to ip daddr . meta l4proto . {proto} dport . numgen random mod {n} map @{}",
-                endpoints_map(*proto)
-            ),
+            Self::Pick { proto, n, offset } => {
+                write!(
+                    f,
+                    "meta l4proto {proto} dnat ip to ip daddr . meta l4proto . {proto} dport . numgen random mod {n}"
+                )?;
+                if *offset > 0 {
+                    write!(f, " offset {offset}")?;
+                }
+                write!(f, " map @{}", endpoints_map(*proto))
+            }
             Self::Goto(c) => write!(f, "goto {c}"),
             Self::Record { map, timeout } => write!(
                 f,
@@ -262,11 +290,15 @@ pub struct Chain {
 
 impl Chain {
     /// Deletion order: a chain may only go once nothing jumps to it, so
-    /// per-service chains go first, then `cluster-N`/`external-N`, then `pick-N`.
+    /// per-service chains go first, then `cluster-N`/`external-N`/`local-L-C`,
+    /// then `pick-N`.
     pub fn level(&self) -> u8 {
         if self.name.starts_with(PICK) {
             2
-        } else if self.name.starts_with(CLUSTER) || self.name.starts_with(EXTERNAL) {
+        } else if self.name.starts_with(CLUSTER)
+            || self.name.starts_with(EXTERNAL)
+            || self.name.starts_with(LOCAL)
+        {
             1
         } else {
             0
@@ -321,30 +353,65 @@ enum Path {
     Internal,
     /// Node port, external or LB address with `externalTrafficPolicy: Cluster`.
     External,
-    /// External with `externalTrafficPolicy: Local`: keep the client address.
+    /// External with `externalTrafficPolicy: Local`: outside clients keep their
+    /// address and reach local endpoints only; pods and the node itself are
+    /// short-circuited to every endpoint (see [`LOCAL`]).
     Local,
 }
 
-/// The chains `pick-N` (and its masquerading front chain) for `n` endpoints.
-fn shared_chains(frag: &mut Fragment, cfg: &Config, path: Path, n: u32) -> String {
-    let pick = format!("{PICK}{n}");
+/// `pick-N` (or `pick-N-at-O`): DNAT to one of the `n` slots from slot `offset` on.
+fn pick_chain(frag: &mut Fragment, n: u32, offset: u32) -> String {
+    let name = if offset == 0 {
+        format!("{PICK}{n}")
+    } else {
+        format!("{PICK}{n}{PICK_AT}{offset}")
+    };
     frag.chain(Chain {
-        name: pick.clone(),
+        name: name.clone(),
         rules: [Proto::Tcp, Proto::Udp, Proto::Sctp]
             .into_iter()
-            .map(|proto| Rule::Pick { proto, n })
+            .map(|proto| Rule::Pick { proto, n, offset })
             .collect(),
     });
-    let (name, masq) = match path {
-        Path::Local => return pick,
+    name
+}
+
+/// The first rules of an external-local address: traffic from pods and from the
+/// node itself goes to `short` (every endpoint), the node's masqueraded.
+fn short_circuit(cfg: &Config, short: &str) -> Vec<Rule> {
+    let mut rules: Vec<Rule> = cfg
+        .pod_cidr
+        .map(|c| Rule::GotoIfPod(c, short.to_string()))
+        .into_iter()
+        .collect();
+    rules.push(Rule::MasqueradeIfLocal);
+    rules.push(Rule::GotoIfLocal(short.to_string()));
+    rules
+}
+
+/// The shared chain in front of `pick-N` for traffic taking `path` to `n`
+/// endpoints (`cluster-N`, `external-N`), or for `Local` the chain `local-N-A`
+/// of an address with `n` local of `all` endpoints.
+fn shared_chains(frag: &mut Fragment, cfg: &Config, path: Path, n: u32, all: u32) -> String {
+    let (name, mut rules) = match path {
         Path::Internal => (
             format!("{CLUSTER}{n}"),
-            cfg.pod_cidr.map(Rule::MasqueradeIfNotPod),
+            cfg.pod_cidr
+                .map(Rule::MasqueradeIfNotPod)
+                .into_iter()
+                .collect::<Vec<_>>(),
         ),
-        Path::External => (format!("{EXTERNAL}{n}"), Some(Rule::Masquerade)),
+        Path::External => (format!("{EXTERNAL}{n}"), vec![Rule::Masquerade]),
+        Path::Local => {
+            let short = pick_chain(frag, all, n);
+            (format!("{LOCAL}{n}-{all}"), short_circuit(cfg, &short))
+        }
     };
-    let mut rules: Vec<Rule> = masq.into_iter().collect();
-    rules.push(Rule::Goto(pick));
+    // With no local endpoint, what was not short-circuited falls through to
+    // the filter's drop.
+    if n > 0 {
+        rules.push(Rule::Goto(pick_chain(frag, n, 0)));
+    }
     frag.chain(Chain {
         name: name.clone(),
         rules,
@@ -366,16 +433,22 @@ struct PortCtx<'a> {
     affinity: Option<u32>,
     /// Verdict for addresses without endpoints.
     missing: Verdict,
+    /// Every usable endpoint of the port, wherever it runs: where traffic
+    /// short-circuited at an external-local address goes.
+    all: &'a [(Ipv4Addr, u16)],
 }
 
 impl PortCtx<'_> {
     /// The verdict for traffic taking `path` to `n` endpoints; adds the chains
     /// (and affinity map) it needs.
     fn verdict(&self, frag: &mut Fragment, path: Path, n: u32) -> Verdict {
-        let shared = shared_chains(frag, self.cfg, path, n);
+        let all = count(self.all);
         let Some(timeout) = self.affinity else {
-            return Verdict::Goto(shared);
+            return Verdict::Goto(shared_chains(frag, self.cfg, path, n, all));
         };
+        if path != Path::Local {
+            shared_chains(frag, self.cfg, path, n, all);
+        }
         let map = format!("{AFF_MAP}{}", self.id);
         if !frag.maps.iter().any(|m| m.name == map) {
             frag.maps.push(AffinityMap {
@@ -390,21 +463,37 @@ impl PortCtx<'_> {
                 timeout,
             }],
         });
-        let (prefix, masq) = match path {
-            Path::Internal => (
-                AFF_INTERNAL,
-                self.cfg.pod_cidr.map(Rule::MasqueradeIfNotPod),
-            ),
-            Path::External => (AFF_EXTERNAL, Some(Rule::Masquerade)),
-            Path::Local => (AFF_LOCAL, None),
-        };
-        let name = format!("{prefix}{}", self.id);
-        let mut rules: Vec<Rule> = masq.into_iter().collect();
-        rules.push(Rule::Affinity {
+        let affinity = Rule::Affinity {
             proto: self.proto,
             map,
-        });
-        rules.push(Rule::Goto(format!("{PICK}{n}")));
+        };
+        let (prefix, mut rules) = match path {
+            Path::Internal => (
+                AFF_INTERNAL,
+                self.cfg
+                    .pod_cidr
+                    .map(Rule::MasqueradeIfNotPod)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            ),
+            Path::External => (AFF_EXTERNAL, vec![Rule::Masquerade]),
+            Path::Local => {
+                // Short-circuited clients stick to any endpoint, outside ones
+                // to local endpoints: one map serves both, keyed by client.
+                let short = format!("{AFF_SHORT_CIRCUIT}{}", self.id);
+                let pick = pick_chain(frag, all, n);
+                frag.chain(Chain {
+                    name: short.clone(),
+                    rules: vec![affinity.clone(), Rule::Goto(pick)],
+                });
+                (AFF_LOCAL, short_circuit(self.cfg, &short))
+            }
+        };
+        if n > 0 {
+            rules.push(affinity);
+            rules.push(Rule::Goto(pick_chain(frag, n, 0)));
+        }
+        let name = format!("{prefix}{}", self.id);
         frag.chain(Chain {
             name: name.clone(),
             rules,
@@ -423,15 +512,19 @@ impl PortCtx<'_> {
         eps: &[(Ipv4Addr, u16)],
         node_port: bool,
     ) {
-        if eps.is_empty() {
-            if !node_port {
-                frag.element(Element::NoEndpoints {
-                    addr,
-                    proto: self.proto,
-                    port,
-                    verdict: self.missing.clone(),
-                });
-            }
+        // An external-local address keeps every endpoint after its local ones,
+        // for the traffic it short-circuits: even with no local endpoint, pods
+        // and the node reach the service there (only outside traffic drops).
+        let short: &[(Ipv4Addr, u16)] = if path == Path::Local { self.all } else { &[] };
+        if eps.is_empty() && !node_port {
+            frag.element(Element::NoEndpoints {
+                addr,
+                proto: self.proto,
+                port,
+                verdict: self.missing.clone(),
+            });
+        }
+        if eps.is_empty() && short.is_empty() {
             return;
         }
         let verdict = self.verdict(frag, path, count(eps));
@@ -443,7 +536,7 @@ impl PortCtx<'_> {
                 verdict,
             });
         }
-        for (slot, &(ep, ep_port)) in eps.iter().enumerate() {
+        for (slot, &(ep, ep_port)) in eps.iter().chain(short).enumerate() {
             frag.element(Element::Endpoint {
                 addr,
                 proto: self.proto,
@@ -487,6 +580,7 @@ pub fn service_fragment(cfg: &Config, svc: &ServiceInfo) -> Fragment {
             proto: p.proto,
             affinity: svc.affinity_timeout,
             missing,
+            all: &cluster,
         };
         let local = usable(p.endpoints.iter().filter(|e| e.local));
         let internal = if svc.internal_local { &local } else { &cluster };
@@ -514,20 +608,24 @@ pub fn service_fragment(cfg: &Config, svc: &ServiceInfo) -> Fragment {
             for &ip in &cfg.node_ips {
                 ctx.address(&mut frag, ip, np, ext_path, external, true);
             }
-            let el = if external.is_empty() {
-                Element::NoEndpointsNodePort {
+            // Short-circuited traffic needs the nat verdict even when outside
+            // traffic is dropped by the filter.
+            let short = ext_path == Path::Local && !cluster.is_empty();
+            if !external.is_empty() || short {
+                let verdict = ctx.verdict(&mut frag, ext_path, count(external));
+                frag.element(Element::NodePort {
+                    proto: p.proto,
+                    port: np,
+                    verdict,
+                });
+            }
+            if external.is_empty() {
+                frag.element(Element::NoEndpointsNodePort {
                     proto: p.proto,
                     port: np,
                     verdict: ctx.missing.clone(),
-                }
-            } else {
-                Element::NodePort {
-                    proto: p.proto,
-                    port: np,
-                    verdict: ctx.verdict(&mut frag, ext_path, count(external)),
-                }
-            };
-            frag.element(el);
+                });
+            }
         }
     }
     frag.endpoints.sort();

@@ -223,6 +223,12 @@ impl<'a> Tracer<'a> {
         Outcome::Accept
     }
 
+    /// `fib saddr type local`: the node's own addresses as the table knows them
+    /// (node addresses, load-balancer addresses, loopback).
+    fn is_local(&self, src: Ipv4Addr) -> bool {
+        src.is_loopback() || self.node_ips.contains(&src) || self.load_balancer_ips.contains(&src)
+    }
+
     fn verdict(&self, v: &Verdict, pkt: &Packet, st: &mut State, pick: &mut dyn FnMut(u32) -> u32) {
         match v {
             Verdict::Drop => st.drop = true,
@@ -245,6 +251,17 @@ impl<'a> Tracer<'a> {
                     }
                 }
                 Rule::Masquerade => st.masq = true,
+                Rule::MasqueradeIfLocal => {
+                    if self.is_local(pkt.src) {
+                        st.masq = true;
+                    }
+                }
+                Rule::GotoIfPod(cidr, c) if cidr.contains(pkt.src) => {
+                    return self.chain(c, pkt, st, pick)
+                }
+                Rule::GotoIfLocal(c) if self.is_local(pkt.src) => {
+                    return self.chain(c, pkt, st, pick)
+                }
                 Rule::Affinity { proto, map } => {
                     if *proto == pkt.proto {
                         if let Some(&ep) = self.affinity.get(&(map.clone(), pkt.src)) {
@@ -252,14 +269,17 @@ impl<'a> Tracer<'a> {
                         }
                     }
                 }
-                Rule::Pick { proto, n } if *proto == pkt.proto => {
-                    let slot = pick(*n) % n;
+                Rule::Pick { proto, n, offset } if *proto == pkt.proto => {
+                    let slot = offset + pick(*n) % n;
                     if let Some(&ep) = self.endpoints.get(&(pkt.dst, pkt.proto, pkt.dport, slot)) {
                         st.dnat = Some(ep);
                     }
                 }
                 Rule::Goto(c) => return self.chain(c, pkt, st, pick),
-                Rule::Pick { .. } | Rule::Record { .. } => {}
+                Rule::Pick { .. }
+                | Rule::Record { .. }
+                | Rule::GotoIfPod(..)
+                | Rule::GotoIfLocal(_) => {}
             }
         }
     }

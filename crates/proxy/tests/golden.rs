@@ -197,6 +197,34 @@ pub fn fixtures() -> Vec<(&'static str, ServiceInfo)> {
         "terminating",
         svc("term", "10.96.0.19", vec![port("", Proto::Tcp, 80, term)]),
     ));
+    // externalTrafficPolicy: Local with every endpoint on other nodes.
+    let mut remote = eps(2, 8080);
+    for e in &mut remote {
+        e.local = false;
+    }
+    let mut none = svc(
+        "etp-none",
+        "10.96.0.20",
+        vec![port("", Proto::Tcp, 80, remote)],
+    );
+    none.external_local = true;
+    none.ports[0].node_port = Some(30084);
+    none.external_ips = vec![ip("192.168.60.3")];
+    none.load_balancer_ips = vec![ip("192.168.60.3")];
+    v.push(("etp-local-none", none));
+    // externalTrafficPolicy: Local with session affinity; .1 is local.
+    let mut sticky_eps = eps(2, 8080);
+    sticky_eps[1].local = false;
+    let mut sticky = svc(
+        "etp-sticky",
+        "10.96.0.21",
+        vec![port("", Proto::Tcp, 80, sticky_eps)],
+    );
+    sticky.external_local = true;
+    sticky.affinity_timeout = Some(30);
+    sticky.ports[0].node_port = Some(30085);
+    sticky.external_ips = vec![ip("192.168.60.4")];
+    v.push(("etp-local-affinity", sticky));
     v
 }
 
@@ -398,6 +426,104 @@ fn local_policy_without_local_endpoints_drops() {
     assert_eq!(
         t.trace(Packet::tcp(POD, "10.96.0.18", 80), &mut first),
         Outcome::Drop
+    );
+}
+
+/// Upstream's EXT chain: pods and the node itself are not "external" clients,
+/// so an externalTrafficPolicy: Local address sends them to every endpoint
+/// (the node's traffic masqueraded); only outside clients are kept local.
+#[test]
+fn external_local_short_circuits_pods_and_the_node() {
+    let p = program(&[fixtures().remove(8).1]);
+    let mut t = Tracer::new(&p);
+    for (slot, ep) in [(0, "10.244.1.1"), (1, "10.244.1.2")] {
+        for (dst, port) in [("192.168.60.2", 80), (NODE, 30083)] {
+            assert_eq!(
+                t.trace(Packet::tcp(POD, dst, port), &mut |_| slot),
+                dnat(ep, 8080, false),
+                "pod -> {dst}:{port}"
+            );
+            assert_eq!(
+                t.trace(Packet::tcp(NODE, dst, port), &mut |_| slot),
+                dnat(ep, 8080, true),
+                "node -> {dst}:{port}"
+            );
+            // Outside clients: the local endpoint only, their address kept.
+            assert_eq!(
+                t.trace(Packet::tcp(OUTSIDE, dst, port), &mut |_| slot),
+                dnat("10.244.1.1", 8080, false),
+                "outside -> {dst}:{port}"
+            );
+        }
+    }
+}
+
+/// Upstream drops (never rejects) outside traffic to a node with no local
+/// endpoint, so clients of a load balancer that health-checks nodes retry
+/// elsewhere; pods and the node still reach the service there.
+#[test]
+fn external_local_without_local_endpoints_drops_outside_traffic_only() {
+    let mut s = fixtures().remove(11).1;
+    assert_eq!(s.name, "etp-none");
+    let p = program(std::slice::from_ref(&s));
+    let mut t = Tracer::new(&p);
+    for (dst, port) in [("192.168.60.3", 80), (NODE, 30084)] {
+        assert_eq!(
+            t.trace(Packet::tcp(OUTSIDE, dst, port), &mut first),
+            Outcome::Drop,
+            "outside -> {dst}:{port}"
+        );
+        assert_eq!(
+            t.trace(Packet::tcp(POD, dst, port), &mut |_| 1),
+            dnat("10.244.1.2", 8080, false),
+            "pod -> {dst}:{port}"
+        );
+        assert_eq!(
+            t.trace(Packet::tcp(NODE, dst, port), &mut first),
+            dnat("10.244.1.1", 8080, true),
+            "node -> {dst}:{port}"
+        );
+    }
+    // The ClusterIP is not subject to the external policy.
+    assert_eq!(
+        t.trace(Packet::tcp(POD, "10.96.0.20", 80), &mut |_| 1),
+        dnat("10.244.1.2", 8080, false)
+    );
+    // No endpoint anywhere: rejected for everyone, as for any service.
+    s.ports[0].endpoints.clear();
+    let p = program(&[s]);
+    let mut t = Tracer::new(&p);
+    for src in [OUTSIDE, POD, NODE] {
+        assert_eq!(
+            t.trace(Packet::tcp(src, "192.168.60.3", 80), &mut first),
+            Outcome::Reject
+        );
+        assert_eq!(
+            t.trace(Packet::tcp(src, NODE, 30084), &mut first),
+            Outcome::Reject
+        );
+    }
+}
+
+#[test]
+fn external_local_affinity_keeps_outside_clients_local() {
+    let p = program(&[fixtures().remove(12).1]);
+    let mut t = Tracer::new(&p);
+    // An outside client sticks to the local endpoint, its address kept.
+    for slot in 0..3 {
+        assert_eq!(
+            t.trace(Packet::tcp(OUTSIDE, "192.168.60.4", 80), &mut |_| slot),
+            dnat("10.244.1.1", 8080, false)
+        );
+    }
+    // A pod is short-circuited to any endpoint, and then sticks to it.
+    assert_eq!(
+        t.trace(Packet::tcp(POD, "192.168.60.4", 80), &mut |_| 1),
+        dnat("10.244.1.2", 8080, false)
+    );
+    assert_eq!(
+        t.trace(Packet::tcp(POD, NODE, 30085), &mut first),
+        dnat("10.244.1.2", 8080, false)
     );
 }
 

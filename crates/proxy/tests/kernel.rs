@@ -153,6 +153,52 @@ fn kernel_accepts_full_and_diffs() {
     let _ = c;
 }
 
+/// An externalTrafficPolicy: Local service with `local` of its 3 endpoints on
+/// this node, a node port and a load-balancer address.
+fn external_local(i: u32, local: usize, affinity: bool) -> ServiceInfo {
+    let mut s = service(i, 3, affinity);
+    s.external_local = true;
+    s.ports[0].node_port = Some(31000 + u16::try_from(i).unwrap_or(0));
+    let lb = Ipv4Addr::new(192, 168, 60, u8::try_from(i).unwrap_or(0));
+    s.external_ips = vec![lb];
+    s.load_balancer_ips = vec![lb];
+    for (n, e) in s.ports[0].endpoints.iter_mut().enumerate() {
+        e.local = n < local;
+    }
+    s
+}
+
+/// The short-circuit rules (`fib saddr type local`, `numgen ... offset`) load,
+/// and moving endpoints between this node and others diffs cleanly.
+#[test]
+fn kernel_accepts_external_local() {
+    let Some(ns) = Netns::new("etp") else {
+        eprintln!("skipped: cannot make a network namespace (not root?)");
+        return;
+    };
+    let mut p = Program::new(cfg());
+    let mut services: Vec<ServiceInfo> = (0..4).map(|i| external_local(i, 1, i % 2 == 0)).collect();
+    update(&mut p, &services);
+    ns.nft(&p.full()).expect("full load");
+    for local in [0usize, 2, 3, 0, 1] {
+        for (i, s) in services.iter_mut().enumerate() {
+            *s = external_local(u32::try_from(i).unwrap_or(0), local, i % 2 == 0);
+        }
+        let text = update(&mut p, &services);
+        ns.nft(&text)
+            .unwrap_or_else(|e| panic!("diff to {local} local endpoints rejected: {e}\n{text}"));
+    }
+    let listed = ns.list();
+    assert!(listed.contains("fib saddr type local"), "{listed}");
+    let gone: Vec<_> = services.iter().map(|s| (s.key(), None)).collect();
+    let text = p.update(gone).text;
+    ns.nft(&text).expect("delete all");
+    let listed = ns.list();
+    for prefix in ["pick-", "local-", "li-", "si-"] {
+        assert!(!listed.contains(prefix), "{prefix} left: {listed}");
+    }
+}
+
 /// `cargo test -p skiff-proxy --release --test kernel -- --ignored --nocapture`
 #[test]
 #[ignore]
