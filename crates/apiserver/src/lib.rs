@@ -6,10 +6,12 @@
 //! [`watch`]. Objects reach the store only through [`objects::Objects`];
 //! [`strategy`] is what the server does to an object before storing it.
 
+pub mod authn;
 pub mod body;
 pub mod convert;
 pub mod delete;
 pub mod discovery;
+pub mod join;
 pub mod managed;
 pub mod metrics;
 pub mod namespaces;

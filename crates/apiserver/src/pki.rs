@@ -1,66 +1,241 @@
 //! The cluster's credentials, made at first start and reused afterwards: a
-//! self-signed CA, the serving certificate it signs, an admin bearer token, and an
-//! admin kubeconfig that ties them together.
+//! self-signed CA (its key kept, so the server can sign node certificates), the
+//! serving certificate it signs, the client certificate the API server presents
+//! to node agents (kubeadm's `apiserver-kubelet-client`), an admin bearer token,
+//! and an admin kubeconfig that ties them together. Node serving certificates
+//! (a joining node's, from its CSR; the in-process agent's) are signed here too.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 
 pub struct Credentials {
     pub ca_pem: String,
+    pub ca_key_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
     pub admin_token: String,
     pub kubeconfig_path: PathBuf,
+    /// What the API server presents to node agents' streaming endpoints.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
-const CA: &str = "ca.crt";
+impl Credentials {
+    /// The CA that signs node certificates.
+    pub fn ca(&self) -> Ca {
+        Ca {
+            cert_pem: self.ca_pem.clone(),
+            key_pem: self.ca_key_pem.clone(),
+        }
+    }
+}
+
+/// The CA certificate (PEM); also what a joining node writes beside its kubeconfig.
+pub const CA: &str = "ca.crt";
+const CA_KEY: &str = "ca.key";
 const CERT: &str = "server.crt";
 const KEY: &str = "server.key";
 const TOKEN: &str = "admin.token";
 pub const KUBECONFIG: &str = "admin.kubeconfig";
+/// The client certificate the API server presents to node agents (kubeadm's names).
+pub const KUBELET_CLIENT_CERT: &str = "apiserver-kubelet-client.crt";
+pub const KUBELET_CLIENT_KEY: &str = "apiserver-kubelet-client.key";
+/// The common name node agents require of a streaming client (kubeadm's).
+pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
+/// A node agent's serving certificate and key, in its data directory.
+pub const AGENT_SERVING_CERT: &str = "agent-serving.crt";
+pub const AGENT_SERVING_KEY: &str = "agent-serving.key";
 
-fn write_private(path: &Path, contents: &str) -> Result<()> {
+/// How long a node serving certificate is valid: upstream's CSR signer default
+/// (`--cluster-signing-duration`, 8760h).
+pub const NODE_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Writes a file only its owner may read (mode 0600), replacing it atomically.
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
+    write_mode(path, contents, 0o600)
+}
+
+/// Writes `contents` to `path` with `mode`, through a temporary file renamed
+/// into place, so a reader never sees half a file.
+pub fn write_mode(path: &Path, contents: &str, mode: u32) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    // The mode of an existing file is kept by open(2): set it explicitly.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    }
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
-fn generate(dir: &Path, extra_sans: &[String]) -> Result<()> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "skiff-ca");
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca.not_after = rcgen::date_time_ymd(2125, 1, 1);
-    let ca_cert = ca.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca, ca_key);
+fn random_hex(bytes: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
+}
 
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
+fn serial() -> SerialNumber {
+    use rand::Rng;
+    let mut b: [u8; 16] = rand::rng().random();
+    b[0] &= 0x7f; // a positive INTEGER
+    SerialNumber::from_slice(&b)
+}
+
+fn at(t: SystemTime) -> time::OffsetDateTime {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The cluster CA: its certificate and key, which sign every other certificate.
+#[derive(Clone)]
+pub struct Ca {
+    pub cert_pem: String,
+    key_pem: String,
+}
+
+/// Why a node's certificate signing request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("the csr is not a valid PEM certificate signing request: {0}")]
+    BadRequest(String),
+    #[error("signing: {0}")]
+    Internal(String),
+}
+
+impl Ca {
+    fn generate() -> Result<Self> {
+        let key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "skiff-ca");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        ca.not_after = rcgen::date_time_ymd(2125, 1, 1);
+        let cert = ca.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The CA of a data directory (`ca.crt`, `ca.key`).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let read = |f: &str| {
+            fs::read_to_string(dir.join(f))
+                .with_context(|| format!("cannot read {}", dir.join(f).display()))
+        };
+        Ok(Self {
+            cert_pem: read(CA)?,
+            key_pem: read(CA_KEY)?,
+        })
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>> {
+        let key = KeyPair::from_pem(&self.key_pem).context("the CA key")?;
+        Issuer::from_ca_cert_pem(&self.cert_pem, key).context("the CA certificate")
+    }
+
+    /// A fresh key and a certificate for it, made from `params`.
+    fn issue(&self, params: &CertificateParams) -> Result<(String, String)> {
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer()?)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// Signs a node's serving certificate for the public key in `csr_pem`. Only
+    /// the key is taken from the request: the subject is `system:node:<name>` in
+    /// group `system:nodes` (what kubelet asks for), the names are `node_name`
+    /// and `addresses` whatever the request lists, the usage server auth only.
+    pub fn sign_node_serving(
+        &self,
+        csr_pem: &str,
+        node_name: &str,
+        addresses: &[IpAddr],
+    ) -> Result<String, SignError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| SignError::BadRequest(e.to_string()))?;
+        let params = node_serving_params(node_name, addresses, SystemTime::now())
+            .map_err(|e| SignError::BadRequest(e.to_string()))?;
+        let issuer = self
+            .issuer()
+            .map_err(|e| SignError::Internal(format!("{e:#}")))?;
+        let cert = params
+            .signed_by(&csr.public_key, &issuer)
+            .map_err(|e| SignError::Internal(e.to_string()))?;
+        Ok(cert.pem())
+    }
+}
+
+/// A node serving certificate's contents, valid from a minute before `now`.
+fn node_serving_params(
+    node_name: &str,
+    addresses: &[IpAddr],
+    now: SystemTime,
+) -> Result<CertificateParams> {
+    let mut params = CertificateParams::default();
     params
         .distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
+        .push(DnType::OrganizationName, "system:nodes");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("system:node:{node_name}"));
+    params.subject_alt_names = vec![SanType::DnsName(
+        node_name
+            .to_string()
+            .try_into()
+            .with_context(|| format!("node name {node_name:?}"))?,
+    )];
+    for ip in addresses {
+        let san = SanType::IpAddress(*ip);
+        if !params.subject_alt_names.contains(&san) {
+            params.subject_alt_names.push(san);
+        }
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = at(now - Duration::from_secs(60));
+    params.not_after = at(now + NODE_CERT_VALIDITY);
+    params.serial_number = Some(serial());
+    Ok(params)
+}
+
+/// The API server's serving certificate's names: the usual ones plus `extra`.
+fn serving_sans(extra: &[String]) -> Vec<String> {
     let mut sans: Vec<String> = [
         "localhost",
         "kubernetes",
@@ -73,60 +248,175 @@ fn generate(dir: &Path, extra_sans: &[String]) -> Result<()> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    sans.extend(extra_sans.iter().cloned());
+    for s in extra {
+        if !sans.contains(s) {
+            sans.push(s.clone());
+        }
+    }
+    sans
+}
+
+fn san_of(s: &str) -> Result<SanType> {
+    Ok(match s.parse::<IpAddr>() {
+        Ok(ip) => SanType::IpAddress(ip),
+        Err(_) => SanType::DnsName(s.to_string().try_into()?),
+    })
+}
+
+fn serving_params(sans: &[String]) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     for s in sans {
-        let san = match s.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(s.clone().try_into()?),
-        };
+        let san = san_of(s)?;
         if !params.subject_alt_names.contains(&san) {
             params.subject_alt_names.push(san);
         }
     }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.not_after = rcgen::date_time_ymd(2125, 1, 1);
-    let cert = params.signed_by(&key, &issuer)?;
-
-    let token: String = {
-        use rand::Rng;
-        let mut rng = rand::rng();
-        (0..32)
-            .map(|_| format!("{:02x}", rng.random::<u8>()))
-            .collect()
-    };
-    write_private(&dir.join(KEY), &key.serialize_pem())?;
-    fs::write(dir.join(CERT), cert.pem())?;
-    fs::write(dir.join(CA), ca_cert.pem())?;
-    write_private(&dir.join(TOKEN), &token)?;
-    Ok(())
+    params.serial_number = Some(serial());
+    Ok(params)
 }
 
-/// Loads the data directory's credentials, making them on first start.
-/// `extra_sans` are added to a newly made serving certificate (the listen address,
-/// the `kubernetes` service IP).
+fn kubelet_client_params() -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    // kubeadm's: the O grants the API server's own identity full access on
+    // clusters that authorize kubelet requests through RBAC.
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "kubeadm:cluster-admins");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, KUBELET_CLIENT_CN);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_after = rcgen::date_time_ymd(2125, 1, 1);
+    params.serial_number = Some(serial());
+    Ok(params)
+}
+
+/// The DNS names and IP addresses a PEM certificate is valid for.
+pub fn cert_names(pem: &str) -> Result<BTreeSet<String>> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| anyhow::anyhow!("not a PEM certificate: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("not an X.509 certificate: {e}"))?;
+    let mut names = BTreeSet::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => {
+                    names.insert(d.to_string());
+                }
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
+                        _ => None,
+                    };
+                    if let Some(ip) = ip {
+                        names.insert(ip.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Loads the data directory's credentials, making what is missing. `extra_sans`
+/// are names the serving certificate must cover (the listen address): a
+/// certificate lacking one is signed again.
 pub fn ensure(dir: &Path, server_url: &str, extra_sans: &[String]) -> Result<Credentials> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
-    let present = [CA, CERT, KEY, TOKEN].iter().all(|f| dir.join(f).exists());
-    if !present {
-        generate(dir, extra_sans)?;
-    }
+    let has = |f: &str| dir.join(f).exists();
     let read = |f: &str| {
         fs::read_to_string(dir.join(f))
             .with_context(|| format!("cannot read {}", dir.join(f).display()))
     };
+    // The CA. A data directory from before the CA key was kept gets a new CA
+    // (and so new certificates); the admin token stays.
+    let new_ca = !(has(CA) && has(CA_KEY));
+    let ca = if new_ca {
+        if has(CA) {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the CA key was not kept by this older data directory: making a new CA; copies of admin.kubeconfig made before must be replaced"
+            );
+        }
+        let ca = Ca::generate()?;
+        write_private(&dir.join(CA_KEY), &ca.key_pem)?;
+        write_mode(&dir.join(CA), &ca.cert_pem, 0o644)?;
+        ca
+    } else {
+        Ca::load(dir)?
+    };
+
+    let sans = serving_sans(extra_sans);
+    let covered = !new_ca
+        && has(CERT)
+        && has(KEY)
+        && read(CERT)
+            .and_then(|pem| cert_names(&pem))
+            .is_ok_and(|have| sans.iter().all(|s| have.contains(s)));
+    if !covered {
+        let (cert, key) = ca.issue(&serving_params(&sans)?)?;
+        write_private(&dir.join(KEY), &key)?;
+        write_mode(&dir.join(CERT), &cert, 0o644)?;
+    }
+    if new_ca || !has(KUBELET_CLIENT_CERT) || !has(KUBELET_CLIENT_KEY) {
+        let (cert, key) = ca.issue(&kubelet_client_params()?)?;
+        write_private(&dir.join(KUBELET_CLIENT_KEY), &key)?;
+        write_mode(&dir.join(KUBELET_CLIENT_CERT), &cert, 0o644)?;
+    }
+    if !has(TOKEN) {
+        write_private(&dir.join(TOKEN), &random_hex(32))?;
+    }
     let creds = Credentials {
-        ca_pem: read(CA)?,
+        ca_pem: ca.cert_pem.clone(),
+        ca_key_pem: ca.key_pem.clone(),
         cert_pem: read(CERT)?,
         key_pem: read(KEY)?,
         admin_token: read(TOKEN)?.trim().to_string(),
         kubeconfig_path: dir.join(KUBECONFIG),
+        kubelet_client_cert_pem: read(KUBELET_CLIENT_CERT)?,
+        kubelet_client_key_pem: read(KUBELET_CLIENT_KEY)?,
     };
     write_private(&creds.kubeconfig_path, &kubeconfig(server_url, &creds))?;
     Ok(creds)
 }
 
+/// Signs the in-process node agent's serving certificate (`skiff server`):
+/// a fresh key and a certificate for `node_name` and `addresses`, written to
+/// `<dir>/agent-serving.crt` and `.key`, where the agent reads them as a
+/// joined node reads what `skiff agent` wrote. Made at every start, so it
+/// follows the node's addresses.
+pub fn agent_serving_cert(dir: &Path, node_name: &str, addresses: &[IpAddr]) -> Result<()> {
+    let ca = Ca::load(dir)?;
+    let (cert, key) = ca.issue(&node_serving_params(
+        node_name,
+        addresses,
+        SystemTime::now(),
+    )?)?;
+    write_private(&dir.join(AGENT_SERVING_KEY), &key)?;
+    write_mode(&dir.join(AGENT_SERVING_CERT), &cert, 0o644)?;
+    Ok(())
+}
+
 pub fn kubeconfig(server_url: &str, creds: &Credentials) -> String {
-    let ca = base64::engine::general_purpose::STANDARD.encode(&creds.ca_pem);
+    kubeconfig_for(server_url, &creds.ca_pem, "admin", &creds.admin_token)
+}
+
+/// A kubeconfig for `server_url` trusting `ca_pem`, as `user` with bearer `token`.
+pub fn kubeconfig_for(server_url: &str, ca_pem: &str, user: &str, token: &str) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     format!(
         "apiVersion: v1
 kind: Config
@@ -136,18 +426,17 @@ clusters:
     server: {server_url}
     certificate-authority-data: {ca}
 users:
-- name: admin
+- name: {user}
   user:
     token: {token}
 contexts:
 - name: skiff
   context:
     cluster: skiff
-    user: admin
+    user: {user}
     namespace: default
 current-context: skiff
-",
-        token = creds.admin_token
+"
     )
 }
 
@@ -155,15 +444,139 @@ current-context: skiff
 mod tests {
     use super::*;
 
+    fn parse(pem: &str) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    }
+
     #[test]
     fn made_once_then_reused() {
         let dir = tempfile::tempdir().unwrap();
         let a = ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
         let b = ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
         assert_eq!(a.ca_pem, b.ca_pem);
+        assert_eq!(a.cert_pem, b.cert_pem);
+        assert_eq!(a.kubelet_client_cert_pem, b.kubelet_client_cert_pem);
         assert_eq!(a.admin_token, b.admin_token);
         let kc = fs::read_to_string(&a.kubeconfig_path).unwrap();
         assert!(kc.contains("server: https://127.0.0.1:6443"));
         assert!(kc.contains(&a.admin_token));
+        use std::os::unix::fs::PermissionsExt;
+        for f in [CA_KEY, KEY, TOKEN, KUBELET_CLIENT_KEY, KUBECONFIG] {
+            let mode = fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+    }
+
+    #[test]
+    fn a_new_listen_address_re_signs_the_serving_certificate_with_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        let b = ensure(dir.path(), "https://10.1.2.3:6443", &["10.1.2.3".into()]).unwrap();
+        assert_eq!(a.ca_pem, b.ca_pem);
+        assert_ne!(a.cert_pem, b.cert_pem);
+        let names = cert_names(&b.cert_pem).unwrap();
+        assert!(names.contains("10.1.2.3") && names.contains("127.0.0.1"));
+        assert!(names.contains("kubernetes.default.svc"));
+    }
+
+    #[test]
+    fn an_old_data_dir_without_the_ca_key_gets_a_new_ca_and_keeps_its_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        fs::remove_file(dir.path().join(CA_KEY)).unwrap();
+        let b = ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        assert_ne!(a.ca_pem, b.ca_pem);
+        assert_ne!(a.kubelet_client_cert_pem, b.kubelet_client_cert_pem);
+        assert_eq!(a.admin_token, b.admin_token);
+    }
+
+    #[test]
+    fn the_kubelet_client_certificate_is_for_client_auth_as_kubeadms() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        let der = parse(&c.kubelet_client_cert_pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let cn = cert.subject().iter_common_name().next().unwrap();
+        assert_eq!(cn.as_str().unwrap(), KUBELET_CLIENT_CN);
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+    }
+
+    #[test]
+    fn a_node_csr_is_signed_for_its_name_and_addresses_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        let ca = Ca::load(dir.path()).unwrap();
+        // The request asks for more than it may have.
+        let key = KeyPair::generate().unwrap();
+        let mut req = CertificateParams::new(vec![
+            "kubernetes.default".to_string(),
+            "evil.example".to_string(),
+            "10.9.9.9".to_string(),
+        ])
+        .unwrap();
+        req.distinguished_name
+            .push(DnType::CommonName, "system:node:someone-else");
+        req.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        let csr = req.serialize_request(&key).unwrap().pem().unwrap();
+        let ips: Vec<IpAddr> = vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()];
+        let pem = ca.sign_node_serving(&csr, "node-a", &ips).unwrap();
+        let names = cert_names(&pem).unwrap();
+        let want: BTreeSet<String> = ["node-a", "10.0.0.5", "fd00::5"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(names, want);
+        let der = parse(&pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let cn = cert.subject().iter_common_name().next().unwrap();
+        assert_eq!(cn.as_str().unwrap(), "system:node:node-a");
+        let o = cert.subject().iter_organization().next().unwrap();
+        assert_eq!(o.as_str().unwrap(), "system:nodes");
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
+        assert!(!cert.is_ca());
+        // Signed by the cluster CA, for the requester's key, valid for a year.
+        let ca_der = parse(&creds.ca_pem);
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(cert.issuer(), ca_cert.subject());
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+        let days = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp())
+            / 86400;
+        assert_eq!(days, 365);
+        // Garbage is a bad request, not a server error.
+        assert!(matches!(
+            ca.sign_node_serving("not a csr", "node-a", &ips),
+            Err(SignError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn the_in_process_agent_gets_a_serving_certificate_from_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        let ip: IpAddr = "10.244.0.1".parse().unwrap();
+        agent_serving_cert(dir.path(), "test-node", &[ip]).unwrap();
+        let pem = fs::read_to_string(dir.path().join(AGENT_SERVING_CERT)).unwrap();
+        let names = cert_names(&pem).unwrap();
+        assert!(names.contains("test-node") && names.contains("10.244.0.1"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join(AGENT_SERVING_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

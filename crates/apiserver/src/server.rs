@@ -1,5 +1,6 @@
-//! The HTTPS server: authentication, the dispatcher from URL to verb, and the
-//! ordered start-up (credentials, listener, built-in namespaces, lifecycle tasks).
+//! The HTTPS server: authentication ([`crate::authn`]), the dispatcher from URL
+//! to verb, and the ordered start-up (credentials, listener, built-in
+//! namespaces, the default join token, lifecycle tasks).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,11 +19,14 @@ use skiff_api::StatusError;
 use skiff_store::Backend;
 use tokio::sync::Notify;
 
+use crate::authn::{self, Action};
 use crate::delete::{self, DeleteOptions};
 use crate::objects::Objects;
 use crate::request::{self, Query, Route, Target};
 use crate::rest::{self, WriteOptions};
-use crate::{body, discovery, metrics::Metrics, namespaces, openapi, patch, pki, response, watch};
+use crate::{
+    body, discovery, join, metrics::Metrics, namespaces, openapi, patch, pki, response, watch,
+};
 
 /// How the API server is run.
 #[derive(Debug, Clone)]
@@ -42,6 +46,8 @@ pub struct Api {
     pub objects: Objects,
     pub metrics: Metrics,
     pub admin_token: String,
+    /// The cluster CA: served at `/cacerts`, signs joining nodes' certificates.
+    pub ca: pki::Ca,
     pub server_address: String,
     /// Wakes the namespace lifecycle task when a namespace starts terminating.
     pub namespaces_changed: Notify,
@@ -54,6 +60,10 @@ pub struct Running {
     pub url: String,
     pub kubeconfig: PathBuf,
     pub addr: SocketAddr,
+    /// The default join token for other nodes (`K10...::<id>.<secret>`), also in
+    /// [`Running::join_token_file`]; `None` once it was deleted or has expired.
+    pub join_token: Option<String>,
+    pub join_token_file: PathBuf,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -96,23 +106,6 @@ fn version() -> Value {
     })
 }
 
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Compare without an early exit, so timing does not reveal a prefix.
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 fn text(code: u16, s: impl Into<String>) -> Response {
     let mut r = Response::new(Body::from(s.into()));
     *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK);
@@ -130,10 +123,52 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     match path.as_str() {
         "/version" => return response::json(200, &version()),
         "/healthz" | "/livez" | "/readyz" => return text(200, "ok"),
+        join::CACERTS_PATH => return join::cacerts(&api, &parts.method),
         _ => {}
     }
-    if !authorized(&parts.headers, &api.admin_token) {
-        return response::error(&StatusError::unauthorized());
+    let user = match authn::authenticate(&api, &parts.headers).await {
+        Ok(u) => u,
+        Err(e) => return response::error(&e),
+    };
+    if path == join::JOIN_PATH {
+        if let Err(e) = authn::authorize(&user, &Action::Join) {
+            return response::error(&e);
+        }
+        let resp = join::serve(&api, &user, &parts.method, body).await;
+        api.metrics.observe(
+            "create",
+            "join",
+            resp.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+        return resp;
+    }
+    // Until RBAC (#17) only bootstrap tokens are limited: to the join above.
+    if user.in_group(authn::BOOTSTRAPPERS) {
+        let method = parts.method.clone();
+        let action_verb;
+        let target;
+        let action = match request::route(&path) {
+            Ok(Route::Resource(t)) => {
+                target = t;
+                let watch = Query::parse(parts.uri.query()).flag("watch");
+                action_verb = authn::verb_of(&method, &target, watch);
+                Action::Resource {
+                    verb: &action_verb,
+                    target: &target,
+                }
+            }
+            _ => {
+                action_verb = method.as_str().to_ascii_lowercase();
+                Action::NonResource {
+                    verb: &action_verb,
+                    path: &path,
+                }
+            }
+        };
+        if let Err(e) = authn::authorize(&user, &action) {
+            return response::error(&e);
+        }
     }
     if path == "/metrics" {
         return text(200, api.metrics.render());
@@ -430,6 +465,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         objects: Objects::new(backend),
         metrics: Metrics::default(),
         admin_token: creds.admin_token.clone(),
+        ca: creds.ca(),
         server_address: format!("{host}:{}", addr.port()),
         namespaces_changed: Notify::new(),
         services: crate::services::State::new(&config.services),
@@ -437,7 +473,17 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     crate::services::load(&api)
         .await
         .map_err(|e| anyhow::anyhow!("loading service allocations: {e}"))?;
+    // A store that has no kube-system yet is new: it gets a new default join token.
+    let fresh = {
+        let ns = registry::lookup("", "v1", "namespaces").context("namespaces resource")?;
+        api.objects
+            .get_opt(ns, None, "kube-system")
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+            .is_none()
+    };
     bootstrap(&api).await?;
+    let join_token = join::ensure_default_token(&api, &config.data_dir, fresh).await?;
     tokio::spawn(crate::services::run(api.clone()));
     tokio::spawn(namespaces::lifecycle(api.clone()));
     tokio::spawn(compactor(
@@ -458,6 +504,8 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         url,
         kubeconfig: creds.kubeconfig_path,
         addr,
+        join_token,
+        join_token_file: config.data_dir.join(join::NODE_TOKEN_FILE),
         handle,
         task,
     })
