@@ -54,8 +54,7 @@ pub struct AgentSettings {
     pub pod_cidr: String,
     pub cluster_domain: String,
     pub cluster_dns: IpAddr,
-    /// Where pod state, logs and IPAM live (`<data_dir>/agent`); the API server's
-    /// `admin.token` there is what streaming requests must present.
+    /// Where pod state, logs and IPAM live (`<data_dir>/agent`).
     pub data_dir: PathBuf,
     /// The agent's streaming endpoint port (kubelet's is 10250).
     pub port: u16,
@@ -66,10 +65,23 @@ pub struct AgentSettings {
     pub registry_config: Option<PathBuf>,
     /// Image GC's high and low disk-usage thresholds (percent of the filesystem).
     pub image_gc_thresholds: (u8, u8),
+    /// The streaming endpoint's serving certificate and key (PEM), signed by the
+    /// cluster CA for the node's name and addresses (default
+    /// `<data_dir>/agent-serving.crt` and `.key`).
+    pub serving_cert: PathBuf,
+    pub serving_key: PathBuf,
+    /// The cluster CA (PEM), which must have signed the API server's client
+    /// certificate (default `<data_dir>/ca.crt`).
+    pub client_ca: PathBuf,
 }
 
 impl AgentSettings {
     pub fn new(node_name: &str, data_dir: PathBuf) -> Self {
+        let (serving_cert, serving_key, client_ca) = (
+            data_dir.join("agent-serving.crt"),
+            data_dir.join("agent-serving.key"),
+            data_dir.join("ca.crt"),
+        );
         Self {
             node_name: node_name.to_string(),
             node_ip: None,
@@ -81,6 +93,9 @@ impl AgentSettings {
             host_images: false,
             registry_config: None,
             image_gc_thresholds: (85, 80),
+            serving_cert,
+            serving_key,
+            client_ca,
         }
     }
 }
@@ -108,8 +123,6 @@ pub struct Agent {
     pub dns: files::DnsSettings,
     pub services: reflector::Store<Service>,
     pub pods: Mutex<HashMap<String, PodHandle>>,
-    /// The bearer token stream requests must carry (the API server's).
-    pub stream_token: Option<String>,
     /// The cluster pod network (masquerade boundary).
     pub cluster: net::Cidr,
     /// Host ports in use: (protocol, port) -> (pod uid, container port, pod IP).
@@ -277,14 +290,19 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
         data_dir,
         services: reader,
         pods: Mutex::new(HashMap::new()),
-        stream_token: std::fs::read_to_string(settings.data_dir.join("admin.token"))
-            .ok()
-            .map(|t| t.trim().to_string()),
         cluster,
         host_ports: Mutex::new(BTreeMap::new()),
         rules_lock: tokio::sync::Mutex::new(()),
     });
-    tokio::spawn(stream::serve(agent.clone(), listener));
+    tokio::spawn(stream::serve(
+        agent.clone(),
+        listener,
+        stream::tls_config(
+            &settings.serving_cert,
+            &settings.serving_key,
+            &settings.client_ca,
+        )?,
+    ));
     tokio::spawn(image_gc::run(agent.clone(), settings.image_gc_thresholds));
     tokio::spawn(watch_volume_sources::<ConfigMap>(
         agent.clone(),

@@ -2,26 +2,67 @@
 //! the pod, found from the pod's `spec.nodeName` and that Node's `InternalIP` and
 //! `status.daemonEndpoints.kubeletEndpoint.Port` (as kube-apiserver finds kubelet).
 //!
-//! The request carries the API server's own bearer token, which the agent
-//! requires. The agent answers an HTTP/1.1 upgrade (`Upgrade: skiff-stream`, see
+//! The connection is TLS both ways, as kube-apiserver's to kubelet with
+//! `--kubelet-certificate-authority`: the agent's serving certificate is verified
+//! against the cluster CA for the Node's address (so a node cannot answer for
+//! another), and the API server presents its `apiserver-kubelet-client`
+//! certificate, which the agent requires. The agent answers an HTTP/1.1 upgrade (`Upgrade: skiff-stream`, see
 //! `skiff_agent::stream`): logs then arrive as raw bytes, exec and attach as frames
 //! `[channel][u32 length][payload]` that map one-to-one onto the binary messages of
 //! WebSocket `v5.channel.k8s.io` which kubectl speaks to us.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::FromRequestParts;
 use axum::response::Response;
 use futures::{SinkExt, StreamExt};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::Value;
 use skiff_api::{registry, StatusError};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::request::Target;
 use crate::server::Api;
 
 const PROTOCOL: &str = "v5.channel.k8s.io";
+
+/// The TLS client configuration for dialing node agents: the cluster CA as the
+/// only root, the `apiserver-kubelet-client` certificate as the client's.
+pub fn client_tls(creds: &crate::pki::Credentials) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(creds.ca_pem.as_bytes()) {
+        roots
+            .add(cert.context("the CA certificate")?)
+            .context("the CA certificate")?;
+    }
+    let chain = CertificateDer::pem_slice_iter(creds.kubelet_client_cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("the kubelet client certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(creds.kubelet_client_key_pem.as_bytes())
+        .context("the kubelet client key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .context("the kubelet client certificate")?;
+    Ok(Arc::new(config))
+}
+
+/// Where a node's agent listens: the address to dial and the name its
+/// certificate must carry (the Node's address).
+struct AgentAddress {
+    addr: String,
+    name: ServerName<'static>,
+}
 
 /// Whether this request is one of the streaming subresources handled here.
 pub fn handles(t: &Target) -> bool {
@@ -77,7 +118,7 @@ fn container_of(pod: &Value, given: Option<&str>, name: &str) -> Result<String, 
 }
 
 /// The agent's address for the node running `pod`.
-async fn agent_address(api: &Api, pod: &Value, name: &str) -> Result<String, StatusError> {
+async fn agent_address(api: &Api, pod: &Value, name: &str) -> Result<AgentAddress, StatusError> {
     let node_name = pod["spec"]["nodeName"]
         .as_str()
         .filter(|n| !n.is_empty())
@@ -101,28 +142,45 @@ async fn agent_address(api: &Api, pod: &Value, name: &str) -> Result<String, Sta
         .as_u64()
         .filter(|p| *p > 0)
         .unwrap_or(10250);
-    Ok(if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
+    let server_name = match ip.parse::<IpAddr>() {
+        Ok(addr) => ServerName::IpAddress(addr.into()),
+        Err(_) => ServerName::try_from(ip.to_string())
+            .map_err(|_| bad_request(format!("node {node_name} has no usable address")))?,
+    };
+    Ok(AgentAddress {
+        addr: if ip.contains(':') {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        },
+        name: server_name,
     })
 }
 
-/// Connects to the agent and asks for the upgrade; `Err` carries its Status.
-async fn open(addr: &str, path: &str, token: &str) -> Result<TcpStream, StatusError> {
+type AgentStream = TlsStream<TcpStream>;
+
+/// Connects to the agent over verified TLS and asks for the upgrade; `Err`
+/// carries its Status.
+async fn open(api: &Api, agent: &AgentAddress, path: &str) -> Result<AgentStream, StatusError> {
+    let addr = agent.addr.as_str();
     let unavailable = |e: String| {
         let mut s = StatusError::internal(format!("error dialing the node agent: {e}"));
         s.code = 502;
         s
     };
-    let mut sock =
-        tokio::time::timeout(std::time::Duration::from_secs(10), TcpStream::connect(addr))
-            .await
-            .map_err(|_| unavailable(format!("dial tcp {addr}: i/o timeout")))?
-            .map_err(|e| unavailable(format!("dial tcp {addr}: {e}")))?;
-    let _ = sock.set_nodelay(true);
+    let timeout = std::time::Duration::from_secs(10);
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| unavailable(format!("dial tcp {addr}: i/o timeout")))?
+        .map_err(|e| unavailable(format!("dial tcp {addr}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let connector = tokio_rustls::TlsConnector::from(api.kubelet_tls.clone());
+    let mut sock = tokio::time::timeout(timeout, connector.connect(agent.name.clone(), tcp))
+        .await
+        .map_err(|_| unavailable(format!("tls handshake with {addr}: i/o timeout")))?
+        .map_err(|e| unavailable(format!("tls handshake with {addr}: {e}")))?;
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: skiff-stream\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: skiff-stream\r\n\r\n"
     );
     sock.write_all(req.as_bytes())
         .await
@@ -157,6 +215,8 @@ async fn open(addr: &str, path: &str, token: &str) -> Result<TcpStream, StatusEr
     e.reason = match status["reason"].as_str() {
         Some("NotFound") => "NotFound",
         Some("BadRequest") => "BadRequest",
+        Some("Unauthorized") => "Unauthorized",
+        Some("Forbidden") => "Forbidden",
         _ => "InternalError",
     };
     Err(e)
@@ -187,7 +247,7 @@ pub async fn serve(
         parts.uri.query().unwrap_or("")
     );
     if kind == "containerLogs" {
-        let sock = open(&addr, &path, &api.admin_token).await?;
+        let sock = open(api, &addr, &path).await?;
         let stream = futures::stream::unfold(sock, |mut sock| async move {
             let mut buf = vec![0u8; 16 * 1024];
             match sock.read(&mut buf).await {
@@ -225,7 +285,7 @@ pub async fn serve(
         )));
     }
     // Open the agent side first, so its errors reach the client as a Status.
-    let sock = open(&addr, &path, &api.admin_token).await?;
+    let sock = open(api, &addr, &path).await?;
     Ok(ws
         .protocols([PROTOCOL])
         .on_upgrade(move |socket| relay(socket, sock)))
@@ -245,9 +305,9 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Option<Vec<u8>> {
 }
 
 /// WebSocket messages <-> agent frames until either side ends.
-async fn relay(socket: WebSocket, sock: TcpStream) {
+async fn relay<S: AsyncRead + AsyncWrite + Send + 'static>(socket: WebSocket, sock: S) {
     let (mut ws_tx, mut ws_rx) = socket.split();
-    let (mut rd, mut wr) = sock.into_split();
+    let (mut rd, mut wr) = tokio::io::split(sock);
     let upstream = async move {
         while let Some(Ok(msg)) = ws_rx.next().await {
             let data = match msg {

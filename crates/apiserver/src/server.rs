@@ -48,6 +48,10 @@ pub struct Api {
     pub admin_token: String,
     /// The cluster CA: served at `/cacerts`, signs joining nodes' certificates.
     pub ca: pki::Ca,
+    /// How the API server dials node agents' streaming endpoints: their serving
+    /// certificates verified against the cluster CA, presenting
+    /// `apiserver-kubelet-client`.
+    pub kubelet_tls: Arc<rustls::ClientConfig>,
     pub server_address: String,
     /// Wakes the namespace lifecycle task when a namespace starts terminating.
     pub namespaces_changed: Notify,
@@ -454,6 +458,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     };
     let url = format!("https://{host}:{}", addr.port());
     let creds = pki::ensure(&config.data_dir, &url, &[addr.ip().to_string()])?;
+    let kubelet_tls = crate::podstream::client_tls(&creds)?;
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
         creds.cert_pem.clone().into_bytes(),
         creds.key_pem.clone().into_bytes(),
@@ -466,6 +471,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         metrics: Metrics::default(),
         admin_token: creds.admin_token.clone(),
         ca: creds.ca(),
+        kubelet_tls,
         server_address: format!("{host}:{}", addr.port()),
         namespaces_changed: Notify::new(),
         services: crate::services::State::new(&config.services),

@@ -233,6 +233,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         host_images: args.host_images,
         registry_config: Some(args.registry_config.clone()),
         image_gc_thresholds: (args.image_gc_high_threshold, args.image_gc_low_threshold),
+        agent_tls: None,
     };
     let components = crate::components::start(&client, &node);
     for (name, _) in &components {

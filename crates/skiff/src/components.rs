@@ -35,6 +35,20 @@ pub struct NodeSettings {
     pub registry_config: Option<std::path::PathBuf>,
     /// Image GC's high and low disk-usage thresholds, percent.
     pub image_gc_thresholds: (u8, u8),
+    /// The agent's streaming endpoint credentials when the node joined a cluster
+    /// (`skiff agent`, from [`crate::join::join`]); `None`: this is the server's
+    /// own node, whose serving certificate is signed in process at start.
+    pub agent_tls: Option<AgentTls>,
+}
+
+/// Where a node agent finds its streaming endpoint's TLS credentials (PEM).
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    /// The node's serving certificate, signed by the cluster CA.
+    pub serving_cert: std::path::PathBuf,
+    pub serving_key: std::path::PathBuf,
+    /// The cluster CA, which signed the API server's client certificate.
+    pub client_ca: std::path::PathBuf,
 }
 
 impl NodeSettings {
@@ -137,5 +151,50 @@ fn agent_settings(node: &NodeSettings) -> skiff_agent::AgentSettings {
     s.host_images = node.host_images;
     s.registry_config = node.registry_config.clone();
     s.image_gc_thresholds = node.image_gc_thresholds;
+    match &node.agent_tls {
+        Some(tls) => {
+            s.serving_cert = tls.serving_cert.clone();
+            s.serving_key = tls.serving_key.clone();
+            s.client_ca = tls.client_ca.clone();
+        }
+        None => {
+            // The server's own node: its serving certificate comes straight from
+            // the cluster CA in the data directory, for every address the agent
+            // may register as its InternalIP (`--node-ip`; else this machine's
+            // IPv4 addresses, or the gateway of the node's first pod range on a
+            // machine with none), at the default paths the agent reads.
+            let addresses = in_process_agent_addresses(node);
+            if let Err(e) = skiff_apiserver::pki::agent_serving_cert(
+                &node.data_dir,
+                &node.node_name,
+                &addresses,
+            ) {
+                tracing::error!(error = %format!("{e:#}"), "signing the node agent's serving certificate");
+            }
+        }
+    }
     s
+}
+
+/// The addresses the in-process agent may register as its InternalIP, as it
+/// picks one (see [`skiff_agent::AgentSettings::node_ip`]).
+fn in_process_agent_addresses(node: &NodeSettings) -> Vec<std::net::IpAddr> {
+    if let Some(ip) = node.node_ip {
+        return vec![ip];
+    }
+    let mut ips: Vec<std::net::IpAddr> = nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter(|a| a.interface_name != "lo" && a.interface_name != "skiff0")
+                .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+                .filter(|ip| !ip.is_loopback())
+                .map(std::net::IpAddr::V4)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Ok(c) = skiff_agent::net::Cidr::parse(&node.pod_cidr) {
+        ips.push(std::net::IpAddr::V4(c.node_subnet().gateway()));
+    }
+    ips.dedup();
+    ips
 }

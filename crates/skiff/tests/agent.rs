@@ -301,7 +301,7 @@ fn pods_get_addresses_files_env_and_talk_to_each_other() {
     let health = exec(
         &c,
         "late",
-        &["curl", "-s", "-m", "3", "http://10.244.0.1:10250/healthz"],
+        &["curl", "-sk", "-m", "3", "https://10.244.0.1:10250/healthz"],
     );
     assert_eq!(health, "ok");
 }
@@ -424,6 +424,24 @@ fn exec_attach_and_logs_through_kubectl() {
     assert!(n >= 10, "follow should stream: {text:?}");
     let err = c.k_err(&["logs", "nosuch"]);
     assert!(err.contains("not found"), "{err}");
+    // All of that went to the agent over TLS it serves with a certificate the
+    // cluster CA signed for the node's address; the agent serves only the API
+    // server's client certificate: not a plain connection, not the admin token.
+    // (curl verifies the agent's certificate against the CA for 10.244.0.1.)
+    let dir = c.data_dir();
+    let url = "https://10.244.0.1:10250/containerLogs/default/ticker/ticker";
+    let out = c.sh(&format!(
+        "curl -s --cacert {0}/ca.crt -w ' %{{http_code}}' -H \"Authorization: Bearer $(cat {0}/admin.token)\" -m 3 {url}",
+        dir.display()
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with(" 401"),
+        "{text:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.sh("curl -s -m 3 http://10.244.0.1:10250/healthz");
+    assert!(!out.status.success(), "plain HTTP answered");
 }
 
 #[test]
