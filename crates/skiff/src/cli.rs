@@ -30,6 +30,9 @@ enum Command {
     /// Manage the node's image store.
     #[command(subcommand)]
     Image(crate::images::ImageCommand),
+    /// Manage join tokens: the credentials `skiff agent --token` joins a node with.
+    #[command(subcommand)]
+    Token(crate::token::TokenCommand),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -159,6 +162,10 @@ pub fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+        Command::Token(cmd) => match crate::token::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
     }
 }
 
@@ -243,6 +250,16 @@ async fn server(args: ServerArgs) -> Result<()> {
         "skiff is running. To use it:\n  export KUBECONFIG={}\n  kubectl get namespaces",
         running.kubeconfig.display()
     );
+    match &running.join_token {
+        Some(t) => println!(
+            "To join another node (the token is also in {}):\n  skiff agent --server {} --token {t}",
+            running.join_token_file.display(),
+            running.url
+        ),
+        None => println!(
+            "The default join token was deleted or has expired; make one with `skiff token create`."
+        ),
+    }
     let stopper = running.stopper();
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

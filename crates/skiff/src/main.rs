@@ -4,6 +4,8 @@
 mod cli;
 mod components;
 mod images;
+mod join;
+mod token;
 
 fn main() -> std::process::ExitCode {
     cli::main()
