@@ -10,9 +10,19 @@
 //!
 //! The addresses carry [`LABEL`], so the ones a crashed proxier left behind are
 //! found and removed at the next start.
+//!
+//! With several nodes, only the node that won an address's election
+//! ([`crate::election`]) holds it. When an address moves to this node, the
+//! neighbours' ARP caches still name the old holder until their entries go
+//! stale (tens of seconds on Linux), so the node sends gratuitous ARP for it
+//! with iputils' `arping -U` on each of its interfaces, as MetalLB does. Debian
+//! ships that `arping` in `iputils-arping`; without it the neighbours find the
+//! new holder when their entries expire.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::net::ip_batch;
 use crate::Result;
@@ -50,8 +60,9 @@ impl LoadBalancerAddresses {
         Self::default()
     }
 
-    /// Holds exactly `want`. On failure the addresses are re-read next time
-    /// from scratch (everything released, then `want` added).
+    /// Holds exactly `want`, and announces the addresses it adds with
+    /// gratuitous ARP. On failure the addresses are re-read next time from
+    /// scratch (everything released, then `want` added).
     pub async fn hold(&mut self, want: &BTreeSet<Ipv4Addr>) -> Result<()> {
         let lines = changes(&self.held, want);
         if lines.is_empty() {
@@ -60,6 +71,10 @@ impl LoadBalancerAddresses {
         match ip_batch(&lines).await {
             Ok(()) => {
                 tracing::info!(addresses = ?want, "proxy: load-balancer addresses held");
+                let new: Vec<Ipv4Addr> = want.difference(&self.held).copied().collect();
+                if !new.is_empty() {
+                    tokio::spawn(gratuitous_arp(new));
+                }
                 self.held = want.clone();
                 Ok(())
             }
@@ -67,6 +82,62 @@ impl LoadBalancerAddresses {
                 release_all();
                 self.held.clear();
                 Err(e)
+            }
+        }
+    }
+}
+
+/// The ARP tool, iputils' (Debian: `iputils-arping`).
+const ARPING: &str = "arping";
+/// Gratuitous ARPs per address and interface: a second in case one is lost.
+const ARP_COUNT: &str = "2";
+/// Set once `arping` turned out to be missing: said once, not tried again.
+static NO_ARPING: AtomicBool = AtomicBool::new(false);
+
+/// The interfaces carrying the node's global IPv4 addresses, from
+/// `ip -4 -o address show scope global`: where its neighbours are.
+pub fn interfaces(ip_output: &str) -> Vec<String> {
+    let mut out: Vec<String> = ip_output
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|d| d.split('@').next().unwrap_or(d).to_string())
+        .filter(|d| d != DEVICE)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Tells the neighbours on every interface that `addrs` are here now
+/// (unsolicited ARP: sender and target address both the announced one).
+async fn gratuitous_arp(addrs: Vec<Ipv4Addr>) {
+    if NO_ARPING.load(Ordering::Relaxed) {
+        return;
+    }
+    let listed = tokio::process::Command::new("ip")
+        .args(["-4", "-o", "address", "show", "scope", "global"])
+        .output()
+        .await;
+    let Ok(listed) = listed else {
+        return;
+    };
+    for dev in interfaces(&String::from_utf8_lossy(&listed.stdout)) {
+        for a in &addrs {
+            let run = tokio::process::Command::new(ARPING)
+                .args(["-U", "-c", ARP_COUNT, "-I", &dev, &a.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await;
+            match run {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::info!("proxy: no `arping` (iputils-arping): neighbours learn moved load-balancer addresses when their ARP entries expire");
+                    NO_ARPING.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, %dev, %a, "gratuitous ARP"),
+                Ok(s) if !s.success() => tracing::debug!(%dev, %a, "gratuitous ARP failed"),
+                Ok(_) => {}
             }
         }
     }
@@ -110,6 +181,16 @@ mod tests {
             ]
         );
         assert!(changes(&want, &want).is_empty());
+    }
+
+    #[test]
+    fn interfaces_are_the_global_ones_but_lo() {
+        let out = "2: eth0    inet 192.168.50.2/24 brd 192.168.50.255 scope global eth0\\       valid_lft forever preferred_lft forever
+3: skiff0    inet 10.244.0.1/24 scope global skiff0\\       valid_lft forever preferred_lft forever
+2: eth0    inet 192.168.50.3/24 scope global secondary eth0\\       valid_lft forever preferred_lft forever
+1: lo    inet 192.168.60.1/32 scope global lo:skiff-lb\\       valid_lft forever preferred_lft forever
+";
+        assert_eq!(interfaces(out), vec!["eth0", "skiff0"]);
     }
 
     #[test]

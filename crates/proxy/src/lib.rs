@@ -5,9 +5,12 @@
 //! Rule generation is pure (`ruleset`: service -> fragment; `program`: the
 //! in-memory table and the diff between two states as one nft transaction);
 //! `sync` drives it from kube-rs watchers and feeds `nft -f -`; `lb` makes the
-//! node answer for load-balancer addresses. `trace` follows a packet through a
-//! generated table, for tests.
+//! node answer for load-balancer addresses, those it wins in an election per
+//! address over Leases (`election`: the pure rule; `announce`: the Lease IO).
+//! `trace` follows a packet through a generated table, for tests.
 
+pub mod announce;
+pub mod election;
 mod error;
 pub mod k8s;
 pub mod lb;

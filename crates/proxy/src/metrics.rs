@@ -18,6 +18,12 @@ pub struct Metrics {
     /// From an EndpointSlice's `last-change-trigger-time` to its rules being live,
     /// upstream's network programming SLI.
     pub network_programming_duration: Histogram,
+    /// Load-balancer addresses this node holds on `lo` (answers ARP for).
+    pub load_balancer_ips_held: Gauge,
+    /// Load-balancer Leases this node created or took over (see [`crate::election`]).
+    pub lease_acquisitions: Counter,
+    /// Load-balancer Lease calls that failed (other than losing a race).
+    pub lease_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -29,6 +35,9 @@ impl Default for Metrics {
             chains: Gauge::default(),
             elements: Gauge::default(),
             network_programming_duration: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            load_balancer_ips_held: Gauge::default(),
+            lease_acquisitions: Counter::default(),
+            lease_errors: Counter::default(),
         }
     }
 }
@@ -66,6 +75,21 @@ impl Metrics {
             "network_programming_duration_seconds",
             "From an endpoints change (last-change-trigger-time) to its rules being live",
             self.network_programming_duration.clone(),
+        );
+        r.register(
+            "load_balancer_ips_held",
+            "Load-balancer addresses this node holds and answers ARP for",
+            self.load_balancer_ips_held.clone(),
+        );
+        r.register(
+            "load_balancer_lease_acquisitions",
+            "Load-balancer address Leases this node created or took over",
+            self.lease_acquisitions.clone(),
+        );
+        r.register(
+            "load_balancer_lease_errors",
+            "Load-balancer address Lease calls that failed",
+            self.lease_errors.clone(),
         );
     }
 }

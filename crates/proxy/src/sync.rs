@@ -2,9 +2,12 @@
 //! in-memory copy; each change marks its service dirty; a sync recomputes the
 //! dirty services' fragments and applies the difference as one `nft -f -`
 //! transaction. A full resync (whole table in one transaction) runs at start,
-//! after a failed transaction and on a slow timer.
+//! after a failed transaction and on a slow timer. After each sync the node
+//! holds the load-balancer addresses it won ([`crate::announce`]), and tells
+//! the election which ones it may announce; when it wins or loses one, the
+//! loop holds again without touching the table.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -16,11 +19,12 @@ use kube::runtime::WatchStreamExt;
 use kube::Api;
 use skiff_watch::{follow_burst, Burst, Coalesce};
 
+use crate::announce::{Addresses, Election};
 use crate::lb::LoadBalancerAddresses;
 use crate::metrics::Metrics;
 use crate::model::{Cidr, Config};
 use crate::program::Program;
-use crate::{k8s, net, ruleset, Error, Result};
+use crate::{election, k8s, net, ruleset, Error, Result};
 
 /// How the proxier is set up on this node.
 #[derive(Debug, Clone)]
@@ -39,6 +43,10 @@ pub struct ProxySettings {
     /// Hold the built-in load balancer's addresses as the node's own, so the node
     /// answers ARP for them (see [`crate::lb`]); released on exit.
     pub hold_load_balancer_ips: bool,
+    /// Hold only the load-balancer addresses this node wins in an election per
+    /// address over Leases (see [`crate::election`]), so one node of an L2
+    /// segment answers for each; off: every node holds them all (one node).
+    pub elect_load_balancer_ips: bool,
     pub metrics: Metrics,
     /// Where to serve `/metrics` (kube-proxy's port by default); `None`: not
     /// served (the caller registers [`ProxySettings::metrics`] itself).
@@ -55,6 +63,7 @@ impl ProxySettings {
             full_resync_period: Duration::from_secs(3600),
             service_route: true,
             hold_load_balancer_ips: true,
+            elect_load_balancer_ips: true,
             metrics: Metrics::default(),
             metrics_listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 10249))),
         }
@@ -140,7 +149,7 @@ pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
         .default_backoff()
         .map(|e| e.map(Ev::Svc))
         .boxed();
-    let slices = watcher(Api::<EndpointSlice>::all(client))
+    let slices = watcher(Api::<EndpointSlice>::all(client.clone()))
         .default_backoff()
         .map(|e| e.map(Ev::Slice))
         .boxed();
@@ -149,6 +158,13 @@ pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
     state.lb = settings
         .hold_load_balancer_ips
         .then(LoadBalancerAddresses::new);
+    // Started after the old addresses were released; stopped (its Leases
+    // released) when `run` ends.
+    let mut election = (settings.hold_load_balancer_ips && settings.elect_load_balancer_ips)
+        .then(|| Election::start(client, &settings.node_name, settings.metrics.clone()));
+    if election.is_some() {
+        state.announced = Some(Addresses::new());
+    }
     let mut resync = tokio::time::interval(settings.full_resync_period);
     resync.tick().await;
     // Without configured node addresses, node ports follow the node's own: the agent
@@ -181,6 +197,16 @@ pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
             }
             // A failed sync is retried (as a full one) after a pause.
             _ = tokio::time::sleep(Duration::from_secs(1)), if retry => {}
+            won = announced_change(&mut election) => {
+                if won.is_none() {
+                    // The election task is gone: hold nothing rather than
+                    // answer for addresses whose Leases nobody renews.
+                    tracing::error!("proxy: load-balancer election stopped; holding no address");
+                    election = None;
+                }
+                state.announced = Some(won.unwrap_or_default());
+                state.lb_pending = true;
+            }
         }
         // What follows closely goes into the same transaction.
         let burst = follow_burst(&mut events, Coalesce::TRANSACTION, |ev| match ev {
@@ -191,10 +217,23 @@ pub async fn run(client: kube::Client, settings: ProxySettings) -> Result<()> {
         if burst == Burst::Ended {
             return Err(Error::Watch("watch streams ended".into()));
         }
-        if state.ready() && state.pending() && !state.backoff() {
-            state.sync().await;
+        if state.ready() && state.pending() && !state.backoff() && state.sync().await {
+            if let Some(e) = &election {
+                e.want(state.candidates());
+            }
         }
     }
+}
+
+/// The next set of addresses this node won; `None` when the election task
+/// ended. Never ready without an election.
+async fn announced_change(election: &mut Option<Election>) -> Option<Addresses> {
+    let Some(e) = election.as_mut() else {
+        return std::future::pending().await;
+    };
+    e.announced.changed().await.ok()?;
+    let won = e.announced.borrow_and_update().clone();
+    Some(won)
 }
 
 fn watcher<K>(api: Api<K>) -> impl futures::Stream<Item = watcher::Result<Event<K>>>
@@ -233,6 +272,14 @@ struct Proxier {
     lb: Option<LoadBalancerAddresses>,
     /// Holding them failed: try again after the retry pause, changes or not.
     lb_retry: bool,
+    /// The addresses this node won ([`crate::election`]): it holds only these.
+    /// `None`: no election, it holds every load-balancer address.
+    announced: Option<Addresses>,
+    /// `announced` changed: hold again, even with no table change.
+    lb_pending: bool,
+    /// Services with load-balancer addresses -> their addresses and whether
+    /// this node may announce them ([`election::may_announce`]).
+    claims: HashMap<String, (Vec<Ipv4Addr>, bool)>,
 }
 
 fn slice_key(s: &EndpointSlice) -> String {
@@ -263,6 +310,9 @@ impl Proxier {
             program: Program::new(cfg),
             lb: None,
             lb_retry: false,
+            announced: None,
+            lb_pending: false,
+            claims: HashMap::new(),
         }
     }
 
@@ -273,7 +323,7 @@ impl Proxier {
     }
 
     fn pending(&self) -> bool {
-        self.need_full || !self.dirty.is_empty() || self.lb_retry
+        self.need_full || !self.dirty.is_empty() || self.lb_retry || self.lb_pending
     }
 
     fn backoff(&self) -> bool {
@@ -362,18 +412,64 @@ impl Proxier {
         }
     }
 
-    fn fragment(&self, key: &str) -> Option<ruleset::Fragment> {
-        let svc = self.services.get(key)?;
-        let slices = self.slices.get(key);
-        let info = k8s::service_info(
-            svc,
-            slices.into_iter().flat_map(|m| m.values()),
-            &self.node_name,
-        )?;
-        Some(ruleset::service_fragment(self.program.config(), &info))
+    /// The service's fragment; notes its load-balancer addresses on the way.
+    fn fragment(&mut self, key: &str) -> Option<ruleset::Fragment> {
+        let info = self.services.get(key).and_then(|svc| {
+            let slices = self.slices.get(key);
+            k8s::service_info(
+                svc,
+                slices.into_iter().flat_map(|m| m.values()),
+                &self.node_name,
+            )
+        });
+        match &info {
+            Some(i) if !i.load_balancer_ips.is_empty() => {
+                let may = election::may_announce(i);
+                self.claims
+                    .insert(key.to_string(), (i.load_balancer_ips.clone(), may));
+            }
+            _ => {
+                self.claims.remove(key);
+            }
+        }
+        Some(ruleset::service_fragment(self.program.config(), &info?))
     }
 
-    async fn sync(&mut self) {
+    /// The load-balancer addresses in the table this node may announce: one
+    /// service that may is enough (two services can share an address).
+    fn candidates(&self) -> Addresses {
+        let table = self.program.load_balancer_ips();
+        self.claims
+            .values()
+            .filter(|(_, may)| *may)
+            .flat_map(|(ips, _)| ips.iter().copied())
+            .filter(|a| table.contains(a))
+            .collect()
+    }
+
+    /// Programs what changed (if anything) and holds the load-balancer
+    /// addresses; false when the transaction failed.
+    async fn sync(&mut self) -> bool {
+        self.lb_pending = false;
+        if self.need_full || !self.dirty.is_empty() {
+            let Some(removed) = self.program_table().await else {
+                return false;
+            };
+            self.hold_load_balancer_ips().await;
+            for (proto, ep, port) in removed {
+                if proto == crate::model::Proto::Udp {
+                    net::conntrack_flush(proto, ep, port).await;
+                }
+            }
+        } else {
+            self.hold_load_balancer_ips().await;
+        }
+        true
+    }
+
+    /// One nft transaction for the dirty services (all of them for a full
+    /// sync); the endpoints gone for good, or `None` when it failed.
+    async fn program_table(&mut self) -> Option<Vec<(crate::model::Proto, Ipv4Addr, u16)>> {
         let start = Instant::now();
         let full = self.need_full;
         let keys: Vec<String> = if full {
@@ -405,7 +501,7 @@ impl Proxier {
                 self.need_full = true;
                 self.refill = false;
                 self.failed_at = Some(Instant::now());
-                return;
+                return None;
             }
         }
         if full {
@@ -439,25 +535,35 @@ impl Proxier {
             ?elapsed,
             "proxy: synced"
         );
-        // After the transaction: the table refuses the address's other ports
-        // before the node starts accepting traffic for it.
-        if let Some(lb) = self.lb.as_mut() {
-            let held = lb.hold(self.program.load_balancer_ips()).await;
-            match &held {
-                Err(e) if !self.lb_retry => {
-                    tracing::warn!(error = %e, "proxy: load-balancer addresses not held; retrying");
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "proxy: load-balancer addresses still not held")
-                }
-                Ok(()) => {}
+        Some(tx.removed_endpoints)
+    }
+
+    /// Holds the load-balancer addresses in the table that this node won (all
+    /// of them without an election). After the transaction: the table refuses
+    /// an address's other ports before the node starts accepting traffic for it.
+    async fn hold_load_balancer_ips(&mut self) {
+        let Some(lb) = self.lb.as_mut() else {
+            return;
+        };
+        let table = self.program.load_balancer_ips();
+        let want: BTreeSet<Ipv4Addr> = match &self.announced {
+            None => table.clone(),
+            Some(won) => table.intersection(won).copied().collect(),
+        };
+        let held = lb.hold(&want).await;
+        match &held {
+            Err(e) if !self.lb_retry => {
+                tracing::warn!(error = %e, "proxy: load-balancer addresses not held; retrying");
             }
-            self.lb_retry = held.is_err();
-        }
-        for (proto, ep, port) in tx.removed_endpoints {
-            if proto == crate::model::Proto::Udp {
-                net::conntrack_flush(proto, ep, port).await;
+            Err(e) => {
+                tracing::debug!(error = %e, "proxy: load-balancer addresses still not held")
+            }
+            Ok(()) => {
+                self.metrics
+                    .load_balancer_ips_held
+                    .set(i64::try_from(want.len()).unwrap_or(i64::MAX));
             }
         }
+        self.lb_retry = held.is_err();
     }
 }
