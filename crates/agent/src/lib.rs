@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cgroup;
 pub mod cmd;
 pub mod container;
+pub mod crossnode;
 pub mod envvars;
 pub mod events;
 pub mod files;
@@ -25,6 +26,7 @@ pub mod probe;
 pub mod runtime;
 pub mod state;
 pub mod stream;
+pub mod teardown;
 pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -50,8 +52,15 @@ pub struct AgentSettings {
     pub node_name: String,
     /// The node's address; `None`: first non-loopback IPv4, else the pod gateway.
     pub node_ip: Option<IpAddr>,
-    /// The cluster pod network; this node takes its first /24.
+    /// The cluster pod network (`--pod-cidr`, the server's): pods' traffic to it is
+    /// not masqueraded.
     pub pod_cidr: String,
+    /// This node's own pod range when no node-IPAM controller assigns one (a
+    /// single-node server without controllers); `None`: wait for the Node's
+    /// `spec.podCIDR` as kubelet does.
+    pub node_pod_cidr: Option<String>,
+    /// How pods reach other nodes' pods (`--flannel-backend`).
+    pub backend: crossnode::Backend,
     pub cluster_domain: String,
     pub cluster_dns: IpAddr,
     /// Where pod state, logs and IPAM live (`<data_dir>/agent`).
@@ -86,6 +95,8 @@ impl AgentSettings {
             node_name: node_name.to_string(),
             node_ip: None,
             pod_cidr: "10.244.0.0/16".into(),
+            node_pod_cidr: None,
+            backend: crossnode::Backend::Auto,
             cluster_domain: "cluster.local".into(),
             cluster_dns: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
             data_dir,
@@ -111,6 +122,9 @@ pub struct Agent {
     pub node_name: String,
     pub node_ip: Ipv4Addr,
     pub subnet: net::Cidr,
+    /// Pods' interface MTU: the underlay's less the VXLAN overhead on a node that
+    /// may encapsulate; `None`: the kernel's default.
+    pub pod_mtu: Option<u32>,
     pub data_dir: PathBuf,
     pub ipam: ipam::Ipam,
     pub catalog: catalog::Catalog,
@@ -215,16 +229,36 @@ pub async fn run(client: kube::Client, settings: AgentSettings) -> Result<()> {
 
 async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> {
     let cluster = net::Cidr::parse(&settings.pod_cidr).context("--pod-cidr")?;
-    let subnet = cluster.node_subnet();
+    let claim = match &settings.node_pod_cidr {
+        Some(c) => Some(net::Cidr::parse(c).context("the node's pod CIDR")?),
+        None => None,
+    };
     let data_dir = settings.data_dir.join("agent");
     std::fs::create_dir_all(state::pods_dir(&data_dir))
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    node::create(&client, &settings.node_name, claim).await?;
+    let subnet = node::wait_pod_cidr(&client, &settings.node_name).await?;
+    if !cluster.covers(subnet) {
+        anyhow::bail!(
+            "the Node's pod CIDR {subnet} is outside the cluster pod network {cluster} (--pod-cidr must match the server's)"
+        );
+    }
     net::setup_node(subnet, cluster)
         .await
         .context("setting up the pod network")?;
     let node_ip = match settings.node_ip {
         Some(IpAddr::V4(ip)) => ip,
         _ => net::first_ipv4().await.unwrap_or(subnet.gateway()),
+    };
+    // A node with an address of its own may have peers to encapsulate to; one
+    // alone on its bridge (the gateway as its address) has none.
+    let pod_mtu = if settings.backend.may_encapsulate() && node_ip != subnet.gateway() {
+        let (dev, mtu) = crossnode::underlay(node_ip).await?;
+        let inner = mtu.saturating_sub(crossnode::VXLAN_OVERHEAD);
+        crossnode::setup_vxlan(&settings.node_name, node_ip, &dev, inner, subnet).await?;
+        Some(inner)
+    } else {
+        None
     };
 
     let listener = tokio::net::TcpListener::bind((node_ip, settings.port))
@@ -235,11 +269,24 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
     let info = node::NodeInfo {
         name: settings.node_name.clone(),
         ip: node_ip,
-        subnet,
         port,
     };
     let since = node::register(&client, &info).await?;
     tokio::spawn(node::heartbeat(client.clone(), info, since));
+    if node_ip != subnet.gateway() {
+        let me = crossnode::Local {
+            name: settings.node_name.clone(),
+            ip: node_ip,
+            cidr: subnet,
+            backend: settings.backend,
+        };
+        let c = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crossnode::run(c, me).await {
+                tracing::error!(error = %format!("{e:#}"), "routes to other nodes' pods");
+            }
+        });
+    }
 
     let (reader, writer) = reflector::store();
     let svc_api: Api<Service> = Api::all(client.clone());
@@ -277,6 +324,7 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
         node_name: settings.node_name.clone(),
         node_ip,
         subnet,
+        pod_mtu,
         ipam: ipam::Ipam::open(&data_dir.join("ipam"), subnet)?,
         catalog: catalog::Catalog::load(Some(&data_dir.join("images.json"))),
         host_images: settings.host_images,

@@ -16,7 +16,7 @@ pub const BRIDGE: &str = "skiff0";
 pub const NFT_TABLE: &str = "skiff-agent";
 
 /// An IPv4 network, `addr/len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr {
     pub addr: Ipv4Addr,
     pub len: u8,
@@ -53,6 +53,11 @@ impl Cidr {
         u32::from(ip) & self.mask() == u32::from(self.addr)
     }
 
+    /// Whether `other` lies wholly inside this network.
+    pub fn covers(&self, other: Cidr) -> bool {
+        other.len >= self.len && self.contains(other.addr)
+    }
+
     /// The `index`-th address of the network (0 = the network address).
     pub fn nth(&self, index: u32) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr).wrapping_add(index))
@@ -66,9 +71,9 @@ impl Cidr {
         }
     }
 
-    /// This node's /24 of the cluster pod network: the first one, since a single
-    /// node owns the network until a node-IPAM controller hands out ranges. A
-    /// cluster network smaller than a /24 is used whole.
+    /// The first /24 of the cluster pod network: what a node claims for itself
+    /// when no node-IPAM controller runs (`skiff server --disable controllers`).
+    /// A cluster network smaller than a /24 is used whole.
     pub fn node_subnet(&self) -> Cidr {
         if self.len >= 24 {
             *self
@@ -192,9 +197,16 @@ pub fn veth_name(uid: &str) -> String {
 /// route via the gateway. Made from inside, the pod's end needs no `nsenter` and
 /// no second `ip` run; the route is added while `eth0` has no carrier yet (the
 /// node end is still down), which the kernel allows.
-pub fn pod_network_batch(node_pid: u32, veth: &str, ip: Ipv4Addr, subnet: Cidr) -> String {
+pub fn pod_network_batch(
+    node_pid: u32,
+    veth: &str,
+    ip: Ipv4Addr,
+    subnet: Cidr,
+    mtu: Option<u32>,
+) -> String {
+    let mtu = mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
     format!(
-        "link add eth0 type veth peer name {veth} netns {node_pid}\n\
+        "link add eth0{mtu} type veth peer name {veth}{mtu} netns {node_pid}\n\
          link set lo up\n\
          addr add {ip}/{len} dev eth0\n\
          link set eth0 up\n\
@@ -280,6 +292,7 @@ mod tests {
             "vsk0f1e2d3c",
             Ipv4Addr::new(10, 244, 0, 7),
             Cidr::parse("10.244.0.0/24").unwrap(),
+            None,
         );
         assert_eq!(
             b,
@@ -289,6 +302,16 @@ mod tests {
              link set eth0 up\n\
              route add default via 10.244.0.1 dev eth0\n"
         );
+        let overlay = pod_network_batch(
+            42,
+            "vsk0f1e2d3c",
+            Ipv4Addr::new(10, 244, 0, 7),
+            Cidr::parse("10.244.0.0/24").unwrap(),
+            Some(1450),
+        );
+        assert!(overlay.starts_with(
+            "link add eth0 mtu 1450 type veth peer name vsk0f1e2d3c mtu 1450 netns 42\n"
+        ));
     }
 
     #[test]

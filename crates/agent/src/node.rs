@@ -18,7 +18,6 @@ use crate::net::Cidr;
 pub struct NodeInfo {
     pub name: String,
     pub ip: Ipv4Addr,
-    pub subnet: Cidr,
     pub port: u16,
 }
 
@@ -95,34 +94,90 @@ fn status(n: &NodeInfo, ready_since: &str) -> serde_json::Value {
     })
 }
 
-/// Creates or updates the Node, then posts its status.
-pub async fn register(client: &kube::Client, n: &NodeInfo) -> Result<String> {
+/// Creates the Node if it is missing (labels as kubelet sets them), claiming
+/// `claim` as its pod CIDR when it has none yet. With no claim, the pod CIDR is
+/// the node-IPAM controller's to assign: see [`wait_pod_cidr`].
+pub async fn create(client: &kube::Client, name: &str, claim: Option<Cidr>) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let subnet = n.subnet.to_string();
-    let existing = nodes.get_opt(&n.name).await.context("reading the Node")?;
-    if existing.is_none() {
-        let node: Node = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": n.name, "labels": {
-                "kubernetes.io/hostname": n.name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-                "beta.kubernetes.io/os": "linux",
-            }},
-            "spec": {"podCIDR": subnet, "podCIDRs": [subnet]},
-        }))?;
-        match nodes.create(&PostParams::default(), &node).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e).context("creating the Node"),
+    let existing = nodes.get_opt(name).await.context("reading the Node")?;
+    let arch = std::env::consts::ARCH
+        .replace("x86_64", "amd64")
+        .replace("aarch64", "arm64");
+    let spec = match claim {
+        Some(c) => json!({"podCIDR": c.to_string(), "podCIDRs": [c.to_string()]}),
+        None => json!({}),
+    };
+    match existing {
+        None => {
+            let node: Node = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": arch,
+                    "beta.kubernetes.io/os": "linux",
+                    "beta.kubernetes.io/arch": arch,
+                }},
+                "spec": spec,
+            }))?;
+            match nodes.create(&PostParams::default(), &node).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e).context("creating the Node"),
+            }
         }
-    } else {
-        let patch = json!({"spec": {"podCIDR": subnet, "podCIDRs": [subnet]}});
-        nodes
-            .patch(&n.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .context("updating the Node")?;
+        Some(n) => {
+            let has_cidr = n
+                .spec
+                .as_ref()
+                .and_then(|s| s.pod_cidr.as_deref())
+                .is_some_and(|c| !c.is_empty());
+            // The pod CIDR is immutable once set (as upstream), so only a Node
+            // without one takes the claim.
+            if !has_cidr && claim.is_some() {
+                nodes
+                    .patch(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"spec": spec})),
+                    )
+                    .await
+                    .context("updating the Node")?;
+            }
+        }
     }
+    Ok(())
+}
+
+/// The Node's pod CIDR, once it exists and has one: the node-IPAM controller
+/// assigns it after the Node is created (kubelet waits the same way before it
+/// starts pods).
+pub async fn wait_pod_cidr(client: &kube::Client, name: &str) -> Result<Cidr> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let started = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        // Absent: the agent has not created it yet (other node components wait
+        // for the range too), or it was deleted and the agent makes it again.
+        let node = nodes.get_opt(name).await.context("reading the Node")?;
+        let cidr = node.and_then(|n| n.spec).and_then(|s| s.pod_cidr);
+        if let Some(c) = cidr.filter(|c| !c.is_empty()) {
+            return Cidr::parse(&c).with_context(|| format!("the Node's spec.podCIDR {c:?}"));
+        }
+        if !told && started.elapsed() > Duration::from_secs(3) {
+            tracing::info!(
+                node = name,
+                "waiting for the node-IPAM controller to assign a pod CIDR"
+            );
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Posts the Node's status (addresses, capacity, conditions, endpoint) and
+/// returns the time its conditions hold from.
+pub async fn register(client: &kube::Client, n: &NodeInfo) -> Result<String> {
     let since = now();
     post_status(client, n, &since).await?;
     Ok(since)
@@ -164,8 +219,12 @@ async fn renew_lease(client: &kube::Client, node: &str) -> Result<()> {
     Ok(())
 }
 
-/// Heartbeats until the task is dropped.
-pub async fn heartbeat(client: kube::Client, n: NodeInfo, since: String) {
+/// Heartbeats until the task is dropped: the Lease every 10 s, the status every
+/// minute, and at once when the Node is seen not Ready (the node-lifecycle
+/// controller marked it Unknown while this node was cut off), so a node that
+/// comes back is usable again within one renewal.
+pub async fn heartbeat(client: kube::Client, n: NodeInfo, mut since: String) {
+    let nodes: Api<Node> = Api::all(client.clone());
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut count: u64 = 0;
     loop {
@@ -173,11 +232,26 @@ pub async fn heartbeat(client: kube::Client, n: NodeInfo, since: String) {
         if let Err(e) = renew_lease(&client, &n.name).await {
             tracing::warn!(error = %e, "renewing the node lease");
         }
-        if count % 6 == 5 {
+        let marked_down = match nodes.get_opt(&n.name).await {
+            Ok(Some(node)) => !is_ready(&node),
+            _ => false,
+        };
+        if marked_down {
+            // Ready again from now: the condition's transition time moves.
+            since = now();
+        }
+        if marked_down || count % 6 == 5 {
             if let Err(e) = post_status(&client, &n, &since).await {
                 tracing::warn!(error = %e, "posting node status");
             }
         }
         count += 1;
     }
+}
+
+fn is_ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }

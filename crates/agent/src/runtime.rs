@@ -56,7 +56,7 @@ fn is_zombie(pid: u32) -> bool {
 /// most of a pod's start time): the hostname is written to the UTS namespace's
 /// `/proc/sys/kernel/hostname` by the shell itself, one `mount -a` reads the pod's
 /// bind mounts (`resolv.conf`, `hosts`, `hostname` over `/etc/*`) from a
-/// pod-private fstab, and one `ip -batch` makes the veth pair from inside (`eth0`
+/// pod-private fstab (only when that fstab is not empty: host-program pods), and one `ip -batch` makes the veth pair from inside (`eth0`
 /// here, its peer moved straight into the node's namespace), brings `lo` and
 /// `eth0` up with the pod's address and adds the default route.
 ///
@@ -70,7 +70,7 @@ fn is_zombie(pid: u32) -> bool {
 /// 30 s (its agent died while starting it) ends the same way; a live agent then
 /// simply makes a new one.
 const SANDBOX_SCRIPT: &str = r#"printf '%s\n' "$1" > /proc/sys/kernel/hostname || exit 1
-mount -a -T "$2/fstab" || exit 1
+if [ -s "$2/fstab" ]; then mount -a -T "$2/fstab" || exit 1; fi
 ip -batch "$2/network" || exit 1
 echo ready
 exec </dev/null >/dev/null 2>&1
@@ -114,9 +114,22 @@ pub fn sandbox_fstab(dir: &Path) -> String {
 
 /// Starts a pod sandbox whose files (`hostname`, `hosts`, `resolv.conf`) live in
 /// `dir`; `network` is the `ip -batch` script it runs inside its new network
-/// namespace. Returns once it is set up.
-pub async fn start_sandbox(dir: &Path, hostname: &str, network: &str) -> Result<(Proc, Child)> {
-    std::fs::write(dir.join("fstab"), sandbox_fstab(dir))?;
+/// namespace. `bind_etc`: bind those files over the sandbox's `/etc`, which only
+/// host-program containers (the `--host-images` catalog) see; image containers get
+/// them from their runc config, so image pods skip the `mount` run (a few ms of
+/// every pod start). Returns once it is set up.
+pub async fn start_sandbox(
+    dir: &Path,
+    hostname: &str,
+    network: &str,
+    bind_etc: bool,
+) -> Result<(Proc, Child)> {
+    let fstab = if bind_etc {
+        sandbox_fstab(dir)
+    } else {
+        String::new()
+    };
+    std::fs::write(dir.join("fstab"), fstab)?;
     std::fs::write(dir.join("network"), network)?;
     let err_path = dir.join("sandbox.err");
     let err = std::fs::File::create(&err_path)?;

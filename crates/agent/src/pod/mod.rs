@@ -679,8 +679,15 @@ impl Worker {
             files::hosts(&self.pod, &ips, &self.agent.dns.cluster_domain),
         )?;
         std::fs::write(self.dir.join("hostname"), format!("{}\n", self.hostname()))?;
-        let network = net::pod_network_batch(std::process::id(), &self.veth, ip, self.agent.subnet);
-        let started = runtime::start_sandbox(&self.dir, &self.hostname(), &network).await;
+        let network = net::pod_network_batch(
+            std::process::id(),
+            &self.veth,
+            ip,
+            self.agent.subnet,
+            self.agent.pod_mtu,
+        );
+        let bind_etc = self.agent.host_images;
+        let started = runtime::start_sandbox(&self.dir, &self.hostname(), &network, bind_etc).await;
         let (proc, mut child) = match started {
             Ok(s) => s,
             Err(e) => {
@@ -688,7 +695,7 @@ impl Worker {
                 // add` fail: remove it and try once more.
                 tracing::debug!(pod = %self.name, error = %format!("{e:#}"), "sandbox, retrying");
                 net::detach_pod(&self.veth).await;
-                runtime::start_sandbox(&self.dir, &self.hostname(), &network).await?
+                runtime::start_sandbox(&self.dir, &self.hostname(), &network, bind_etc).await?
             }
         };
         // Reap the sandbox when it ends (it is our child while we live), and
