@@ -58,6 +58,18 @@ async fn bind_all(settings: &DnsSettings) -> Result<Bound> {
     for _ in 0..workers {
         udp.push(udp_socket(settings.listen)?);
     }
+    // A wildcard socket answers from whatever source the reply's route picks: a
+    // query another node's pod sent (DNATed to this node's endpoint address)
+    // would be answered from this node's LAN address, which that node's
+    // conntrack does not recognise. A socket bound to the endpoint address (the
+    // most specific bind wins) answers from it; free-bind, since the address
+    // may reach its bridge a moment after this.
+    if settings.listen.ip().is_unspecified() {
+        if let Some(ip) = settings.endpoint_ip {
+            let addr = SocketAddr::new(ip, settings.listen.port());
+            udp.push(endpoint_udp_socket(addr)?);
+        }
+    }
     let tcp = tcp_listener(settings.listen)?;
     let http = TcpListener::bind(settings.metrics_listen)
         .await
@@ -183,6 +195,21 @@ async fn serve(bound: Bound) -> Result<()> {
 fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     let sock = bind(addr, Type::DGRAM, Protocol::UDP)
         .and_then(|s| s.set_nonblocking(false).map(|()| s))
+        .map_err(|source| Error::Listen { addr, source })?;
+    Ok(sock.into())
+}
+
+fn endpoint_udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .and_then(|s| {
+            match addr {
+                SocketAddr::V4(_) => s.set_freebind_v4(true)?,
+                SocketAddr::V6(_) => s.set_freebind_v6(true)?,
+            }
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())?;
+            Ok(s)
+        })
         .map_err(|source| Error::Listen { addr, source })?;
     Ok(sock.into())
 }
