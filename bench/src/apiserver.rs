@@ -39,6 +39,8 @@ impl ApiServer {
             compact_interval: Duration::from_secs(24 * 3600),
             compact_keep: 1_000_000,
             services: Default::default(),
+            admission: Default::default(),
+            tls_sans: Vec::new(),
         };
         let running = rt
             .spawn(skiff_apiserver::start(config, store))

@@ -30,4 +30,4 @@ pub mod services;
 pub mod strategy;
 pub mod watch;
 
-pub use server::{start, Config, Running};
+pub use server::{start, AdmissionSettings, Config, Running};

@@ -363,6 +363,13 @@ pub async fn create(api: &Api, t: &Target, mut obj: Value, opts: &WriteOptions) 
     check_namespace(api, t.resource, ns, given.as_deref().unwrap_or_default()).await?;
     strategy::prepare_create(t.resource, &mut obj, ns);
     skiff_api::defaults::apply(t.resource, &mut obj);
+    if (t.resource.group, t.resource.kind) == ("", "Pod") {
+        skiff_api::admission::default_toleration_seconds(
+            &mut obj,
+            api.admission.not_ready_toleration_seconds,
+            api.admission.unreachable_toleration_seconds,
+        );
+    }
     for attempt in 0..8 {
         let name = match (&given, &generate) {
             (Some(n), _) => n.clone(),

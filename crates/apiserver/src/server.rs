@@ -39,6 +39,30 @@ pub struct Config {
     pub compact_keep: i64,
     /// Where Service ClusterIPs, node ports and load-balancer addresses come from.
     pub services: crate::services::Settings,
+    /// Mutating admission of new objects beyond defaulting.
+    pub admission: AdmissionSettings,
+    /// Names and addresses the serving certificate covers besides the listen
+    /// address (k3s's `--tls-san`): what nodes on other machines dial.
+    pub tls_sans: Vec<String>,
+}
+
+/// What admission adds to new objects (upstream's admission plugin flags).
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionSettings {
+    /// `DefaultTolerationSeconds`: how long a new pod tolerates its node being
+    /// not ready (`--default-not-ready-toleration-seconds`).
+    pub not_ready_toleration_seconds: i64,
+    /// ... or unreachable (`--default-unreachable-toleration-seconds`).
+    pub unreachable_toleration_seconds: i64,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        Self {
+            not_ready_toleration_seconds: skiff_api::admission::DEFAULT_TOLERATION_SECONDS,
+            unreachable_toleration_seconds: skiff_api::admission::DEFAULT_TOLERATION_SECONDS,
+        }
+    }
 }
 
 /// Shared state of every request.
@@ -57,6 +81,7 @@ pub struct Api {
     pub namespaces_changed: Notify,
     /// Service ClusterIP / NodePort / LoadBalancer allocations.
     pub services: crate::services::State,
+    pub admission: AdmissionSettings,
 }
 
 /// A started API server.
@@ -457,7 +482,9 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         ip => ip.to_string(),
     };
     let url = format!("https://{host}:{}", addr.port());
-    let creds = pki::ensure(&config.data_dir, &url, &[addr.ip().to_string()])?;
+    let mut sans = vec![addr.ip().to_string()];
+    sans.extend(config.tls_sans.iter().cloned());
+    let creds = pki::ensure(&config.data_dir, &url, &sans)?;
     let kubelet_tls = crate::podstream::client_tls(&creds)?;
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
         creds.cert_pem.clone().into_bytes(),
@@ -475,6 +502,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         server_address: format!("{host}:{}", addr.port()),
         namespaces_changed: Notify::new(),
         services: crate::services::State::new(&config.services),
+        admission: config.admission,
     });
     crate::services::load(&api)
         .await

@@ -32,6 +32,8 @@ fn inner_kube_rs_patches() {
             compact_interval: Duration::from_secs(3600),
             compact_keep: 1000,
             services: Default::default(),
+            admission: Default::default(),
+            tls_sans: Vec::new(),
         };
         let running = skiff_apiserver::start(config, Arc::new(MemoryBackend::new()))
             .await

@@ -78,6 +78,8 @@ fn inner_kube_rs_watcher() {
             compact_interval: Duration::from_secs(3600),
             compact_keep: 1000,
             services: Default::default(),
+            admission: Default::default(),
+            tls_sans: Vec::new(),
         };
         let running = skiff_apiserver::start(config.clone(), backend.clone()).await.unwrap();
         let kubeconfig = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();

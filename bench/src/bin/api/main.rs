@@ -139,6 +139,8 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
         compact_keep: i64::MAX / 2,
         // The defaults `skiff server` uses (a /12 of ClusterIPs: room for every Service).
         services: Default::default(),
+        admission: Default::default(),
+        tls_sans: Vec::new(),
     };
     let backend: Arc<dyn Backend> = store.clone();
     let running = server_rt.block_on(skiff_apiserver::start(config, backend))?;

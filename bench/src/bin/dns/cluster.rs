@@ -40,6 +40,8 @@ pub async fn start_api(data_dir: &Path) -> Result<Api> {
         compact_interval: Duration::from_secs(24 * 3600),
         compact_keep: i64::MAX / 2,
         services: Default::default(),
+        admission: Default::default(),
+        tls_sans: Vec::new(),
     };
     let backend: Arc<dyn Backend> = store;
     let running = skiff_apiserver::start(config, backend).await?;

@@ -37,6 +37,8 @@ impl Cluster {
             compact_interval: Duration::from_secs(300),
             compact_keep: 1000,
             services: Default::default(),
+            admission: Default::default(),
+            tls_sans: Vec::new(),
         };
         let running = rt.block_on(skiff_apiserver::start(config, store))?;
         eprintln!("API server at {}", running.url);
