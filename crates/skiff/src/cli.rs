@@ -23,8 +23,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a single-node cluster: store and API server.
+    /// Run a cluster: store, API server, controllers, and this machine as its first node.
     Server(Box<ServerArgs>),
+    /// Run a node that joins a cluster (`--server URL --token TOKEN`).
+    Agent(Box<crate::agent::AgentArgs>),
+    /// Start a local multi-node cluster on this machine, each node in its own
+    /// network namespace on a bridge (for development and tests).
+    Up(Box<crate::up::UpArgs>),
+    /// Remove a local cluster made by `skiff up`: its nodes, pods and links.
+    Down(crate::up::ClusterRef),
     /// List the images in the node's image store, with their size.
     Images(crate::images::StoreArgs),
     /// Manage the node's image store.
@@ -60,10 +67,6 @@ struct ServerArgs {
     /// Revisions of history kept by compaction; watches further behind must relist (410).
     #[arg(long, default_value_t = 1000)]
     compact_keep: i64,
-    /// Service ClusterIP range (IPv4 CIDR, at most a /12). `default/kubernetes` gets
-    /// its first address, `kube-system/kube-dns` its tenth.
-    #[arg(long, default_value = "10.96.0.0/12")]
-    service_cidr: String,
     /// NodePort range, `FROM-TO`.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
@@ -72,54 +75,29 @@ struct ServerArgs {
     /// nowhere.
     #[arg(long, default_value = skiff_apiserver::services::DEFAULT_LB_POOL)]
     lb_pool: String,
-    /// Name of this node (its Node object).
-    #[arg(long, default_value_t = default_node_name(), env = "SKIFF_NODE_NAME")]
-    node_name: String,
-    /// This node's address as other hosts reach it (default: first non-loopback IPv4).
-    #[arg(long)]
-    node_ip: Option<std::net::IpAddr>,
-    /// Cluster pod network; each node gets a /24 of it.
-    #[arg(long, default_value = "10.244.0.0/16")]
-    pod_cidr: String,
-    /// The cluster's DNS zone.
-    #[arg(long, default_value = "cluster.local")]
-    cluster_domain: String,
-    /// Address of the cluster DNS service (pods' nameserver).
-    #[arg(long, default_value = "10.96.0.10")]
-    cluster_dns: std::net::IpAddr,
-    /// DNS resolvers for names outside the cluster domain, `ADDR[:PORT]`, repeatable or
-    /// comma-separated (default: the nameservers in the node's /etc/resolv.conf).
-    #[arg(long = "upstream", value_name = "ADDR[:PORT]", value_delimiter = ',', value_parser = skiff_dns::parse_upstream)]
-    upstream: Vec<SocketAddr>,
-    /// Components not to start, comma-separated: controllers, agent, proxy, dns, netpol.
-    #[arg(long, value_delimiter = ',')]
-    disable: Vec<String>,
-    /// Run the built-in catalog's host programs instead of pulling images: for
-    /// demos on a machine with no registry at all. Pods then run on the node's own
-    /// filesystem, not isolated from it.
-    #[arg(long)]
-    host_images: bool,
-    /// Registry mirrors, rewrites and credentials (k3s `registries.yaml` format).
-    #[arg(long, default_value = crate::images::DEFAULT_REGISTRY_CONFIG, env = "SKIFF_REGISTRY_CONFIG")]
-    registry_config: PathBuf,
-    /// Disk usage (percent of the image store's filesystem) above which unused
-    /// images are garbage-collected (kubelet's `--image-gc-high-threshold`).
-    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
-    image_gc_high_threshold: u8,
-    /// Disk usage that image garbage collection frees down to (`--image-gc-low-threshold`).
-    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(1..=100))]
-    image_gc_low_threshold: u8,
+    #[command(flatten)]
+    node: crate::node_flags::NodeArgs,
+    /// Prefix length of each node's pod range, cut from `--pod-cidr`.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=30))]
+    node_cidr_mask_size: u8,
+    /// How long a node may go without renewing its Lease before it is marked
+    /// `Ready=Unknown`, tainted unreachable and its pods' endpoints dropped.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// A further name or address the API server's certificate covers, for nodes on
+    /// other machines to dial (repeatable; the listen address is always covered).
+    #[arg(long = "tls-san", value_name = "NAME|IP")]
+    tls_san: Vec<String>,
+    /// Seconds a new pod tolerates its node being not ready before it is evicted
+    /// (the `DefaultTolerationSeconds` admission plugin's default).
+    #[arg(long, default_value_t = skiff_api::admission::DEFAULT_TOLERATION_SECONDS)]
+    default_not_ready_toleration_seconds: i64,
+    /// Seconds a new pod tolerates its node being unreachable before it is evicted.
+    #[arg(long, default_value_t = skiff_api::admission::DEFAULT_TOLERATION_SECONDS)]
+    default_unreachable_toleration_seconds: i64,
     /// Log filter, e.g. `info` or `skiff_apiserver=debug`.
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
-}
-
-fn default_node_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_ascii_lowercase())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "skiff-node".to_string())
 }
 
 /// `90s`, `5m`, `1h` or plain seconds.
@@ -154,6 +132,18 @@ pub fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::Agent(args) => {
+            init_logs(args.log_filter());
+            block_on(crate::agent::run(*args))
+        }
+        Command::Up(args) => {
+            init_logs("warn");
+            block_on(crate::up::up(*args))
+        }
+        Command::Down(c) => match crate::up::down(c) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Images(args) => match crate::images::list(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
@@ -166,6 +156,18 @@ pub fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+    }
+}
+
+/// Runs `f` to completion on a new runtime: success, or the error on one line.
+fn block_on(f: impl std::future::Future<Output = Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::anyhow!(e).context("cannot start the runtime")),
+    };
+    match rt.block_on(f) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
     }
 }
 
@@ -200,15 +202,12 @@ fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>> {
 }
 
 async fn server(args: ServerArgs) -> Result<()> {
-    if args.image_gc_low_threshold > args.image_gc_high_threshold {
-        anyhow::bail!(
-            "--image-gc-low-threshold ({}) must not be above --image-gc-high-threshold ({})",
-            args.image_gc_low_threshold,
-            args.image_gc_high_threshold
-        );
-    }
+    let mut node = args.node.settings(&args.data_dir)?;
+    node.claim_pod_cidr = !node.enabled("controllers");
+    node.controllers.node_cidr_mask_size = args.node_cidr_mask_size;
+    node.controllers.node_monitor_grace_period = args.node_monitor_grace_period;
     let services = skiff_apiserver::services::Settings::parse(
-        &args.service_cidr,
+        &args.node.service_cidr,
         &args.service_node_port_range,
         &args.lb_pool,
     )
@@ -222,26 +221,16 @@ async fn server(args: ServerArgs) -> Result<()> {
             compact_interval: args.compact_interval,
             compact_keep: args.compact_keep,
             services,
+            admission: skiff_apiserver::AdmissionSettings {
+                not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
+                unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
+            },
+            tls_sans: args.tls_san.clone(),
         },
         backend,
     )
     .await?;
     let client = crate::components::client(&running.kubeconfig).await?;
-    let node = crate::components::NodeSettings {
-        node_name: args.node_name.clone(),
-        node_ip: args.node_ip,
-        pod_cidr: args.pod_cidr.clone(),
-        service_cidr: args.service_cidr.clone(),
-        cluster_domain: args.cluster_domain.clone(),
-        cluster_dns: args.cluster_dns,
-        dns_upstreams: args.upstream.clone(),
-        disabled: args.disable.clone(),
-        data_dir: args.data_dir.clone(),
-        host_images: args.host_images,
-        registry_config: Some(args.registry_config.clone()),
-        image_gc_thresholds: (args.image_gc_high_threshold, args.image_gc_low_threshold),
-        agent_tls: None,
-    };
     let components = crate::components::start(&client, &node);
     for (name, _) in &components {
         tracing::info!(component = name, "started");

@@ -17,6 +17,11 @@ pub struct NodeSettings {
     pub node_ip: Option<std::net::IpAddr>,
     /// Cluster pod network; each node gets one /24 of it.
     pub pod_cidr: String,
+    /// How pods reach other nodes' pods (`--flannel-backend`).
+    pub backend: skiff_agent::crossnode::Backend,
+    /// Take the pod network's first /24 for this node instead of waiting for the
+    /// node-IPAM controller: a server that runs no controllers is a lone node.
+    pub claim_pod_cidr: bool,
     /// Service network (the API server allocates ClusterIPs from it).
     pub service_cidr: String,
     /// DNS zone of the cluster, e.g. `cluster.local`.
@@ -25,6 +30,8 @@ pub struct NodeSettings {
     pub cluster_dns: std::net::IpAddr,
     /// Resolvers for names outside the cluster domain (`--upstream`); empty: resolv.conf.
     pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// The controllers' settings (a server's flags; a joining node runs none).
+    pub controllers: skiff_controllers::Settings,
     /// Components not to start (`controllers`, `agent`, `proxy`, `dns`, `netpol`).
     pub disabled: Vec<String>,
     /// The server's data directory (the agent keeps pod state, logs and IPAM under it).
@@ -89,7 +96,8 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
         ));
     }
     if node.enabled("dns") {
-        let (c, s) = (
+        let with_agent = node.enabled("agent");
+        let (c, mut s, name) = (
             client.clone(),
             skiff_dns::DnsSettings::new(
                 &node.cluster_domain,
@@ -98,14 +106,24 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
                 &node.node_name,
             )
             .with_upstreams(node.dns_upstreams.clone()),
+            node.node_name.clone(),
         );
         components.push((
             "dns",
-            tokio::spawn(async move { Ok(skiff_dns::run(c, s).await?) }),
+            tokio::spawn(async move {
+                // Pods reach this node's DNS at their gateway, the first address
+                // of the node's own pod range, known once the range is assigned.
+                // (Without an agent on this node, the first range's gateway.)
+                if with_agent {
+                    let range = skiff_agent::node::wait_pod_cidr(&c, &name).await?;
+                    s.endpoint_ip = Some(std::net::IpAddr::V4(range.gateway()));
+                }
+                Ok(skiff_dns::run(c, s).await?)
+            }),
         ));
     }
     if node.enabled("controllers") {
-        let (c, s) = (client.clone(), skiff_controllers::Settings::default());
+        let (c, s) = (client.clone(), node.controllers.clone());
         components.push((
             "controllers",
             tokio::spawn(async move { Ok(skiff_controllers::run(c, s).await?) }),
@@ -146,6 +164,12 @@ fn agent_settings(node: &NodeSettings) -> skiff_agent::AgentSettings {
     let mut s = skiff_agent::AgentSettings::new(&node.node_name, node.data_dir.clone());
     s.node_ip = node.node_ip;
     s.pod_cidr = node.pod_cidr.clone();
+    if node.claim_pod_cidr {
+        s.node_pod_cidr = skiff_agent::net::Cidr::parse(&node.pod_cidr)
+            .ok()
+            .map(|c| c.node_subnet().to_string());
+    }
+    s.backend = node.backend;
     s.cluster_domain = node.cluster_domain.clone();
     s.cluster_dns = node.cluster_dns;
     s.host_images = node.host_images;

@@ -1,11 +1,14 @@
 //! `skiff`: Kubernetes service networking in one binary. The wiring lives in
 //! [`cli`]; each component lives in its own crate.
 
+mod agent;
 mod cli;
 mod components;
 mod images;
 mod join;
+mod node_flags;
 mod token;
+mod up;
 
 fn main() -> std::process::ExitCode {
     cli::main()

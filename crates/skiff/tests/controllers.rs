@@ -13,8 +13,18 @@ use support::{eventually, Cluster};
 
 const T: Duration = Duration::from_secs(60);
 
+/// The test's nodes are Node objects without an agent behind them (no Lease
+/// renewals): the node-lifecycle controller must not mark them unreachable
+/// while a test runs.
+const FLAGS: &[&str] = &[
+    "--disable",
+    "agent,proxy,dns",
+    "--node-monitor-grace-period",
+    "1h",
+];
+
 fn cluster() -> Cluster {
-    let c = Cluster::start_with(&["--disable", "agent,proxy,dns"]);
+    let c = Cluster::start_with(FLAGS);
     add_node(&c, "node-1");
     c
 }
@@ -596,7 +606,7 @@ subsets:
 
 #[test]
 fn pods_stay_pending_without_a_ready_node() {
-    let c = Cluster::start_with(&["--disable", "agent,proxy,dns"]);
+    let c = Cluster::start_with(FLAGS);
     c.k(&["run", "lonely", "--image=nginx"]);
     let events = eventually(T, || {
         let out = c.k(&[

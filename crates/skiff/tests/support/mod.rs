@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+pub mod multinode;
 pub mod registry;
 
 pub const API: &str = "127.0.0.1:6443";

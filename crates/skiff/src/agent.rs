@@ -1,0 +1,89 @@
+//! `skiff agent`: a node that joins a cluster run by `skiff server` elsewhere.
+//! It trades the server's join token for credentials of its own (see
+//! [`crate::join`]), then runs the node components (agent, proxy, DNS,
+//! NetworkPolicy) against the server with them, never with the admin token.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct AgentArgs {
+    /// The API server to join, e.g. `https://10.0.0.1:6443`.
+    #[arg(long, env = "SKIFF_URL")]
+    server: String,
+    /// The join token `skiff server` printed (also in its `<data-dir>/node-token`),
+    /// or one from `skiff token create`. Not needed once this node has joined.
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where this node's credentials, pods and images live.
+    #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: crate::node_flags::NodeArgs,
+    /// Log filter, e.g. `info` or `skiff_agent=debug`.
+    #[arg(long, default_value = "info", env = "SKIFF_LOG")]
+    log: String,
+}
+
+impl AgentArgs {
+    pub fn log_filter(&self) -> &str {
+        &self.log
+    }
+}
+
+pub async fn run(args: AgentArgs) -> Result<()> {
+    let mut node = args.node.settings(&args.data_dir)?;
+    // The control plane runs on the server; a joining node runs node parts only.
+    if !node.disabled.iter().any(|d| d == "controllers") {
+        node.disabled.push("controllers".into());
+    }
+    let ip = match node.node_ip {
+        Some(ip) => ip,
+        None => std::net::IpAddr::V4(
+            skiff_agent::net::first_ipv4()
+                .await
+                .context("this machine has no IPv4 address to join with (pass --node-ip)")?,
+        ),
+    };
+    node.node_ip = Some(ip);
+    let creds = crate::join::join(
+        &args.server,
+        args.token.as_deref(),
+        &node.node_name,
+        &[ip],
+        &args.data_dir,
+    )
+    .await?;
+    node.agent_tls = Some(creds.agent_tls());
+    let client = crate::components::client(&creds.kubeconfig).await?;
+    let components = crate::components::start(&client, &node);
+    for (name, _) in &components {
+        tracing::info!(component = name, "started");
+    }
+    println!(
+        "skiff agent: node {} joined {} as {ip}",
+        node.node_name, args.server
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let ended = futures_first(components);
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+        r = ended => r,
+    }
+}
+
+/// The first component to end: a node whose agent stopped is no node.
+async fn futures_first(components: Vec<crate::components::Component>) -> Result<()> {
+    if components.is_empty() {
+        return std::future::pending().await;
+    }
+    let names: Vec<_> = components.iter().map(|(n, _)| *n).collect();
+    let (r, i, _) = futures::future::select_all(components.into_iter().map(|(_, h)| h)).await;
+    match r {
+        Ok(Ok(())) => anyhow::bail!("the {} component ended", names[i]),
+        Ok(Err(e)) => Err(e.context(format!("the {} component failed", names[i]))),
+        Err(e) => anyhow::bail!("the {} component panicked: {e}", names[i]),
+    }
+}

@@ -1,0 +1,303 @@
+//! Many nodes end to end: `skiff up --nodes 3` inside the test's network
+//! namespace (each node a namespace of its own on a bridge, node 1 the server,
+//! the others `skiff agent`s that joined with its token), driven with the real
+//! kubectl and curl. Pods talk across nodes by pod IP with their source address
+//! unchanged, through ClusterIPs and names, NodePorts answer on every node, with
+//! both pod network backends; a node that dies has its endpoints dropped and its
+//! pods recreated elsewhere.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::eventually;
+use support::multinode::{node_ip, MultiNode};
+
+/// These tests start three nodes each: one at a time on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pods(c: &MultiNode, selector: &str) -> Vec<Value> {
+    let out = c.k(&["get", "pods", "-l", selector, "-o", "json"]);
+    let v: Value = serde_json::from_str(&out).expect("pod list");
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn ready(p: &Value) -> bool {
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        && p["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// Waits for `n` Ready pods of `selector`, returns them.
+fn ready_pods(c: &MultiNode, selector: &str, n: usize, timeout: Duration) -> Vec<Value> {
+    eventually(timeout, || {
+        let ps: Vec<Value> = pods(c, selector).into_iter().filter(ready).collect();
+        (ps.len() == n).then_some(ps)
+    })
+}
+
+fn node_of(p: &Value) -> String {
+    p["spec"]["nodeName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn ip_of(p: &Value) -> String {
+    p["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn name_of(p: &Value) -> String {
+    p["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `curl` run inside pod `pod` (its network namespace; with `--host-images` the
+/// node's own curl).
+fn curl_in(c: &MultiNode, pod: &str, url: &str) -> Result<String, String> {
+    let out = c.kubectl(&["exec", pod, "--", "curl", "-sS", "-m", "5", url]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The spread deployment both tests use: `whoami` (prints the client's address)
+/// with three replicas, one per node, behind a NodePort service.
+fn whoami(c: &MultiNode) -> Vec<Value> {
+    c.k(&[
+        "create",
+        "deployment",
+        "whoami",
+        "--image=traefik/whoami",
+        "--replicas=3",
+        "--port=80",
+    ]);
+    let ps = ready_pods(c, "app=whoami", 3, Duration::from_secs(90));
+    let mut nodes: Vec<String> = ps.iter().map(node_of).collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes.len(), 3, "one replica per node: {nodes:?}");
+    c.k(&[
+        "expose",
+        "deployment",
+        "whoami",
+        "--port=80",
+        "--type=NodePort",
+    ]);
+    ps
+}
+
+fn pod_network(backend: &str) {
+    let _s = serial();
+    let c = MultiNode::up(3, &["--host-images", "--flannel-backend", backend]);
+    let cidrs = c.k(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.podCIDR}{\"\\n\"}{end}",
+    ]);
+    let mut cidrs: Vec<&str> = cidrs.lines().collect();
+    cidrs.sort();
+    cidrs.dedup();
+    assert_eq!(cidrs.len(), 3, "a pod CIDR each: {cidrs:?}");
+
+    let ps = whoami(&c);
+    let on = |i: u8| {
+        ps.iter()
+            .find(|p| node_of(p) == c.node_name(i))
+            .cloned()
+            .expect("a replica on the node")
+    };
+    let (a, z) = (on(1), on(3));
+    // Pod to pod across nodes by pod IP: the server sees the client's own address.
+    let body = curl_in(&c, &name_of(&a), &format!("http://{}/", ip_of(&z))).expect("pod IP");
+    assert!(
+        body.contains(&format!("Hostname: {}", name_of(&z))),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("RemoteAddr: {}:", ip_of(&a))),
+        "source address unchanged across nodes: {body}"
+    );
+    // Through the ClusterIP, by address and by name, reaching every replica.
+    let cluster_ip = c.k(&["get", "svc", "whoami", "-o", "jsonpath={.spec.clusterIP}"]);
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..30 {
+        let url = if i % 2 == 0 {
+            format!("http://{cluster_ip}/")
+        } else {
+            "http://whoami.default.svc.cluster.local/".to_string()
+        };
+        let body = curl_in(&c, &name_of(&a), &url).expect("service");
+        if let Some(h) = body.lines().find_map(|l| l.strip_prefix("Hostname: ")) {
+            seen.insert(h.trim().to_string());
+        }
+    }
+    assert_eq!(seen.len(), 3, "every replica answered: {seen:?}");
+    // A NodePort answers on every node's address, from outside the nodes.
+    let port = c.k(&[
+        "get",
+        "svc",
+        "whoami",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ]);
+    for i in 1..=3 {
+        let out = c.outside(&format!("curl -sS -m 5 http://{}:{port}/", node_ip(i)));
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Hostname:"),
+            "NodePort on node {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The kernel carries it: routes (and for VXLAN the device) on the node.
+    let routes = c
+        .on_node(1, "ip")
+        .args(["route", "show"])
+        .output()
+        .expect("ip");
+    let routes = String::from_utf8_lossy(&routes.stdout).into_owned();
+    let mtu = pod_mtu(&c, &name_of(&a));
+    match backend {
+        "vxlan" => {
+            assert_eq!(
+                routes.matches("dev skiff.vxlan").count(),
+                2,
+                "two peers over VXLAN:\n{routes}"
+            );
+            assert_eq!(mtu, 1450, "pods leave room for the VXLAN header");
+        }
+        _ => {
+            assert!(
+                routes.contains(&format!("via {}", node_ip(3))),
+                "a direct route to node 3's pods:\n{routes}"
+            );
+            assert_eq!(mtu, 1500);
+        }
+    }
+}
+
+/// The MTU of a pod's `eth0` (with `--host-images` the pod sees the node's
+/// sysfs, so it is asked over netlink).
+fn pod_mtu(c: &MultiNode, pod: &str) -> u32 {
+    let out = c.k(&["exec", pod, "--", "ip", "-o", "link", "show", "eth0"]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "mtu")
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("no mtu in {out:?}"))
+}
+
+#[test]
+fn pods_talk_across_nodes_host_gw() {
+    pod_network("host-gw");
+}
+
+#[test]
+fn pods_talk_across_nodes_vxlan() {
+    pod_network("vxlan");
+}
+
+/// Node 3 dies (every process SIGKILLed, its link removed): its endpoints leave
+/// the EndpointSlices within the grace period, a ClusterIP client then sees no
+/// failure, and its replica is recreated on the others after the toleration.
+#[test]
+fn a_dead_nodes_pods_move() {
+    let _s = serial();
+    const GRACE: u64 = 10;
+    const TOLERATION: u64 = 10;
+    let c = MultiNode::up(
+        3,
+        &[
+            "--host-images",
+            &format!("--server-arg=--node-monitor-grace-period={GRACE}s"),
+            &format!("--server-arg=--default-unreachable-toleration-seconds={TOLERATION}"),
+        ],
+    );
+    let ps = whoami(&c);
+    let client = ps
+        .iter()
+        .find(|p| node_of(p) == c.node_name(1))
+        .map(name_of)
+        .expect("a replica on node 1");
+    let victim = ps
+        .iter()
+        .find(|p| node_of(p) == c.node_name(3))
+        .map(ip_of)
+        .expect("a replica on node 3");
+    let cluster_ip = c.k(&["get", "svc", "whoami", "-o", "jsonpath={.spec.clusterIP}"]);
+
+    let killed = Instant::now();
+    for pid in [c.node_pid(3), c.holder_pid(3)] {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let _ = c
+        .outside(&format!("ip link del sku3-{}", c.name))
+        .status
+        .success();
+
+    // The dead node's endpoint stops being ready within the grace period (the
+    // Lease was renewed up to 10 s before the kill).
+    eventually(Duration::from_secs(GRACE + 10 + 5), || {
+        let out = c.k(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=whoami",
+            "-o",
+            "json",
+        ]);
+        let v: Value = serde_json::from_str(&out).ok()?;
+        let still =
+            v["items"].as_array()?.iter().any(|s| {
+                s["endpoints"].as_array().into_iter().flatten().any(|e| {
+                    e["addresses"][0] == victim.as_str() && e["conditions"]["ready"] == true
+                })
+            });
+        (!still).then_some(())
+    });
+    let dropped = killed.elapsed();
+    assert!(
+        dropped <= Duration::from_secs(GRACE + 10 + 2),
+        "endpoints dropped {dropped:?} after the kill"
+    );
+    let status = c.k(&[
+        "get",
+        "node",
+        &c.node_name(3),
+        "-o",
+        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    ]);
+    assert_eq!(status.trim(), "Unknown");
+    // From now on the service answers every time.
+    for _ in 0..20 {
+        curl_in(&c, &client, &format!("http://{cluster_ip}/")).expect("no failed request");
+    }
+    // The replica is recreated on a live node after the toleration.
+    let moved = eventually(Duration::from_secs(TOLERATION + 60), || {
+        let ps: Vec<Value> = pods(&c, "app=whoami").into_iter().filter(ready).collect();
+        let live = ps.iter().filter(|p| node_of(p) != c.node_name(3)).count();
+        (live == 3).then_some(ps)
+    });
+    assert!(moved
+        .iter()
+        .filter(|p| node_of(p) != c.node_name(3))
+        .all(|p| node_of(p) == c.node_name(1) || node_of(p) == c.node_name(2)));
+}
