@@ -30,7 +30,10 @@ pub fn default_toleration_seconds(pod: &mut Value, not_ready: i64, unreachable: 
     let Some(list) = list.as_array_mut() else {
         return;
     };
-    for (key, seconds) in [(NOT_READY_TAINT, not_ready), (UNREACHABLE_TAINT, unreachable)] {
+    for (key, seconds) in [
+        (NOT_READY_TAINT, not_ready),
+        (UNREACHABLE_TAINT, unreachable),
+    ] {
         let tolerated = list.iter().any(|t| {
             let k = t.get("key").and_then(Value::as_str).unwrap_or("");
             let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
