@@ -21,12 +21,22 @@ pub struct DeleteOptions {
 }
 
 impl DeleteOptions {
-    pub fn parse(q: &Query, bytes: &[u8]) -> Result<Self> {
+    /// From a DELETE's body (JSON, or protobuf as client-go's typed clients in
+    /// kubectl send it; `media` is its content type) and query.
+    pub fn parse(q: &Query, media: &str, bytes: &[u8]) -> Result<Self> {
         let b: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
             json!({})
+        } else if media == body::PROTOBUF {
+            body::decode_object(media, bytes)?
         } else {
             body::parse_text(body::JSON, bytes)?
         };
+        Self::from_value(q, &b)
+    }
+
+    /// From a decoded DeleteOptions object `b` (a DELETE's body, or an
+    /// Eviction's `deleteOptions`) and the query.
+    pub fn from_value(q: &Query, b: &Value) -> Result<Self> {
         let mut o = Self {
             grace_period: b.get("gracePeriodSeconds").and_then(Value::as_i64),
             propagation: b

@@ -56,6 +56,7 @@ fn subresources(
             &["create", "get"][..],
         ));
         out.push(("binding", "Binding", "", "v1", &["create"][..]));
+        out.push(("eviction", "Eviction", "policy", "v1", &["create"][..]));
     }
     if (r.group, r.plural) == ("", "namespaces") {
         out.push(("finalize", "Namespace", "", "v1", &["update"][..]));

@@ -11,6 +11,7 @@ pub mod body;
 pub mod convert;
 pub mod delete;
 pub mod discovery;
+pub mod eviction;
 pub mod join;
 pub mod managed;
 pub mod metrics;

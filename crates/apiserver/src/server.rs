@@ -292,6 +292,8 @@ async fn resource_request(
         ("GET", false) if q.flag("watch") => "watch",
         ("GET", false) => "list",
         ("POST", false) => "create",
+        // A subresource created on an object (pods/<name>/eviction).
+        ("POST", true) if t.subresource.as_deref() == Some("eviction") => "create",
         ("PUT", true) => "update",
         ("PATCH", true) => "patch",
         ("DELETE", true) => "delete",
@@ -318,6 +320,7 @@ async fn run_verb(
             "status" => t.resource.status,
             "scale" => t.resource.scale,
             "finalize" => t.resource.kind == "Namespace",
+            "eviction" => t.resource.kind == "Pod" && verb == "create",
             _ => false,
         };
         if !known {
@@ -329,6 +332,10 @@ async fn run_verb(
         "list" => Ok(response::json(200, &rest::list(api, t, q, headers).await?)),
         // A watch on a single object is its collection's watch filtered by name.
         "watch" => watch::watch(api, t, q, headers).await,
+        "create" if t.subresource.as_deref() == Some("eviction") => {
+            let bytes = body::read(body).await?;
+            crate::eviction::evict(api, t, q, headers, &bytes).await
+        }
         "create" => {
             let bytes = body::read(body).await?;
             let opts = WriteOptions::from_request(q, headers)?;
@@ -359,14 +366,14 @@ async fn run_verb(
         }
         "delete" => {
             let bytes = body::read(body).await?;
-            let opts = DeleteOptions::parse(q, &bytes)?;
+            let opts = DeleteOptions::parse(q, &body::content_type(headers), &bytes)?;
             let obj = delete::delete(api, t, &opts).await?;
             let obj = rest::render_one(headers, q, t.resource, obj);
             Ok(response::json(200, &obj))
         }
         "deletecollection" => {
             let bytes = body::read(body).await?;
-            let opts = DeleteOptions::parse(q, &bytes)?;
+            let opts = DeleteOptions::parse(q, &body::content_type(headers), &bytes)?;
             Ok(response::json(
                 200,
                 &delete::delete_collection(api, t, q, &opts).await?,

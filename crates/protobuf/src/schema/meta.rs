@@ -76,3 +76,24 @@ pub(crate) static CONDITION: Message = Message {
         field(6, "message", STR).req(),
     ],
 };
+
+/// `metav1.DeleteOptions`: the body of a DELETE (and of an Eviction).
+pub(crate) static DELETE_OPTIONS: Message = Message {
+    name: "DeleteOptions",
+    fields: &[
+        field(1, "gracePeriodSeconds", I64).ptr(),
+        field(2, "preconditions", msg(&PRECONDITIONS)).ptr(),
+        field(3, "orphanDependents", BOOL).ptr(),
+        field(4, "propagationPolicy", STR).ptr(),
+        field(5, "dryRun", STR).rep(),
+        field(6, "ignoreStoreReadErrorWithClusterBreakingPotential", BOOL).ptr(),
+    ],
+};
+
+static PRECONDITIONS: Message = Message {
+    name: "Preconditions",
+    fields: &[
+        field(1, "uid", STR).ptr(),
+        field(2, "resourceVersion", STR).ptr(),
+    ],
+};

@@ -199,6 +199,11 @@ pub(crate) use object;
 /// Top-level kinds: (apiVersion, kind, message).
 static ROOTS: &[(&str, &str, &Message)] = &[
     ("v1", "ConfigMap", &core::CONFIG_MAP),
+    // client-go encodes DeleteOptions under the client's group version.
+    ("v1", "DeleteOptions", &meta::DELETE_OPTIONS),
+    ("meta.k8s.io/v1", "DeleteOptions", &meta::DELETE_OPTIONS),
+    ("policy/v1", "DeleteOptions", &meta::DELETE_OPTIONS),
+    ("policy/v1", "Eviction", &policy::EVICTION),
     ("v1", "Event", &core::EVENT),
     ("v1", "Namespace", &core::NAMESPACE),
     ("v1", "Pod", &pod::POD),

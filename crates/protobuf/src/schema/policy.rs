@@ -1,8 +1,17 @@
 //! `k8s.io/api/policy/v1` PodDisruptionBudget and `k8s.io/api/scheduling/v1`
 //! PriorityClass.
 
-use super::meta::{CONDITION, LABEL_SELECTOR, OBJECT_META};
+use super::meta::{CONDITION, DELETE_OPTIONS, LABEL_SELECTOR, OBJECT_META};
 use super::{field, msg, object, Message, BOOL, I32, I64, INT_OR_STR, MAP_TIME, STR};
+
+/// `policy/v1` Eviction: what `kubectl drain` posts to `pods/<name>/eviction`.
+pub(crate) static EVICTION: Message = Message {
+    name: "Eviction",
+    fields: &[
+        field(1, "metadata", msg(&OBJECT_META)),
+        field(2, "deleteOptions", msg(&DELETE_OPTIONS)).ptr(),
+    ],
+};
 
 pub(crate) static POD_DISRUPTION_BUDGET: Message = object!(
     "PodDisruptionBudget",
