@@ -208,6 +208,33 @@ fn pods_talk_across_nodes_host_gw() {
     pod_network("host-gw");
 }
 
+/// `kubectl cordon` keeps new pods off a node, `kubectl drain` moves its pods to
+/// the others, `kubectl uncordon` lets pods back.
+#[test]
+fn cordon_drain_uncordon() {
+    let _s = serial();
+    let c = MultiNode::up(3, &["--host-images"]);
+    whoami(&c);
+    let two = c.node_name(2);
+    c.k(&["cordon", &two]);
+    let out = c.k(&["drain", &two, "--ignore-daemonsets", "--timeout=60s"]);
+    assert!(out.contains("drained"), "{out}");
+    let ps = ready_pods(&c, "app=whoami", 3, Duration::from_secs(60));
+    assert!(
+        ps.iter().all(|p| node_of(p) != two),
+        "no replica left on the drained node"
+    );
+    let unschedulable = c.k(&["get", "node", &two, "-o", "jsonpath={.spec.unschedulable}"]);
+    assert_eq!(unschedulable.trim(), "true");
+    c.k(&["uncordon", &two]);
+    c.k(&["scale", "deployment/whoami", "--replicas=4"]);
+    let ps = ready_pods(&c, "app=whoami", 4, Duration::from_secs(60));
+    assert!(
+        ps.iter().any(|p| node_of(p) == two),
+        "the uncordoned node takes the new replica (spreading)"
+    );
+}
+
 #[test]
 fn pods_talk_across_nodes_vxlan() {
     pod_network("vxlan");
@@ -241,6 +268,32 @@ fn a_dead_nodes_pods_move() {
         .map(ip_of)
         .expect("a replica on node 3");
     let cluster_ip = c.k(&["get", "svc", "whoami", "-o", "jsonpath={.spec.clusterIP}"]);
+    // A LoadBalancer service whose one pod prefers node 3: with
+    // `externalTrafficPolicy: Local` only that node may announce its address.
+    c.apply(&LB_MANIFEST.replace("NODE3", &c.node_name(3)));
+    let lb_ip = eventually(Duration::from_secs(30), || {
+        let ip = c.k(&[
+            "get",
+            "svc",
+            "edge",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ]);
+        (!ip.trim().is_empty()).then(|| ip.trim().to_string())
+    });
+    let edge = ready_pods(&c, "app=edge", 1, Duration::from_secs(60));
+    assert_eq!(node_of(&edge[0]), c.node_name(3));
+    // The outside host reaches the address on the nodes' LAN, by ARP.
+    let bridge = format!("skup-{}", c.name);
+    assert!(c
+        .outside(&format!("ip route add {lb_ip}/32 dev {bridge}"))
+        .status
+        .success());
+    let lb_answers = || {
+        let out = c.outside(&format!("curl -sS -m 2 http://{lb_ip}/"));
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Hostname:")
+    };
+    eventually(Duration::from_secs(30), || lb_answers().then_some(()));
 
     let killed = Instant::now();
     for pid in [c.node_pid(3), c.holder_pid(3)] {
@@ -300,4 +353,47 @@ fn a_dead_nodes_pods_move() {
         .iter()
         .filter(|p| node_of(p) != c.node_name(3))
         .all(|p| node_of(p) == c.node_name(1) || node_of(p) == c.node_name(2)));
+    // The load balancer's pod moved too, and its new node announces the address.
+    ready_pods(&c, "app=edge", 1, Duration::from_secs(60));
+    eventually(Duration::from_secs(30), || lb_answers().then_some(()));
+    let holder = c.k(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        &format!("skiff-lb-{}", lb_ip.replace('.', "-")),
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    assert_ne!(holder.trim(), c.node_name(3));
 }
+
+const LB_MANIFEST: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: edge}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: edge}}
+  template:
+    metadata: {labels: {app: edge}}
+    spec:
+      affinity:
+        nodeAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            preference:
+              matchExpressions:
+              - {key: kubernetes.io/hostname, operator: In, values: [NODE3]}
+      containers:
+      - {name: whoami, image: traefik/whoami, ports: [{containerPort: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: edge}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  selector: {app: edge}
+  ports: [{port: 80, targetPort: 80}]
+";

@@ -18,7 +18,10 @@ mod support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::registry::{docker_io_mirror, standin_storage, start_registry};
+use support::multinode::MultiNode;
+use support::registry::{
+    docker_io_mirror, docker_io_mirror_to, standin_storage, start_registry, start_registry_on,
+};
 use support::{outside_machine, Cluster, Netns};
 
 const NODE: &str = "skiff-node";
@@ -110,6 +113,56 @@ fn walkthrough(script: &str) {
     }
 }
 
+/// The walkthrough on three nodes (`skiff up --nodes 3`, node 1 the server, the
+/// others joined agents): the pods spread over the nodes, so every Service, name
+/// and NodePort the seed shows crosses nodes. The test's namespace is the nodes'
+/// LAN and the outside machine; the registry listens there on the bridge.
+fn walkthrough_on_nodes(script: &str) {
+    let _serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let ns = Netns::new();
+    let mut flags = vec![format!("--server-arg=--lb-pool={LB_POOL}")];
+    let host_images = std::env::var("SKIFF_WALKTHROUGH_IMAGES").as_deref() == Ok("host");
+    let mirror_dir = tempfile::tempdir().expect("tempdir");
+    let _registry = if host_images {
+        flags.push("--host-images".into());
+        None
+    } else {
+        let registry = start_registry_on(&ns, "0.0.0.0:5000", standin_storage(), mirror_dir.path());
+        // The nodes reach the test's namespace at the bridge's address.
+        let config = docker_io_mirror_to(mirror_dir.path(), "10.250.0.1:5000");
+        flags.push(format!("--registry-config={}", config.display()));
+        Some(registry)
+    };
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let c = MultiNode::up_in(ns, 3, &flags);
+    let route = c.outside(&format!("ip route add {LB_POOL} dev {}", c.bridge()));
+    assert!(route.status.success(), "route to the LB pool");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let transcript = dir.path().join(format!("{script}.md"));
+    let out = c
+        .netns
+        .command("bash")
+        .arg(scripts().join(format!("{script}.sh")))
+        .env("KUBECONFIG", c.kubeconfig())
+        .env("HOME", dir.path())
+        .env("OUTSIDE_NETNS", &c.netns.name)
+        .env("WALKTHROUGH_OUT", &transcript)
+        .output()
+        .expect("run the walkthrough");
+    if !out.status.success() {
+        let text = std::fs::read_to_string(&transcript).unwrap_or_default();
+        let pods = c.kubectl(&["get", "pods", "-A", "-o", "wide"]);
+        panic!(
+            "walkthrough {script} on three nodes failed:\n{}\n--- transcript ---\n{text}\n--- pods ---\n{}\n--- nodes ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&pods.stdout),
+            c.logs()
+        );
+    }
+}
+
 /// Every pod's status, recent events and the last lines of each container's log:
 /// what a failed step most often needs explaining.
 fn pod_report(cluster: &Cluster) -> String {
@@ -153,4 +206,29 @@ fn seed_003_httpenv_clusterip() {
 #[test]
 fn seed_004_postgresql_statefulset() {
     walkthrough("04-postgresql");
+}
+
+#[test]
+fn seed_000_headless_services_and_friends_on_three_nodes() {
+    walkthrough_on_nodes("00-headless");
+}
+
+#[test]
+fn seed_001_services_101_on_three_nodes() {
+    walkthrough_on_nodes("01-services101");
+}
+
+#[test]
+fn seed_002_headless_in_namespace_moon_on_three_nodes() {
+    walkthrough_on_nodes("02-moon");
+}
+
+#[test]
+fn seed_003_httpenv_clusterip_on_three_nodes() {
+    walkthrough_on_nodes("03-httpenv");
+}
+
+#[test]
+fn seed_004_postgresql_statefulset_on_three_nodes() {
+    walkthrough_on_nodes("04-postgresql");
 }

@@ -30,7 +30,11 @@ impl MultiNode {
     /// `skiff up --nodes N` with `extra` flags; panics with the nodes' logs if it
     /// fails.
     pub fn up(nodes: u8, extra: &[&str]) -> Self {
-        let netns = Netns::new();
+        Self::up_in(Netns::new(), nodes, extra)
+    }
+
+    /// [`MultiNode::up`] in a namespace the test prepared (a registry in it, say).
+    pub fn up_in(netns: Netns, nodes: u8, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         // Unique per test process and cluster: names network devices.
         let name = format!(
@@ -70,6 +74,15 @@ impl MultiNode {
 
     pub fn node_name(&self, i: u8) -> String {
         format!("{}-node{i}", self.name)
+    }
+
+    /// The nodes' bridge in the test's namespace.
+    pub fn bridge(&self) -> String {
+        format!("skup-{}", self.name)
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.cluster_dir().join("kubeconfig")
     }
 
     /// Every node's log, for failure messages.
@@ -132,6 +145,35 @@ impl MultiNode {
             "kubectl {args:?} failed: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl apply -f -` of `manifest`.
+    pub fn apply(&self, manifest: &str) -> String {
+        use std::io::Write;
+        let mut child = self
+            .netns
+            .command("kubectl")
+            .args(["apply", "-f", "-"])
+            .env("KUBECONFIG", self.cluster_dir().join("kubeconfig"))
+            .env("HOME", self.dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(manifest.as_bytes())
+            .expect("write manifest");
+        let out = child.wait_with_output().expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

@@ -24,12 +24,18 @@ pub fn repo_root() -> PathBuf {
 /// Starts `docker-registry` on [`REGISTRY`] in `ns`, storing under `storage`
 /// (its config and log go to `dir`), and waits until it answers.
 pub fn start_registry(ns: &Netns, storage: &Path, dir: &Path) -> Registry {
+    start_registry_on(ns, REGISTRY, storage, dir)
+}
+
+/// [`start_registry`] listening on `addr` (`0.0.0.0:5000`: also on the bridge
+/// other nodes of the namespace reach it by).
+pub fn start_registry_on(ns: &Netns, addr: &str, storage: &Path, dir: &Path) -> Registry {
     std::fs::create_dir_all(storage).expect("registry dir");
     let config = dir.join("registry.yml");
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {REGISTRY}\n",
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             storage.display()
         ),
     )
@@ -59,10 +65,15 @@ pub fn start_registry(ns: &Netns, storage: &Path, dir: &Path) -> Registry {
 
 /// A k3s-style `registries.yaml` in `dir` mirroring `docker.io` to [`REGISTRY`].
 pub fn docker_io_mirror(dir: &Path) -> PathBuf {
+    docker_io_mirror_to(dir, REGISTRY)
+}
+
+/// A `registries.yaml` in `dir` mirroring `docker.io` to `http://<addr>`.
+pub fn docker_io_mirror_to(dir: &Path, addr: &str) -> PathBuf {
     let path = dir.join("registries.yaml");
     std::fs::write(
         &path,
-        format!("mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{REGISTRY}\"\n"),
+        format!("mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{addr}\"\n"),
     )
     .expect("registries.yaml");
     path
