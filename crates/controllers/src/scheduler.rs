@@ -282,10 +282,19 @@ pub fn pick(pod: &Pod, snap: &Snapshot) -> Result<String, String> {
         .ok_or_else(|| "no nodes available to schedule pods".into())
 }
 
+/// A binding written but maybe not yet in the cache: the pod's uid (a pod
+/// recreated under the same name, as a StatefulSet does, is another pod), the
+/// node, and when.
+struct Assumed {
+    uid: Option<String>,
+    node: String,
+    at: Instant,
+}
+
 /// Bindings written but maybe not yet in the cache.
 #[derive(Default)]
 pub struct State {
-    assumed: Mutex<HashMap<Key, (String, Instant)>>,
+    assumed: Mutex<HashMap<Key, Assumed>>,
 }
 
 /// All pods, with assumed bindings applied.
@@ -296,15 +305,18 @@ fn pods_with_assumed(ctx: &Ctx) -> Vec<Arc<Pod>> {
         .assumed
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    assumed.retain(|_, (_, at)| at.elapsed() < ASSUME_TTL);
+    assumed.retain(|_, a| a.at.elapsed() < ASSUME_TTL);
     for p in all.iter_mut() {
         let key = Key::of(&**p);
-        if let Some((node, _)) = assumed.get(&key) {
-            if nodeutil::node_name(p).is_some() || p.metadata.deletion_timestamp.is_some() {
+        if let Some(a) = assumed.get(&key) {
+            if nodeutil::node_name(p).is_some()
+                || p.metadata.deletion_timestamp.is_some()
+                || a.uid != p.metadata.uid
+            {
                 assumed.remove(&key);
             } else {
                 let mut bound = (**p).clone();
-                bound.spec.get_or_insert_with(Default::default).node_name = Some(node.clone());
+                bound.spec.get_or_insert_with(Default::default).node_name = Some(a.node.clone());
                 *p = Arc::new(bound);
             }
         }
@@ -326,7 +338,8 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
             .assumed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&key)
+            .get(&key)
+            .is_some_and(|a| a.uid == pod.metadata.uid && a.at.elapsed() < ASSUME_TTL)
     {
         return Ok(None);
     }
@@ -348,7 +361,14 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
                 .assumed
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone(), (node.clone(), Instant::now()));
+                .insert(
+                    key.clone(),
+                    Assumed {
+                        uid: pod.metadata.uid.clone(),
+                        node: node.clone(),
+                        at: Instant::now(),
+                    },
+                );
             // What the binding subresource does upstream: PodScheduled=True.
             let now = k8s_openapi::jiff::Timestamp::now().to_string();
             let cond = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "True",
