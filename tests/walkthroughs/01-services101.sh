@@ -213,7 +213,7 @@ run_fails 'kubectl apply -f external-backend.yaml'
 expect 'provided IP is already allocated'
 run "sed -i 's/clusterIP: 10.96.0.1$/clusterIP: 10.96.0.100/' external-backend.yaml && kubectl apply -f external-backend.yaml"
 expect 'service/external-backend created'
-quietly 'if [ -n "${OUTSIDE_NETNS:-}" ]; then ip netns exec "$OUTSIDE_NETNS" ip -4 -o addr show dev eth0 | awk "{print \$4}" | cut -d/ -f1; else node_ip; fi'
+quietly 'if [ -n "${OUTSIDE_NETNS:-}" ]; then ip netns exec "$OUTSIDE_NETNS" ip -4 -o addr show scope global | awk "{print \$4}" | cut -d/ -f1 | head -1; else node_ip; fi'
 BACKEND_IP=$OUT
 outside 'mkdir -p /tmp/backend-$$ && echo "hello from the NodeJS backend outside the cluster" >/tmp/backend-$$/index.html && cd /tmp/backend-$$ && (setsid python3 -m http.server 3000 >/dev/null 2>&1 & echo $! >/tmp/skiff-walkthrough-backend.pid) && sleep 0.5 && echo started'
 cat >external-backend-endpoints.yaml <<EOF

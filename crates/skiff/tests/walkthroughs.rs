@@ -116,7 +116,8 @@ fn walkthrough(script: &str) {
 /// The walkthrough on three nodes (`skiff up --nodes 3`, node 1 the server, the
 /// others joined agents): the pods spread over the nodes, so every Service, name
 /// and NodePort the seed shows crosses nodes. The test's namespace is the nodes'
-/// LAN and the outside machine; the registry listens there on the bridge.
+/// LAN and the outside machine; the registry listens there on the bridge; the
+/// script itself runs on node 1.
 fn walkthrough_on_nodes(script: &str) {
     let _serial = SERIAL
         .lock()
@@ -141,9 +142,10 @@ fn walkthrough_on_nodes(script: &str) {
     assert!(route.status.success(), "route to the LB pool");
     let dir = tempfile::tempdir().expect("tempdir");
     let transcript = dir.path().join(format!("{script}.md"));
+    // The script runs on node 1, as the single-node one runs on its node: pods
+    // on the other nodes are reached across the pod network.
     let out = c
-        .netns
-        .command("bash")
+        .on_node(1, "bash")
         .arg(scripts().join(format!("{script}.sh")))
         .env("KUBECONFIG", c.kubeconfig())
         .env("HOME", dir.path())
