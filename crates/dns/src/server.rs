@@ -266,6 +266,8 @@ fn serve_udp(
             }
             // ICMP errors from earlier sends surface here on some kernels: keep serving.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            // A signal (a child's SIGCHLD, say) landed on this thread mid-read.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         if batch.len() >= UDP_METRICS_BATCH {

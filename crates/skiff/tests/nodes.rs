@@ -397,3 +397,140 @@ spec:
   selector: {app: edge}
   ports: [{port: 80, targetPort: 80}]
 ";
+
+/// `skiff agent` with a wrong or revoked token, or no server to reach: one
+/// line on stderr naming the problem, a non-zero exit, nothing joined.
+#[test]
+fn a_node_that_cannot_join_says_why() {
+    let _s = serial();
+    let c = MultiNode::up(1, &["--host-images"]);
+    let token = std::fs::read_to_string(c.cluster_dir().join("node1/node-token"))
+        .expect("join token")
+        .trim()
+        .to_string();
+    let server = format!("https://{}:6443", node_ip(1));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = |server: &str, token: &str| {
+        let out = c
+            .netns
+            .command(support::skiff_bin())
+            .args(["agent", "--server", server, "--token", token])
+            .args(["--node-name", "intruder", "--node-ip", &node_ip(0)])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .expect("run skiff agent");
+        assert!(!out.status.success(), "joined with {token:?}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+        assert_eq!(errors.len(), 1, "one error line: {err}");
+        errors[0].to_string()
+    };
+    // Right CA, wrong secret.
+    let (prefix, _) = token.rsplit_once('.').expect("id.secret");
+    let wrong = agent(&server, &format!("{prefix}.0123456789abcdef"));
+    assert!(wrong.to_lowercase().contains("token"), "{wrong}");
+    // A CA hash that is not the server's.
+    let tampered = format!("K10{}{}", "0".repeat(64), &token[67..]);
+    let ca = agent(&server, &tampered);
+    assert!(ca.contains("CA"), "{ca}");
+    // Nobody listening there.
+    let gone = agent(&format!("https://{}:6443", node_ip(9)), &token);
+    assert!(gone.contains("reach") || gone.contains("connect"), "{gone}");
+    // A revoked token.
+    let id = prefix.rsplit("::").next().expect("token id").to_string();
+    c.k(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "secret",
+        &format!("bootstrap-token-{id}"),
+    ]);
+    let revoked = agent(&server, &token);
+    assert!(revoked.to_lowercase().contains("token"), "{revoked}");
+    let nodes = c.k(&["get", "nodes", "-o", "name"]);
+    assert_eq!(nodes.lines().count(), 1, "nothing joined: {nodes}");
+}
+
+/// Node 3 is cut off (its link down, its processes alive): its replica is
+/// evicted and recreated elsewhere. When the link comes back, its agent ends
+/// the evicted pod and confirms the deletion; the Service keeps exactly the
+/// live replicas.
+#[test]
+fn a_node_that_comes_back_ends_its_moved_pods() {
+    let _s = serial();
+    const GRACE: u64 = 10;
+    const TOLERATION: u64 = 10;
+    let c = MultiNode::up(
+        3,
+        &[
+            "--host-images",
+            &format!("--server-arg=--node-monitor-grace-period={GRACE}s"),
+            &format!("--server-arg=--default-unreachable-toleration-seconds={TOLERATION}"),
+        ],
+    );
+    let ps = whoami(&c);
+    let stale = ps
+        .iter()
+        .find(|p| node_of(p) == c.node_name(3))
+        .cloned()
+        .expect("a replica on node 3");
+    let link = format!("sku3-{}", c.name);
+    assert!(c
+        .outside(&format!("ip link set {link} down"))
+        .status
+        .success());
+    // Evicted (left Terminating: nobody on node 3 can confirm) and replaced.
+    eventually(Duration::from_secs(GRACE + 10 + TOLERATION + 60), || {
+        let ps: Vec<Value> = pods(&c, "app=whoami").into_iter().collect();
+        let replaced = ps
+            .iter()
+            .filter(|p| ready(p) && node_of(p) != c.node_name(3))
+            .count()
+            == 3;
+        let evicted = ps.iter().any(|p| {
+            name_of(p) == name_of(&stale) && !p["metadata"]["deletionTimestamp"].is_null()
+        });
+        (replaced && evicted).then_some(())
+    });
+    assert!(c
+        .outside(&format!("ip link set {link} up"))
+        .status
+        .success());
+    // Back: Ready again, the evicted pod ended and gone from the API.
+    c.wait_for(
+        Duration::from_secs(60),
+        &[
+            "get",
+            "node",
+            &c.node_name(3),
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ],
+        "True",
+    );
+    eventually(Duration::from_secs(60), || {
+        let gone = !pods(&c, "app=whoami")
+            .iter()
+            .any(|p| name_of(p) == name_of(&stale));
+        gone.then_some(())
+    });
+    // The Service lists exactly the three live replicas.
+    let live: std::collections::BTreeSet<String> =
+        ready_pods(&c, "app=whoami", 3, Duration::from_secs(30))
+            .iter()
+            .map(ip_of)
+            .collect();
+    eventually(Duration::from_secs(30), || {
+        let out = c.k(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=whoami",
+            "-o",
+            "jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{\"\\n\"}{end}",
+        ]);
+        let listed: std::collections::BTreeSet<String> = out.lines().map(str::to_string).collect();
+        (listed == live).then_some(())
+    });
+}
