@@ -61,6 +61,9 @@ pub struct AgentSettings {
     pub node_pod_cidr: Option<String>,
     /// How pods reach other nodes' pods (`--flannel-backend`).
     pub backend: crossnode::Backend,
+    /// The node Lease's duration; renewed every quarter of it
+    /// (`--node-lease-duration-seconds`, kubelet's default 40).
+    pub node_lease_duration: std::time::Duration,
     pub cluster_domain: String,
     pub cluster_dns: IpAddr,
     /// Where pod state, logs and IPAM live (`<data_dir>/agent`).
@@ -97,6 +100,7 @@ impl AgentSettings {
             pod_cidr: "10.244.0.0/16".into(),
             node_pod_cidr: None,
             backend: crossnode::Backend::Auto,
+            node_lease_duration: std::time::Duration::from_secs(40),
             cluster_domain: "cluster.local".into(),
             cluster_dns: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 10)),
             data_dir,
@@ -272,7 +276,12 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
         port,
     };
     let since = node::register(&client, &info).await?;
-    tokio::spawn(node::heartbeat(client.clone(), info, since));
+    tokio::spawn(node::heartbeat(
+        client.clone(),
+        info,
+        since,
+        settings.node_lease_duration,
+    ));
     if node_ip != subnet.gateway() {
         let me = crossnode::Local {
             name: settings.node_name.clone(),

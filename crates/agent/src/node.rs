@@ -1,7 +1,8 @@
 //! Node registration and heartbeats, as kubelet does them: the Node object with its
 //! addresses, pod CIDR, capacity, conditions and kubelet endpoint; a Lease in
-//! `kube-node-lease` renewed every 10 s; the status re-posted every minute (and on
-//! start) so `lastHeartbeatTime` stays fresh.
+//! `kube-node-lease` renewed every quarter of its duration (10 s of 40 s, kubelet's
+//! defaults); the status re-posted every minute (and on start) so
+//! `lastHeartbeatTime` stays fresh.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -196,10 +197,13 @@ async fn post_status(client: &kube::Client, n: &NodeInfo, since: &str) -> Result
     Ok(())
 }
 
-async fn renew_lease(client: &kube::Client, node: &str) -> Result<()> {
+/// How often the node status is re-posted besides the Lease renewals.
+const STATUS_PERIOD: Duration = Duration::from_secs(60);
+
+async fn renew_lease(client: &kube::Client, node: &str, duration: Duration) -> Result<()> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let spec =
-        json!({"holderIdentity": node, "leaseDurationSeconds": 40, "renewTime": now_micro()});
+    let spec = json!({"holderIdentity": node, "leaseDurationSeconds": duration.as_secs(),
+        "renewTime": now_micro()});
     if leases.get_opt(node).await?.is_some() {
         leases
             .patch(
@@ -219,17 +223,25 @@ async fn renew_lease(client: &kube::Client, node: &str) -> Result<()> {
     Ok(())
 }
 
-/// Heartbeats until the task is dropped: the Lease every 10 s, the status every
-/// minute, and at once when the Node is seen not Ready (the node-lifecycle
-/// controller marked it Unknown while this node was cut off), so a node that
-/// comes back is usable again within one renewal.
-pub async fn heartbeat(client: kube::Client, n: NodeInfo, mut since: String) {
+/// Heartbeats until the task is dropped: the Lease every quarter of
+/// `lease_duration` (kubelet's `--node-lease-duration-seconds`; the server's
+/// `--node-monitor-grace-period` should be several renewals long), the status
+/// every minute, and at once when the Node is seen not Ready (the
+/// node-lifecycle controller marked it Unknown while this node was cut off), so
+/// a node that comes back is usable again within one renewal.
+pub async fn heartbeat(
+    client: kube::Client,
+    n: NodeInfo,
+    mut since: String,
+    lease_duration: Duration,
+) {
     let nodes: Api<Node> = Api::all(client.clone());
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    let mut count: u64 = 0;
+    let period = (lease_duration / 4).max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    let mut posted = std::time::Instant::now();
     loop {
         tick.tick().await;
-        if let Err(e) = renew_lease(&client, &n.name).await {
+        if let Err(e) = renew_lease(&client, &n.name, lease_duration).await {
             tracing::warn!(error = %e, "renewing the node lease");
         }
         let marked_down = match nodes.get_opt(&n.name).await {
@@ -240,12 +252,12 @@ pub async fn heartbeat(client: kube::Client, n: NodeInfo, mut since: String) {
             // Ready again from now: the condition's transition time moves.
             since = now();
         }
-        if marked_down || count % 6 == 5 {
+        if marked_down || posted.elapsed() >= STATUS_PERIOD {
             if let Err(e) = post_status(&client, &n, &since).await {
                 tracing::warn!(error = %e, "posting node status");
             }
+            posted = std::time::Instant::now();
         }
-        count += 1;
     }
 }
 

@@ -22,6 +22,8 @@ pub struct NodeSettings {
     /// Take the pod network's first /24 for this node instead of waiting for the
     /// node-IPAM controller: a server that runs no controllers is a lone node.
     pub claim_pod_cidr: bool,
+    /// The node Lease's duration (renewed every quarter of it).
+    pub node_lease_duration: std::time::Duration,
     /// Service network (the API server allocates ClusterIPs from it).
     pub service_cidr: String,
     /// DNS zone of the cluster, e.g. `cluster.local`.
@@ -170,6 +172,7 @@ fn agent_settings(node: &NodeSettings) -> skiff_agent::AgentSettings {
             .map(|c| c.node_subnet().to_string());
     }
     s.backend = node.backend;
+    s.node_lease_duration = node.node_lease_duration;
     s.cluster_domain = node.cluster_domain.clone();
     s.cluster_dns = node.cluster_dns;
     s.host_images = node.host_images;

@@ -28,6 +28,11 @@ pub struct NodeArgs {
     /// `auto` (direct where a node is on a connected subnet, VXLAN elsewhere).
     #[arg(long, default_value = "auto")]
     pub flannel_backend: skiff_agent::crossnode::Backend,
+    /// Seconds the node's Lease lasts; the agent renews it every quarter of that
+    /// (kubelet's flag). Keep the server's `--node-monitor-grace-period` several
+    /// renewals long.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(4..=3600))]
+    pub node_lease_duration_seconds: u32,
     /// The cluster's DNS zone.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -89,6 +94,9 @@ impl NodeArgs {
             pod_cidr: self.pod_cidr.clone(),
             backend: self.flannel_backend,
             claim_pod_cidr: false,
+            node_lease_duration: std::time::Duration::from_secs(u64::from(
+                self.node_lease_duration_seconds,
+            )),
             controllers: skiff_controllers::Settings {
                 cluster_cidr: Some(self.pod_cidr.clone()),
                 ..Default::default()

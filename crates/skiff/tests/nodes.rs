@@ -44,6 +44,27 @@ fn ready_pods(c: &MultiNode, selector: &str, n: usize, timeout: Duration) -> Vec
     })
 }
 
+/// The node-monitor grace period and the pods' unreachable toleration of the
+/// failure tests (seconds): short, so a test sees a node die and its pods move;
+/// the node Leases last `LEASE` (renewed every quarter of it), so a live node
+/// renews four times per grace period, as kubelet's defaults (40 s, 10 s) do.
+const GRACE: u64 = 10;
+const TOLERATION: u64 = 10;
+const LEASE: u64 = 10;
+
+fn up_with_short_timeouts() -> MultiNode {
+    MultiNode::up(
+        3,
+        &[
+            "--host-images",
+            &format!("--server-arg=--node-monitor-grace-period={GRACE}s"),
+            &format!("--server-arg=--default-unreachable-toleration-seconds={TOLERATION}"),
+            &format!("--server-arg=--node-lease-duration-seconds={LEASE}"),
+            &format!("--agent-arg=--node-lease-duration-seconds={LEASE}"),
+        ],
+    )
+}
+
 fn node_of(p: &Value) -> String {
     p["spec"]["nodeName"]
         .as_str()
@@ -246,16 +267,7 @@ fn pods_talk_across_nodes_vxlan() {
 #[test]
 fn a_dead_nodes_pods_move() {
     let _s = serial();
-    const GRACE: u64 = 10;
-    const TOLERATION: u64 = 10;
-    let c = MultiNode::up(
-        3,
-        &[
-            "--host-images",
-            &format!("--server-arg=--node-monitor-grace-period={GRACE}s"),
-            &format!("--server-arg=--default-unreachable-toleration-seconds={TOLERATION}"),
-        ],
-    );
+    let c = up_with_short_timeouts();
     let ps = whoami(&c);
     let client = ps
         .iter()
@@ -307,8 +319,8 @@ fn a_dead_nodes_pods_move() {
         .success();
 
     // The dead node's endpoint stops being ready within the grace period (the
-    // Lease was renewed up to 10 s before the kill).
-    eventually(Duration::from_secs(GRACE + 10 + 5), || {
+    // Lease was renewed up to a quarter of its duration before the kill).
+    eventually(Duration::from_secs(GRACE + LEASE / 4 + 5), || {
         let out = c.k(&[
             "get",
             "endpointslices",
@@ -328,7 +340,7 @@ fn a_dead_nodes_pods_move() {
     });
     let dropped = killed.elapsed();
     assert!(
-        dropped <= Duration::from_secs(GRACE + 10 + 2),
+        dropped <= Duration::from_secs(GRACE + LEASE / 4 + 2),
         "endpoints dropped {dropped:?} after the kill"
     );
     let status = c.k(&[
@@ -459,16 +471,7 @@ fn a_node_that_cannot_join_says_why() {
 #[test]
 fn a_node_that_comes_back_ends_its_moved_pods() {
     let _s = serial();
-    const GRACE: u64 = 10;
-    const TOLERATION: u64 = 10;
-    let c = MultiNode::up(
-        3,
-        &[
-            "--host-images",
-            &format!("--server-arg=--node-monitor-grace-period={GRACE}s"),
-            &format!("--server-arg=--default-unreachable-toleration-seconds={TOLERATION}"),
-        ],
-    );
+    let c = up_with_short_timeouts();
     let ps = whoami(&c);
     let stale = ps
         .iter()

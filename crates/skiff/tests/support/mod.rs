@@ -105,6 +105,22 @@ pub fn outside_machine(
     ns
 }
 
+/// Runs `c` with `input` on its stdin; returns its output.
+pub fn output_with_stdin(mut c: Command, input: &str) -> Output {
+    use std::io::Write;
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("output")
+}
+
 fn run_ok(c: &mut Command) {
     let out = c.output().expect("spawn");
     assert!(
@@ -268,21 +284,10 @@ impl Cluster {
 
     /// kubectl with `stdin` fed to it.
     pub fn kubectl_in(&self, args: &[&str], stdin: &str) -> Output {
-        use std::io::Write;
         let mut c = self.netns.command("kubectl");
-        c.args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.args(args);
         self.env(&mut c);
-        let mut child = c.spawn().expect("run kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write stdin");
-        child.wait_with_output().expect("kubectl output")
+        output_with_stdin(c, stdin)
     }
 
     /// kubectl that must succeed; returns its stdout.

@@ -151,25 +151,11 @@ impl MultiNode {
 
     /// `kubectl apply -f -` of `manifest`.
     pub fn apply(&self, manifest: &str) -> String {
-        use std::io::Write;
-        let mut child = self
-            .netns
-            .command("kubectl")
-            .args(["apply", "-f", "-"])
-            .env("KUBECONFIG", self.cluster_dir().join("kubeconfig"))
-            .env("HOME", self.dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(manifest.as_bytes())
-            .expect("write manifest");
-        let out = child.wait_with_output().expect("kubectl");
+        let mut c = self.netns.command("kubectl");
+        c.args(["apply", "-f", "-"])
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.dir.path());
+        let out = super::output_with_stdin(c, manifest);
         assert!(
             out.status.success(),
             "kubectl apply failed: {}",
