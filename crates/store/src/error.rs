@@ -35,8 +35,8 @@ pub enum Error {
         current: Revision,
     },
 
-    /// The storage engine failed (IO, corruption, a broken schema). Boxed so that future
-    /// backends (etcd) can use the same variant.
+    /// The storage engine failed (IO, corruption, a broken schema, etcd unreachable or
+    /// refusing the prefix). Boxed so that every backend's causes fit.
     #[error("storage error: {0}")]
     Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
 }

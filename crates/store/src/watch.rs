@@ -4,12 +4,17 @@
 //! and writers publish *after* their commit, in commit order, while holding the write
 //! lock. So every event is either in the history snapshot, on the receiver, or both;
 //! `Watch` drops live events at or below the newest revision the history covered.
+//!
+//! A backend may also hand a watcher a stream of its own (`Watch::from_stream`): etcd
+//! does for a watch that starts further back than the history it keeps in memory, and
+//! etcd itself then guarantees the order and the absence of gaps.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
 
 use crate::{Error, Event, Result, Revision};
 
@@ -51,9 +56,18 @@ pub(crate) struct Receiver(broadcast::Receiver<Arc<Event>>);
 pub struct Watch {
     prefix: String,
     history: VecDeque<Event>,
-    live: Option<broadcast::Receiver<Arc<Event>>>,
+    live: Option<Live>,
     /// Live events at or below this revision were already covered by `history`.
     seen: Revision,
+}
+
+/// Where a watch's events come from once its history is used up.
+enum Live {
+    /// The backend's fan-out of every event (filtered by prefix here).
+    Hub(broadcast::Receiver<Arc<Event>>),
+    /// A stream of this watch's own, already filtered, ordered and gap-free; an `Err`
+    /// is its last item.
+    Stream(mpsc::Receiver<Result<Event>>),
 }
 
 impl Watch {
@@ -69,8 +83,22 @@ impl Watch {
         Watch {
             prefix: prefix.to_owned(),
             history: history.into_iter().collect(),
-            live: Some(rx.0),
+            live: Some(Live::Hub(rx.0)),
             seen: covered.max(after),
+        }
+    }
+
+    /// A watch fed by a backend's own stream of the events after `after` under `prefix`.
+    pub(crate) fn from_stream(
+        prefix: &str,
+        after: Revision,
+        rx: mpsc::Receiver<Result<Event>>,
+    ) -> Self {
+        Watch {
+            prefix: prefix.to_owned(),
+            history: VecDeque::new(),
+            live: Some(Live::Stream(rx)),
+            seen: after,
         }
     }
 
@@ -81,7 +109,10 @@ impl Watch {
             return Some(Ok(event));
         }
         loop {
-            let received = self.live.as_mut()?.recv().await;
+            let received = match self.live.as_mut()? {
+                Live::Hub(rx) => Received::Hub(rx.recv().await),
+                Live::Stream(rx) => Received::Stream(rx.recv().await),
+            };
             if let Some(out) = self.accept(received) {
                 return out;
             }
@@ -95,7 +126,10 @@ impl Watch {
             return Some(Ok(event));
         }
         loop {
-            let received = self.live.as_mut()?.blocking_recv();
+            let received = match self.live.as_mut()? {
+                Live::Hub(rx) => Received::Hub(rx.blocking_recv()),
+                Live::Stream(rx) => Received::Stream(rx.blocking_recv()),
+            };
             if let Some(out) = self.accept(received) {
                 return out;
             }
@@ -103,9 +137,9 @@ impl Watch {
     }
 
     /// `None` means "not for this watcher, keep reading".
-    fn accept(&mut self, received: Result<Arc<Event>, RecvError>) -> Option<Option<Result<Event>>> {
+    fn accept(&mut self, received: Received) -> Option<Option<Result<Event>>> {
         match received {
-            Ok(event) => {
+            Received::Hub(Ok(event)) => {
                 let rev = event.revision();
                 if rev <= self.seen || !event.key().starts_with(&self.prefix) {
                     return None;
@@ -113,16 +147,36 @@ impl Watch {
                 self.seen = rev;
                 Some(Some(Ok(Event::clone(&event))))
             }
-            Err(RecvError::Lagged(_)) => {
+            Received::Hub(Err(RecvError::Lagged(_))) => {
                 self.live = None;
                 Some(Some(Err(Error::WatchLagged)))
             }
-            Err(RecvError::Closed) => {
+            Received::Stream(Some(Ok(event))) => {
+                // The stream's source already filtered and ordered; this only guards
+                // the promise of strictly increasing revisions.
+                let rev = event.revision();
+                if rev <= self.seen {
+                    return None;
+                }
+                self.seen = rev;
+                Some(Some(Ok(event)))
+            }
+            Received::Stream(Some(Err(err))) => {
+                self.live = None;
+                Some(Some(Err(err)))
+            }
+            Received::Hub(Err(RecvError::Closed)) | Received::Stream(None) => {
                 self.live = None;
                 Some(None)
             }
         }
     }
+}
+
+/// What one wait on a `Live` source produced.
+enum Received {
+    Hub(Result<Arc<Event>, RecvError>),
+    Stream(Option<Result<Event>>),
 }
 
 impl fmt::Debug for Watch {
@@ -169,5 +223,32 @@ mod tests {
             .map(|e| e.map(|e| e.revision()).ok())
             .collect();
         assert_eq!(revs, [Some(2), Some(3), Some(5)]);
+    }
+
+    #[test]
+    fn a_stream_of_its_own_ends_after_its_error() {
+        let (tx, rx) = mpsc::channel(4);
+        let put = |rev| Event::Put {
+            kv: crate::KeyValue {
+                key: "/a".to_owned(),
+                value: bytes::Bytes::new(),
+                create_revision: rev,
+                mod_revision: rev,
+            },
+            prev: None,
+        };
+        for item in [Ok(put(3)), Ok(put(3)), Ok(put(4)), Err(Error::WatchLagged)] {
+            tx.try_send(item).expect("room");
+        }
+        let mut watch = Watch::from_stream("/a", 2, rx);
+        assert_eq!(watch.blocking_next().map(|e| e.ok()), Some(Some(put(3))));
+        // A repeated revision is dropped: revisions only ever increase.
+        assert_eq!(watch.blocking_next().map(|e| e.ok()), Some(Some(put(4))));
+        assert!(matches!(
+            watch.blocking_next(),
+            Some(Err(Error::WatchLagged))
+        ));
+        drop(tx);
+        assert!(watch.blocking_next().is_none());
     }
 }

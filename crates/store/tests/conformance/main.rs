@@ -1,6 +1,9 @@
 //! Runs the shared conformance suite (`suite.rs`) against every backend, plus
-//! the checks that only make sense for a file (reopen, on-disk settings).
+//! the checks that only make sense for a file (reopen, on-disk settings) and for etcd
+//! (`etcd_only.rs`: a prefix shared by two clusters, several stores on one etcd).
 
+mod etcd_cluster;
+mod etcd_only;
 mod suite;
 
 use std::sync::Arc;
@@ -25,6 +28,15 @@ fn sqlite(capacity: usize) -> Fixture {
     }
 }
 
+/// A fresh 3-member etcd cluster per store: the suite counts revisions, so no two
+/// stores may share one.
+fn etcd(capacity: usize) -> Fixture {
+    Fixture {
+        backend: Arc::new(etcd_cluster::OnEtcd::start(capacity)),
+        _dir: None,
+    }
+}
+
 /// One `#[test]` per suite check per backend, so a failure names both.
 macro_rules! conformance {
     ($backend:ident: $($check:ident),* $(,)?) => {
@@ -43,6 +55,7 @@ macro_rules! all_backends {
     ($($check:ident),* $(,)?) => {
         conformance!(memory: $($check),*);
         conformance!(sqlite: $($check),*);
+        conformance!(etcd: $($check),*);
     };
 }
 

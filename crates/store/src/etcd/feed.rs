@@ -1,0 +1,385 @@
+//! The watch side of the etcd store.
+//!
+//! One etcd watch over the cluster's whole range (the *pump*) feeds a `Hub`, as a SQLite
+//! writer does, and keeps the most recent events in memory (the *ring*): a watch that
+//! starts inside the ring is served like the memory backend's, with no request to etcd,
+//! so any number of watchers cost etcd one stream. A watch that starts further back gets
+//! an etcd watch of its own (`replay`), which etcd orders and keeps gap-free.
+//!
+//! A write returns only once the pump has published it, so a watcher started before a
+//! write sees it as soon as the write returns, as with the other backends. Events come
+//! from etcd, so writes through other API servers on the same etcd reach every watcher
+//! too, in revision order.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use etcd_client::proto::PbEvent;
+use etcd_client::{WatchClient, WatchOptions, WatchStream};
+use tokio::sync::mpsc;
+
+use super::layout::BadEvent;
+use super::{describe, Shared};
+use crate::watch::Hub;
+use crate::{Error, Event, Revision, Watch};
+
+/// Most recent events kept in memory for watches that start a little in the past (a
+/// client reconnecting with the resourceVersion it last saw). Older starts cost an etcd
+/// watch of their own, nothing more.
+pub(super) const RING_EVENTS: usize = 1024;
+
+/// How long a broken etcd watch waits before it is opened again.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Events a watch of its own may have in hand before it stops reading from etcd (which
+/// then buffers for it, as it does for any slow watcher).
+const REPLAY_BUFFER: usize = 256;
+
+pub(super) struct Feed {
+    state: Mutex<FeedState>,
+    /// Signalled whenever `published` moves; writers wait on it.
+    moved: Condvar,
+    capacity: usize,
+}
+
+struct FeedState {
+    hub: Hub,
+    /// Every event of the cluster in `(ring_start, published]`, in revision order.
+    ring: VecDeque<Event>,
+    ring_start: Revision,
+    /// Everything through this revision has reached the hub.
+    published: Revision,
+}
+
+impl Feed {
+    /// `from`: the first revision the pump will read.
+    pub(super) fn new(capacity: usize, from: Revision) -> Self {
+        Feed {
+            state: Mutex::new(FeedState {
+                hub: Hub::new(capacity),
+                ring: VecDeque::new(),
+                ring_start: from - 1,
+                published: from - 1,
+            }),
+            moved: Condvar::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FeedState> {
+        // Each critical section is a few infallible steps; a panic cannot leave the
+        // state half-written.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A watch served from memory, or `None` if `after` is older than the ring.
+    pub(super) fn watch(&self, prefix: &str, after: Revision) -> Option<Watch> {
+        let state = self.lock();
+        if after < state.ring_start {
+            return None;
+        }
+        // Subscribing and copying the ring under the lock the pump publishes under makes
+        // the hand-over from history to live events gap-free (see `watch.rs`).
+        let rx = state.hub.subscribe();
+        let start = state.ring.partition_point(|e| e.revision() <= after);
+        let history = state
+            .ring
+            .range(start..)
+            .filter(|e| e.key().starts_with(prefix))
+            .cloned()
+            .collect::<Vec<_>>();
+        Some(Watch::new(prefix, after, history, rx, state.published))
+    }
+
+    /// A watch of live events only (for a prefix with no history).
+    pub(super) fn live(&self, prefix: &str, after: Revision) -> Watch {
+        let state = self.lock();
+        Watch::new(
+            prefix,
+            after,
+            Vec::new(),
+            state.hub.subscribe(),
+            state.published,
+        )
+    }
+
+    /// Publishes `events` (in revision order) and records that everything through
+    /// `through` has been read.
+    fn publish(&self, events: Vec<Event>, through: Revision) {
+        let mut state = self.lock();
+        for event in events {
+            state.ring.push_back(event.clone());
+            if state.ring.len() > RING_EVENTS {
+                if let Some(old) = state.ring.pop_front() {
+                    state.ring_start = old.revision();
+                }
+            }
+            state.hub.publish(event);
+        }
+        state.published = state.published.max(through);
+        drop(state);
+        self.moved.notify_all();
+    }
+
+    /// History through `revision` can no longer be delivered: every live watcher ends
+    /// (its client starts again from a revision, and gets 410 if that is gone) and the
+    /// ring starts over after `revision`.
+    fn reset(&self, revision: Revision) {
+        let mut state = self.lock();
+        state.hub = Hub::new(self.capacity);
+        state.ring.clear();
+        state.ring_start = revision;
+        state.published = state.published.max(revision);
+        drop(state);
+        self.moved.notify_all();
+    }
+
+    /// Compaction at `revision`: the ring no longer needs what it superseded.
+    pub(super) fn forget_through(&self, revision: Revision) {
+        let mut state = self.lock();
+        let drop = state.ring.partition_point(|e| e.revision() <= revision);
+        state.ring.drain(..drop);
+        state.ring_start = state.ring_start.max(revision);
+    }
+
+    /// Waits until the pump has published `revision`; `false` if `wait` ran out first.
+    pub(super) fn wait_published(&self, revision: Revision, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let mut state = self.lock();
+        while state.published < revision {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            state = self
+                .moved
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+}
+
+/// What an etcd watch produced next.
+enum Batch {
+    /// Events, in revision order.
+    Events(Vec<PbEvent>),
+    /// etcd's progress notification: nothing through this revision is still to come.
+    Progress(Revision),
+    /// History from the requested revision on was compacted at this revision.
+    Compacted(Revision),
+}
+
+/// One etcd watch on a key range that survives broken streams: it is opened again from
+/// the first revision not yet received, so nothing is lost or repeated.
+struct Follower {
+    client: WatchClient,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    next: Revision,
+    stream: Option<WatchStream>,
+    /// For the logs: what this watch is for, and whether it is failing right now.
+    what: &'static str,
+    failing: bool,
+}
+
+impl Follower {
+    fn new(client: WatchClient, (start, end): (Vec<u8>, Vec<u8>), next: Revision) -> Self {
+        Follower {
+            client,
+            start,
+            end,
+            next,
+            stream: None,
+            what: "watch",
+            failing: false,
+        }
+    }
+
+    async fn next(&mut self) -> Batch {
+        loop {
+            let stream = match self.stream.as_mut() {
+                Some(stream) => stream,
+                None => {
+                    let options = WatchOptions::new()
+                        .with_range(self.end.clone())
+                        .with_start_revision(self.next)
+                        .with_prev_key()
+                        .with_progress_notify();
+                    match self.client.watch(self.start.clone(), Some(options)).await {
+                        Ok(stream) => self.stream.insert(stream),
+                        Err(err) => {
+                            self.failed(&describe(&err)).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut resp = match stream.message().await {
+                Ok(Some(resp)) => resp,
+                Ok(None) => {
+                    self.failed("the stream ended").await;
+                    continue;
+                }
+                Err(err) => {
+                    self.failed(&describe(&err)).await;
+                    continue;
+                }
+            };
+            if resp.0.compact_revision > 0 {
+                self.stream = None;
+                return Batch::Compacted(resp.0.compact_revision);
+            }
+            if resp.0.canceled {
+                let reason = format!("etcd cancelled the watch: {}", resp.0.cancel_reason);
+                self.failed(&reason).await;
+                continue;
+            }
+            if self.failing {
+                self.failing = false;
+                tracing::info!(what = self.what, revision = self.next, "etcd watch resumed");
+            }
+            let events = std::mem::take(&mut resp.0.events);
+            match events.last().and_then(|e| e.kv.as_ref()) {
+                Some(kv) => {
+                    self.next = kv.mod_revision + 1;
+                    return Batch::Events(events);
+                }
+                None if !resp.0.created => {
+                    let revision = resp.0.header.as_ref().map_or(0, |h| h.revision);
+                    if revision >= self.next {
+                        self.next = revision + 1;
+                        return Batch::Progress(revision);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Drops the stream and waits before it is opened again; logs the first failure of
+    /// an outage as a warning, the rest quietly.
+    async fn failed(&mut self, why: &str) {
+        self.stream = None;
+        if self.failing {
+            tracing::debug!(what = self.what, revision = self.next, "etcd watch: {why}");
+        } else {
+            self.failing = true;
+            tracing::warn!(
+                what = self.what,
+                revision = self.next,
+                "etcd watch broke, retrying: {why}"
+            );
+        }
+        tokio::time::sleep(RETRY_DELAY).await;
+    }
+}
+
+/// The pump: follows the cluster's whole range from `from` into the feed, for as long
+/// as the store lives.
+pub(super) async fn pump(shared: Arc<Shared>, from: Revision) {
+    let mut follower = Follower::new(shared.watch.clone(), shared.layout.data_range(), from);
+    follower.what = "store feed";
+    loop {
+        match follower.next().await {
+            Batch::Events(raw) => {
+                let mut events = Vec::with_capacity(raw.len());
+                let mut through = 0;
+                for pb in raw {
+                    let revision = pb.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+                    through = through.max(revision);
+                    match shared.layout.event(pb) {
+                        Ok(event) => events.push(event),
+                        Err(BadEvent::NoPrevious { revision }) => {
+                            tracing::warn!(
+                                revision,
+                                "etcd compacted a value before the store feed read its \
+                                 change; watchers start again"
+                            );
+                            shared
+                                .feed
+                                .publish(std::mem::take(&mut events), revision - 1);
+                            shared.feed.reset(revision);
+                        }
+                        Err(BadEvent::Malformed(why)) => {
+                            tracing::warn!(revision, "skipping an etcd event: {why}");
+                        }
+                    }
+                }
+                shared.feed.publish(events, through);
+            }
+            Batch::Progress(revision) => shared.feed.publish(Vec::new(), revision),
+            Batch::Compacted(revision) => {
+                tracing::warn!(
+                    revision,
+                    "the store feed fell behind etcd's compaction; watchers start again"
+                );
+                shared.compacted.fetch_max(revision, Ordering::SeqCst);
+                shared.feed.reset(revision);
+                follower.next = revision + 1;
+            }
+        }
+    }
+}
+
+/// A watch with an etcd watch of its own, for a start older than the ring: the events
+/// under `range` after `after`, ending with `Compacted` if etcd no longer has them.
+pub(super) fn replay(
+    shared: &Arc<Shared>,
+    prefix: &str,
+    range: (Vec<u8>, Vec<u8>),
+    after: Revision,
+) -> Watch {
+    let (tx, rx) = mpsc::channel(REPLAY_BUFFER);
+    let follower = Follower::new(shared.watch.clone(), range, after + 1);
+    let task_shared = shared.clone();
+    shared.runtime.spawn(async move {
+        tokio::select! {
+            () = tx.closed() => {}
+            () = forward(&task_shared, follower, &tx, after) => {}
+        }
+    });
+    Watch::from_stream(prefix, after, rx)
+}
+
+async fn forward(
+    shared: &Shared,
+    mut follower: Follower,
+    tx: &mpsc::Sender<crate::Result<Event>>,
+    after: Revision,
+) {
+    let compacted = |revision: Revision| -> crate::Result<Event> {
+        let known = shared.compacted.fetch_max(revision, Ordering::SeqCst);
+        Err(Error::Compacted {
+            requested: after,
+            compacted: known.max(revision),
+        })
+    };
+    loop {
+        match follower.next().await {
+            Batch::Events(raw) => {
+                for pb in raw {
+                    let event = match shared.layout.event(pb) {
+                        Ok(event) => Ok(event),
+                        Err(BadEvent::NoPrevious { revision }) => compacted(revision - 1),
+                        Err(BadEvent::Malformed(why)) => {
+                            tracing::warn!("skipping an etcd event: {why}");
+                            continue;
+                        }
+                    };
+                    let last = event.is_err();
+                    if tx.send(event).await.is_err() || last {
+                        return;
+                    }
+                }
+            }
+            Batch::Progress(_) => {}
+            Batch::Compacted(revision) => {
+                let _ = tx.send(compacted(revision)).await;
+                return;
+            }
+        }
+    }
+}

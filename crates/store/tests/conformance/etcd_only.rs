@@ -1,0 +1,174 @@
+//! Checks only etcd needs: who may use a prefix, an etcd that is not there, and several
+//! stores (API servers) on one etcd.
+
+use std::time::{Duration, Instant};
+
+use skiff_store::{Backend, Error, EtcdConfig, Event, Watch};
+
+use crate::etcd_cluster::{EtcdCluster, CLUSTER, PREFIX};
+use crate::suite::next;
+
+const CAPACITY: usize = skiff_store::DEFAULT_WATCH_CAPACITY;
+
+/// More revisions than a store keeps in memory, so a watch from before them is served
+/// by etcd itself.
+const BEYOND_MEMORY: usize = 1100;
+
+fn with(config: EtcdConfig, cluster: &str, prefix: &str) -> EtcdConfig {
+    EtcdConfig {
+        cluster: cluster.into(),
+        prefix: prefix.into(),
+        ..config
+    }
+}
+
+/// The next item of `watch`, whatever it is.
+fn next_result(watch: &mut Watch) -> skiff_store::Result<Event> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("timed out")
+            .expect("watch ended")
+    })
+}
+
+fn one_line(err: &Error) -> String {
+    let text = err.to_string();
+    assert!(!text.contains('\n'), "not one line: {text:?}");
+    text
+}
+
+#[test]
+fn a_prefix_belongs_to_one_cluster() {
+    let etcd = EtcdCluster::start();
+    let a = etcd
+        .open(etcd.config(CAPACITY))
+        .expect("first start claims");
+    let kv = a.create("/registry/a", b"1").expect("create");
+    drop(a);
+
+    let err = etcd
+        .open(with(etcd.config(CAPACITY), "other", PREFIX))
+        .expect_err("another cluster on the same prefix");
+    let text = one_line(&err);
+    assert!(
+        text.contains("another cluster") && text.contains(PREFIX) && text.contains(CLUSTER),
+        "{text}"
+    );
+
+    // Another prefix is free for it; the first cluster finds its data again.
+    let other = etcd
+        .open(with(etcd.config(CAPACITY), "other", "/other"))
+        .expect("own prefix");
+    assert!(other.list("", None, None).expect("list").items.is_empty());
+    let a = etcd.open(etcd.config(CAPACITY)).expect("restart");
+    assert_eq!(a.get("/registry/a").expect("get"), Some(kv));
+}
+
+#[test]
+fn foreign_data_under_the_prefix_is_refused() {
+    let etcd = EtcdCluster::start();
+    // A cluster under /skiff/nested puts its marker and data inside /skiff's range.
+    let nested = etcd
+        .open(with(etcd.config(CAPACITY), "nested", "/skiff/nested"))
+        .expect("nested");
+    nested.create("/registry/x", b"x").expect("create");
+    let err = etcd
+        .open(etcd.config(CAPACITY))
+        .expect_err("data that is not this cluster's");
+    let text = one_line(&err);
+    assert!(text.contains("not a skiff cluster's"), "{text}");
+}
+
+#[test]
+fn an_unreachable_etcd_is_one_clear_line() {
+    // A namespace with nobody listening: the connection is refused, or never answered.
+    let empty = EtcdCluster::empty();
+    let config = EtcdConfig {
+        endpoints: vec!["http://127.0.0.1:2379".into()],
+        prefix: PREFIX.into(),
+        cluster: CLUSTER.into(),
+        tls: None,
+        watch_capacity: CAPACITY,
+    };
+    let started = Instant::now();
+    let err = empty
+        .inside(move || skiff_store::EtcdBackend::connect(config))
+        .expect_err("nothing listens");
+    assert!(started.elapsed() < Duration::from_secs(15), "{err}");
+    let text = one_line(&err);
+    assert!(text.contains("127.0.0.1:2379"), "{text}");
+}
+
+#[test]
+fn stores_on_one_etcd_share_revisions_and_watches() {
+    let etcd = EtcdCluster::start();
+    let a = etcd.open(etcd.config(CAPACITY)).expect("store a");
+    let b = etcd.open(etcd.config(CAPACITY)).expect("store b");
+
+    // Every change through one store reaches the other's watchers, in revision order.
+    let mut on_b = b
+        .watch("/registry/", b.current_revision().expect("rev"))
+        .expect("watch on b");
+    let v1 = a.create("/registry/k", b"1").expect("create via a");
+    let v2 = b
+        .update("/registry/k", b"2", v1.mod_revision)
+        .expect("update via b");
+    assert!(matches!(
+        a.update("/registry/k", b"3", v1.mod_revision),
+        Err(Error::Conflict { current, .. }) if current == v2.mod_revision
+    ));
+    assert_eq!(a.get("/registry/k").expect("get"), Some(v2.clone()));
+    assert_eq!(
+        next(&mut on_b),
+        Event::Put {
+            kv: v1.clone(),
+            prev: None
+        }
+    );
+    assert_eq!(
+        next(&mut on_b),
+        Event::Put {
+            kv: v2.clone(),
+            prev: Some(v1.clone())
+        }
+    );
+
+    // History older than a store keeps in memory comes from etcd, complete and in order.
+    let start = v2.mod_revision;
+    let mut last = v2.clone();
+    for i in 0..BEYOND_MEMORY {
+        last = a
+            .update("/registry/k", i.to_string().as_bytes(), last.mod_revision)
+            .expect("update");
+    }
+    let c = etcd.open(etcd.config(CAPACITY)).expect("store c");
+    let mut replay = c.watch("/registry/k", start).expect("watch from long ago");
+    let mut expected = start + 1;
+    while expected <= last.mod_revision {
+        let event = next(&mut replay);
+        assert_eq!(event.revision(), expected);
+        expected += 1;
+    }
+
+    // Compaction through one store: another that did not know learns it from etcd.
+    a.compact(last.mod_revision).expect("compact");
+    let mut late = c
+        .watch("/registry/", start)
+        .expect("c has not seen the compaction");
+    let got = next_result(&mut late);
+    assert!(
+        matches!(got, Err(Error::Compacted { requested, compacted })
+            if requested == start && compacted == last.mod_revision),
+        "{got:?}"
+    );
+    assert_eq!(c.compacted_revision(), last.mod_revision);
+    assert!(matches!(
+        c.watch("/registry/", start),
+        Err(Error::Compacted { .. })
+    ));
+}
