@@ -36,9 +36,11 @@ pub enum Error {
     },
 
     /// The storage engine failed (IO, corruption, a broken schema, etcd unreachable or
-    /// refusing the prefix). Boxed so that every backend's causes fit.
+    /// refusing the prefix). Boxed so that every backend's causes fit. Its message is
+    /// already in this one's, so it is not also the `source` (an error chain printed on
+    /// one line would say it twice).
     #[error("storage error: {0}")]
-    Storage(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Storage(Box<dyn std::error::Error + Send + Sync>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

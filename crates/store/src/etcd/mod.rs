@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::proto::{PbResponseOp, PbTxnOpResponse, PbTxnResponse};
+use etcd_client::proto::{PbRangeResponse, PbResponseOp, PbTxnOpResponse, PbTxnResponse};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
     TlsOptions, Txn, TxnOp, WatchClient,
@@ -112,16 +112,19 @@ impl EtcdBackend {
         let client = wait(&handle, CONNECT_TIMEOUT, &endpoints, async move {
             Client::connect(urls, Some(options)).await
         })?;
-        let mut kv = client
+        let kv = client
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
         let watch = client
             .watch_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
         let (claim_layout, cluster) = (layout.clone(), config.cluster.clone());
-        let claimed = wait(&handle, CONNECT_TIMEOUT, &endpoints, async move {
-            claim(&mut kv, &claim_layout, &cluster).await
-        })??;
+        // The claim is a conditional put: sending it twice changes nothing.
+        let claim = with_retries(Retry::Unsent, move || {
+            let (mut kv, layout, cluster) = (kv.clone(), claim_layout.clone(), cluster.clone());
+            async move { claim(&mut kv, &layout, &cluster).await }
+        });
+        let claimed = wait(&handle, CONNECT_TIMEOUT, &endpoints, claim)??;
         let kv = client
             .kv_client()
             .max_decoding_message_size(MAX_RESPONSE_BYTES);
@@ -151,22 +154,39 @@ impl EtcdBackend {
         })
     }
 
-    /// Runs one etcd request on the store's runtime and waits for it.
-    fn call<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
-    ) -> Result<T> {
+    /// Runs one etcd request on the store's runtime and waits for it, trying again
+    /// (within `REQUEST_TIMEOUT`) while `retry` allows: the client balances over every
+    /// endpoint, a dead member's included, so a request may land on one that is gone.
+    fn call<T, F>(&self, retry: Retry, attempt: impl FnMut() -> F + Send + 'static) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    {
         wait(
             &self.shared.runtime,
             REQUEST_TIMEOUT,
             &self.shared.endpoints,
-            fut,
+            with_retries(retry, attempt),
         )
     }
 
+    /// A range read (linearizable).
+    fn range(&self, key: Vec<u8>, options: Option<GetOptions>) -> Result<PbRangeResponse> {
+        let kv = self.shared.kv.clone();
+        self.call(Retry::Read, move || {
+            let (mut kv, key, options) = (kv.clone(), key.clone(), options.clone());
+            async move { kv.get(key, options).await }
+        })
+        .map(|r| r.0)
+    }
+
     fn txn(&self, txn: Txn) -> Result<PbTxnResponse> {
-        let mut kv = self.shared.kv.clone();
-        self.call(async move { kv.txn(txn).await }).map(|r| r.0)
+        let kv = self.shared.kv.clone();
+        self.call(Retry::Unsent, move || {
+            let (mut kv, txn) = (kv.clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .map(|r| r.0)
     }
 
     /// After a write: lets its event reach the watchers first (see `feed.rs`).
@@ -223,9 +243,7 @@ impl Backend for EtcdBackend {
         let Some(etcd_key) = self.shared.layout.key(key) else {
             return Ok(None);
         };
-        let mut kv = self.shared.kv.clone();
-        let resp = self.call(async move { kv.get(etcd_key, None).await })?;
-        let found = resp.0.kvs.into_iter().next();
+        let found = self.range(etcd_key, None)?.kvs.into_iter().next();
         found.map(|kv| self.shared.layout.kv(kv)).transpose()
     }
 
@@ -257,10 +275,7 @@ impl Backend for EtcdBackend {
             Some(n) => options.with_limit(i64::try_from(n).unwrap_or(i64::MAX)),
             None => options,
         };
-        let mut kv = self.shared.kv.clone();
-        let resp = self
-            .call(async move { kv.get(start, Some(options)).await })?
-            .0;
+        let resp = self.range(start, Some(options))?;
         let revision = header_revision(resp.header.as_ref())?;
         let items = resp
             .kvs
@@ -380,8 +395,14 @@ impl Backend for EtcdBackend {
         if revision <= self.compacted() {
             return Ok(());
         }
-        let mut kv = self.shared.kv.clone();
-        match self.call(async move { kv.compact(revision, None).await }) {
+        let kv = self.shared.kv.clone();
+        // Compacting twice is harmless (the second is "already compacted"), so it is
+        // retried like a read.
+        let compacted = self.call(Retry::Read, move || {
+            let mut kv = kv.clone();
+            async move { kv.compact(revision, None).await }
+        });
+        match compacted {
             Ok(_) => {}
             // Another API server on the same etcd got there first.
             Err(err) if err.to_string().contains(ETCD_COMPACTED) => {}
@@ -402,16 +423,71 @@ impl Backend for EtcdBackend {
     fn current_revision(&self) -> Result<Revision> {
         // A linearizable count of one key: the cheapest read that returns the revision.
         let marker = self.shared.layout.marker_key();
-        let mut kv = self.shared.kv.clone();
-        let options = GetOptions::new().with_count_only();
-        let resp = self.call(async move { kv.get(marker, Some(options)).await })?;
-        header_revision(resp.0.header.as_ref())
+        let resp = self.range(marker, Some(GetOptions::new().with_count_only()))?;
+        header_revision(resp.header.as_ref())
     }
 
     fn compacted_revision(&self) -> Revision {
         self.compacted()
     }
 }
+
+/// Which failed requests may be sent again.
+#[derive(Clone, Copy)]
+enum Retry {
+    /// A read: any failure to reach a serving member.
+    Read,
+    /// A write: only when it cannot have reached etcd (no connection, or refused up
+    /// front for want of a leader), so it is never applied twice.
+    Unsent,
+}
+
+impl Retry {
+    fn allows(self, err: &etcd_client::Error) -> bool {
+        let etcd_client::Error::GRpcStatus(status) = err else {
+            return false;
+        };
+        if status.code() as i32 != GRPC_UNAVAILABLE {
+            return false;
+        }
+        match self {
+            Retry::Read => true,
+            Retry::Unsent => NOT_SENT.iter().any(|m| status.message().contains(m)),
+        }
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or `retry` runs out.
+async fn with_retries<T, F>(
+    retry: Retry,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, etcd_client::Error>
+where
+    F: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(err) if tries < MAX_RETRIES && retry.allows(&err) => {
+                tries += 1;
+                tokio::time::sleep(RETRY_BACKOFF).await;
+            }
+            out => return out,
+        }
+    }
+}
+
+/// gRPC's `UNAVAILABLE` status code.
+const GRPC_UNAVAILABLE: i32 = 14;
+
+/// `UNAVAILABLE` messages that mean a request was never handled: tonic's for a
+/// connection that could not be made, etcd's for a member without a leader (checked
+/// before anything is proposed, as the store connects with `require_leader`).
+const NOT_SENT: [&str; 3] = ["tcp connect error", "error trying to connect", "no leader"];
+
+/// Attempts at one request before its error is returned, and the pause between them.
+const MAX_RETRIES: u32 = 20;
+const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
 /// etcd's answers to compacting at or above what it has (gRPC messages, stable since
 /// etcd 3.0).
@@ -505,7 +581,7 @@ fn claimed(resp: PbTxnResponse, layout: &Layout, cluster: &str) -> Result<Revisi
             Some(owner) if owner == cluster => Ok(revision),
             Some(owner) => Err(storage(format!(
                 "etcd prefix {prefix} holds another cluster's data (cluster {owner}; \
-                 this one is {cluster})"
+                 this store's is {cluster})"
             ))),
             None => Err(storage(format!(
                 "etcd key {prefix} holds something other than a skiff cluster marker"

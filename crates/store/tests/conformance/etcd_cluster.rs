@@ -104,6 +104,13 @@ impl EtcdCluster {
         cluster
     }
 
+    /// SIGKILLs member `i`, as a machine that dies would stop it.
+    pub fn kill_member(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        let _ = member.kill();
+        let _ = member.wait();
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         (0..MEMBERS)
             .map(|i| format!("http://{}:{CLIENT_PORT}", member_ip(i)))

@@ -172,3 +172,28 @@ fn stores_on_one_etcd_share_revisions_and_watches() {
         Err(Error::Compacted { .. })
     ));
 }
+
+#[test]
+fn a_dead_member_fails_no_request() {
+    let mut etcd = EtcdCluster::start();
+    let store = etcd.open(etcd.config(CAPACITY)).expect("store");
+    let mut watch = store
+        .watch("/registry/", store.current_revision().expect("rev"))
+        .expect("watch");
+    let before = store.create("/registry/before", b"1").expect("create");
+    assert_eq!(next(&mut watch).kv(), &before);
+
+    // The client still balances over the dead member's address: requests that land
+    // there are sent again to a live one, and the store's etcd watch moves over.
+    etcd.kill_member(0);
+    for i in 0..30 {
+        let key = format!("/registry/after/{i}");
+        let kv = store.create(&key, b"v").expect("create with a member dead");
+        assert_eq!(store.get(&key).expect("get"), Some(kv.clone()));
+        assert_eq!(next(&mut watch).kv(), &kv);
+    }
+    let list = store
+        .list("/registry/after/", None, Some(10))
+        .expect("list");
+    assert_eq!((list.items.len(), list.remaining), (10, 20));
+}
