@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use skiff_store::{Backend, MemoryBackend, SqliteBackend};
+use skiff_store::{Backend, EtcdBackend, EtcdConfig, EtcdTls, MemoryBackend, SqliteBackend};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,6 +48,9 @@ enum StoreKind {
     Sqlite,
     /// In memory; everything is lost when skiff stops.
     Memory,
+    /// An etcd v3 cluster (`--etcd-endpoints`): the cluster's state outlives any one
+    /// machine, and several servers can share it.
+    Etcd,
 }
 
 #[derive(Parser, Debug)]
@@ -67,6 +70,28 @@ struct ServerArgs {
     /// Revisions of history kept by compaction; watches further behind must relist (410).
     #[arg(long, default_value_t = 1000)]
     compact_keep: i64,
+    /// etcd client URLs for `--store etcd`, comma-separated (`https://` with TLS).
+    #[arg(
+        long,
+        value_name = "URL,...",
+        value_delimiter = ',',
+        alias = "etcd-servers"
+    )]
+    etcd_endpoints: Vec<String>,
+    /// Where this cluster's keys live in etcd: `/skiff/registry/pods/default/web`. The
+    /// store's keys already begin with upstream's `/registry/`, so the prefix goes in
+    /// front of them (and never overlaps a kube-apiserver's data in a shared etcd).
+    #[arg(long, default_value = "/skiff")]
+    etcd_prefix: String,
+    /// CA certificate (PEM) that verifies the etcd servers.
+    #[arg(long, value_name = "FILE")]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate (PEM) presented to etcd; needs `--etcd-keyfile`.
+    #[arg(long, value_name = "FILE")]
+    etcd_certfile: Option<PathBuf>,
+    /// Private key (PEM) of `--etcd-certfile`.
+    #[arg(long, value_name = "FILE")]
+    etcd_keyfile: Option<PathBuf>,
     /// NodePort range, `FROM-TO`.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
@@ -187,6 +212,9 @@ fn init_logs(filter: &str) {
 }
 
 fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>> {
+    if !matches!(args.store, StoreKind::Etcd) && !args.etcd_endpoints.is_empty() {
+        anyhow::bail!("--etcd-endpoints needs --store etcd");
+    }
     Ok(match args.store {
         StoreKind::Memory => Arc::new(MemoryBackend::new()),
         StoreKind::Sqlite => {
@@ -198,8 +226,54 @@ fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>> {
                     .with_context(|| format!("cannot open the store at {}", path.display()))?,
             )
         }
+        StoreKind::Etcd => {
+            if args.etcd_endpoints.is_empty() {
+                anyhow::bail!("--store etcd needs --etcd-endpoints URL,...");
+            }
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("data dir {} is not usable", args.data_dir.display()))?;
+            let files = [&args.etcd_cafile, &args.etcd_certfile, &args.etcd_keyfile];
+            let tls = files.iter().any(|f| f.is_some()).then(|| EtcdTls {
+                ca_file: args.etcd_cafile.clone(),
+                cert_file: args.etcd_certfile.clone(),
+                key_file: args.etcd_keyfile.clone(),
+            });
+            let config = EtcdConfig {
+                endpoints: args.etcd_endpoints.clone(),
+                prefix: args.etcd_prefix.clone(),
+                cluster: cluster_id(&args.data_dir)?,
+                tls,
+                watch_capacity: skiff_store::DEFAULT_WATCH_CAPACITY,
+            };
+            Arc::new(EtcdBackend::connect(config).context("cannot open the etcd store")?)
+        }
     })
 }
+
+/// This cluster's identity in its etcd prefix, kept in the data directory (made at the
+/// first start): a server with another data directory is refused the prefix rather than
+/// mixing two clusters' objects.
+fn cluster_id(data_dir: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let path = data_dir.join(CLUSTER_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom")?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(id)
+}
+
+/// The file in the data directory that names this server's cluster (see `cluster_id`).
+const CLUSTER_ID_FILE: &str = "cluster-id";
 
 async fn server(args: ServerArgs) -> Result<()> {
     let mut node = args.node.settings(&args.data_dir)?;
