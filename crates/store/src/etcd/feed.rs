@@ -282,8 +282,12 @@ impl Follower {
 pub(super) async fn pump(shared: Arc<Shared>, from: Revision) {
     let mut follower = Follower::new(shared.watch.clone(), shared.layout.data_range(), from);
     follower.what = "store feed";
+    // Until the first batch, a compaction only says where etcd's history begins.
+    let mut started = false;
     loop {
-        match follower.next().await {
+        let batch = follower.next().await;
+        let first = !std::mem::replace(&mut started, true);
+        match batch {
             Batch::Events(raw) => {
                 let mut events = Vec::with_capacity(raw.len());
                 let mut through = 0;
@@ -311,6 +315,13 @@ pub(super) async fn pump(shared: Arc<Shared>, from: Revision) {
                 shared.feed.publish(events, through);
             }
             Batch::Progress(revision) => shared.feed.publish(Vec::new(), revision),
+            Batch::Compacted(revision) if first => {
+                tracing::debug!(revision, "etcd's history starts after its compaction");
+                shared.compacted.fetch_max(revision, Ordering::SeqCst);
+                shared.feed.reset(revision);
+                follower.next = revision + 1;
+                started = false;
+            }
             Batch::Compacted(revision) => {
                 tracing::warn!(
                     revision,

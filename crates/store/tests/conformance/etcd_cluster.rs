@@ -8,13 +8,13 @@
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use skiff_store::{
-    Backend, EtcdBackend, EtcdConfig, KeyValue, ListResult, Result, Revision, Watch,
+    Backend, EtcdBackend, EtcdConfig, EtcdTls, KeyValue, ListResult, Result, Revision, Watch,
 };
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -33,6 +33,59 @@ pub struct EtcdCluster {
     netns: String,
     members: Vec<Child>,
     dir: tempfile::TempDir,
+    /// Set when clients must speak TLS and present a certificate.
+    tls: Option<Pki>,
+}
+
+/// PEM files of a test CA, the members' serving certificate and a client certificate.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl Pki {
+    fn write(dir: &Path) -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, SanType,
+        };
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "etcd test ca");
+        let ca_pem = ca.self_signed(&ca_key).expect("ca").pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let issue = |name: &str, usage: ExtendedKeyUsagePurpose| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.distinguished_name.push(DnType::CommonName, name);
+            for i in 0..MEMBERS {
+                let ip = member_ip(i).parse().expect("ip");
+                params.subject_alt_names.push(SanType::IpAddress(ip));
+            }
+            params.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &issuer).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = issue("etcd", ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_cert, client_key) = issue("skiff", ExtendedKeyUsagePurpose::ClientAuth);
+        let file = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write pem");
+            path
+        };
+        Pki {
+            ca: file("ca.crt", &ca_pem),
+            cert: file("client.crt", &client_cert),
+            key: file("client.key", &client_key),
+            server_cert: file("server.crt", &server_cert),
+            server_key: file("server.key", &server_key),
+        }
+    }
 }
 
 /// Member `i` listens on its own loopback address.
@@ -53,6 +106,7 @@ impl EtcdCluster {
         let cluster = EtcdCluster {
             netns,
             members: Vec::new(),
+            tls: None,
             // tmpfs when there is one: etcd fsyncs every write on every member.
             dir: tempfile::Builder::new()
                 .prefix("skiff-etcd-")
@@ -64,7 +118,29 @@ impl EtcdCluster {
     }
 
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A cluster that serves clients only over TLS, to clients with a certificate.
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         let mut cluster = Self::empty();
+        if tls {
+            cluster.tls = Some(Pki::write(cluster.dir.path()));
+        }
+        let scheme = cluster.scheme();
+        let mut client_tls = Vec::new();
+        if let Some(pki) = &cluster.tls {
+            client_tls = vec![
+                format!("--cert-file={}", pki.server_cert.display()),
+                format!("--key-file={}", pki.server_key.display()),
+                format!("--trusted-ca-file={}", pki.ca.display()),
+                "--client-cert-auth".to_owned(),
+            ];
+        }
         let peers = (0..MEMBERS)
             .map(|i| format!("m{i}=http://{}:{PEER_PORT}", member_ip(i)))
             .collect::<Vec<_>>()
@@ -79,8 +155,13 @@ impl EtcdCluster {
                     "--data-dir={}",
                     cluster.dir.path().join(format!("m{i}")).display()
                 ))
-                .arg(format!("--listen-client-urls=http://{ip}:{CLIENT_PORT}"))
-                .arg(format!("--advertise-client-urls=http://{ip}:{CLIENT_PORT}"))
+                .arg(format!(
+                    "--listen-client-urls={scheme}://{ip}:{CLIENT_PORT}"
+                ))
+                .arg(format!(
+                    "--advertise-client-urls={scheme}://{ip}:{CLIENT_PORT}"
+                ))
+                .args(&client_tls)
                 .arg(format!("--listen-peer-urls=http://{ip}:{PEER_PORT}"))
                 .arg(format!(
                     "--initial-advertise-peer-urls=http://{ip}:{PEER_PORT}"
@@ -104,6 +185,21 @@ impl EtcdCluster {
         cluster
     }
 
+    /// The member that is not the raft leader right now (per each member's metrics).
+    pub fn a_follower(&self) -> usize {
+        (0..MEMBERS)
+            .find(|&i| {
+                let url = format!("http://{}:{CLIENT_PORT}/metrics", member_ip(i));
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &self.netns, "curl", "-sf", &url])
+                    .output()
+                    .expect("curl");
+                let metrics = String::from_utf8_lossy(&out.stdout);
+                out.status.success() && metrics.lines().any(|l| l == "etcd_server_is_leader 0")
+            })
+            .expect("a member that is not the leader")
+    }
+
     /// SIGKILLs member `i`, as a machine that dies would stop it.
     pub fn kill_member(&mut self, i: usize) {
         let member = &mut self.members[i];
@@ -111,10 +207,22 @@ impl EtcdCluster {
         let _ = member.wait();
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         (0..MEMBERS)
-            .map(|i| format!("http://{}:{CLIENT_PORT}", member_ip(i)))
+            .map(|i| format!("{}://{}:{CLIENT_PORT}", self.scheme(), member_ip(i)))
             .collect()
+    }
+
+    pub fn pki(&self) -> Option<&Pki> {
+        self.tls.as_ref()
     }
 
     pub fn config(&self, capacity: usize) -> EtcdConfig {
@@ -122,7 +230,11 @@ impl EtcdCluster {
             endpoints: self.endpoints(),
             prefix: PREFIX.into(),
             cluster: CLUSTER.into(),
-            tls: None,
+            tls: self.tls.as_ref().map(|pki| EtcdTls {
+                ca_file: Some(pki.ca.clone()),
+                cert_file: Some(pki.cert.clone()),
+                key_file: Some(pki.key.clone()),
+            }),
             watch_capacity: capacity,
         }
     }
