@@ -9,7 +9,12 @@
 //! A write returns only once the pump has published it, so a watcher started before a
 //! write sees it as soon as the write returns, as with the other backends. Events come
 //! from etcd, so writes through other API servers on the same etcd reach every watcher
-//! too, in revision order.
+//! too, in revision order. (The store writes one key per revision, as the trait's
+//! watchers assume; a foreign multi-key transaction under the prefix would show them
+//! only its first key.)
+//!
+//! etcd's progress notifications (asked for on every watch) move the feed's published
+//! revision on when nothing changes; the trait has no bookmarks to pass them on as.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;

@@ -97,7 +97,7 @@ impl EtcdCluster {
     /// A namespace with `lo` up and no etcd in it (yet).
     pub fn empty() -> Self {
         let netns = format!(
-            "skiff-store-{}-{}",
+            "skiff-test-etcd-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
