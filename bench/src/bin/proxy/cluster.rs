@@ -67,6 +67,15 @@ impl ApiServer {
     /// A selector-less ClusterIP service and its slice with `endpoints` (server
     /// pod numbers); returns the allocated ClusterIP.
     pub async fn create_service(&self, name: &str, endpoints: &[u8]) -> Result<Ipv4Addr> {
+        self.create_service_at(name, &local(endpoints)).await
+    }
+
+    /// [`ApiServer::create_service`] with endpoints given as (address, node).
+    pub async fn create_service_at(
+        &self,
+        name: &str,
+        endpoints: &[(Ipv4Addr, &str)],
+    ) -> Result<Ipv4Addr> {
         let svc: Service = serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {"ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": SERVER_PORT}]},
@@ -107,10 +116,18 @@ impl ApiServer {
 
     /// Replaces the endpoints of `name`'s slice (one merge patch).
     pub async fn set_endpoints(&self, name: &str, endpoints: &[u8]) -> Result<()> {
-        let patch = json!({"endpoints": endpoint_list(endpoints)});
+        let patch = json!({"endpoints": endpoint_list(&local(endpoints))});
         self.slices()
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+        Ok(())
+    }
+
+    /// Deletes service `name` and its slice.
+    pub async fn delete_service(&self, name: &str) -> Result<()> {
+        let dp = Default::default();
+        self.slices().delete(name, &dp).await?;
+        self.services().delete(name, &dp).await?;
         Ok(())
     }
 
@@ -125,13 +142,19 @@ impl ApiServer {
     }
 }
 
-fn endpoint_list(pods: &[u8]) -> serde_json::Value {
-    pods.iter()
-        .map(|&i| {
+/// Server pods on this node, by number, as (address, node).
+fn local(pods: &[u8]) -> Vec<(Ipv4Addr, &'static str)> {
+    pods.iter().map(|&i| (server_ip(i), NODE)).collect()
+}
+
+fn endpoint_list(endpoints: &[(Ipv4Addr, &str)]) -> serde_json::Value {
+    endpoints
+        .iter()
+        .map(|(ip, node)| {
             json!({
-                "addresses": [server_ip(i).to_string()],
+                "addresses": [ip.to_string()],
                 "conditions": {"ready": true},
-                "nodeName": NODE,
+                "nodeName": node,
             })
         })
         .collect()

@@ -18,7 +18,7 @@ pub struct Shape {
 }
 
 /// One generator run from the client pod.
-async fn run(
+pub async fn run(
     topo: &Topology,
     (target, source): (SocketAddr, Ipv4Addr),
     mode: Mode,

@@ -1,7 +1,7 @@
 //! `bench/proxy`: the service proxy's data plane (ClusterIP against the pod IP,
-//! 10,000 services against one) and control plane (programming 10,000 services,
-//! single endpoint changes), each beside a floor measured in the same run. See
-//! `bench/README.md`.
+//! 10,000 services against one, and across two nodes per pod network backend)
+//! and control plane (programming 10,000 services, single endpoint changes),
+//! each beside a floor measured in the same run. See `bench/README.md`.
 //!
 //! The binary re-executes itself inside a network namespace it creates (the
 //! "node", see `skiff_bench::netns`); the inner run makes pod namespaces
@@ -11,6 +11,7 @@
 
 mod cluster;
 mod control;
+mod crossnode;
 mod dataplane;
 mod nft;
 mod results;
@@ -56,6 +57,10 @@ struct Args {
     /// Concurrent API clients creating the services.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Only the cross-node phases (a client pod on this node, a server pod on
+    /// a second node, host-gw and VXLAN): no 10,000-service phases.
+    #[arg(long)]
+    cross_node_only: bool,
     /// Do not record the results in the docs file (for smoke runs).
     #[arg(long)]
     no_docs: bool,
@@ -97,11 +102,28 @@ enum Helper {
     /// Waits for addresses to answer with a given body (commands on stdin).
     #[command(hide = true)]
     Probe,
+    /// Makes the VXLAN device in this (node B's) namespace, as the agent does.
+    #[command(hide = true)]
+    VxlanSetup {
+        #[arg(long)]
+        node: String,
+        #[arg(long)]
+        node_ip: std::net::Ipv4Addr,
+        #[arg(long)]
+        cidr: String,
+    },
 }
 
 impl Args {
     /// The command that reproduces this run, every size spelled out.
     fn command_line(&self) -> String {
+        if self.cross_node_only {
+            return format!(
+                "cargo run --release -p skiff-bench --bin proxy -- --cross-node-only \
+                 --rounds {} --seconds {} --workers {}",
+                self.rounds, self.seconds, self.workers
+            );
+        }
         format!(
             "cargo run --release -p skiff-bench --bin proxy -- --services {} --changes {} \
              --rounds {} --seconds {} --workers {} --concurrency {}",
@@ -154,6 +176,11 @@ fn run_helper(helper: Helper) -> Result<()> {
             Duration::from_millis(millis),
         )),
         Helper::Probe => wire::probe(),
+        Helper::VxlanSetup {
+            node,
+            node_ip,
+            cidr,
+        } => rt()?.block_on(crossnode::vxlan_setup(&node, node_ip, &cidr)),
     }
 }
 
@@ -186,6 +213,7 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
     for i in 1..=5 {
         topo.start_server(i)?;
     }
+    topo.add_node_b()?;
     let _floor = FloorTable;
     let result = bench_rt.block_on(async {
         let mut prober = topo.prober()?;
@@ -203,28 +231,39 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
     drop(topo);
     drop(entered);
     bench_rt.shutdown_timeout(Duration::from_secs(2));
-    let (section, table) = result?;
+    let (sections, table) = result?;
     println!("\n{table}");
     if args.no_docs {
         eprintln!("not recording (--no-docs)");
     } else {
-        skiff_bench::report::write_section(&args.docs, results::HEADING, &section)?;
+        for (heading, section) in sections {
+            skiff_bench::report::write_section(&args.docs, heading, &section)?;
+        }
         eprintln!("recorded in {}", args.docs.display());
     }
     drop(dir);
     Ok(())
 }
 
-/// Every phase in order; returns the docs section and the printed tables.
+/// The docs sections (heading, text) a run writes.
+type Sections = Vec<(&'static str, String)>;
+
+/// Every phase in order; returns the docs sections and the printed tables.
 async fn measure(
     args: &Args,
     topo: &Topology,
     prober: &mut topo::Prober,
     api: &ApiServer,
     proxy_rt: &tokio::runtime::Runtime,
-) -> Result<(String, String)> {
+) -> Result<(Sections, String)> {
     api.create_namespace().await?;
     let proxy = Proxy::start(proxy_rt, api);
+    if args.cross_node_only {
+        let cross = crossnode::measure(topo, prober, api, args.shape()).await?;
+        proxy.stop().await;
+        let (section, printed) = results::render_cross(&cross, &args.command_line(), args.shape());
+        return Ok((vec![(results::CROSS_HEADING, section)], printed));
+    }
     let web_ip = api.create_service(cluster::WEB, &[1]).await?;
     let vip = SocketAddr::from((web_ip, SERVICE_PORT));
     let pod = SocketAddr::from((server_ip(1), SERVER_PORT));
@@ -235,6 +274,7 @@ async fn measure(
 
     eprintln!("data plane with 1 service (client {})", topo.client_ns());
     let small = dataplane::phase(topo, vip, pod, args.shape()).await?;
+    let cross = crossnode::measure(topo, prober, api, args.shape()).await?;
 
     let bulk_count = args.services - 1;
     eprintln!(
@@ -277,9 +317,14 @@ async fn measure(
         cold_floor: cold.floor,
         changes,
     };
-    Ok(results::render(
-        &results,
-        &args.command_line(),
-        args.shape(),
+    let (section, printed) = results::render(&results, &args.command_line(), args.shape());
+    let (cross_section, cross_printed) =
+        results::render_cross(&cross, &args.command_line(), args.shape());
+    Ok((
+        vec![
+            (results::HEADING, section),
+            (results::CROSS_HEADING, cross_section),
+        ],
+        format!("{printed}\n\n{cross_printed}"),
     ))
 }

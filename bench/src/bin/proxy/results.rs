@@ -6,9 +6,11 @@ use skiff_bench::report::Table;
 use skiff_bench::stats::{fmt_duration, fmt_rate, thousands};
 
 use crate::control::{Bulk, Changes};
+use crate::crossnode::CrossNode;
 use crate::dataplane::{Comparison, Phase, Shape};
 
 pub const HEADING: &str = "## Service proxy (bench/proxy)";
+pub const CROSS_HEADING: &str = "## Service proxy across nodes (bench/proxy)";
 
 pub struct Results {
     pub services: usize,
@@ -206,6 +208,75 @@ and `nft -f` of the same one-element change into a table of the same size.\n",
         rounds = shape.rounds,
         bulk = thousands(r.bulk.services.len() as u64),
         concurrency = r.concurrency,
+    );
+    (section, printed)
+}
+
+/// The cross-node tables: ClusterIP ÷ pod IP per backend, and VXLAN ÷ host-gw.
+pub fn render_cross(c: &CrossNode, command: &str, shape: Shape) -> (String, String) {
+    let mut data = Table::new(
+        "client pod on node A → server pod on node B",
+        "via ClusterIP",
+        "floor: pod IP",
+        "ClusterIP ÷ pod IP",
+    );
+    for (name, p) in [("host-gw", &c.host_gw), ("vxlan", &c.vxlan)] {
+        rate_rows(
+            &mut data,
+            &format!("keep-alive requests/s, {name}"),
+            &p.keep_alive,
+        );
+        rate_rows(&mut data, &format!("new connections/s, {name}"), &p.close);
+    }
+    let mut backends = Table::new("pod IP across nodes", "vxlan", "host-gw", "vxlan ÷ host-gw");
+    rate_rows(
+        &mut backends,
+        "keep-alive requests/s",
+        &c.backends.keep_alive,
+    );
+    rate_rows(&mut backends, "new connections/s", &c.backends.close);
+    let errors: u64 = [&c.host_gw, &c.vxlan, &c.backends]
+        .iter()
+        .map(|p| p.keep_alive.errors() + p.close.errors())
+        .sum();
+    let data_md = data.markdown();
+    let backends_md = backends.markdown();
+    let printed = format!("{data_md}\n{backends_md}\nload-generator errors: {errors}");
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let section = format!(
+        "{CROSS_HEADING}\n\n\
+Command: `{command}`\n\n\
+Run {date} on a machine with `nproc` = {nproc}, shared with other work; the API server, \
+the proxier, both nodes' pods, the load generator and the kernel's forwarding (and VXLAN \
+encapsulation) on both nodes all run on the same cores. Only the ratios, measured side by \
+side in this one run, are meaningful. Goal (issue 15): ClusterIP ÷ pod IP across nodes \
+≥ 0.95 per backend.\n\n\
+{data_md}\n\
+{backends_md}\n\
+- Topology: the benchmark's namespace is node A, where the proxier runs (`skiff_proxy::run`, \
+in-process, fed by the in-process API server) and the client pod is; node B is a second \
+namespace joined to it by a veth pair (the nodes' LAN, MTU {underlay}), with its own pod \
+range and the server pod. The service has one endpoint, that pod (`nodeName` node B); the \
+pod-IP side loads the same server directly, so both sides cross node A's forwarding, the \
+LAN and node B's forwarding and differ only by the proxy's DNAT on node A.\n\
+- Routes between the nodes' pod ranges are programmed with the agent's own functions \
+(`skiff_agent::crossnode`), as `skiff agent` does on each node: host-gw is the `plan` + \
+`diff` batch of direct routes via the peer's LAN address; VXLAN is `underlay` + \
+`setup_vxlan` on both nodes and the FDB, neighbour and route batches to the peer's VTEP, \
+with the client's and the server's veths at the overlay MTU ({overlay}) while VXLAN is \
+programmed. Switching backend applies `diff(old plan, new plan)` on both nodes.\n\
+- Load: {workers} concurrent connections (keep-alive, one request at a time each) or \
+{workers} loops opening a connection per request (`Connection: close`), {secs} s per run, \
+{rounds} rounds per comparison alternating which side goes first. VXLAN ÷ host-gw: the \
+pod-IP path with the backend switched before every run (both sides of a round seconds \
+apart), so the machine's drift hits both alike. Load-generator errors over all runs: \
+{errors}.\n",
+        underlay = c.underlay_mtu,
+        overlay = c.overlay_mtu,
+        workers = shape.workers,
+        secs = shape.seconds,
+        rounds = shape.rounds,
     );
     (section, printed)
 }

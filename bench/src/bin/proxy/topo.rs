@@ -5,6 +5,12 @@
 //! therefore takes the same path through the node's forwarding and conntrack;
 //! the only difference is the proxy's DNAT.
 //!
+//! For the cross-node phases a second node joins: a namespace ("node B")
+//! joined to this one by a veth pair (the nodes' LAN, [`LAN_A`] and [`LAN_B`]),
+//! with its own pod range ([`NODE_B_POD_CIDR`]) and a server pod in it. How
+//! one node reaches the other's pods (host-gw routes or VXLAN) is programmed
+//! by `crossnode.rs` with the agent's own functions.
+//!
 //! Everything made here is removed on drop: helper processes (by PID), then
 //! the namespaces (which takes their veths along).
 
@@ -31,6 +37,21 @@ pub const LOAD_SOURCE_A: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 3);
 pub const LOAD_SOURCE_B: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 4);
 /// The port every server pod listens on.
 pub const SERVER_PORT: u16 = 8080;
+
+/// This node's pod range (node A's; its pods are the /32s above).
+pub const NODE_A_POD_CIDR: &str = "10.244.0.0/24";
+/// Node B's pod range, its pods' gateway, and its server pod.
+pub const NODE_B_POD_CIDR: &str = "10.244.1.0/24";
+pub const NODE_B_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 1);
+pub const REMOTE_SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 11);
+pub const REMOTE_SERVER: &str = "podb1";
+/// The nodes' LAN (a veth pair): node A's and node B's addresses.
+pub const LAN_A: Ipv4Addr = Ipv4Addr::new(10, 250, 1, 1);
+pub const LAN_B: Ipv4Addr = Ipv4Addr::new(10, 250, 1, 2);
+pub const LAN_PREFIX: u8 = 24;
+/// Node A's end of the LAN, and node B's.
+pub const LAN_DEV_A: &str = "lan-b";
+pub const LAN_DEV_B: &str = "eth0";
 
 /// Server pod `i` (1-based): `pod<i>` at 10.244.0.(10 + i).
 pub fn server_ip(i: u8) -> Ipv4Addr {
@@ -99,6 +120,15 @@ pub struct Topology {
     servers: Vec<Child>,
     namespaces: Vec<PodNs>,
     client: String,
+    /// Node B's namespace, once [`Topology::add_node_b`] made it.
+    node_b: Option<String>,
+}
+
+/// Where a pod's host side lives: this namespace (node A) or node B's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    A,
+    B,
 }
 
 impl Topology {
@@ -116,6 +146,7 @@ impl Topology {
             servers: Vec::new(),
             namespaces: Vec::new(),
             client: format!("{prefix}-client"),
+            node_b: None,
         };
         t.pod("client", &[CLIENT_IP, LOAD_SOURCE_A, LOAD_SOURCE_B])?;
         // Fewer reuses of a port within conntrack's TIME_WAIT.
@@ -133,28 +164,91 @@ impl Topology {
         format!("{}-{pod}", self.prefix)
     }
 
-    /// A pod with `addrs` (the first is its source address by default).
+    /// A pod on node A with `addrs` (the first is its source address by default).
     fn pod(&mut self, pod: &str, addrs: &[Ipv4Addr]) -> Result<()> {
+        self.pod_on(Node::A, pod, addrs)
+    }
+
+    /// A pod whose host side is on `node`.
+    fn pod_on(&mut self, node: Node, pod: &str, addrs: &[Ipv4Addr]) -> Result<()> {
         let ns = self.ns_name(pod);
         ip(&["netns", "add", &ns])?;
         self.namespaces.push(PodNs { name: ns.clone() });
         let host_if = format!("vb-{pod}");
-        let gw = GATEWAY.to_string();
-        ip(&[
+        let (gw, on_node) = match node {
+            Node::A => (GATEWAY.to_string(), Vec::new()),
+            Node::B => (
+                NODE_B_GATEWAY.to_string(),
+                vec!["-n".to_string(), self.node_b_ns()?.to_string()],
+            ),
+        };
+        // `ip` on the pod's node.
+        let host = |args: &[&str]| {
+            let mut all: Vec<&str> = on_node.iter().map(String::as_str).collect();
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        host(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", "eth0", "netns", &ns,
         ])?;
-        ip(&["addr", "add", &format!("{gw}/32"), "dev", &host_if])?;
-        ip(&["link", "set", &host_if, "up"])?;
+        host(&["addr", "add", &format!("{gw}/32"), "dev", &host_if])?;
+        host(&["link", "set", &host_if, "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         for addr in addrs {
             let a = format!("{addr}/32");
-            ip(&["route", "add", &a, "dev", &host_if])?;
+            host(&["route", "add", &a, "dev", &host_if])?;
             ip(&["-n", &ns, "addr", "add", &a, "dev", "eth0"])?;
         }
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &ns, "route", "add", &gw, "dev", "eth0"])?;
         ip(&["-n", &ns, "route", "add", "default", "via", &gw])?;
         Ok(())
+    }
+
+    /// Node B's namespace name.
+    pub fn node_b_ns(&self) -> Result<&str> {
+        self.node_b.as_deref().context("node B was not made")
+    }
+
+    /// The network namespace of pod `pod` (for `ip -n`).
+    pub fn pod_ns(&self, pod: &str) -> String {
+        self.ns_name(pod)
+    }
+
+    /// Makes node B: a namespace joined to this one by the LAN veth pair,
+    /// forwarding on, with the server pod [`REMOTE_SERVER`] (its HTTP server
+    /// started). No route to the other node's pods yet: see `crossnode.rs`.
+    pub fn add_node_b(&mut self) -> Result<()> {
+        let nb = self.ns_name("nodeb");
+        ip(&["netns", "add", &nb])?;
+        self.namespaces.push(PodNs { name: nb.clone() });
+        self.node_b = Some(nb.clone());
+        sysctl(Some(&nb), "net.ipv4.ip_forward=1")?;
+        sysctl(Some(&nb), "net.ipv4.icmp_ratelimit=0")?;
+        ip(&["-n", &nb, "link", "set", "lo", "up"])?;
+        ip(&[
+            "link", "add", LAN_DEV_A, "type", "veth", "peer", "name", LAN_DEV_B, "netns", &nb,
+        ])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{LAN_A}/{LAN_PREFIX}"),
+            "dev",
+            LAN_DEV_A,
+        ])?;
+        ip(&["link", "set", LAN_DEV_A, "up"])?;
+        ip(&[
+            "-n",
+            &nb,
+            "addr",
+            "add",
+            &format!("{LAN_B}/{LAN_PREFIX}"),
+            "dev",
+            LAN_DEV_B,
+        ])?;
+        ip(&["-n", &nb, "link", "set", LAN_DEV_B, "up"])?;
+        self.pod_on(Node::B, REMOTE_SERVER, &[REMOTE_SERVER_IP])?;
+        self.start_server_named(REMOTE_SERVER)
     }
 
     /// This benchmark binary, re-executed inside pod `pod` with `args`.
@@ -170,7 +264,12 @@ impl Topology {
 
     /// Starts the HTTP server of server pod `i`.
     pub fn start_server(&mut self, i: u8) -> Result<()> {
-        let name = server_name(i);
+        self.start_server_named(&server_name(i))
+    }
+
+    /// Starts the HTTP server of pod `name` (it answers its name).
+    fn start_server_named(&mut self, name: &str) -> Result<()> {
+        let name = name.to_string();
         let child = self
             .helper(
                 &name,
