@@ -51,6 +51,11 @@ impl Cluster {
             }
         });
 
+        // The agent serves its streaming endpoint with a certificate the cluster
+        // CA signed for its address: the gateway of the first pod range (the
+        // node-IPAM controller gives the only node that range).
+        let gateway = skiff_agent::net::Cidr::parse("10.244.0.0/24")?.gateway();
+        skiff_apiserver::pki::agent_serving_cert(data_dir, NODE, &[gateway.into()])?;
         let mut agent = skiff_agent::AgentSettings::new(NODE, data_dir.to_path_buf());
         agent.host_images = host_images;
         // The node's address: the pod gateway (the namespace has only `lo`); an
