@@ -73,7 +73,31 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        c.pin_bridge_mac()?;
         Ok(c)
+    }
+
+    /// Sets the nodes' bridge's MAC address to the one it has. A Linux bridge
+    /// whose address was never set follows the lowest MAC among its ports, so
+    /// deleting node 3's veth often changes it, and the live
+    /// nodes' neighbour entries for the LAN's address (this namespace, where
+    /// the benchmark's watches come from) then point at a MAC nobody has until
+    /// they expire: the watches stalled for up to a minute. A switch's address
+    /// does not change when a cable is pulled; this makes the LAN behave so.
+    fn pin_bridge_mac(&self) -> Result<()> {
+        let mac = self.bridge_mac();
+        anyhow::ensure!(!mac.is_empty(), "no bridge skup-{NAME} after skiff up");
+        let out = Command::new("ip")
+            .args(["link", "set", &format!("skup-{NAME}"), "address", &mac])
+            .output()
+            .context("running ip")?;
+        if !out.status.success() {
+            bail!(
+                "pinning the bridge's MAC address: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> PathBuf {
@@ -106,6 +130,31 @@ impl Cluster {
             holders: procs("holders")?,
             nodes: procs("nodes")?,
         })
+    }
+
+    /// The last `n` lines of node `i`'s log, for a failed round's message.
+    pub fn log_tail(&self, i: u8, n: usize) -> String {
+        let p = self.dir().join(format!("node{i}/skiff.log"));
+        let log = std::fs::read_to_string(&p).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The MAC address of the nodes' bridge (`skup-<name>`) in this namespace.
+    pub fn bridge_mac(&self) -> String {
+        std::fs::read_to_string(format!("/sys/class/net/skup-{NAME}/address"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The PID of the process holding node `i`'s network namespace.
+    pub fn netns_pid(&self, i: u8) -> Result<u32> {
+        let s = self.state()?;
+        let p = s
+            .holders
+            .get(usize::from(i - 1))
+            .with_context(|| format!("up.json has no node {i}"))?;
+        Ok(p.pid)
     }
 
     /// Kills node `i` as the e2e does: SIGKILL of its `skiff` process and of

@@ -80,7 +80,7 @@ pub struct Args {
 #[derive(Subcommand, Debug, Clone)]
 enum Helper {
     /// Opens connections to `target` in `loops` loops until stdout closes;
-    /// prints `start_ns end_ns ok` per connection.
+    /// prints `start_ns end_ns ok port` per connection.
     #[command(hide = true)]
     Probe {
         #[arg(long)]
@@ -168,15 +168,30 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
         .tempdir()?;
     let rt = runtime("bench", Some(2))?;
     let mut rounds = Vec::new();
+    // Rounds that could not be measured (each with its error): reported, and
+    // run again, up to as many as were asked for.
+    let mut aborted: Vec<String> = Vec::new();
     let outcome = rt.block_on(async {
         tokio::select! {
             r = async {
-                for i in 1..=args.rounds {
-                    eprintln!("round {i} of {}: skiff up --nodes 3", args.rounds);
-                    let r = round::run(args, &skiff, dir.path()).await
-                        .with_context(|| format!("round {i}"))?;
-                    eprintln!("  {}", r.summary());
-                    rounds.push(r);
+                while rounds.len() < args.rounds {
+                    let i = rounds.len() + aborted.len() + 1;
+                    eprintln!("round {i} ({} of {} measured): skiff up --nodes 3", rounds.len(), args.rounds);
+                    match round::run(args, &skiff, dir.path()).await {
+                        Ok(r) => {
+                            eprintln!("  {}", r.summary());
+                            rounds.push(r);
+                        }
+                        Err(e) => {
+                            eprintln!("  round {i} aborted: {e:#}");
+                            aborted.push(format!("{e:#}"));
+                            anyhow::ensure!(
+                                aborted.len() <= args.rounds,
+                                "{} rounds aborted; the last: {e:#}",
+                                aborted.len()
+                            );
+                        }
+                    }
                 }
                 anyhow::Ok(())
             } => r,
@@ -187,7 +202,7 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
     // guard inside `round::run` as the future is dropped.
     rt.shutdown_timeout(Duration::from_secs(5));
     outcome?;
-    let (section, printed) = results::render(args, &rounds);
+    let (section, printed) = results::render(args, &rounds, &aborted);
     println!("\n{printed}");
     if args.no_docs {
         eprintln!("not recording (--no-docs)");

@@ -199,7 +199,7 @@ impl Observer {
                 return Ok(s);
             }
             if Instant::now() > deadline {
-                bail!("{what}: not within {timeout:?}; last seen {s:?}");
+                bail!("{what}: not within {timeout:?}\nlast seen {s:?}");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -15,12 +15,13 @@
 //! second later, which the round counts as slow, not failed.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
@@ -41,12 +42,23 @@ pub fn run(target: SocketAddr, loops: usize, pause: Duration, timeout: Duration)
                 // Loops start spread over one pause.
                 std::thread::sleep(pause.mul_f64(i as f64 / loops as f64));
                 loop {
+                    let Ok(socket) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
+                        return;
+                    };
                     let start = now_ns();
-                    let ok = TcpStream::connect_timeout(&target, timeout).is_ok();
+                    let ok = socket.connect_timeout(&target.into(), timeout).is_ok();
                     let end = now_ns();
+                    // The source port the kernel chose (kept until the socket
+                    // closes, also after a failed connect).
+                    let port = socket
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_socket())
+                        .map_or(0, |a| a.port());
                     // The socket is closed (FIN) as it drops: the server reads
                     // an empty request and returns quietly.
-                    let line = format!("{start} {end} {}\n", u8::from(ok));
+                    drop(socket);
+                    let line = format!("{start} {end} {} {port}\n", u8::from(ok));
                     let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
                     if o.write_all(line.as_bytes())
                         .and_then(|()| o.flush())
@@ -73,6 +85,8 @@ pub struct Attempt {
     pub start: i128,
     pub end: i128,
     pub ok: bool,
+    /// The connection's source port.
+    pub port: u16,
 }
 
 /// The running prober (killed on drop) and what it reported so far.
@@ -112,14 +126,15 @@ impl Prober {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(l)) = lines.next_line().await {
                 let mut w = l.split_whitespace().map(str::parse::<i128>);
-                if let (Some(Ok(start)), Some(Ok(end)), Some(Ok(ok))) =
-                    (w.next(), w.next(), w.next())
+                if let (Some(Ok(start)), Some(Ok(end)), Some(Ok(ok)), Some(Ok(port))) =
+                    (w.next(), w.next(), w.next(), w.next())
                 {
                     let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
                     sink.push(Attempt {
                         start,
                         end,
                         ok: ok == 1,
+                        port: port as u16,
                     });
                 }
             }

@@ -72,7 +72,7 @@ fn markdown(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-pub fn render(args: &Args, rounds: &[Round]) -> (String, String) {
+pub fn render(args: &Args, rounds: &[Round], aborted: &[String]) -> (String, String) {
     let (g, t) = (args.grace, args.toleration);
     let n = rounds.len();
     let mut sum = Table::new(
@@ -156,6 +156,9 @@ pub fn render(args: &Args, rounds: &[Round]) -> (String, String) {
         String::new(),
     );
     let flaps: usize = rounds.iter().map(|r| r.healthy_not_ready).sum();
+    let stale: usize = rounds.iter().map(|r| r.failed_stale).sum();
+    let lag: usize = rounds.iter().map(|r| r.failed_lag).sum();
+    let other: usize = rounds.iter().map(|r| r.failed_other).sum();
 
     let per_round: Vec<Vec<String>> = rounds
         .iter()
@@ -192,9 +195,24 @@ pub fn render(args: &Args, rounds: &[Round]) -> (String, String) {
         &per_round,
     );
     let sum_md = sum.markdown();
+    let aborted_md = if aborted.is_empty() {
+        String::from("No round was aborted.")
+    } else {
+        let mut out = format!(
+            "{} round(s) aborted and run again (not in the tables):",
+            aborted.len()
+        );
+        for a in aborted {
+            // The first line says what was not seen; the rest is diagnostics.
+            out.push_str(&format!("\n  - `{}`", a.lines().next().unwrap_or_default()));
+        }
+        out
+    };
     let printed = format!(
         "{sum_md}\n{rounds_md}\nprober connections before the kill: {} failed, {} slow of {}; \
-         snapshots with node 1 or 2 not Ready: {flaps}",
+         failed after the endpoints went: {stale} by a stale conntrack entry to node 3, \
+         {lag} before node 1's proxier caught up, {other} otherwise; \
+         snapshots with node 1 or 2 not Ready: {flaps}\n{aborted_md}",
         before.failed, before.slow, before.total
     );
     let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
@@ -215,7 +233,12 @@ Per round (\"grace end\" is node 3's last Lease renewTime + {g} s):\n\n\
 --server-arg=--node-lease-duration-seconds={lease} --agent-arg=--node-lease-duration-seconds={lease}` \
 (each node's Lease renewed every {renew} s), the release binary, run inside a \
 network namespace the benchmark made (the nodes' LAN); every round on a fresh cluster, \
-removed with `skiff down` after it. A Deployment of `traefik/whoami` ({replicas} replicas, \
+removed with `skiff down` after it. After `skiff up` the benchmark pins the nodes' bridge's \
+MAC address to the one it has: a Linux bridge whose address was never set follows the \
+lowest MAC among its ports, so deleting node 3's veth often changed it, and node 1's \
+neighbour entry for the LAN's address (where the benchmark's watches come from) stayed on \
+the old MAC, stalling the watches for up to a minute (seen in 2 of 20 rounds before the pin; \
+`skiff up` should set the bridge's address itself). A Deployment of `traefik/whoami` ({replicas} replicas, \
 the built-in catalog's stand-in) behind a ClusterIP Service; the round starts once every \
 replica is Ready (a TCP readiness probe on port 80, every second) and ready in the slices, \
 with at least one on each node.\n\
@@ -235,8 +258,14 @@ ClusterIP and closing it, every {interval} ms; a connection not established with
 `ThreadingHTTPServer`, whose accept queue of 5 drops SYNs when the machine is busy). \
 Connections, not HTTP requests: the stand-in starts a process per request. Counted by when \
 each connection started, against the moment the benchmark's watch showed the endpoints not \
-ready. Before the kill: {bf} failed and {bs} slow of {bt}. Snapshots in which node 1 or 2 \
-was not Ready: {flaps}.\n",
+ready. Before the kill: {bf} failed and {bs} slow of {bt}. Where the connections that \
+failed after the endpoints went were sent is read from node 1's conntrack table (`conntrack \
+-L` in node 1's namespace at the end of the round, by source port): {stale} went to a pod \
+on node 3 through a stale entry (the same source port had failed against node 3 before \
+the endpoints went, and its `SYN_SENT` entry, kept 120 s, still held the old DNAT), {lag} \
+went to node 3 with no such earlier attempt (node 1's proxier had not yet applied the \
+change), {other} elsewhere. Snapshots in which node 1 or 2 was not Ready: {flaps}.\n\
+- {aborted_md}\n",
         bf = before.failed,
         bs = before.slow,
         bt = before.total,

@@ -76,6 +76,13 @@ pub struct Round {
     pub last_failure_after: Option<i128>,
     /// Snapshots in which node 1 or 2 was not Ready (should be none).
     pub healthy_not_ready: usize,
+    /// Of the connections failed after the endpoints went: those node 1's
+    /// conntrack table sent to a pod on node 3 by an entry an earlier failed
+    /// attempt from the same source port left (stale), those it sent there
+    /// with no such attempt (the proxier had not caught up yet), the rest.
+    pub failed_stale: usize,
+    pub failed_lag: usize,
+    pub failed_other: usize,
 }
 
 fn secs(ns: i128) -> f64 {
@@ -192,6 +199,55 @@ async fn prober_sandbox(client: &kube::Client, cluster: &Cluster) -> Result<u32>
     }
 }
 
+/// For each failed connection (by source port), the endpoint node 1's
+/// conntrack table holds for it: `conntrack -L` in node 1's namespace of the
+/// entries to the ClusterIP. `(port, reply source)` pairs.
+fn conntrack_endpoints(netns_pid: u32, cip: std::net::Ipv4Addr) -> Result<Vec<(u16, String)>> {
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &netns_pid.to_string(), "-n", "--"])
+        .args([
+            "conntrack",
+            "-L",
+            "-p",
+            "tcp",
+            "--orig-dst",
+            &cip.to_string(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .context("running conntrack in node 1's namespace")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut found = Vec::new();
+    for line in text.lines() {
+        // `... src=POD dst=CIP sport=P dport=80 [UNREPLIED] src=EP dst=POD ...`
+        let srcs: Vec<&str> = line
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("src="))
+            .collect();
+        let sport = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("sport="))
+            .and_then(|p| p.parse::<u16>().ok());
+        if let (Some(port), Some(ep)) = (sport, srcs.get(1)) {
+            found.push((port, ep.to_string()));
+        }
+    }
+    Ok(found)
+}
+
+/// The pod IPs of the Deployment's pods on `node`.
+async fn dead_pod_ips(client: &kube::Client, node: &str) -> Result<Vec<String>> {
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+        .list(&kube::api::ListParams::default().labels(&format!("app={APP}")))
+        .await?;
+    Ok(pods
+        .items
+        .into_iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        .filter_map(|p| p.status.and_then(|s| s.pod_ip))
+        .collect())
+}
+
 /// Node `node`'s Lease renewTime, wall-clock nanoseconds.
 async fn renew_time(client: &kube::Client, node: &str) -> Result<i128> {
     let lease = Api::<Lease>::namespaced(client.clone(), "kube-node-lease")
@@ -300,23 +356,70 @@ pub async fn run(args: &Args, skiff: &Path, data_dir: &Path) -> Result<Round> {
         }
     }
     let setup_done = now_ns();
+    // A random moment within one renewal period: the set-up above takes about
+    // the same time every round, and would otherwise kill at the same phase
+    // of node 3's renewals each time.
+    let renew_period = Duration::from_secs(args.lease).div_f64(4.0);
+    let pause = renew_period.mul_f64(rand::random::<f64>());
+    tokio::time::sleep(pause).await;
     let renew_before = renew_time(&client, &victim).await?;
+    // Node 3's pods' addresses, to tell where failed connections went.
+    let dead = dead_pod_ips(&client, &victim).await?;
 
+    let mac_before = cluster.bridge_mac();
     let kill = now_ns();
     cluster.kill_node(VICTIM)?;
+    let bridge_mac_changed = cluster.bridge_mac() != mac_before;
+    if bridge_mac_changed {
+        eprintln!(
+            "  the nodes' bridge changed its MAC address with node 3's veth gone ({mac_before} -> {})",
+            cluster.bridge_mac()
+        );
+    }
     eprintln!(
         "  node {VICTIM} killed ({:.2} s after its Lease was last seen renewed)",
         secs(kill - renew_before)
     );
     let grace = Duration::from_secs(args.grace);
     let toleration = Duration::from_secs(args.toleration);
-    observer
+    let gone = observer
         .wait_for(
             "node 3's endpoints not ready",
             grace + Duration::from_secs(60),
             |s| s.endpoints_on(&victim) == 0,
         )
-        .await?;
+        .await;
+    if let Err(e) = gone {
+        let neigh = std::process::Command::new("nsenter")
+            .args([
+                "-t",
+                &cluster.netns_pid(1)?.to_string(),
+                "-n",
+                "--",
+                "ip",
+                "neigh",
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        eprintln!(
+            "  the bridge's MAC now {}; node 1's neighbours:\n{neigh}",
+            cluster.bridge_mac()
+        );
+        let renew = tokio::time::timeout(Duration::from_secs(5), renew_time(&client, &victim))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        eprintln!(
+            "  node 3's Lease renewTime now: {}\n  server log (node 1), last lines:\n{}",
+            renew.map_or("unreadable".into(), |r| format!(
+                "{:+.3} s after the kill",
+                secs(r - kill)
+            )),
+            cluster.log_tail(1, 60)
+        );
+        return Err(e);
+    }
     let moved = observer
         .wait_for(
             "every replica Ready on nodes 1 and 2",
@@ -352,7 +455,19 @@ pub async fn run(args: &Args, skiff: &Path, data_dir: &Path) -> Result<Round> {
             .filter(|a| a.start >= kill && a.start < endpoints),
     );
     let after = Window::of(attempts.iter().filter(|a| a.start >= endpoints));
-    if std::env::var_os("SKIFF_BENCH_TRACE").is_some() {
+    let trace = std::env::var_os("SKIFF_BENCH_TRACE").is_some();
+    let conntrack = if trace || attempts.iter().any(|a| a.start >= endpoints && !a.ok) {
+        conntrack_endpoints(cluster.netns_pid(1)?, cip)?
+    } else {
+        Vec::new()
+    };
+    let endpoint_of = |port: u16| {
+        conntrack
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map_or("no entry", |(_, e)| e.as_str())
+    };
+    if trace {
         let rel = |t: i128| format!("{:+.3}", secs(t - kill));
         eprintln!("  timeline (s after the kill):");
         for snap in timeline.iter().filter(|s| s.at >= setup_done) {
@@ -369,10 +484,12 @@ pub async fn run(args: &Args, skiff: &Path, data_dir: &Path) -> Result<Round> {
             .filter(|a| !a.ok || a.end - a.start >= PROBE_SLOW.as_nanos() as i128)
         {
             eprintln!(
-                "    {} prober connection {} after {:.3} s",
+                "    {} prober connection from port {} {} after {:.3} s (conntrack: to {})",
                 rel(a.start),
+                a.port,
                 if a.ok { "established" } else { "failed" },
-                secs(a.end - a.start)
+                secs(a.end - a.start),
+                endpoint_of(a.port)
             );
         }
     }
@@ -381,6 +498,41 @@ pub async fn run(args: &Args, skiff: &Path, data_dir: &Path) -> Result<Round> {
         .filter(|a| a.start >= endpoints && !a.ok)
         .map(|a| a.start - endpoints)
         .max();
+    // Where did the failures after the endpoints went go? Node 1's conntrack
+    // (read above, while the cluster is still up) says which endpoint each
+    // source port's entry was sent to; the prober's own log says whether that
+    // port had already failed before the endpoints went (a stale entry reused).
+    let (mut failed_stale, mut failed_lag, mut failed_other) = (0, 0, 0);
+    for f in attempts.iter().filter(|a| a.start >= endpoints && !a.ok) {
+        let ep = endpoint_of(f.port);
+        let to_dead = dead.iter().any(|d| d == ep);
+        let earlier = attempts
+            .iter()
+            .find(|b| b.port == f.port && !b.ok && b.start >= kill && b.start < endpoints);
+        let why = match (to_dead, earlier) {
+            (true, Some(b)) => {
+                failed_stale += 1;
+                format!(
+                    "a stale entry: the same port failed {:.3} s after the kill",
+                    secs(b.start - kill)
+                )
+            }
+            (true, None) => {
+                failed_lag += 1;
+                "node 1's proxier had not yet removed it".to_string()
+            }
+            (false, _) => {
+                failed_other += 1;
+                "not node 3".to_string()
+            }
+        };
+        eprintln!(
+            "  prober connection from port {} failed {:.3} s after the endpoints went: \
+             conntrack sends it to {ep} ({why})",
+            f.port,
+            secs(f.start - endpoints),
+        );
+    }
     drop(cluster);
     Ok(Round {
         spread,
@@ -395,5 +547,8 @@ pub async fn run(args: &Args, skiff: &Path, data_dir: &Path) -> Result<Round> {
         after,
         last_failure_after,
         healthy_not_ready,
+        failed_stale,
+        failed_lag,
+        failed_other,
     })
 }
