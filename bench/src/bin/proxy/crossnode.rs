@@ -24,7 +24,7 @@ use skiff_agent::net::Cidr;
 use crate::cluster::{ApiServer, NODE, SERVICE_PORT};
 use crate::dataplane::{self, Comparison, Phase, Shape};
 use crate::topo::{
-    Prober, Topology, LAN_A, LAN_B, LOAD_SOURCE_A, LOAD_SOURCE_B, NODE_A_POD_CIDR, NODE_B_POD_CIDR,
+    Prober, Topology, LAN_A, LAN_B, LOAD_SOURCE_C, LOAD_SOURCE_D, NODE_A_POD_CIDR, NODE_B_POD_CIDR,
     REMOTE_SERVER, REMOTE_SERVER_IP, SERVER_PORT,
 };
 use crate::wire::Mode;
@@ -253,11 +253,12 @@ async fn compare_backends(
         let order = if round % 2 == 0 { [a, b] } else { [b, a] };
         for backend in order {
             routes.set(backend)?;
-            // Each side from its own source address (see `topo::LOAD_SOURCE_A`).
+            // Each side from its own source address, neither used before
+            // against this server through a ClusterIP (see `topo::LOAD_SOURCE_C`).
             let (source, runs) = if backend == a {
-                (LOAD_SOURCE_A, &mut c.a)
+                (LOAD_SOURCE_C, &mut c.a)
             } else {
-                (LOAD_SOURCE_B, &mut c.b)
+                (LOAD_SOURCE_D, &mut c.b)
             };
             runs.push(dataplane::run(topo, (target, source), mode, shape).await?);
         }

@@ -270,7 +270,9 @@ programmed. Switching backend applies `diff(old plan, new plan)` on both nodes.\
 {workers} loops opening a connection per request (`Connection: close`), {secs} s per run, \
 {rounds} rounds per comparison alternating which side goes first. VXLAN ÷ host-gw: the \
 pod-IP path with the backend switched before every run (both sides of a round seconds \
-apart), so the machine's drift hits both alike. Load-generator errors over all runs: \
+apart), so the machine's drift hits both alike, each side from a source address of its \
+own that never went through the ClusterIP to this server (the conntrack entries of those \
+connections would clash with direct ones for two minutes). Load-generator errors over all runs: \
 {errors}.\n",
         underlay = c.underlay_mtu,
         overlay = c.overlay_mtu,

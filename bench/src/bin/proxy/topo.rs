@@ -35,6 +35,12 @@ pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 2);
 /// would refuse a SYN whose timestamps come from another path's offset.
 pub const LOAD_SOURCE_A: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 3);
 pub const LOAD_SOURCE_B: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 4);
+/// Two more, for the cross-node comparison of backends (pod IP against pod IP):
+/// A's earlier ClusterIP connections to the same server left conntrack entries
+/// whose reply tuples a direct connection from A would clash with for two
+/// minutes (the clashing SYNs are dropped and retransmitted a second later).
+pub const LOAD_SOURCE_C: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 5);
+pub const LOAD_SOURCE_D: Ipv4Addr = Ipv4Addr::new(10, 244, 0, 6);
 /// The port every server pod listens on.
 pub const SERVER_PORT: u16 = 8080;
 
@@ -148,7 +154,16 @@ impl Topology {
             client: format!("{prefix}-client"),
             node_b: None,
         };
-        t.pod("client", &[CLIENT_IP, LOAD_SOURCE_A, LOAD_SOURCE_B])?;
+        t.pod(
+            "client",
+            &[
+                CLIENT_IP,
+                LOAD_SOURCE_A,
+                LOAD_SOURCE_B,
+                LOAD_SOURCE_C,
+                LOAD_SOURCE_D,
+            ],
+        )?;
         // Fewer reuses of a port within conntrack's TIME_WAIT.
         sysctl(
             Some(&t.ns_name("client")),
