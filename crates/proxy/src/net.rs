@@ -182,25 +182,41 @@ pub fn remove_route(cidr: Cidr) {
     );
 }
 
-/// Deletes the conntrack entries whose replies come from `ep:port` — the flows a
-/// removed UDP endpoint still holds, which would otherwise keep sending (DNS)
-/// datagrams to a dead pod until they time out.
+/// Deletes the conntrack entries whose replies come from `ep:port`, an endpoint
+/// no service uses any more.
+///
+/// UDP: every such flow, or a client that keeps its socket (a DNS resolver) would
+/// keep sending datagrams to a dead pod until the entry times out. TCP: only the
+/// connections still waiting for a SYN-ACK (`SYN_SENT`, kept 120 s): a client
+/// retransmitting its SYN, or reusing the source port of an attempt that failed,
+/// would otherwise follow the old DNAT to the dead pod; with the entry gone the
+/// next SYN picks a live endpoint. Established connections are left alone so a
+/// pod that only went not ready finishes what it is serving.
 pub async fn conntrack_flush(proto: Proto, ep: Ipv4Addr, port: u16) {
     let out = tokio::process::Command::new("conntrack")
-        .args([
-            "-D",
-            "-p",
-            &proto.to_string(),
-            "--reply-src",
-            &ep.to_string(),
-            "--reply-port-src",
-            &port.to_string(),
-        ])
+        .args(conntrack_delete_args(proto, ep, port))
         .output()
         .await;
     match out {
         // Exit status 1 with "0 flow entries" just means nothing to delete.
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "conntrack is not usable; stale UDP flows stay"),
+        Err(e) => tracing::warn!(error = %e, "conntrack is not usable; stale flows stay"),
     }
+}
+
+/// The `conntrack` arguments of [`conntrack_flush`].
+pub fn conntrack_delete_args(proto: Proto, ep: Ipv4Addr, port: u16) -> Vec<String> {
+    let mut args = vec![
+        "-D".to_string(),
+        "-p".to_string(),
+        proto.to_string(),
+        "--reply-src".to_string(),
+        ep.to_string(),
+        "--reply-port-src".to_string(),
+        port.to_string(),
+    ];
+    if proto == Proto::Tcp {
+        args.extend(["--state".to_string(), "SYN_SENT".to_string()]);
+    }
+    args
 }

@@ -456,11 +456,15 @@ impl Proxier {
                 return false;
             };
             self.hold_load_balancer_ips().await;
-            for (proto, ep, port) in removed {
-                if proto == crate::model::Proto::Udp {
-                    net::conntrack_flush(proto, ep, port).await;
+            // Off the sync loop: one `conntrack` run per endpoint, and a scale-down
+            // removes many at once.
+            tokio::spawn(async move {
+                for (proto, ep, port) in removed {
+                    if proto != crate::model::Proto::Sctp {
+                        net::conntrack_flush(proto, ep, port).await;
+                    }
                 }
-            }
+            });
         } else {
             self.hold_load_balancer_ips().await;
         }

@@ -252,3 +252,75 @@ fn scale_10000_services() {
         times[49], times[98]
     );
 }
+
+/// Sets up, in the namespace, one established TCP connection and one that waits
+/// for its SYN-ACK, both to 10.244.9.9:80; runs `conntrack` with the given
+/// arguments; prints the TCP entries before and after, split by a line `--`.
+const CONNTRACK_SCRIPT: &str = r#"
+import socket, subprocess, sys, time
+listener = socket.socket(); listener.bind(("10.244.9.9", 80)); listener.listen(8)
+served = socket.socket(); served.bind(("10.244.9.7", 0)); served.connect(("10.244.9.9", 80))
+waiting = socket.socket(); waiting.bind(("10.244.9.8", 0)); waiting.setblocking(False)
+try:
+    waiting.connect(("10.244.9.9", 80))
+except BlockingIOError:
+    pass
+time.sleep(0.2)
+def entries():
+    out = subprocess.run(["conntrack", "-L", "-p", "tcp"], capture_output=True, text=True)
+    return out.stdout
+print(entries()); print("--")
+subprocess.run(["conntrack"] + sys.argv[1:], capture_output=True)
+print(entries())
+"#;
+
+/// A removed TCP endpoint loses only its connections still waiting for a
+/// SYN-ACK: a retransmitted SYN then picks a live endpoint, and what the pod
+/// is serving is left alone.
+#[test]
+fn conntrack_cleanup_drops_only_unreplied_tcp() {
+    let Some(ns) = Netns::new("ct") else {
+        eprintln!("skipped: cannot make a network namespace (not root?)");
+        return;
+    };
+    let sh = |args: &[&str]| {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", &ns.0])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{args:?}");
+    };
+    sh(&["ip", "link", "set", "lo", "up"]);
+    for a in ["10.244.9.7/32", "10.244.9.8/32", "10.244.9.9/32"] {
+        sh(&["ip", "addr", "add", a, "dev", "lo"]);
+    }
+    // The SYNs from .8 vanish (a dead pod), and `ct` makes the namespace track.
+    ns.nft(
+        "table ip cttest {\n  chain input {\n    type filter hook input priority 0; policy accept;\n    \
+         ip saddr 10.244.9.8 tcp dport 80 ct state new drop\n  }\n}\n",
+    )
+    .expect("test table");
+    let args =
+        skiff_proxy::net::conntrack_delete_args(Proto::Tcp, Ipv4Addr::new(10, 244, 9, 9), 80);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", CONNTRACK_SCRIPT])
+        .args(&args)
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (before, after) = text.split_once("--").unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        before.contains("SYN_SENT") && before.contains("src=10.244.9.8"),
+        "{text}"
+    );
+    assert!(
+        before.contains("ESTABLISHED") && before.contains("src=10.244.9.7"),
+        "{text}"
+    );
+    assert!(!after.contains("SYN_SENT"), "unreplied entry kept:\n{text}");
+    assert!(
+        after.contains("ESTABLISHED") && after.contains("src=10.244.9.7"),
+        "established entry lost:\n{text}"
+    );
+}
