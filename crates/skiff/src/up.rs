@@ -127,6 +127,18 @@ fn load(c: &ClusterRef) -> Option<State> {
     serde_json::from_slice(&b).ok()
 }
 
+/// Sets the bridge's MAC address to the random one it was made with. A Linux
+/// bridge whose address was never set follows the lowest MAC among its ports,
+/// so removing a node's veth can change it, and the other nodes' neighbour
+/// entries for the LAN's address then point at a MAC nobody has until they
+/// expire (watches to the host stalled for up to a minute). A switch keeps its
+/// address when a cable is pulled; this makes the LAN behave so.
+fn pin_mac(bridge: &str) -> Result<()> {
+    let path = format!("/sys/class/net/{bridge}/address");
+    let mac = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    ip(&["link", "set", bridge, "address", mac.trim()])
+}
+
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
@@ -227,6 +239,7 @@ async fn make(args: &UpArgs, net: Cidr, state: &mut State) -> Result<()> {
     ip(&["link", "add", &bridge, "type", "bridge"])
         .with_context(|| format!("making the nodes' bridge {bridge}"))?;
     state.bridge = Some(bridge.clone());
+    pin_mac(&bridge)?;
     ip(&[
         "addr",
         "add",

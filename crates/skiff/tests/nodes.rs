@@ -307,6 +307,11 @@ fn a_dead_nodes_pods_move() {
     };
     eventually(Duration::from_secs(30), || lb_answers().then_some(()));
 
+    let bridge_mac = || {
+        let out = c.outside(&format!("cat /sys/class/net/{bridge}/address"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mac_before = bridge_mac();
     let killed = Instant::now();
     for pid in [c.node_pid(3), c.holder_pid(3)] {
         let _ = std::process::Command::new("kill")
@@ -317,6 +322,13 @@ fn a_dead_nodes_pods_move() {
         .outside(&format!("ip link del sku3-{}", c.name))
         .status
         .success();
+    // A pulled cable leaves the switch's address alone: the live nodes'
+    // neighbour entries for the LAN's gateway stay right.
+    assert_eq!(
+        bridge_mac(),
+        mac_before,
+        "the nodes' bridge changed its MAC"
+    );
 
     // The dead node's endpoint stops being ready within the grace period (the
     // Lease was renewed up to a quarter of its duration before the kill).

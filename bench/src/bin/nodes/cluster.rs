@@ -73,31 +73,7 @@ impl Cluster {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        c.pin_bridge_mac()?;
         Ok(c)
-    }
-
-    /// Sets the nodes' bridge's MAC address to the one it has. A Linux bridge
-    /// whose address was never set follows the lowest MAC among its ports, so
-    /// deleting node 3's veth often changes it, and the live
-    /// nodes' neighbour entries for the LAN's address (this namespace, where
-    /// the benchmark's watches come from) then point at a MAC nobody has until
-    /// they expire: the watches stalled for up to a minute. A switch's address
-    /// does not change when a cable is pulled; this makes the LAN behave so.
-    fn pin_bridge_mac(&self) -> Result<()> {
-        let mac = self.bridge_mac();
-        anyhow::ensure!(!mac.is_empty(), "no bridge skup-{NAME} after skiff up");
-        let out = Command::new("ip")
-            .args(["link", "set", &format!("skup-{NAME}"), "address", &mac])
-            .output()
-            .context("running ip")?;
-        if !out.status.success() {
-            bail!(
-                "pinning the bridge's MAC address: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
     }
 
     pub fn dir(&self) -> PathBuf {
