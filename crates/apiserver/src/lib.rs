@@ -27,6 +27,7 @@ pub mod request;
 pub mod response;
 pub mod rest;
 pub mod server;
+pub mod server_join;
 pub mod services;
 pub mod strategy;
 pub mod watch;

@@ -42,10 +42,10 @@ impl Credentials {
 
 /// The CA certificate (PEM); also what a joining node writes beside its kubeconfig.
 pub const CA: &str = "ca.crt";
-const CA_KEY: &str = "ca.key";
+pub const CA_KEY: &str = "ca.key";
 const CERT: &str = "server.crt";
 const KEY: &str = "server.key";
-const TOKEN: &str = "admin.token";
+pub const TOKEN: &str = "admin.token";
 pub const KUBECONFIG: &str = "admin.kubeconfig";
 /// The client certificate the API server presents to node agents (kubeadm's names).
 pub const KUBELET_CLIENT_CERT: &str = "apiserver-kubelet-client.crt";
@@ -92,7 +92,7 @@ pub fn write_mode(path: &Path, contents: &str, mode: u32) -> Result<()> {
     Ok(())
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     (0..bytes)

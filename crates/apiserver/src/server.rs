@@ -25,7 +25,8 @@ use crate::objects::Objects;
 use crate::request::{self, Query, Route, Target};
 use crate::rest::{self, WriteOptions};
 use crate::{
-    body, discovery, join, metrics::Metrics, namespaces, openapi, patch, pki, response, watch,
+    body, discovery, join, metrics::Metrics, namespaces, openapi, patch, pki, response,
+    server_join, watch,
 };
 
 /// How the API server is run.
@@ -82,6 +83,8 @@ pub struct Api {
     /// Service ClusterIP / NodePort / LoadBalancer allocations.
     pub services: crate::services::State,
     pub admission: AdmissionSettings,
+    /// The data directory: what a joining server is handed comes from its files.
+    pub data_dir: PathBuf,
 }
 
 /// A started API server.
@@ -93,6 +96,9 @@ pub struct Running {
     /// [`Running::join_token_file`]; `None` once it was deleted or has expired.
     pub join_token: Option<String>,
     pub join_token_file: PathBuf,
+    /// What another `skiff server` on the same store joins with (`--token`).
+    pub server_token: String,
+    pub server_token_file: PathBuf,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -153,6 +159,9 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
         "/version" => return response::json(200, &version()),
         "/healthz" | "/livez" | "/readyz" => return text(200, "ok"),
         join::CACERTS_PATH => return join::cacerts(&api, &parts.method),
+        server_join::BOOTSTRAP_PATH => {
+            return server_join::serve(&api.data_dir, &parts.method, &parts.headers)
+        }
         _ => {}
     }
     let user = match authn::authenticate(&api, &parts.headers).await {
@@ -493,6 +502,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     sans.extend(config.tls_sans.iter().cloned());
     let creds = pki::ensure(&config.data_dir, &url, &sans)?;
     let kubelet_tls = crate::podstream::client_tls(&creds)?;
+    let server_token = server_join::ensure_server_token(&config.data_dir, &creds.ca_pem)?;
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
         creds.cert_pem.clone().into_bytes(),
         creds.key_pem.clone().into_bytes(),
@@ -510,6 +520,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         namespaces_changed: Notify::new(),
         services: crate::services::State::new(&config.services),
         admission: config.admission,
+        data_dir: config.data_dir.clone(),
     });
     crate::services::load(&api)
         .await
@@ -547,6 +558,8 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         addr,
         join_token,
         join_token_file: config.data_dir.join(join::NODE_TOKEN_FILE),
+        server_token: server_token.to_string(),
+        server_token_file: config.data_dir.join(server_join::SERVER_TOKEN_FILE),
         handle,
         task,
     })

@@ -102,6 +102,8 @@ struct ServerArgs {
     lb_pool: String,
     #[command(flatten)]
     node: crate::node_flags::NodeArgs,
+    #[command(flatten)]
+    join: crate::server_join::ServerJoinArgs,
     /// Prefix length of each node's pod range, cut from `--pod-cidr`.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=30))]
     node_cidr_mask_size: u8,
@@ -272,8 +274,7 @@ fn cluster_id(data_dir: &std::path::Path) -> Result<String> {
     Ok(id)
 }
 
-/// The file in the data directory that names this server's cluster (see `cluster_id`).
-const CLUSTER_ID_FILE: &str = "cluster-id";
+use skiff_apiserver::server_join::CLUSTER_ID_FILE;
 
 async fn server(args: ServerArgs) -> Result<()> {
     let mut node = args.node.settings(&args.data_dir)?;
@@ -287,6 +288,8 @@ async fn server(args: ServerArgs) -> Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     tracing::info!(data_dir = %args.data_dir.display(), store = ?args.store, "starting skiff");
+    let etcd = matches!(args.store, StoreKind::Etcd);
+    crate::server_join::join(&args.join, etcd, &args.data_dir).await?;
     let backend = open_store(&args)?;
     let running = skiff_apiserver::start(
         skiff_apiserver::Config {
@@ -322,6 +325,14 @@ async fn server(args: ServerArgs) -> Result<()> {
         None => println!(
             "The default join token was deleted or has expired; make one with `skiff token create`."
         ),
+    }
+    if etcd {
+        println!(
+            "To add another API server on the same etcd (the token is also in {}):\n  skiff server --store etcd --etcd-endpoints ... --server {} --token {}",
+            running.server_token_file.display(),
+            running.url,
+            running.server_token
+        );
     }
     let stopper = running.stopper();
     let shutdown = async {

@@ -128,7 +128,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// An HTTPS client: verifying the server against `ca_pem`, or (`None`) not at all.
-fn client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
+pub(crate) fn client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS versions")?;
@@ -158,7 +158,7 @@ fn client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
 }
 
 /// One line for a request that got no answer.
-fn unreachable(server: &str, e: reqwest::Error) -> anyhow::Error {
+pub(crate) fn unreachable(server: &str, e: reqwest::Error) -> anyhow::Error {
     let mut msg = String::new();
     let mut cause: Option<&dyn std::error::Error> = Some(&e);
     while let Some(c) = cause {
@@ -175,7 +175,7 @@ fn unreachable(server: &str, e: reqwest::Error) -> anyhow::Error {
 }
 
 /// The `message` of a Status body, or the body itself.
-fn status_message(body: &[u8]) -> String {
+pub(crate) fn status_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["message"].as_str().map(str::to_string))

@@ -7,6 +7,7 @@ mod components;
 mod images;
 mod join;
 mod node_flags;
+mod server_join;
 mod token;
 mod up;
 
