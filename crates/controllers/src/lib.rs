@@ -17,12 +17,17 @@
 //!   conditions, taints and not-ready pods; [`taint_eviction`]: pods on
 //!   NoExecute-tainted nodes -> deleted; [`podgc`]: pods no node will finish ->
 //!   force-deleted.
+//!
+//! With several servers on one store, [`leader::run_controllers`] runs all of
+//! them only on the server holding the `kube-system/kube-controller-manager`
+//! Lease ([`leader`], upstream's `--leader-elect`).
 
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
 pub mod gc;
+pub mod leader;
 pub mod mirroring;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -82,6 +87,9 @@ pub struct Settings {
     /// How long a pod's Node must be missing before the pod is force-deleted
     /// (upstream's fixed `quarantineTime` of the pod GC, 40 s; no upstream flag).
     pub pod_gc_quarantine: Duration,
+    /// Run the controllers only while this server holds the leader Lease
+    /// (upstream `--leader-elect`); `None`: always, as a lone server.
+    pub leader_election: Option<leader::LeaderElection>,
 }
 
 impl Default for Settings {
@@ -96,6 +104,7 @@ impl Default for Settings {
             node_monitor_period: Duration::from_secs(5),
             node_eviction_rate: 0.1,
             pod_gc_quarantine: Duration::from_secs(40),
+            leader_election: None,
         }
     }
 }

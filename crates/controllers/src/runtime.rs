@@ -330,7 +330,14 @@ where
     );
     tokio::spawn(async move {
         futures::pin_mut!(stream);
-        while let Some(ev) = stream.next().await {
+        loop {
+            // A dropped `run` (a leader that lost its Lease) closes the channel:
+            // the watch stops then, not at its next event.
+            let ev = tokio::select! {
+                ev = stream.next() => ev,
+                () = tx.closed() => return,
+            };
+            let Some(ev) = ev else { return };
             let change = match ev {
                 Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
                     wrap(Arc::new(o), false)
@@ -352,6 +359,8 @@ where
 }
 
 /// Runs every enabled controller until the client's server goes away for good.
+/// Dropping the future stops them all (workers aborted, watches closed), so a
+/// leader that loses its Lease leaves nothing running.
 pub async fn run(client: Client, settings: Settings) -> Result<()> {
     // Invalid flags stop everything before it starts, as upstream.
     let ipam = crate::nodeipam::State::new(&settings)?;
@@ -389,16 +398,17 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     ctx.cache.wait_ready().await;
     tracing::info!("controller caches synced");
 
-    let mut workers = Vec::new();
+    // A JoinSet aborts its tasks when dropped, with this future.
+    let mut workers = tokio::task::JoinSet::new();
     macro_rules! worker {
         ($name:literal, $queue:ident, $reconcile:path) => {
             if ctx.settings.enabled($name) {
-                workers.push(tokio::spawn(work(
+                workers.spawn(work(
                     $name,
                     ctx.clone(),
                     ctx.queues.$queue.clone(),
                     |c, k| Box::pin($reconcile(c, k)),
-                )));
+                ));
             }
         };
     }
@@ -436,23 +446,21 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         // Each node is also rechecked at its own deadline; this pass catches
         // the rest (zone changes, retries), as upstream's monitor period.
         let (ctx, every) = (ctx.clone(), ctx.settings.node_monitor_period);
-        workers.push(tokio::spawn(async move {
+        workers.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 for n in ctx.cache.nodes.state() {
                     ctx.queues.nodelifecycle.add(Key::of(&*n));
                 }
             }
-        }));
+        });
     }
 
     enqueue_all(&ctx);
     while let Some(change) = rx.recv().await {
         dispatch(&ctx, change);
     }
-    for w in workers {
-        w.abort();
-    }
+    workers.abort_all();
     Ok(())
 }
 
