@@ -205,7 +205,7 @@ async fn delete_once(api: &Api, t: &Target, opts: &DeleteOptions) -> Result<Valu
         .objects
         .delete(t.resource, ns, &name, revision_of(&obj))
         .await?;
-    crate::services::after_delete(api, t.resource, &removed);
+    crate::services::after_delete(api, t.resource, &removed).await;
     Ok(removed)
 }
 

@@ -384,11 +384,11 @@ pub async fn create(api: &Api, t: &Target, mut obj: Value, opts: &WriteOptions) 
         }
         crate::services::before_create(api, t.resource, &mut obj).await?;
         if opts.dry_run {
-            crate::services::after_write(api, t.resource, None, &obj, false);
+            crate::services::after_write(api, t.resource, None, &obj, false).await;
             return Ok(obj);
         }
         let result = api.objects.create(t.resource, ns, &name, &obj).await;
-        crate::services::after_write(api, t.resource, None, &obj, result.is_ok());
+        crate::services::after_write(api, t.resource, None, &obj, result.is_ok()).await;
         match result {
             Err(e) if e.reason == "AlreadyExists" && given.is_none() && attempt < 7 => continue,
             other => return other,
@@ -418,7 +418,7 @@ pub async fn write_update(
     }
     crate::services::before_update(api, t.resource, old, &mut new).await?;
     if opts.dry_run {
-        crate::services::after_write(api, t.resource, Some(old), &new, false);
+        crate::services::after_write(api, t.resource, Some(old), &new, false).await;
         return Ok(new);
     }
     let expected = revision_of(old).unwrap_or_default();
@@ -438,14 +438,14 @@ pub async fn write_update(
             .objects
             .delete(t.resource, t.namespace.as_deref(), &name, Some(expected))
             .await?;
-        crate::services::after_delete(api, t.resource, &removed);
+        crate::services::after_delete(api, t.resource, &removed).await;
         return Ok(removed);
     }
     let result = api
         .objects
         .update(t.resource, t.namespace.as_deref(), &name, &new, expected)
         .await;
-    crate::services::after_write(api, t.resource, Some(old), &new, result.is_ok());
+    crate::services::after_write(api, t.resource, Some(old), &new, result.is_ok()).await;
     result
 }
 

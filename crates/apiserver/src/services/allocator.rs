@@ -238,6 +238,15 @@ impl Pool {
         Ok(())
     }
 
+    /// Records who holds `idx` according to the store, over whatever this
+    /// server believed: the claim in the store is the truth.
+    pub fn set_owner(&mut self, idx: u32, owner: &Owner) {
+        if idx < self.slots {
+            self.set(idx, true);
+            self.owners.insert(idx, owner.clone());
+        }
+    }
+
     /// Takes a random free slot, from the dynamic band first.
     pub fn take_next(&mut self, owner: &Owner) -> Option<u32> {
         let mut rng = rand::rng();

@@ -187,14 +187,15 @@ impl Txn<'_> {
 
 /// Gives `obj` (being created, or updated from `old`) what it needs from the
 /// pools: a ClusterIP, node ports, a health-check node port and a load-balancer
-/// address, honouring the values it asks for. On failure nothing stays taken.
+/// address, honouring the values it asks for. On failure nothing stays taken;
+/// on success the slots newly taken (to be claimed in the store) are returned.
 pub fn allocate(
     pools: &mut Pools,
     s: &Settings,
     old: Option<&Value>,
     obj: &mut Value,
     owner: &Owner,
-) -> Result<(), Failure> {
+) -> Result<Vec<(Kind, u32)>, Failure> {
     let mut txn = Txn {
         pools,
         owner,
@@ -209,7 +210,14 @@ pub fn allocate(
         return Err(e);
     }
     load_balancer(&mut txn, s, obj);
-    Ok(())
+    Ok(txn.taken)
+}
+
+/// Gives back slots `uid` took (a write whose store claim failed).
+pub fn release_slots(pools: &mut Pools, slots: &[(Kind, u32)], uid: &str) {
+    for &(kind, idx) in slots {
+        pools.pool(kind).release(idx, uid);
+    }
 }
 
 fn set_spec(obj: &mut Value, key: &str, v: Value) {
@@ -491,17 +499,34 @@ fn load_balancer(txn: &mut Txn, s: &Settings, obj: &mut Value) {
 }
 
 /// A status write on a LoadBalancer this server manages: addresses from the pool
-/// that it names become its own when nobody else has them.
-pub fn adopt_lb_status(pools: &mut Pools, s: &Settings, old: &Value, new: &Value, owner: &Owner) {
+/// that it names become its own when nobody else has them. Returns those taken.
+pub fn adopt_lb_status(
+    pools: &mut Pools,
+    s: &Settings,
+    old: &Value,
+    new: &Value,
+    owner: &Owner,
+) -> Vec<(Kind, u32)> {
     if !managed_lb(new) {
-        return;
+        return Vec::new();
     }
     let before = lb_slots(s, old);
+    let mut taken = Vec::new();
     for idx in lb_slots(s, new).into_iter().filter(|i| !before.contains(i)) {
-        if pools.lb.owner(idx).is_none() {
-            let _ = pools.lb.take(idx, owner);
+        if pools.lb.owner(idx).is_none() && pools.lb.take(idx, owner).is_ok() {
+            taken.push((Kind::LoadBalancer, idx));
         }
     }
+    taken
+}
+
+/// What `gone` holds and `kept` does not.
+pub fn difference(s: &Settings, gone: &Value, kept: Option<&Value>) -> Vec<(Kind, u32)> {
+    let keep = kept.map(|k| claims(s, k)).unwrap_or_default();
+    claims(s, gone)
+        .into_iter()
+        .filter(|c| !keep.contains(c))
+        .collect()
 }
 
 /// After a write: what `gone` holds and `kept` does not goes back to the pools.
@@ -512,14 +537,10 @@ pub fn release_difference(
     kept: Option<&Value>,
     uid: &str,
 ) -> usize {
-    let keep = kept.map(|k| claims(s, k)).unwrap_or_default();
-    let mut n = 0;
-    for (kind, idx) in claims(s, gone) {
-        if !keep.contains(&(kind, idx)) && pools.pool(kind).release(idx, uid) {
-            n += 1;
-        }
-    }
-    n
+    difference(s, gone, kept)
+        .into_iter()
+        .filter(|&(kind, idx)| pools.pool(kind).release(idx, uid))
+        .count()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! pool had none, once an address comes free, and says why in a Warning event
 //! while they wait (kubectl shows `<pending>`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use skiff_api::registry;
 use skiff_api::StatusError;
 
-use super::claims::{self, Owner};
-use super::services_resource;
+use super::claims::{self, Kind, Owner};
+use super::{services_resource, shared};
 use crate::body::FieldValidation;
 use crate::request::Target;
 use crate::rest::{self, WriteOptions};
@@ -84,9 +84,20 @@ async fn pass(api: &Api, told: &mut HashMap<Arc<str>, String>) -> Result<usize, 
         let picked = claims::pick_lb(&mut state.pools(), &state.settings, &obj, &owner);
         match picked {
             Ok(idx) => {
+                let slot = [(Kind::LoadBalancer, idx)];
+                let mut from_store = HashSet::new();
+                match shared::claim_taken(api, &slot, &owner, &mut from_store).await {
+                    Ok(true) => {}
+                    // Claimed through another server: another pick next pass.
+                    Ok(false) | Err(_) => {
+                        still_waiting.push(owner.uid.clone());
+                        continue;
+                    }
+                }
                 let ip = state.settings.lb_pool.addr(idx).to_string();
                 if !assign(api, &obj, &ip).await {
                     state.pools().lb.release(idx, &owner.uid);
+                    shared::release_claims(api, &slot, &owner.uid).await;
                 }
             }
             Err(why) => {

@@ -2,12 +2,16 @@
 //! LoadBalancer address allocation, and the built-in `kubernetes` and `kube-dns`
 //! services. The REST layer calls these hooks for every Service write.
 //!
-//! Allocation state lives only in memory and is derived from the stored services:
-//! [`load`] reads them all before the server serves, the hooks take and give back
-//! slots around each write, a watch gives back what deleted services held, and a
-//! periodic repair (as upstream's repair controllers) reconciles anything else.
+//! Every value a service holds is claimed in the store ([`store`]: one key per
+//! value, made with the store's atomic create), so several API servers sharing
+//! one store never hand out a value twice. The in-memory pools are this server's
+//! fast path and cache: [`load`] fills them from the claims and the stored
+//! services before the server serves, the hooks take slots in the pools and then
+//! claim them, a watch gives back what deleted services held, and a periodic
+//! repair (as upstream's repair controllers) reconciles pools, claims and
+//! services, removing claims a crash left behind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -25,6 +29,8 @@ pub mod builtin;
 mod claims;
 mod loadbalancer;
 mod repair;
+mod shared;
+pub mod store;
 
 use allocator::{Cidr, Owner, PortRange};
 use claims::{Failure, Pools};
@@ -38,7 +44,13 @@ pub struct Settings {
     pub node_ports: PortRange,
     /// `--lb-pool`: LoadBalancer addresses.
     pub lb_pool: Cidr,
+    /// How often the repair pass reconciles pools, claims and services (a
+    /// leaked claim goes on the second pass that finds it).
+    pub repair_every: Duration,
 }
+
+/// The default [`Settings::repair_every`], upstream's repair interval.
+pub const REPAIR_EVERY: Duration = Duration::from_secs(60);
 
 /// The default `--lb-pool`: TEST-NET-2 (RFC 5737), reserved for documentation and
 /// routed nowhere, so an address from it can never reach a real host by accident.
@@ -82,6 +94,7 @@ impl Settings {
             service_cidr: cidr,
             node_ports: ports,
             lb_pool: lb,
+            repair_every: REPAIR_EVERY,
         })
     }
 }
@@ -183,8 +196,13 @@ async fn holder_gone(api: &Api, holder: &Owner) -> bool {
     }
 }
 
-/// Allocates for `obj`; a requested value held by a service that no longer
-/// exists (its release may still be on its way) is taken back first.
+/// How many times a write picks again after losing values to other writers.
+const ATTEMPTS: usize = 16;
+
+/// Allocates for `obj` and claims what it took in the store. A requested value
+/// held by a service that no longer exists (its release may still be on its
+/// way) is taken back first; a value another server claimed is learned and
+/// another one picked (or, when it was asked for, refused).
 async fn allocate(
     api: &Api,
     resource: &Resource,
@@ -195,19 +213,28 @@ async fn allocate(
         return Ok(());
     };
     let state = &api.services;
-    for _ in 0..4 {
+    // Holders met in the store: possibly creates in flight on other servers,
+    // which only the claim's own age (or repair) can tell from leaks.
+    let mut from_store: HashSet<Arc<str>> = HashSet::new();
+    for _ in 0..ATTEMPTS {
         let mut draft = obj.clone();
         let result = claims::allocate(&mut state.pools(), &state.settings, old, &mut draft, &owner);
         match result {
-            Ok(()) => {
-                *obj = draft;
-                return Ok(());
+            Ok(taken) => {
+                if shared::claim_taken(api, &taken, &owner, &mut from_store).await? {
+                    *obj = draft;
+                    return Ok(());
+                }
             }
             Err(Failure::Invalid(_, Some(holder)))
-                if holder.uid != owner.uid && holder_gone(api, &holder).await =>
+                if holder.uid != owner.uid
+                    && !from_store.contains(&holder.uid)
+                    && holder_gone(api, &holder).await =>
             {
                 let n = state.pools().release_all(&holder.uid);
                 tracing::info!(holder = %holder.key, released = n, "reclaimed what a deleted service held");
+                // Checked once: if its claim is still in the store, the claim decides.
+                from_store.insert(holder.uid.clone());
             }
             Err(Failure::Invalid(err, _)) => {
                 return Err(StatusError::invalid(resource, &name_of(obj), &[*err]))
@@ -268,7 +295,9 @@ pub async fn before_update(
     if svc::is_status_write(new, old) {
         if let Some(owner) = claims::owner_of(new) {
             let state = &api.services;
-            claims::adopt_lb_status(&mut state.pools(), &state.settings, old, new, &owner);
+            let taken =
+                claims::adopt_lb_status(&mut state.pools(), &state.settings, old, new, &owner);
+            shared::claim_adopted(api, &taken, &owner).await;
         }
         return Ok(());
     }
@@ -279,8 +308,14 @@ pub async fn before_update(
 }
 
 /// After a write: `stored` is `Ok` when it reached the store. Allocations made
-/// for a write that failed must be released here.
-pub fn after_write(api: &Api, resource: &Resource, old: Option<&Value>, new: &Value, stored: bool) {
+/// for a write that failed must be released here, in the pools and the store.
+pub async fn after_write(
+    api: &Api,
+    resource: &Resource,
+    old: Option<&Value>,
+    new: &Value,
+    stored: bool,
+) {
     if !is_service(resource) {
         return;
     }
@@ -288,65 +323,101 @@ pub fn after_write(api: &Api, resource: &Resource, old: Option<&Value>, new: &Va
         return;
     };
     let state = &api.services;
+    let s = &state.settings;
+    let (gone, kept) = match (stored, old) {
+        (true, Some(old)) => (old, Some(new)),
+        (true, None) => (new, Some(new)),
+        (false, old) => (new, old),
+    };
+    let slots = claims::difference(s, gone, kept);
     let released = {
         let mut pools = state.pools();
-        match (stored, old) {
-            (true, Some(old)) => {
-                claims::release_difference(&mut pools, &state.settings, old, Some(new), &owner.uid)
-            }
-            (true, None) => 0,
-            (false, old) => {
-                claims::release_difference(&mut pools, &state.settings, new, old, &owner.uid)
-            }
-        }
+        claims::release_difference(&mut pools, s, gone, kept, &owner.uid)
     };
+    if stored {
+        shared::release_claims(api, &slots, &owner.uid).await;
+    } else {
+        shared::release_unless_stored(api, &slots, &owner).await;
+    }
     if old.is_none() {
         state.end(&owner.uid);
     }
-    let pending =
-        stored && claims::managed_lb(new) && claims::lb_slots(&state.settings, new).is_empty();
+    let pending = stored && claims::managed_lb(new) && claims::lb_slots(s, new).is_empty();
     if released > 0 || pending {
         state.lb_wake.notify_one();
     }
 }
 
 /// After a Service was removed from the store.
-pub fn after_delete(api: &Api, resource: &Resource, removed: &Value) {
+pub async fn after_delete(api: &Api, resource: &Resource, removed: &Value) {
     if !is_service(resource) {
         return;
     }
-    forget(api, removed);
+    forget(api, removed).await;
 }
 
-/// Gives back everything a deleted service held.
-fn forget(api: &Api, removed: &Value) {
-    if let Some(owner) = claims::owner_of(removed) {
-        if api.services.pools().release_all(&owner.uid) > 0 {
-            api.services.lb_wake.notify_one();
-        }
+/// Gives back everything a deleted service held: in the pools, and its claims
+/// (each server's watch does this too; only claims still naming it go).
+async fn forget(api: &Api, removed: &Value) {
+    let Some(owner) = claims::owner_of(removed) else {
+        return;
+    };
+    let slots = claims::claims(&api.services.settings, removed);
+    if api.services.pools().release_all(&owner.uid) > 0 {
+        api.services.lb_wake.notify_one();
     }
+    shared::release_claims(api, &slots, &owner.uid).await;
 }
 
-/// Reads every stored service into the pools; run once before serving.
+/// Reads every claim and every stored service into the pools, and claims what
+/// stored services hold without a claim (a store written before claims, or a
+/// crash between a claim's loss and repair); run once before serving.
 pub async fn load(api: &Api) -> Result<(), StatusError> {
     let res = services_resource().ok_or_else(StatusError::no_such_resource)?;
-    let page = api.objects.list(res, None, None, None).await?;
     let state = &api.services;
-    let mut pools = state.pools();
-    for obj in &page.items {
-        let Some(owner) = claims::owner_of(obj) else {
-            continue;
-        };
-        for (kind, idx, other) in pools.adopt(&state.settings, obj, &owner) {
-            tracing::warn!(service = %owner.key, holder = %other.key, ?kind, slot = idx,
-                "two stored services claim the same value; the first keeps it");
+    let backend = api.objects.backend();
+    // Claims first: a service listed after them has its claims in that listing
+    // or made later, so nothing is claimed for a service already deleted.
+    let (held, _) = store::list(backend, &state.settings)
+        .await
+        .map_err(|e| StatusError::internal(e.to_string()))?;
+    let page = api.objects.list(res, None, None, None).await?;
+    let missing = {
+        let mut pools = state.pools();
+        shared::learn_all(&mut pools, &held);
+        let claimed: HashSet<(claims::Kind, u32)> = held.iter().map(|h| (h.kind, h.idx)).collect();
+        let mut missing = Vec::new();
+        for obj in &page.items {
+            let Some(owner) = claims::owner_of(obj) else {
+                continue;
+            };
+            for (kind, idx, other) in pools.adopt(&state.settings, obj, &owner) {
+                tracing::warn!(service = %owner.key, holder = %other.key, ?kind, slot = idx,
+                    "two stored services claim the same value; the claim's holder keeps it");
+            }
+            let lacking: Vec<_> = claims::claims(&state.settings, obj)
+                .into_iter()
+                .filter(|c| !claimed.contains(c))
+                .collect();
+            if !lacking.is_empty() {
+                missing.push((owner, lacking));
+            }
         }
+        missing
+    };
+    let claimed = missing.len();
+    for (owner, slots) in missing {
+        shared::ensure_claims(api, &owner, &slots).await;
     }
-    let (ips, ports, lb) = (pools.ips.used(), pools.ports.used(), pools.lb.used());
-    drop(pools);
+    let (ips, ports, lb) = {
+        let pools = state.pools();
+        (pools.ips.used(), pools.ports.used(), pools.lb.used())
+    };
     state.loaded_at.store(page.revision, Ordering::SeqCst);
     tracing::info!(
         services = page.items.len(),
+        claims = held.len(),
+        services_claimed_now = claimed,
         cluster_ips = ips,
         node_ports = ports,
         lb_addresses = lb,
