@@ -111,6 +111,21 @@ struct ServerArgs {
     /// `Ready=Unknown`, tainted unreachable and its pods' endpoints dropped.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     node_monitor_grace_period: std::time::Duration,
+    /// Run the controllers only while this server holds the
+    /// `kube-system/kube-controller-manager` Lease, as upstream's `--leader-elect`:
+    /// for several servers on one etcd. Off by default: a lone server needs no
+    /// election, and after an unclean restart would wait out its old Lease.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set, default_value_t = false)]
+    leader_elect: bool,
+    /// How long a standby waits after the leader's last renewal before taking over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader keeps trying to renew before it stops its controllers.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: std::time::Duration,
+    /// How often candidates try to acquire, and the leader to renew, the Lease.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: std::time::Duration,
     /// A further name or address the API server's certificate covers, for nodes on
     /// other machines to dial (repeatable; the listen address is always covered).
     #[arg(long = "tls-san", value_name = "NAME|IP")]
@@ -281,6 +296,16 @@ async fn server(args: ServerArgs) -> Result<()> {
     node.claim_pod_cidr = !node.enabled("controllers");
     node.controllers.node_cidr_mask_size = args.node_cidr_mask_size;
     node.controllers.node_monitor_grace_period = args.node_monitor_grace_period;
+    if args.leader_elect {
+        let election = skiff_controllers::leader::LeaderElection {
+            lease_duration: args.leader_elect_lease_duration,
+            renew_deadline: args.leader_elect_renew_deadline,
+            retry_period: args.leader_elect_retry_period,
+            ..Default::default()
+        };
+        election.validate()?;
+        node.controllers.leader_election = Some(election);
+    }
     let services = skiff_apiserver::services::Settings::parse(
         &args.node.service_cidr,
         &args.service_node_port_range,
@@ -347,6 +372,9 @@ async fn server(args: ServerArgs) -> Result<()> {
         r = shutdown => {
             r?;
             tracing::info!("shutting down");
+            // The controllers stop on the same signal and release their leader
+            // Lease, through the API server: it must still be up for that.
+            crate::components::wait_stopped(components, "controllers").await;
             stopper.stop();
             Ok(())
         }

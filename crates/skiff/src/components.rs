@@ -128,7 +128,10 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
         let (c, s) = (client.clone(), node.controllers.clone());
         components.push((
             "controllers",
-            tokio::spawn(async move { Ok(skiff_controllers::run(c, s).await?) }),
+            tokio::spawn(async move {
+                let stop = stop_signal();
+                Ok(skiff_controllers::leader::run_controllers(c, s, stop).await?)
+            }),
         ));
     }
     if node.enabled("proxy") {
@@ -149,6 +152,32 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
         ));
     }
     components
+}
+
+/// SIGINT or SIGTERM, the signals `skiff server` stops on (every listener
+/// hears them). Without a handler for SIGTERM: never.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// How long a stopping server waits for a component to finish: the
+/// controllers' Lease release is one API call, bounded by its retry period.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits, up to [`STOP_WAIT`], for the component `name` to end after a stop signal.
+pub async fn wait_stopped(components: Vec<Component>, name: &str) {
+    for (n, handle) in components {
+        if n == name && tokio::time::timeout(STOP_WAIT, handle).await.is_err() {
+            tracing::warn!(component = n, "did not stop in time");
+        }
+    }
 }
 
 /// The proxy's settings from the node's.
