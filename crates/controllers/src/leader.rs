@@ -7,9 +7,10 @@
 //! - The lock is the coordination.k8s.io/v1 Lease [`LEASE_NAMESPACE`]/[`LEASE_NAME`],
 //!   upstream's own, so `kubectl -n kube-system get lease kube-controller-manager`
 //!   shows the leader; `holderIdentity` is `<hostname>_<uuid>` ([`default_identity`]).
-//! - A candidate reads the Lease every retry period (jittered as upstream) and
-//!   takes it when there is none, when it is free (`holderIdentity` empty, as a
-//!   graceful stop leaves it) or when it has expired. Expiry is measured as
+//! - A candidate reads the Lease every retry period (jittered as upstream), or
+//!   sooner when a held Lease would expire before then, and takes it when there
+//!   is none, when it is free (`holderIdentity` empty, as a graceful stop leaves
+//!   it) or when it has expired. Expiry is measured as
 //!   client-go does: the record has not changed for its `leaseDurationSeconds`
 //!   on *this* server's monotonic clock since this server first saw it, never by
 //!   comparing the holder's `renewTime` with the local wall clock (servers'
@@ -62,6 +63,9 @@ const JITTER_FACTOR: f64 = 1.2;
 /// What a release writes as `leaseDurationSeconds` (upstream: 1 s): a candidate
 /// that goes by the duration alone also takes a released Lease within a second.
 const RELEASED_DURATION_SECONDS: i32 = 1;
+/// Past the moment a held Lease expires by this server's observation, so the
+/// try then finds it expired (an instant early would wait another period).
+const EXPIRY_MARGIN: Duration = Duration::from_millis(10);
 /// HTTP 409: the create or update lost a race with another server.
 const CONFLICT: u16 = 409;
 
@@ -134,8 +138,12 @@ pub fn default_identity() -> String {
 /// What to do about the Lease, from [`plan`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
-    /// Another server holds a live Lease: stay a candidate.
-    Wait { holder: String },
+    /// Another server holds a live Lease: stay a candidate. `expires_in`: how
+    /// long until it expires unless renewed (by this server's observation).
+    Wait {
+        holder: String,
+        expires_in: Duration,
+    },
     /// There is no Lease: create it with this record.
     Create(LeaseSpec),
     /// Ours (renew) or free/expired (take over): replace the record, with the
@@ -170,9 +178,11 @@ pub fn plan(
         // Renewal: the term goes on, so its start and the count stay.
         return Plan::Update(fresh(transitions, old.acquire_time.clone()));
     }
-    if !holder.is_empty() && unchanged_for < record_duration(old, lease_duration) {
+    let duration = record_duration(old, lease_duration);
+    if !holder.is_empty() && unchanged_for < duration {
         return Plan::Wait {
             holder: holder.to_string(),
+            expires_in: duration - unchanged_for,
         };
     }
     Plan::Update(fresh(transitions.saturating_add(1), None))
@@ -211,8 +221,8 @@ fn lease_seconds(d: Duration) -> i32 {
 pub enum Outcome {
     /// This server holds the Lease (created, renewed or taken over just now).
     Held,
-    /// Another server holds it, live.
-    HeldBy(String),
+    /// Another server holds it, live, for at most this long unless it renews.
+    HeldBy(String, Duration),
     /// The write lost a race (409): someone else wrote first.
     Conflict,
 }
@@ -257,9 +267,9 @@ impl Elector {
             Timestamp::now(),
         );
         let written = match plan {
-            Plan::Wait { holder } => {
+            Plan::Wait { holder, expires_in } => {
                 self.held = None;
-                return Ok(Outcome::HeldBy(holder));
+                return Ok(Outcome::HeldBy(holder, expires_in));
             }
             Plan::Create(spec) => {
                 let lease = Lease {
@@ -405,10 +415,15 @@ where
 /// Tries every retry period (jittered) until this server holds the Lease.
 async fn acquire(elector: &mut Elector, config: &LeaderElection) {
     loop {
+        let mut wait = jittered(config.retry_period);
         match timeout(config.renew_deadline, elector.try_acquire_or_renew()).await {
             Ok(Ok(Outcome::Held)) => return,
-            Ok(Ok(Outcome::HeldBy(holder))) => {
-                tracing::debug!(%holder, "the controllers' Lease is held; standing by");
+            Ok(Ok(Outcome::HeldBy(holder, expires_in))) => {
+                tracing::debug!(%holder, ?expires_in, "the controllers' Lease is held; standing by");
+                // Try again right as it expires rather than up to a retry
+                // period later (client-go waits the period): a dead leader's
+                // controllers are missed for the lease duration, not more.
+                wait = wait.min(expires_in + EXPIRY_MARGIN);
             }
             Ok(Ok(Outcome::Conflict)) => {
                 tracing::debug!("another server took the controllers' Lease first");
@@ -416,7 +431,7 @@ async fn acquire(elector: &mut Elector, config: &LeaderElection) {
             Ok(Err(e)) => tracing::warn!(error = %e, "reading the controllers' Lease"),
             Err(_) => tracing::warn!("acquiring the controllers' Lease timed out"),
         }
-        sleep(jittered(config.retry_period)).await;
+        sleep(wait).await;
     }
 }
 
@@ -449,7 +464,7 @@ async fn lead(
             }
             (started, r) = round => match r {
                 Ok(Ok(Outcome::Held)) => renewed = started,
-                Ok(Ok(Outcome::HeldBy(holder))) => {
+                Ok(Ok(Outcome::HeldBy(holder, _))) => {
                     tracing::warn!(%holder, "another server holds the controllers' Lease");
                     break TermEnd::Lost;
                 }

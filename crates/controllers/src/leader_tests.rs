@@ -27,7 +27,7 @@ fn secs(s: u64) -> Duration {
 fn written(plan: Plan) -> LeaseSpec {
     match plan {
         Plan::Create(s) | Plan::Update(s) => s,
-        Plan::Wait { holder } => panic!("expected a write, got Wait({holder})"),
+        Plan::Wait { holder, .. } => panic!("expected a write, got Wait({holder})"),
     }
 }
 
@@ -58,7 +58,8 @@ fn a_live_lease_of_another_server_is_waited_for() {
                 t(20)
             ),
             Plan::Wait {
-                holder: OTHER.into()
+                holder: OTHER.into(),
+                expires_in: secs(15 - unchanged),
             },
             "unchanged for {unchanged}s"
         );
