@@ -357,10 +357,13 @@ impl Drop for Leading {
 }
 
 impl Leading {
-    /// Aborts the work and waits until it is gone (its tasks dropped).
+    /// Aborts the work and waits until it is gone (its tasks dropped). A task
+    /// that already ended (and was awaited) must not be awaited again.
     async fn stop(mut self) {
-        self.0.abort();
-        let _ = (&mut self.0).await;
+        if !self.0.is_finished() {
+            self.0.abort();
+            let _ = (&mut self.0).await;
+        }
     }
 }
 

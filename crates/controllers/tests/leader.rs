@@ -106,13 +106,12 @@ async fn lease(api: &Api<Lease>) -> (String, i32) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_leader_takeover_on_death_handover_on_release() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// An API server on a memory store, on a free loopback port, and its admin client.
+async fn api_server(dir: &std::path::Path) -> (skiff_apiserver::Running, kube::Client) {
     let server = skiff_apiserver::start(
         skiff_apiserver::Config {
             listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.path().to_path_buf(),
+            data_dir: dir.to_path_buf(),
             compact_interval: Duration::from_secs(3600),
             compact_keep: 1000,
             services: Default::default(),
@@ -128,6 +127,13 @@ async fn one_leader_takeover_on_death_handover_on_release() {
         .await
         .expect("client config");
     let client = kube::Client::try_from(config).expect("client");
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_takeover_on_death_handover_on_release() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, client) = api_server(dir.path()).await;
     let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let running = Running::default();
 
@@ -202,4 +208,30 @@ async fn one_leader_takeover_on_death_handover_on_release() {
         !running.overlapped.load(Ordering::SeqCst),
         "two electors' work ran at once"
     );
+}
+
+/// Controllers that stop by themselves (their API server gone for good, bad
+/// flags) end the election too: the Lease is released and the error returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_that_ends_releases_and_returns_its_result() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, client) = api_server(dir.path()).await;
+    let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let config = LeaderElection {
+        identity: "host-a_1".into(),
+        lease_duration: LEASE,
+        renew_deadline: RENEW_DEADLINE,
+        retry_period: RETRY,
+        ..LeaderElection::default()
+    };
+    let work = || async {
+        sleep(RETRY * 3).await;
+        Err(skiff_controllers::Error::Invalid("stopped".into()))
+    };
+    let ended = run_elected(client, config, std::future::pending(), work).await;
+    assert!(
+        matches!(&ended, Err(skiff_controllers::Error::Invalid(m)) if m == "stopped"),
+        "{ended:?}"
+    );
+    assert_eq!(lease(&api).await, (String::new(), 0), "released");
 }
