@@ -235,3 +235,59 @@ async fn work_that_ends_releases_and_returns_its_result() {
     );
     assert_eq!(lease(&api).await, (String::new(), 0), "released");
 }
+
+fn deployment(name: &str) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}
+            }
+        }
+    }))
+    .expect("a Deployment")
+}
+
+/// What a leader that loses its Lease relies on: dropping the controllers'
+/// future stops every worker and watch, so nothing acts after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborted_controllers_do_nothing_more() {
+    use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_server, client) = api_server(dir.path()).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let replicasets: Api<ReplicaSet> = Api::namespaced(client.clone(), "default");
+    let count = |replicasets: Api<ReplicaSet>| async move {
+        replicasets
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .len()
+    };
+    let controllers = tokio::spawn(skiff_controllers::run(
+        client.clone(),
+        skiff_controllers::Settings::default(),
+    ));
+    let pp = Default::default();
+    deployments
+        .create(&pp, &deployment("before"))
+        .await
+        .expect("create");
+    let start = Instant::now();
+    while count(replicasets.clone()).await == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no ReplicaSet");
+        sleep(Duration::from_millis(50)).await;
+    }
+    controllers.abort();
+    let _ = controllers.await;
+    deployments
+        .create(&pp, &deployment("after"))
+        .await
+        .expect("create");
+    sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(replicasets).await, 1, "a stopped controller acted");
+}
