@@ -101,6 +101,14 @@ pub trait Backend: Send + Sync + 'static {
     fn current_revision(&self) -> Result<Revision>;
 
     fn compacted_revision(&self) -> Revision;
+
+    /// `Ok` if the store can serve requests right now, `Unavailable` (saying why) if not:
+    /// what the API server's `/readyz` reports, so that load balancers send requests to a
+    /// server whose store answers. Answers within a few seconds, whatever the store's
+    /// state. Stores inside the process are always ready.
+    fn ready(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The write-precondition rules, shared so both backends give the same answers.

@@ -3,7 +3,8 @@
 use crate::Revision;
 
 /// What can go wrong talking to a store. The first five variants are outcomes the API
-/// server maps onto HTTP statuses (404, 409, 409, 410, 410); `Storage` is a real failure.
+/// server maps onto HTTP statuses (404, 409, 409, 410, 410); `Unavailable` is a store
+/// that cannot be reached right now (503); `Storage` is a real failure.
 #[derive(thiserror::Error, Debug)]
 pub enum Error {
     #[error("key {key:?} not found")]
@@ -35,8 +36,18 @@ pub enum Error {
         current: Revision,
     },
 
-    /// The storage engine failed (IO, corruption, a broken schema, etcd unreachable or
-    /// refusing the prefix). Boxed so that every backend's causes fit. Its message is
+    /// The store could not be reached or did not answer in time (etcd down, cut off, or
+    /// without a leader). Kept apart from `Storage` because nothing is known to be wrong
+    /// with the data: the same request may well succeed once the store is back, so the
+    /// API server answers 503 and clients retry. A write that timed out may still have
+    /// been applied (its outcome is unknown), as with any request cut off in flight.
+    /// The message names the store ("etcd is unreachable ..."), since the caller does not
+    /// know which one it is.
+    #[error("{0}")]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+
+    /// The storage engine failed (IO, corruption, a broken schema, etcd refusing the
+    /// prefix or answering something unexpected). Boxed so that every backend's causes fit. Its message is
     /// already in this one's, so it is not also the `source` (an error chain printed on
     /// one line would say it twice).
     #[error("storage error: {0}")]

@@ -13,7 +13,7 @@ use etcd_client::{
 
 use super::layout::Layout;
 use super::{header_revision, range_kvs, storage, EtcdTls, CONNECT_TIMEOUT};
-use crate::{Result, Revision};
+use crate::{Error, Result, Revision};
 
 /// HTTP/2 pings find a dead connection (a member that vanished) within about this.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -205,14 +205,43 @@ pub(super) fn wait<T: Send + 'static>(
     });
     match rx.recv() {
         Ok(Ok(Ok(out))) => Ok(out),
+        Ok(Ok(Err(err))) if unreachable(&err) => Err(unavailable(endpoints, &describe(&err))),
         Ok(Ok(Err(err))) => Err(storage(format!("etcd at {endpoints}: {}", describe(&err)))),
-        Ok(Err(_)) => Err(storage(format!(
-            "etcd at {endpoints} did not answer within {}s",
-            timeout.as_secs()
-        ))),
+        Ok(Err(_)) => Err(unavailable(
+            endpoints,
+            &format!("no answer within {}s", timeout.as_secs()),
+        )),
         Err(_) => Err(storage("the etcd client stopped".into())),
     }
 }
+
+/// The error for an etcd that cannot serve: named, since the API server passes the
+/// message on to clients as is.
+pub(super) fn unavailable(endpoints: &str, why: &str) -> Error {
+    Error::Unavailable(format!("etcd is unreachable ({endpoints}): {why}").into())
+}
+
+/// Whether `err` says etcd could not be reached or could not serve right now (no
+/// connection, a connection lost under the request, no leader, etcd's own timeout)
+/// rather than refusing this request: such a failure is `Unavailable`, and passes.
+pub(super) fn unreachable(err: &etcd_client::Error) -> bool {
+    match err {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => {
+            // etcd's "no leader", "request timed out" and "leader changed" are all
+            // UNAVAILABLE; the transport's failures may come as UNKNOWN, hence the text.
+            UNREACHABLE.contains(&(status.code() as i32)) || {
+                let text = describe(err);
+                NOT_SENT.iter().any(|m| text.contains(m))
+            }
+        }
+        _ => false,
+    }
+}
+
+/// gRPC codes that mean etcd did not serve the request: `CANCELLED` (tonic's, for a
+/// connection that closed under it), `DEADLINE_EXCEEDED` and `UNAVAILABLE`.
+const UNREACHABLE: [i32; 3] = [1, 4, 14];
 
 /// An etcd client error on one line: gRPC status and message, or the causes in order.
 pub(super) fn describe(err: &etcd_client::Error) -> String {

@@ -15,6 +15,14 @@
 //!
 //! etcd's progress notifications (asked for on every watch) move the feed's published
 //! revision on when nothing changes; the trait has no bookmarks to pass them on as.
+//!
+//! When etcd goes away: a watch that stays quiet is asked for a sign of life (a progress
+//! request), so a stopped etcd is noticed within seconds, not only when TCP gives up. A
+//! broken etcd watch is opened again from the next revision, so a short break (a leader
+//! election, a member restarting) loses nothing and its watchers never notice. If it is
+//! not back within `OUTAGE_GRACE`, its watchers are ended (cleanly: their clients watch
+//! again from the last revision they saw) and new watches are refused as `Unavailable`
+//! until it is back, so that no watch waits silently on an etcd that is gone.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -26,7 +34,7 @@ use etcd_client::{WatchClient, WatchOptions, WatchStream};
 use tokio::sync::mpsc;
 
 use super::layout::BadEvent;
-use super::{describe, Shared};
+use super::{describe, unavailable, Shared};
 use crate::watch::Hub;
 use crate::{Error, Event, Revision, Watch};
 
@@ -37,6 +45,24 @@ pub(super) const RING_EVENTS: usize = 1024;
 
 /// How long a broken etcd watch waits before it is opened again.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Opening an etcd watch gives up after this: a stopped (not dead) etcd accepts the
+/// connection and then answers nothing.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An etcd watch quiet for this long is asked for a progress report...
+const PROBE_AFTER: Duration = Duration::from_secs(2);
+/// ...and counts as broken if nothing at all comes back within this after asking.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// etcd's watch ID on the answer to a progress request: it is for the whole stream.
+/// etcd 3.4 sends it ahead of events still queued for the watch, so it only says etcd
+/// is alive, never how far the watch has got.
+const PROBE_ANSWER: i64 = -1;
+
+/// How long watchers wait for a broken etcd watch to come back before they are ended:
+/// a leader election or a member's restart passes well within it, an outage does not.
+pub(super) const OUTAGE_GRACE: Duration = Duration::from_secs(5);
 
 /// Events a watch of its own may have in hand before it stops reading from etcd (which
 /// then buffers for it, as it does for any slow watcher).
@@ -56,6 +82,14 @@ struct FeedState {
     ring_start: Revision,
     /// Everything through this revision has reached the hub.
     published: Revision,
+    /// Set while the pump's etcd watch is broken.
+    outage: Option<Outage>,
+}
+
+struct Outage {
+    why: String,
+    /// Past `OUTAGE_GRACE`: the watchers were ended and new watches are refused.
+    ended: bool,
 }
 
 impl Feed {
@@ -67,6 +101,7 @@ impl Feed {
                 ring: VecDeque::new(),
                 ring_start: from - 1,
                 published: from - 1,
+                outage: None,
             }),
             moved: Condvar::new(),
             capacity,
@@ -141,6 +176,48 @@ impl Feed {
         self.moved.notify_all();
     }
 
+    /// The pump's etcd watch broke: why, for `unavailable`.
+    fn broken(&self, why: String) {
+        self.lock()
+            .outage
+            .get_or_insert(Outage { why, ended: false });
+    }
+
+    /// The pump's etcd watch works (again).
+    fn working(&self) {
+        if self.lock().outage.take().is_some_and(|o| o.ended) {
+            tracing::info!("the store feed follows etcd again; watches are served again");
+        }
+    }
+
+    /// The outage outlasted `OUTAGE_GRACE`: every live watcher ends (its client watches
+    /// again from the last revision it saw, which the ring still holds once etcd is back)
+    /// and new watches are refused until the pump follows etcd again.
+    fn end_watchers(&self) {
+        let mut state = self.lock();
+        let Some(outage) = state.outage.as_mut() else {
+            return;
+        };
+        outage.ended = true;
+        tracing::warn!(
+            why = %outage.why,
+            "etcd's watch has been broken for {}s; ending watches until it is back",
+            OUTAGE_GRACE.as_secs()
+        );
+        state.hub = Hub::new(self.capacity);
+    }
+
+    /// Why watches are refused right now, if they are.
+    pub(super) fn unavailable(&self) -> Option<String> {
+        let state = self.lock();
+        let outage = state.outage.as_ref().filter(|o| o.ended)?;
+        Some(format!(
+            "its watch has been broken for more than {}s: {}",
+            OUTAGE_GRACE.as_secs(),
+            outage.why
+        ))
+    }
+
     /// Compaction at `revision`: the ring no longer needs what it superseded.
     pub(super) fn forget_through(&self, revision: Revision) {
         let mut state = self.lock();
@@ -175,6 +252,11 @@ enum Batch {
     Progress(Revision),
     /// History from the requested revision on was compacted at this revision.
     Compacted(Revision),
+    /// The etcd watch broke (the first failure of a run of them): it is being opened
+    /// again, and the caller decides how long its own watchers wait for that.
+    Broken(String),
+    /// The etcd watch works again, with nothing to deliver yet.
+    Resumed,
 }
 
 /// One etcd watch on a key range that survives broken streams: it is opened again from
@@ -188,6 +270,8 @@ struct Follower {
     /// For the logs: what this watch is for, and whether it is failing right now.
     what: &'static str,
     failing: bool,
+    /// A progress request is out, unanswered.
+    probed: bool,
 }
 
 impl Follower {
@@ -200,6 +284,7 @@ impl Follower {
             stream: None,
             what: "watch",
             failing: false,
+            probed: false,
         }
     }
 
@@ -208,77 +293,104 @@ impl Follower {
             let stream = match self.stream.as_mut() {
                 Some(stream) => stream,
                 None => {
+                    if self.failing {
+                        tokio::time::sleep(RETRY_DELAY).await;
+                    }
                     let options = WatchOptions::new()
                         .with_range(self.end.clone())
                         .with_start_revision(self.next)
                         .with_prev_key()
                         .with_progress_notify();
-                    match self.client.watch(self.start.clone(), Some(options)).await {
-                        Ok(stream) => self.stream.insert(stream),
-                        Err(err) => {
-                            self.failed(&describe(&err)).await;
+                    let open = self.client.watch(self.start.clone(), Some(options));
+                    let why = match tokio::time::timeout(OPEN_TIMEOUT, open).await {
+                        Ok(Ok(stream)) => {
+                            self.probed = false;
+                            self.stream = Some(stream);
                             continue;
                         }
+                        Ok(Err(err)) => describe(&err),
+                        Err(_) => format!("no answer within {}s", OPEN_TIMEOUT.as_secs()),
+                    };
+                    if let Some(batch) = self.failed(&why) {
+                        return batch;
                     }
-                }
-            };
-            let mut resp = match stream.message().await {
-                Ok(Some(resp)) => resp,
-                Ok(None) => {
-                    self.failed("the stream ended").await;
-                    continue;
-                }
-                Err(err) => {
-                    self.failed(&describe(&err)).await;
                     continue;
                 }
             };
-            if resp.0.compact_revision > 0 {
-                self.stream = None;
-                return Batch::Compacted(resp.0.compact_revision);
-            }
-            if resp.0.canceled {
-                let reason = format!("etcd cancelled the watch: {}", resp.0.cancel_reason);
-                self.failed(&reason).await;
-                continue;
-            }
-            if self.failing {
-                self.failing = false;
-                tracing::info!(what = self.what, revision = self.next, "etcd watch resumed");
-            }
-            let events = std::mem::take(&mut resp.0.events);
-            match events.last().and_then(|e| e.kv.as_ref()) {
-                Some(kv) => {
-                    self.next = kv.mod_revision + 1;
-                    return Batch::Events(events);
-                }
-                None if !resp.0.created => {
-                    let revision = resp.0.header.as_ref().map_or(0, |h| h.revision);
-                    if revision >= self.next {
-                        self.next = revision + 1;
-                        return Batch::Progress(revision);
+            let wait = if self.probed {
+                PROBE_TIMEOUT
+            } else {
+                PROBE_AFTER
+            };
+            let why = match tokio::time::timeout(wait, stream.message()).await {
+                Ok(Ok(Some(resp))) => match self.received(resp) {
+                    Some(batch) => return batch,
+                    None => continue,
+                },
+                Ok(Ok(None)) => "the stream ended".to_owned(),
+                Ok(Err(err)) => describe(&err),
+                Err(_) if !self.probed => {
+                    // Quiet for a while: ask for a sign of life.
+                    self.probed = true;
+                    match stream.request_progress().await {
+                        Ok(()) => continue,
+                        Err(err) => describe(&err),
                     }
                 }
-                None => {}
+                Err(_) => format!(
+                    "no answer to a progress request within {}s",
+                    PROBE_TIMEOUT.as_secs()
+                ),
+            };
+            if let Some(batch) = self.failed(&why) {
+                return batch;
             }
         }
     }
 
-    /// Drops the stream and waits before it is opened again; logs the first failure of
-    /// an outage as a warning, the rest quietly.
-    async fn failed(&mut self, why: &str) {
+    /// What one message from etcd means, if it means anything to the caller.
+    fn received(&mut self, mut resp: etcd_client::WatchResponse) -> Option<Batch> {
+        self.probed = false;
+        if resp.0.compact_revision > 0 {
+            self.stream = None;
+            return Some(Batch::Compacted(resp.0.compact_revision));
+        }
+        if resp.0.canceled {
+            let reason = format!("etcd cancelled the watch: {}", resp.0.cancel_reason);
+            return self.failed(&reason);
+        }
+        let resumed = std::mem::replace(&mut self.failing, false);
+        if resumed {
+            tracing::info!(what = self.what, revision = self.next, "etcd watch resumed");
+        }
+        let events = std::mem::take(&mut resp.0.events);
+        if let Some(kv) = events.last().and_then(|e| e.kv.as_ref()) {
+            self.next = kv.mod_revision + 1;
+            return Some(Batch::Events(events));
+        }
+        let revision = resp.0.header.as_ref().map_or(0, |h| h.revision);
+        if !resp.0.created && resp.0.watch_id != PROBE_ANSWER && revision >= self.next {
+            self.next = revision + 1;
+            return Some(Batch::Progress(revision));
+        }
+        resumed.then_some(Batch::Resumed)
+    }
+
+    /// Drops the stream (it is opened again after `RETRY_DELAY`); the first failure of
+    /// an outage is logged as a warning and returned as `Broken`, the rest quietly.
+    fn failed(&mut self, why: &str) -> Option<Batch> {
         self.stream = None;
         if self.failing {
             tracing::debug!(what = self.what, revision = self.next, "etcd watch: {why}");
-        } else {
-            self.failing = true;
-            tracing::warn!(
-                what = self.what,
-                revision = self.next,
-                "etcd watch broke, retrying: {why}"
-            );
+            return None;
         }
-        tokio::time::sleep(RETRY_DELAY).await;
+        self.failing = true;
+        tracing::warn!(
+            what = self.what,
+            revision = self.next,
+            "etcd watch broke, retrying: {why}"
+        );
+        Some(Batch::Broken(why.to_owned()))
     }
 }
 
@@ -289,8 +401,37 @@ pub(super) async fn pump(shared: Arc<Shared>, from: Revision) {
     follower.what = "store feed";
     // Until the first batch, a compaction only says where etcd's history begins.
     let mut started = false;
+    // While etcd's watch is broken: when the feed's watchers are ended if it is not back.
+    let mut give_up: Option<tokio::time::Instant> = None;
+    let mut broken = false;
     loop {
-        let batch = follower.next().await;
+        // `next` keeps its state in `follower`, so it may be dropped half-way here.
+        let batch = tokio::select! {
+            batch = follower.next() => batch,
+            () = sleep_until(give_up), if give_up.is_some() => {
+                give_up = None;
+                shared.feed.end_watchers();
+                continue;
+            }
+        };
+        let batch = match batch {
+            Batch::Broken(why) => {
+                broken = true;
+                shared.feed.broken(why);
+                give_up = Some(tokio::time::Instant::now() + OUTAGE_GRACE);
+                continue;
+            }
+            batch => {
+                if std::mem::take(&mut broken) {
+                    give_up = None;
+                    shared.feed.working();
+                }
+                batch
+            }
+        };
+        if matches!(batch, Batch::Resumed) {
+            continue;
+        }
         let first = !std::mem::replace(&mut started, true);
         match batch {
             Batch::Events(raw) => {
@@ -336,7 +477,16 @@ pub(super) async fn pump(shared: Arc<Shared>, from: Revision) {
                 shared.feed.reset(revision);
                 follower.next = revision + 1;
             }
+            Batch::Broken(_) | Batch::Resumed => {}
         }
+    }
+}
+
+/// Waits until `deadline`, or for ever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -373,8 +523,28 @@ async fn forward(
             compacted: known.max(revision),
         })
     };
+    // As for the pump's watchers: a broken etcd watch has `OUTAGE_GRACE` to come back.
+    let mut give_up: Option<tokio::time::Instant> = None;
     loop {
-        match follower.next().await {
+        let batch = tokio::select! {
+            batch = follower.next() => batch,
+            () = sleep_until(give_up), if give_up.is_some() => {
+                let why = format!(
+                    "a watch has been broken for more than {}s",
+                    OUTAGE_GRACE.as_secs()
+                );
+                let _ = tx.send(Err(unavailable(&shared.endpoints, &why))).await;
+                return;
+            }
+        };
+        if !matches!(batch, Batch::Broken(_)) {
+            give_up = None;
+        }
+        match batch {
+            Batch::Broken(_) => {
+                give_up = Some(tokio::time::Instant::now() + OUTAGE_GRACE);
+            }
+            Batch::Progress(_) | Batch::Resumed => {}
             Batch::Events(raw) => {
                 for pb in raw {
                     let event = match shared.layout.event(pb) {
@@ -391,7 +561,6 @@ async fn forward(
                     }
                 }
             }
-            Batch::Progress(_) => {}
             Batch::Compacted(revision) => {
                 let _ = tx.send(compacted(revision)).await;
                 return;

@@ -12,6 +12,10 @@
 //! The trait is synchronous, so the store runs the async etcd client on a small runtime
 //! of its own; callers (threads, `spawn_blocking`, even async code) just wait for it
 //! (`client.rs`, which also decides which failed requests are safe to send again).
+//!
+//! An etcd that is down, cut off or without a leader never makes a caller wait without
+//! bound: every request has a deadline, and its failure is `Unavailable` (the API server's
+//! 503), as is `ready` while etcd does not answer; what watches do is in `feed.rs`.
 
 mod client;
 mod feed;
@@ -28,15 +32,23 @@ use etcd_client::proto::{PbRangeResponse, PbResponseOp, PbTxnOpResponse, PbTxnRe
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp, WatchClient};
 
 use crate::{Backend, Error, KeyValue, ListResult, Result, Revision, Watch};
-use client::{claim, connect_options, describe, wait, with_retries, OwnRuntime, Retry};
+use client::{
+    claim, connect_options, describe, unavailable, wait, with_retries, OwnRuntime, Retry,
+};
 use feed::Feed;
 use layout::Layout;
 
-/// Every request to etcd gets an answer or an error within this.
+/// Every request to etcd gets an answer or an error (`Unavailable`) within this: long
+/// enough for a large list, short enough that a client of an etcd that stopped
+/// answering hears 503 well before its own timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opening the store (connecting and checking the prefix) gives up after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `ready` answers within this (upstream's etcd health check waits 2s too): a readiness
+/// probe must not wait as long as a request may.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A write waits at most this for its own event to reach the watchers; past it (etcd's
 /// watch is broken, and is being opened again) it returns anyway: it has committed.
@@ -367,6 +379,10 @@ impl Backend for EtcdBackend {
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> Result<Watch> {
+        // Served from memory, it would wait in silence on an etcd that is gone.
+        if let Some(why) = self.shared.feed.unavailable() {
+            return Err(unavailable(&self.shared.endpoints, &why));
+        }
         let compacted = self.compacted();
         if after < compacted {
             return Err(Error::Compacted {
@@ -422,6 +438,29 @@ impl Backend for EtcdBackend {
 
     fn compacted_revision(&self) -> Revision {
         self.compacted()
+    }
+
+    /// A linearizable read (as `current_revision`, within `READY_TIMEOUT`), and a feed
+    /// that follows etcd: with watches refused the server is not ready either.
+    fn ready(&self) -> Result<()> {
+        if let Some(why) = self.shared.feed.unavailable() {
+            return Err(unavailable(&self.shared.endpoints, &why));
+        }
+        let (kv, marker) = (self.shared.kv.clone(), self.shared.layout.marker_key());
+        let read = with_retries(Retry::Read, move || {
+            let (mut kv, marker) = (kv.clone(), marker.clone());
+            async move {
+                kv.get(marker, Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        });
+        wait(
+            &self.shared.runtime,
+            READY_TIMEOUT,
+            &self.shared.endpoints,
+            read,
+        )
+        .map(|_| ())
     }
 }
 

@@ -207,6 +207,23 @@ impl EtcdCluster {
         let _ = member.wait();
     }
 
+    /// SIGSTOPs every member (by PID): an etcd that accepts connections and answers
+    /// nothing, the hardest outage for a client to notice.
+    pub fn pause(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// SIGCONTs every member after `pause`.
+    pub fn resume(&self) {
+        self.signal_all("-CONT");
+    }
+
+    fn signal_all(&self, signal: &str) {
+        for child in &self.members {
+            run_ok(Command::new("kill").args([signal, &child.id().to_string()]));
+        }
+    }
+
     fn scheme(&self) -> &'static str {
         if self.tls.is_some() {
             "https"
@@ -368,5 +385,8 @@ impl Backend for OnEtcd {
     }
     fn compacted_revision(&self) -> Revision {
         self.store.compacted_revision()
+    }
+    fn ready(&self) -> Result<()> {
+        self.store.ready()
     }
 }

@@ -102,6 +102,9 @@ fn an_unreachable_etcd_is_one_clear_line() {
     assert!(started.elapsed() < Duration::from_secs(15), "{err}");
     let text = one_line(&err);
     assert!(text.contains("127.0.0.1:2379"), "{text}");
+    // Unavailable, not a storage failure: nothing is wrong but the connection.
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(text.starts_with("etcd is unreachable"), "{text}");
 }
 
 #[test]
@@ -245,4 +248,99 @@ fn tls_with_a_client_certificate() {
     };
     let text = one_line(&etcd.open(half).expect_err("a certificate without its key"));
     assert!(text.contains("key"), "{text}");
+}
+
+/// The next item of `watch` within `wait`: `None` if nothing came.
+fn within(wait: Duration, watch: &mut Watch) -> Option<Option<skiff_store::Result<Event>>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async { tokio::time::timeout(wait, watch.next()).await.ok() })
+}
+
+/// Retries `f` until it succeeds or `wait` passes.
+fn eventually<T>(wait: Duration, mut f: impl FnMut() -> skiff_store::Result<T>) -> T {
+    let deadline = Instant::now() + wait;
+    loop {
+        match f() {
+            Ok(out) => return out,
+            Err(err) if Instant::now() < deadline => {
+                let _ = err;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(err) => panic!("still failing after {wait:?}: {err}"),
+        }
+    }
+}
+
+#[test]
+fn a_stopped_etcd_is_unavailable_until_it_is_back() {
+    let etcd = EtcdCluster::start();
+    let store = etcd.open(etcd.config(CAPACITY)).expect("store");
+    store.ready().expect("ready");
+    let before = store.create("/registry/before", b"1").expect("create");
+    let mut watch = store
+        .watch("/registry/", before.mod_revision - 1)
+        .expect("watch");
+    assert_eq!(next(&mut watch).kv(), &before);
+
+    // Every member stopped: connections are accepted, nothing is answered.
+    etcd.pause();
+    let paused = Instant::now();
+    // The watch ends cleanly (its client watches again) instead of waiting in silence:
+    // within the time to notice (a progress request unanswered) and the grace period.
+    let ended = std::thread::spawn(move || {
+        let end = within(Duration::from_secs(30), &mut watch);
+        (end, paused.elapsed())
+    });
+    let started = Instant::now();
+    let err = store
+        .create("/registry/during", b"x")
+        .expect_err("etcd is stopped");
+    assert!(started.elapsed() < Duration::from_secs(15), "{err}");
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(one_line(&err).contains("etcd is unreachable"), "{err}");
+    let started = Instant::now();
+    let err = store.ready().expect_err("not ready while etcd is stopped");
+    assert!(started.elapsed() < Duration::from_secs(4), "{err}");
+    assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    assert!(matches!(
+        store.get("/registry/before"),
+        Err(Error::Unavailable(_))
+    ));
+    let (end, after) = ended.join().expect("watch thread");
+    assert!(matches!(end, Some(None)), "the watch did not end: {end:?}");
+    assert!(
+        after < Duration::from_secs(15),
+        "the watch ended after {after:?}"
+    );
+    eprintln!("the watch ended {after:?} after etcd stopped");
+    // Watching again is refused while etcd is away.
+    let refused = store.watch("/registry/", before.mod_revision);
+    assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+    assert!(store.ready().is_err());
+
+    etcd.resume();
+    eventually(Duration::from_secs(30), || store.ready());
+    let after = eventually(Duration::from_secs(30), || {
+        store.create("/registry/after", b"2")
+    });
+    assert_eq!(
+        store.get("/registry/after").expect("get"),
+        Some(after.clone())
+    );
+    // Watching again from the last revision seen misses nothing. (The write cut off
+    // while etcd was stopped has an unknown outcome: etcd may apply it once it runs.)
+    let mut again = eventually(Duration::from_secs(10), || {
+        store.watch("/registry/", before.mod_revision)
+    });
+    loop {
+        let event = next(&mut again);
+        if event.key() == "/registry/during" {
+            continue;
+        }
+        assert_eq!(event.kv(), &after);
+        break;
+    }
 }
