@@ -12,6 +12,7 @@ pub mod convert;
 pub mod delete;
 pub mod discovery;
 pub mod eviction;
+pub mod health;
 pub mod join;
 pub mod managed;
 pub mod metrics;

@@ -31,6 +31,21 @@ fn store_error(resource: &Resource, name: &str, err: StoreError) -> StatusError 
             requested,
             compacted,
         } => StatusError::expired(requested, compacted),
+        other => store_failure(other),
+    }
+}
+
+/// A store failure that is not about one object: 503 `ServiceUnavailable` while the
+/// store cannot be reached (nothing is wrong with the request, so clients retry it; the
+/// message names the store, e.g. "etcd is unreachable (...): ..."), 500 otherwise.
+pub fn store_failure(err: StoreError) -> StatusError {
+    match err {
+        StoreError::Unavailable(_) => StatusError {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: err.to_string(),
+            details: None,
+        },
         other => StatusError::internal(other.to_string()),
     }
 }
@@ -207,7 +222,7 @@ impl Objects {
         let b = self.backend.clone();
         blocking(move || b.current_revision())
             .await?
-            .map_err(|e| StatusError::internal(e.to_string()))
+            .map_err(store_failure)
     }
 }
 

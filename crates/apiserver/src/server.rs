@@ -25,7 +25,7 @@ use crate::objects::Objects;
 use crate::request::{self, Query, Route, Target};
 use crate::rest::{self, WriteOptions};
 use crate::{
-    body, discovery, join, metrics::Metrics, namespaces, openapi, patch, pki, response,
+    body, discovery, health, join, metrics::Metrics, namespaces, openapi, patch, pki, response,
     server_join, watch,
 };
 
@@ -157,7 +157,11 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     let path = parts.uri.path().to_string();
     match path.as_str() {
         "/version" => return response::json(200, &version()),
-        "/healthz" | "/livez" | "/readyz" => return text(200, "ok"),
+        "/healthz" | "/livez" | "/readyz" => {
+            if let Some(r) = health::serve(api.objects.backend(), &path, parts.uri.query()).await {
+                return r;
+            }
+        }
         join::CACERTS_PATH => return join::cacerts(&api, &parts.method),
         server_join::BOOTSTRAP_PATH => {
             return server_join::serve(&api.data_dir, &parts.method, &parts.headers)

@@ -98,7 +98,14 @@ pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Res
             .map_err(|_| StatusError::bad_request(format!("invalid resource version: {rv}")))?;
         (None, r)
     };
-    let objects = api.objects.clone();
+    // Opened before the response starts, so that a store that cannot be reached is a
+    // 503 (which clients back off from) rather than a 200 with an error event.
+    let opened = api.objects.watch(resource, ns.as_deref(), start);
+    if let Err(e) = &opened {
+        if e.code == 503 {
+            return Err(e.clone());
+        }
+    }
     let matches_name = move |o: &Value| {
         single_name
             .as_deref()
@@ -114,7 +121,7 @@ pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Res
                 yield Ok(bookmark(resource, start, true));
             }
         }
-        let mut w = match objects.watch(resource, ns.as_deref(), start) {
+        let mut w = match opened {
             Ok(w) => w,
             Err(e) => {
                 yield Ok(line("ERROR", e.to_json()));
@@ -133,6 +140,8 @@ pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Res
                     Some(Err(e)) => {
                         let status = match e {
                             skiff_store::Error::Compacted { requested, compacted } => StatusError::expired(requested, compacted),
+                            // The client backs off and watches again (no relist needed).
+                            e @ skiff_store::Error::Unavailable(_) => objects::store_failure(e),
                             _ => StatusError::expired(last, last),
                         };
                         yield Ok(line("ERROR", status.to_json()));
