@@ -233,12 +233,11 @@ Per round (\"grace end\" is node 3's last Lease renewTime + {g} s):\n\n\
 --server-arg=--node-lease-duration-seconds={lease} --agent-arg=--node-lease-duration-seconds={lease}` \
 (each node's Lease renewed every {renew} s), the release binary, run inside a \
 network namespace the benchmark made (the nodes' LAN); every round on a fresh cluster, \
-removed with `skiff down` after it. After `skiff up` the benchmark pins the nodes' bridge's \
-MAC address to the one it has: a Linux bridge whose address was never set follows the \
-lowest MAC among its ports, so deleting node 3's veth often changed it, and node 1's \
-neighbour entry for the LAN's address (where the benchmark's watches come from) stayed on \
-the old MAC, stalling the watches for up to a minute (seen in 2 of 20 rounds before the pin; \
-`skiff up` should set the bridge's address itself). A Deployment of `traefik/whoami` ({replicas} replicas, \
+removed with `skiff down` after it. `skiff up` pins the nodes' bridge's MAC address: a Linux \
+bridge whose address was never set follows the lowest MAC among its ports, so deleting node 3's \
+veth changed it and the live nodes' neighbour entries for the LAN's address (where the \
+benchmark's watches come from) stalled the watches for up to a minute; the benchmark checks at \
+every kill that the address stayed. A Deployment of `traefik/whoami` ({replicas} replicas, \
 the built-in catalog's stand-in) behind a ClusterIP Service; the round starts once every \
 replica is Ready (a TCP readiness probe on port 80, every second) and ready in the slices, \
 with at least one on each node.\n\
