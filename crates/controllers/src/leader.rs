@@ -132,7 +132,14 @@ pub fn default_identity() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "skiff".into());
-    format!("{host}_{}", uuid::Uuid::new_v4())
+    identity_for(&host)
+}
+
+/// `<name>_<uuid>`: `skiff server` names its node (the hostname unless
+/// `--node-name` says otherwise), so servers sharing a host, as `skiff up`'s
+/// do, still tell which of them leads.
+pub fn identity_for(name: &str) -> String {
+    format!("{name}_{}", uuid::Uuid::new_v4())
 }
 
 /// What to do about the Lease, from [`plan`].

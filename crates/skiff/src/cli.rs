@@ -301,6 +301,7 @@ async fn server(args: ServerArgs) -> Result<()> {
             lease_duration: args.leader_elect_lease_duration,
             renew_deadline: args.leader_elect_renew_deadline,
             retry_period: args.leader_elect_retry_period,
+            identity: skiff_controllers::leader::identity_for(&node.node_name),
             ..Default::default()
         };
         election.validate()?;

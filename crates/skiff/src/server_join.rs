@@ -25,12 +25,6 @@ pub struct ServerJoinArgs {
     pub token: Option<String>,
 }
 
-impl ServerJoinArgs {
-    pub fn joining(&self) -> bool {
-        self.server.is_some()
-    }
-}
-
 /// Fetches the cluster's bootstrap data from `--server` into `data_dir`.
 /// Every failure is one line naming the flag at fault.
 pub async fn join(args: &ServerJoinArgs, store_is_etcd: bool, data_dir: &Path) -> Result<()> {

@@ -2,8 +2,10 @@
 //! for development and tests, as kind makes one from containers. Each node is a
 //! network namespace of its own, held by a process (unnamed: nothing is left in
 //! `/run/netns`), with `eth0` on a bridge in the namespace `skiff up` runs in,
-//! which is the nodes' LAN and their way out. Node 1 runs `skiff server`; the
-//! others run `skiff agent`, joining it with the token it printed.
+//! which is the nodes' LAN and their way out. The first `--servers` nodes run
+//! `skiff server` (node 1 makes the cluster, the others join it with its server
+//! token: they share its etcd); the others run `skiff agent`, joining node 1
+//! with the token it printed.
 //!
 //! Everything made is recorded in `<data-dir>/<name>/up.json` as soon as it
 //! exists, so `skiff down` removes exactly that, by PID and by name, even after
@@ -20,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use skiff_agent::net::Cidr;
 use skiff_agent::runtime::Proc;
 
-/// The API server's port on node 1.
+/// The API server's port on the server nodes.
 const API_PORT: u16 = 6443;
 /// How long `up` waits for every node to be Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -32,6 +34,10 @@ pub struct UpArgs {
     /// Number of nodes; the first also runs the control plane.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=50))]
     nodes: u8,
+    /// How many of the nodes (the first ones) run `skiff server`; more than one
+    /// needs a shared store: `--server-arg=--store=etcd --server-arg=--etcd-endpoints=...`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=50))]
+    servers: u8,
     #[command(flatten)]
     cluster: ClusterRef,
     /// The nodes' LAN: the bridge takes its first address, node i the (i+1)-th.
@@ -46,7 +52,7 @@ pub struct UpArgs {
     /// Registry mirrors and credentials for every node (k3s `registries.yaml`).
     #[arg(long)]
     registry_config: Option<PathBuf>,
-    /// A further flag for `skiff server` on node 1, e.g.
+    /// A further flag for every `skiff server`, e.g.
     /// `--server-arg=--node-monitor-grace-period=10s` (repeatable).
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
@@ -262,6 +268,14 @@ async fn make(args: &UpArgs, net: Cidr, state: &mut State) -> Result<()> {
     let exe = std::env::current_exe().context("finding the skiff binary")?;
     let api = format!("https://{}:{API_PORT}", node_ip(1));
     let mut token = String::new();
+    let mut server_token = String::new();
+    if args.servers > args.nodes {
+        bail!(
+            "--servers {} is more than --nodes {}",
+            args.servers,
+            args.nodes
+        );
+    }
     for i in 1..=args.nodes {
         let holder = spawn_detached(
             Command::new("unshare").args(["--net", "--", "sleep", "infinity"]),
@@ -299,9 +313,13 @@ async fn make(args: &UpArgs, net: Cidr, state: &mut State) -> Result<()> {
         state.node_dirs.push(dir.clone());
         let mut cmd = Command::new("nsenter");
         cmd.args(["-t", &pid, "-n", "--"]).arg(&exe);
-        if i == 1 {
+        let is_server = i <= args.servers;
+        if is_server {
             cmd.arg("server")
-                .args(["--listen", &format!("{}:{API_PORT}", node_ip(1))]);
+                .args(["--listen", &format!("{}:{API_PORT}", node_ip(i))]);
+            if i > 1 {
+                cmd.args(["--server", &api, "--token", &server_token]);
+            }
         } else {
             cmd.args(["agent", "--server", &api, "--token", &token]);
         }
@@ -316,7 +334,7 @@ async fn make(args: &UpArgs, net: Cidr, state: &mut State) -> Result<()> {
         if let Some(r) = &args.registry_config {
             cmd.arg("--registry-config").arg(r);
         }
-        cmd.args(if i == 1 {
+        cmd.args(if is_server {
             &args.server_args
         } else {
             &args.agent_args
@@ -324,9 +342,13 @@ async fn make(args: &UpArgs, net: Cidr, state: &mut State) -> Result<()> {
         let node = spawn_detached(&mut cmd, &dir.join("skiff.log"))?;
         state.nodes.push(node);
         save(c, state)?;
-        if i == 1 {
-            token = wait_server(&dir, node, node_ip(1)).await?;
-            write_kubeconfig(c, &dir, &api)?;
+        if is_server {
+            let t = wait_server(i, &dir, node, node_ip(i)).await?;
+            if i == 1 {
+                token = t;
+                server_token = read_server_token(&dir)?;
+                write_kubeconfig(c, &dir, &api)?;
+            }
         }
     }
     wait_ready(c, args.nodes, state).await
@@ -347,13 +369,20 @@ fn wait_own_netns(holder: Proc) -> Result<()> {
     Ok(())
 }
 
-/// Waits for the server to write its join token and answer on its address.
-async fn wait_server(dir: &Path, server: Proc, addr: Ipv4Addr) -> Result<String> {
+/// The token further servers join node 1's with.
+fn read_server_token(dir: &Path) -> Result<String> {
+    let p = dir.join(skiff_apiserver::server_join::SERVER_TOKEN_FILE);
+    let t = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(t.trim().to_string())
+}
+
+/// Waits for node `i`'s server to write its join token and answer on its address.
+async fn wait_server(i: u8, dir: &Path, server: Proc, addr: Ipv4Addr) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if !server.alive() {
             bail!(
-                "skiff server on node 1 exited:\n{}",
+                "skiff server on node {i} exited:\n{}",
                 log_tail(&dir.join("skiff.log"))
             );
         }
@@ -366,7 +395,7 @@ async fn wait_server(dir: &Path, server: Proc, addr: Ipv4Addr) -> Result<String>
         }
         if Instant::now() > deadline {
             bail!(
-                "skiff server on node 1 did not come up within 60 s; see {}",
+                "skiff server on node {i} did not come up within 60 s; see {}",
                 dir.join("skiff.log").display()
             );
         }

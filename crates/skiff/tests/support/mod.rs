@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+pub mod etcd;
 pub mod multinode;
 pub mod registry;
 
