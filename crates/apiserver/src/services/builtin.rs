@@ -1,7 +1,8 @@
 //! The services every cluster has: `default/kubernetes` (the API server itself,
 //! with its Endpoints and EndpointSlice) at the first address of the service
 //! range, and `kube-system/kube-dns` at the tenth. Created at start, recreated
-//! when deleted, and the API server's endpoints kept current.
+//! when deleted, and the API server's endpoints kept current: every live server
+//! of the cluster (see [`super::peers`]).
 
 use serde_json::{json, Value};
 use skiff_api::registry::{self, Resource};
@@ -30,7 +31,7 @@ fn target(resource: &'static Resource, ns: &str, name: Option<&str>) -> Target {
     }
 }
 
-fn opts() -> WriteOptions {
+pub(super) fn opts() -> WriteOptions {
     WriteOptions {
         dry_run: false,
         validation: FieldValidation::Ignore,
@@ -93,7 +94,18 @@ fn kube_dns_service(api: &Api) -> Value {
     })
 }
 
-fn endpoints(host: &str, port: i64) -> Value {
+/// The live servers on this server's port (servers of one cluster listen on
+/// one port, as upstream's do: the Service has one target port).
+fn hosts_on(servers: &[(String, i64)], port: i64) -> Vec<&str> {
+    servers
+        .iter()
+        .filter(|(_, p)| *p == port)
+        .map(|(h, _)| h.as_str())
+        .collect()
+}
+
+fn endpoints(hosts: &[&str], port: i64) -> Value {
+    let addresses: Vec<Value> = hosts.iter().map(|h| json!({"ip": h})).collect();
     json!({
         "metadata": {
             "name": "kubernetes",
@@ -101,14 +113,22 @@ fn endpoints(host: &str, port: i64) -> Value {
             "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
         },
         "subsets": [{
-            "addresses": [{"ip": host}],
+            "addresses": addresses,
             "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
         }],
     })
 }
 
-fn endpoint_slice(host: &str, port: i64) -> Value {
-    let family = if host.contains(':') { "IPv6" } else { "IPv4" };
+fn endpoint_slice(hosts: &[&str], port: i64) -> Value {
+    let family = if hosts.iter().any(|h| h.contains(':')) {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    let endpoints: Vec<Value> = hosts
+        .iter()
+        .map(|h| json!({"addresses": [h], "conditions": {"ready": true}}))
+        .collect();
     json!({
         "metadata": {
             "name": "kubernetes",
@@ -116,7 +136,7 @@ fn endpoint_slice(host: &str, port: i64) -> Value {
             "labels": {"kubernetes.io/service-name": "kubernetes"},
         },
         "addressType": family,
-        "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+        "endpoints": endpoints,
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     })
 }
@@ -178,6 +198,11 @@ async fn ensure_object(
 /// Failures are logged, not fatal: the next pass tries again.
 pub async fn ensure(api: &Api) {
     let (host, port) = api_endpoint(api);
+    if let Err(e) = super::peers::renew(api, &host, port).await {
+        tracing::warn!(error = %e, "cannot renew this API server's Lease; will retry");
+    }
+    let servers = super::peers::live(api, (&host, port)).await;
+    let hosts = hosts_on(&servers, port);
     let lookup = |g, v, p| registry::lookup(g, v, p);
     let (Some(svcs), Some(eps), Some(slices)) = (
         lookup("", "v1", "services"),
@@ -188,10 +213,10 @@ pub async fn ensure(api: &Api) {
     };
     let steps: [(&'static Resource, Value, &[&str]); 4] = [
         (svcs, kubernetes_service(api, port), &["/spec/ports"]),
-        (eps, endpoints(&host, port), &["/subsets"]),
+        (eps, endpoints(&hosts, port), &["/subsets"]),
         (
             slices,
-            endpoint_slice(&host, port),
+            endpoint_slice(&hosts, port),
             &["/addressType", "/endpoints", "/ports"],
         ),
         (svcs, kube_dns_service(api), &[]),

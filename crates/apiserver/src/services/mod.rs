@@ -28,6 +28,7 @@ pub mod allocator;
 pub mod builtin;
 mod claims;
 mod loadbalancer;
+mod peers;
 mod repair;
 mod shared;
 pub mod store;
