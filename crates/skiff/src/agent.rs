@@ -56,7 +56,11 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     )
     .await?;
     node.agent_tls = Some(creds.agent_tls());
-    let client = crate::components::client(&creds.kubeconfig).await?;
+    // The components reach the API through the forwarder, so the node stays
+    // in the cluster while any of its servers lives.
+    let balancer = crate::balancer::Balancer::start(resolve(&args.server).await?).await?;
+    let client = client_via(&creds.kubeconfig, balancer.local).await?;
+    balancer.follow(client.clone());
     let components = crate::components::start(&client, &node);
     for (name, _) in &components {
         tracing::info!(component = name, "started");
@@ -72,6 +76,46 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         _ = term.recv() => Ok(()),
         r = ended => r,
     }
+}
+
+/// `host:port` of an `https://host:port` URL (the port defaults to 443).
+async fn resolve(server: &str) -> Result<std::net::SocketAddr> {
+    let authority = server
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && p.bytes().all(|b| b.is_ascii_digit()) => (
+            h,
+            p.parse()
+                .with_context(|| format!("--server {server:?}: bad port"))?,
+        ),
+        _ => (authority, 443),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    anyhow::ensure!(!host.is_empty(), "--server {server:?} has no host");
+    tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving --server {server}"))?
+        .next()
+        .with_context(|| format!("--server {server}: the name has no address"))
+}
+
+/// A client from the node's kubeconfig that dials `local` (the forwarder).
+async fn client_via(
+    kubeconfig: &std::path::Path,
+    local: std::net::SocketAddr,
+) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("kubeconfig")?;
+    config.cluster_url = format!("https://{local}")
+        .parse()
+        .context("the forwarder's URL")?;
+    kube::Client::try_from(config).context("building the node's client")
 }
 
 /// The first component to end: a node whose agent stopped is no node.

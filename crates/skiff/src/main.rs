@@ -2,6 +2,7 @@
 //! [`cli`]; each component lives in its own crate.
 
 mod agent;
+mod balancer;
 mod cli;
 mod components;
 mod images;
