@@ -174,6 +174,45 @@ impl Ca {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// A fresh key and a certificate for `common_name`, valid for `sans` (names or
+    /// addresses) and the given usages, as long as the CA: for the certificates an
+    /// embedded etcd serves, talks to its peers and is dialled with.
+    pub fn issue_leaf(
+        &self,
+        common_name: &str,
+        sans: &[String],
+        server_auth: bool,
+        client_auth: bool,
+    ) -> Result<(String, String)> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        for s in sans {
+            let san = san_of(s)?;
+            if !params.subject_alt_names.contains(&san) {
+                params.subject_alt_names.push(san);
+            }
+        }
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        if server_auth {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        if client_auth {
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ClientAuth);
+        }
+        params.not_after = rcgen::date_time_ymd(2125, 1, 1);
+        params.serial_number = Some(serial());
+        self.issue(&params)
+    }
+
     /// Signs a node's serving certificate for the public key in `csr_pem`. Only
     /// the key is taken from the request: the subject is `system:node:<name>` in
     /// group `system:nodes` (what kubelet asks for), the names are `node_name`
@@ -331,6 +370,33 @@ pub fn cert_names(pem: &str) -> Result<BTreeSet<String>> {
     Ok(names)
 }
 
+/// The data directory's CA, made if it has none; `true` when it was made now.
+/// A data directory from before the CA key was kept gets a new CA (and so new
+/// certificates). Separate from [`ensure`] because an embedded etcd needs the CA
+/// (its certificates) before the store, and so the API server, can start.
+pub fn ensure_ca(dir: &Path) -> Result<(Ca, bool)> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let has = |f: &str| dir.join(f).exists();
+    if has(CA) && has(CA_KEY) {
+        return Ok((Ca::load(dir)?, false));
+    }
+    if has(CA) {
+        tracing::warn!(
+            dir = %dir.display(),
+            "the CA key was not kept by this older data directory: making a new CA; copies of admin.kubeconfig made before must be replaced"
+        );
+    }
+    let ca = Ca::generate()?;
+    // What the old CA signed is worthless now: removed here, so whoever calls
+    // [`ensure`] later (which may be a later call than this one) signs it again.
+    for f in [CERT, KEY, KUBELET_CLIENT_CERT, KUBELET_CLIENT_KEY] {
+        let _ = fs::remove_file(dir.join(f));
+    }
+    write_private(&dir.join(CA_KEY), &ca.key_pem)?;
+    write_mode(&dir.join(CA), &ca.cert_pem, 0o644)?;
+    Ok((ca, true))
+}
+
 /// Loads the data directory's credentials, making what is missing. `extra_sans`
 /// are names the serving certificate must cover (the listen address): a
 /// certificate lacking one is signed again.
@@ -341,23 +407,7 @@ pub fn ensure(dir: &Path, server_url: &str, extra_sans: &[String]) -> Result<Cre
         fs::read_to_string(dir.join(f))
             .with_context(|| format!("cannot read {}", dir.join(f).display()))
     };
-    // The CA. A data directory from before the CA key was kept gets a new CA
-    // (and so new certificates); the admin token stays.
-    let new_ca = !(has(CA) && has(CA_KEY));
-    let ca = if new_ca {
-        if has(CA) {
-            tracing::warn!(
-                dir = %dir.display(),
-                "the CA key was not kept by this older data directory: making a new CA; copies of admin.kubeconfig made before must be replaced"
-            );
-        }
-        let ca = Ca::generate()?;
-        write_private(&dir.join(CA_KEY), &ca.key_pem)?;
-        write_mode(&dir.join(CA), &ca.cert_pem, 0o644)?;
-        ca
-    } else {
-        Ca::load(dir)?
-    };
+    let (ca, new_ca) = ensure_ca(dir)?;
 
     let sans = serving_sans(extra_sans);
     let covered = !new_ca
@@ -494,6 +544,47 @@ mod tests {
         assert_ne!(a.ca_pem, b.ca_pem);
         assert_ne!(a.kubelet_client_cert_pem, b.kubelet_client_cert_pem);
         assert_eq!(a.admin_token, b.admin_token);
+    }
+
+    #[test]
+    fn a_ca_made_early_is_the_one_ensure_uses_and_an_old_one_takes_its_certificates_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, new) = ensure_ca(dir.path()).unwrap();
+        assert!(new);
+        let c = ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        assert_eq!(c.ca_pem, ca.cert_pem);
+        assert!(!ensure_ca(dir.path()).unwrap().1);
+        // An older data directory without the key: the new CA is made first, by
+        // ensure_ca, and ensure must still sign new certificates with it.
+        fs::remove_file(dir.path().join(CA_KEY)).unwrap();
+        let (ca2, new) = ensure_ca(dir.path()).unwrap();
+        assert!(new);
+        let c2 = ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        assert_eq!(c2.ca_pem, ca2.cert_pem);
+        assert_ne!(c2.cert_pem, c.cert_pem);
+        assert_ne!(c2.kubelet_client_cert_pem, c.kubelet_client_cert_pem);
+    }
+
+    #[test]
+    fn leaf_certificates_have_the_names_and_usages_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = ensure_ca(dir.path()).unwrap();
+        let sans = ["10.0.0.2".to_string(), "localhost".to_string()];
+        let (pem, key) = ca.issue_leaf("etcd-peer", &sans, true, true).unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        let want: BTreeSet<String> = sans.iter().cloned().collect();
+        assert_eq!(cert_names(&pem).unwrap(), want);
+        let der = parse(&pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && eku.client_auth);
+        let (pem, _) = ca
+            .issue_leaf("skiff-etcd-client", &[], false, true)
+            .unwrap();
+        let der = parse(&pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(!eku.server_auth && eku.client_auth);
     }
 
     #[test]

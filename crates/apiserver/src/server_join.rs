@@ -29,6 +29,10 @@ pub const BOOTSTRAP_PATH: &str = "/skiff/v1/server-bootstrap";
 pub const SERVER_TOKEN_FILE: &str = "server-token";
 /// The file naming the cluster that owns an etcd prefix.
 pub const CLUSTER_ID_FILE: &str = "cluster-id";
+/// Written by a server that runs its own etcd member (`skiff server
+/// --cluster-init`, or one that joined such a cluster): the member's client URLs,
+/// one a line. Its presence tells a joining server to become a member too.
+pub const EMBEDDED_ETCD_FILE: &str = "embedded-etcd";
 /// The user part of a server token (k3s's).
 const SERVER_USER: &str = "server";
 /// Hex digits of the secret: 128 bits, as the admin token's.
@@ -127,6 +131,13 @@ pub struct Bootstrap {
     /// The default node join token, if the server still has it.
     #[serde(default)]
     pub node_token: Option<String>,
+    /// The server runs an embedded etcd member: a joining server adds one of its
+    /// own (absent from older servers' answers: external etcd).
+    #[serde(default)]
+    pub embedded_etcd: bool,
+    /// The client URLs of that member, where the joining server asks to be added.
+    #[serde(default)]
+    pub etcd_client_urls: Vec<String>,
 }
 
 impl Bootstrap {
@@ -142,6 +153,12 @@ impl Bootstrap {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
         };
+        let etcd_urls = optional(EMBEDDED_ETCD_FILE).map(|s| {
+            s.lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+        });
         Ok(Self {
             ca_cert: read(pki::CA)?,
             ca_key: read(pki::CA_KEY)?,
@@ -149,6 +166,8 @@ impl Bootstrap {
             server_token: read(SERVER_TOKEN_FILE)?.trim().to_string(),
             cluster_id: optional(CLUSTER_ID_FILE),
             node_token: optional(NODE_TOKEN_FILE),
+            embedded_etcd: etcd_urls.is_some(),
+            etcd_client_urls: etcd_urls.unwrap_or_default(),
         })
     }
 
@@ -251,6 +270,33 @@ mod tests {
     }
 
     #[test]
+    fn the_bundle_says_whether_the_server_runs_its_own_etcd_member() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (f, text) in [
+            (pki::CA, "CA"),
+            (pki::CA_KEY, "key"),
+            (pki::TOKEN, "admin"),
+            (SERVER_TOKEN_FILE, "K10x::server:y"),
+        ] {
+            std::fs::write(dir.path().join(f), text).expect("write");
+        }
+        let b = Bootstrap::read(dir.path()).expect("read");
+        assert!(!b.embedded_etcd && b.etcd_client_urls.is_empty());
+        std::fs::write(
+            dir.path().join(EMBEDDED_ETCD_FILE),
+            "https://10.0.0.2:2379\n",
+        )
+        .expect("write");
+        let b = Bootstrap::read(dir.path()).expect("read");
+        assert!(b.embedded_etcd);
+        assert_eq!(b.etcd_client_urls, ["https://10.0.0.2:2379"]);
+        // An older server's answer has neither field.
+        let old = r#"{"caCert":"CA","caKey":"k","adminToken":"a","serverToken":"t"}"#;
+        let b: Bootstrap = serde_json::from_str(old).expect("old bundle");
+        assert!(!b.embedded_etcd && b.etcd_client_urls.is_empty());
+    }
+
+    #[test]
     fn a_data_dir_of_another_cluster_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let b = Bootstrap {
@@ -260,6 +306,8 @@ mod tests {
             server_token: "K10x::server:y".into(),
             cluster_id: Some("c1".into()),
             node_token: None,
+            embedded_etcd: false,
+            etcd_client_urls: vec![],
         };
         b.write(dir.path()).expect("fresh dir");
         b.write(dir.path()).expect("same cluster again");

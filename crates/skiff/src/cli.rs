@@ -42,7 +42,7 @@ enum Command {
     Token(crate::token::TokenCommand),
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum StoreKind {
     /// Embedded SQLite in the data directory (durable).
     Sqlite,
@@ -61,9 +61,11 @@ struct ServerArgs {
     /// Address of the API server (HTTPS).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
-    /// Storage backend.
-    #[arg(long, value_enum, default_value = "sqlite")]
-    store: StoreKind,
+    /// Storage backend [default: sqlite; etcd with `--cluster-init`, with `--server`
+    /// to a cluster that runs embedded etcd, and in a data directory that holds an
+    /// embedded etcd member].
+    #[arg(long, value_enum)]
+    store: Option<StoreKind>,
     /// How often the store's superseded history is compacted, e.g. `5m`, `30s`.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compact_interval: std::time::Duration,
@@ -228,13 +230,176 @@ fn init_logs(filter: &str) {
         .init();
 }
 
-fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>> {
-    if !matches!(args.store, StoreKind::Etcd) && !args.etcd_endpoints.is_empty() {
-        anyhow::bail!("--etcd-endpoints needs --store etcd");
+/// Where this server's state lives, from its flags and whether its data
+/// directory already holds an embedded etcd member (`has_member`).
+#[derive(Debug, PartialEq, Eq)]
+enum StorePlan {
+    /// `--store` (SQLite when not given), this server's own or an external etcd.
+    Own(StoreKind),
+    /// An embedded etcd member: a new cluster's (`--cluster-init`), or one that
+    /// has data already (a restart, with or without the flags it was made with).
+    Embedded { new: bool },
+    /// `--server`: the first server's answer decides between an etcd member of
+    /// this server's own and the external etcd of `--etcd-endpoints`.
+    Join { external: bool },
+}
+
+fn store_name(k: StoreKind) -> &'static str {
+    match k {
+        StoreKind::Sqlite => "sqlite",
+        StoreKind::Memory => "memory",
+        StoreKind::Etcd => "etcd",
+    }
+}
+
+fn store_plan(args: &ServerArgs, has_member: bool) -> Result<StorePlan> {
+    use anyhow::bail;
+    let j = &args.join;
+    let endpoints = !args.etcd_endpoints.is_empty();
+    let etcd_tls =
+        args.etcd_cafile.is_some() || args.etcd_certfile.is_some() || args.etcd_keyfile.is_some();
+    let own_store = args.store.filter(|k| *k != StoreKind::Etcd);
+    if j.cluster_init {
+        if j.server.is_some() {
+            bail!(
+                "--cluster-init makes a new cluster and --server joins one: give only one of them"
+            );
+        }
+        if j.token.is_some() {
+            bail!("--token is for joining with --server; --cluster-init makes the cluster's token (<data-dir>/server-token)");
+        }
+        if let Some(k) = own_store {
+            bail!(
+                "--cluster-init runs an embedded etcd: it cannot be used with --store {}",
+                store_name(k)
+            );
+        }
+        if endpoints {
+            bail!("--cluster-init runs its own etcd member: drop --etcd-endpoints (that is for an external etcd)");
+        }
+        if etcd_tls {
+            bail!("--cluster-init signs its etcd certificates with the cluster CA: drop --etcd-cafile, --etcd-certfile and --etcd-keyfile");
+        }
+        return Ok(StorePlan::Embedded { new: !has_member });
+    }
+    if endpoints && args.store != Some(StoreKind::Etcd) {
+        bail!("--etcd-endpoints needs --store etcd");
+    }
+    if j.server.is_some() {
+        if let Some(k) = own_store {
+            bail!("--server needs a store the servers share (the first server's embedded etcd, or --store etcd --etcd-endpoints), not --store {}", store_name(k));
+        }
+        if !endpoints && has_member {
+            return Ok(StorePlan::Embedded { new: false });
+        }
+        return Ok(StorePlan::Join {
+            external: endpoints,
+        });
     }
     Ok(match args.store {
-        StoreKind::Memory => Arc::new(MemoryBackend::new()),
-        StoreKind::Sqlite => {
+        None | Some(StoreKind::Etcd) if !endpoints && has_member => {
+            StorePlan::Embedded { new: false }
+        }
+        None => StorePlan::Own(StoreKind::Sqlite),
+        Some(StoreKind::Etcd) if !endpoints => bail!(
+            "--store etcd needs --etcd-endpoints URL,... (or --cluster-init for an etcd member of this server's own)"
+        ),
+        Some(k) => StorePlan::Own(k),
+    })
+}
+
+/// The store to open.
+enum StoreChoice {
+    Memory,
+    Sqlite,
+    Etcd {
+        endpoints: Vec<String>,
+        tls: Option<EtcdTls>,
+    },
+}
+
+/// The store `--store` and the `--etcd-*` flags name.
+fn own_store(args: &ServerArgs, kind: StoreKind) -> StoreChoice {
+    match kind {
+        StoreKind::Memory => StoreChoice::Memory,
+        StoreKind::Sqlite => StoreChoice::Sqlite,
+        StoreKind::Etcd => {
+            let files = [&args.etcd_cafile, &args.etcd_certfile, &args.etcd_keyfile];
+            let tls = files.iter().any(|f| f.is_some()).then(|| EtcdTls {
+                ca_file: args.etcd_cafile.clone(),
+                cert_file: args.etcd_certfile.clone(),
+                key_file: args.etcd_keyfile.clone(),
+            });
+            StoreChoice::Etcd {
+                endpoints: args.etcd_endpoints.clone(),
+                tls,
+            }
+        }
+    }
+}
+
+/// Gets the store's place ready: fetches a joining server's bootstrap data,
+/// starts the embedded etcd member (and waits until it answers). Returns the
+/// store to open, and the member, which stops when dropped.
+async fn prepare_store(args: &ServerArgs) -> Result<(StoreChoice, Option<Etcd>)> {
+    let plan = store_plan(args, embedded_etcd::has_data(&args.data_dir))?;
+    tracing::info!(?plan, "store");
+    let mut join_urls = None;
+    let start = match plan {
+        StorePlan::Own(kind) => return Ok((own_store(args, kind), None)),
+        StorePlan::Embedded { new: false } => Start::Restart,
+        StorePlan::Embedded { new: true } => Start::New {
+            token: format!("skiff-{}", cluster_id(&args.data_dir)?),
+        },
+        StorePlan::Join { external } => {
+            let bundle = crate::server_join::fetch(&args.join)
+                .await?
+                .context("--server is missing")?;
+            if !external && !bundle.embedded_etcd {
+                anyhow::bail!("--server: that cluster's servers share an external etcd; give it with --store etcd --etcd-endpoints URL,...");
+            }
+            bundle.write(&args.data_dir)?;
+            if external {
+                return Ok((own_store(args, StoreKind::Etcd), None));
+            }
+            join_urls = Some(bundle.etcd_client_urls);
+            Start::Restart
+        }
+    };
+    let ip = match args.node.node_ip {
+        Some(ip) => ip,
+        None => skiff_agent::net::first_ipv4()
+            .await
+            .map(std::net::IpAddr::V4)
+            .context("the embedded etcd needs this node's address: give --node-ip (no non-loopback IPv4 address found)")?,
+    };
+    let member = embedded_etcd::Member {
+        name: args.node.node_name.clone(),
+        ip,
+        data_dir: args.data_dir.clone(),
+    };
+    let (ca, _) = skiff_apiserver::pki::ensure_ca(&args.data_dir)?;
+    member.sign_certs(&ca)?;
+    let start = match join_urls {
+        Some(urls) => Start::Existing {
+            initial_cluster: embedded_etcd::add_member(&member, &urls).await?,
+        },
+        None => start,
+    };
+    let mut etcd = Etcd::start(&member, &start)?;
+    etcd.wait_ready().await?;
+    embedded_etcd::advertise(&member)?;
+    let choice = StoreChoice::Etcd {
+        endpoints: vec![embedded_etcd::LOCAL_ENDPOINT.to_string()],
+        tls: Some(member.store_tls()),
+    };
+    Ok((choice, Some(etcd)))
+}
+
+fn open_store(args: &ServerArgs, choice: StoreChoice) -> Result<Arc<dyn Backend>> {
+    Ok(match choice {
+        StoreChoice::Memory => Arc::new(MemoryBackend::new()),
+        StoreChoice::Sqlite => {
             std::fs::create_dir_all(&args.data_dir)
                 .with_context(|| format!("data dir {} is not usable", args.data_dir.display()))?;
             let path = args.data_dir.join("state.db");
@@ -243,20 +408,11 @@ fn open_store(args: &ServerArgs) -> Result<Arc<dyn Backend>> {
                     .with_context(|| format!("cannot open the store at {}", path.display()))?,
             )
         }
-        StoreKind::Etcd => {
-            if args.etcd_endpoints.is_empty() {
-                anyhow::bail!("--store etcd needs --etcd-endpoints URL,...");
-            }
+        StoreChoice::Etcd { endpoints, tls } => {
             std::fs::create_dir_all(&args.data_dir)
                 .with_context(|| format!("data dir {} is not usable", args.data_dir.display()))?;
-            let files = [&args.etcd_cafile, &args.etcd_certfile, &args.etcd_keyfile];
-            let tls = files.iter().any(|f| f.is_some()).then(|| EtcdTls {
-                ca_file: args.etcd_cafile.clone(),
-                cert_file: args.etcd_certfile.clone(),
-                key_file: args.etcd_keyfile.clone(),
-            });
             let config = EtcdConfig {
-                endpoints: args.etcd_endpoints.clone(),
+                endpoints,
                 prefix: args.etcd_prefix.clone(),
                 cluster: cluster_id(&args.data_dir)?,
                 tls,
@@ -289,6 +445,7 @@ fn cluster_id(data_dir: &std::path::Path) -> Result<String> {
     Ok(id)
 }
 
+use crate::embedded_etcd::{self, Etcd, Start};
 use skiff_apiserver::server_join::CLUSTER_ID_FILE;
 
 async fn server(args: ServerArgs) -> Result<()> {
@@ -313,10 +470,10 @@ async fn server(args: ServerArgs) -> Result<()> {
         &args.lb_pool,
     )
     .map_err(anyhow::Error::msg)?;
-    tracing::info!(data_dir = %args.data_dir.display(), store = ?args.store, "starting skiff");
-    let etcd = matches!(args.store, StoreKind::Etcd);
-    crate::server_join::join(&args.join, etcd, &args.data_dir).await?;
-    let backend = open_store(&args)?;
+    tracing::info!(data_dir = %args.data_dir.display(), "starting skiff");
+    let (choice, mut member) = prepare_store(&args).await?;
+    let shared = matches!(choice, StoreChoice::Etcd { .. });
+    let backend = open_store(&args, choice)?;
     let running = skiff_apiserver::start(
         skiff_apiserver::Config {
             listen: args.listen,
@@ -352,7 +509,14 @@ async fn server(args: ServerArgs) -> Result<()> {
             "The default join token was deleted or has expired; make one with `skiff token create`."
         ),
     }
-    if etcd {
+    if member.is_some() {
+        println!(
+            "To add another server, with an etcd member of its own (the token is also in {}):\n  skiff server --server {} --token {}",
+            running.server_token_file.display(),
+            running.url,
+            running.server_token
+        );
+    } else if shared {
         println!(
             "To add another API server on the same etcd (the token is also in {}):\n  skiff server --store etcd --etcd-endpoints ... --server {} --token {}",
             running.server_token_file.display(),
@@ -369,7 +533,13 @@ async fn server(args: ServerArgs) -> Result<()> {
         }
         Ok::<(), std::io::Error>(())
     };
-    tokio::select! {
+    let member_exit = async {
+        match member.as_mut() {
+            Some(m) => m.exited().await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
         r = shutdown => {
             r?;
             tracing::info!("shutting down");
@@ -380,5 +550,109 @@ async fn server(args: ServerArgs) -> Result<()> {
             Ok(())
         }
         r = running.wait() => r,
+        msg = member_exit => {
+            stopper.stop();
+            Err(anyhow::anyhow!(msg))
+        }
+    };
+    // The etcd member last: everything above used it.
+    drop(member);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(flags: &[&str], has_member: bool) -> Result<StorePlan> {
+        let argv = ["skiff", "server"].iter().chain(flags);
+        let cli = Cli::try_parse_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Command::Server(args) = cli.command else {
+            anyhow::bail!("not a server command");
+        };
+        store_plan(&args, has_member)
+    }
+
+    fn err(flags: &[&str]) -> String {
+        match plan(flags, false) {
+            Ok(p) => panic!("{flags:?} was accepted: {p:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const TOKEN: &str = "K10aa::server:bb";
+
+    #[test]
+    fn cluster_init_runs_an_embedded_member_and_refuses_other_stores() {
+        assert_eq!(
+            plan(&["--cluster-init"], false).ok(),
+            Some(StorePlan::Embedded { new: true })
+        );
+        assert_eq!(
+            plan(&["--cluster-init", "--store", "etcd"], true).ok(),
+            Some(StorePlan::Embedded { new: false })
+        );
+        assert!(err(&["--cluster-init", "--store", "sqlite"]).contains("--store sqlite"));
+        assert!(err(&["--cluster-init", "--store", "memory"]).contains("--store memory"));
+        let e = err(&[
+            "--cluster-init",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            "http://x:2379",
+        ]);
+        assert!(e.contains("--etcd-endpoints"), "{e}");
+        assert!(err(&["--cluster-init", "--etcd-cafile", "/ca"]).contains("--etcd-cafile"));
+        assert!(err(&["--cluster-init", "--server", "https://a:6443"]).contains("--server"));
+        assert!(err(&["--cluster-init", "--token", TOKEN]).contains("--token"));
+    }
+
+    #[test]
+    fn server_joins_embedded_or_external_etcd_but_never_a_servers_own_store() {
+        let join = ["--server", "https://10.0.0.2:6443", "--token", TOKEN];
+        assert_eq!(
+            plan(&join, false).ok(),
+            Some(StorePlan::Join { external: false })
+        );
+        // A member's data is there: it restarts, without asking the first server.
+        assert_eq!(
+            plan(&join, true).ok(),
+            Some(StorePlan::Embedded { new: false })
+        );
+        let mut external = join.to_vec();
+        external.extend(["--store", "etcd", "--etcd-endpoints", "http://e:2379"]);
+        assert_eq!(
+            plan(&external, true).ok(),
+            Some(StorePlan::Join { external: true })
+        );
+        let mut sqlite = join.to_vec();
+        sqlite.extend(["--store", "sqlite"]);
+        assert!(err(&sqlite).contains("--store sqlite"));
+    }
+
+    #[test]
+    fn sqlite_stays_the_default_and_a_members_data_dir_restarts_it() {
+        assert_eq!(
+            plan(&[], false).ok(),
+            Some(StorePlan::Own(StoreKind::Sqlite))
+        );
+        assert_eq!(
+            plan(&[], true).ok(),
+            Some(StorePlan::Embedded { new: false })
+        );
+        assert_eq!(
+            plan(&["--store", "sqlite"], true).ok(),
+            Some(StorePlan::Own(StoreKind::Sqlite))
+        );
+        assert!(err(&["--store", "etcd"]).contains("--etcd-endpoints"));
+        assert!(err(&["--etcd-endpoints", "http://e:2379"]).contains("--store etcd"));
+        assert_eq!(
+            plan(
+                &["--store", "etcd", "--etcd-endpoints", "http://e:2379"],
+                true
+            )
+            .ok(),
+            Some(StorePlan::Own(StoreKind::Etcd))
+        );
     }
 }

@@ -5,6 +5,7 @@ mod agent;
 mod balancer;
 mod cli;
 mod components;
+mod embedded_etcd;
 mod images;
 mod join;
 mod node_flags;

@@ -2,10 +2,10 @@
 //! server for a cluster whose state is in etcd. Before the store is opened it
 //! fetches the cluster's CA (trusted only if it is the one the token names) and
 //! then its bootstrap data (CA key, admin token, cluster id, join token), which
-//! it writes into its own data directory; from there it starts as any server.
-//! The API side is `skiff_apiserver::server_join`.
-
-use std::path::Path;
+//! the caller writes into its own data directory; from there it starts as any
+//! server. The bundle also says whether the cluster runs embedded etcd
+//! (`--cluster-init`): the joining server then adds a member of its own (see
+//! `embedded_etcd`). The API side is `skiff_apiserver::server_join`.
 
 use anyhow::{anyhow, bail, Result};
 use skiff_apiserver::join::CACERTS_PATH;
@@ -13,11 +13,17 @@ use skiff_apiserver::server_join::{Bootstrap, ServerToken, BOOTSTRAP_PATH};
 
 use crate::join::{client, status_message, unreachable};
 
-/// The flags of a server that joins a cluster (k3s's names).
+/// The flags of a server that makes or joins a cluster of servers (k3s's names).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ServerJoinArgs {
+    /// Make a new cluster whose state is in an etcd member this server runs
+    /// (Debian's `etcd` binary), which further servers join with `--server`:
+    /// three servers then survive the loss of any one. Implies `--store etcd`.
+    #[arg(long)]
+    pub cluster_init: bool,
     /// Join the cluster of the server at this URL (`https://host:6443`) as another
-    /// API server on the same `--store etcd`; needs `--token`.
+    /// API server: with an etcd member of its own if that cluster runs embedded
+    /// etcd (`--cluster-init`), else on the same `--store etcd`; needs `--token`.
     #[arg(long = "server", value_name = "URL", alias = "join")]
     pub server: Option<String>,
     /// The cluster's server token (`<data-dir>/server-token` on its first server).
@@ -25,18 +31,16 @@ pub struct ServerJoinArgs {
     pub token: Option<String>,
 }
 
-/// Fetches the cluster's bootstrap data from `--server` into `data_dir`.
+/// Fetches the cluster's bootstrap data from `--server` (`None` without it);
+/// the caller checks it fits its store and writes it with [`Bootstrap::write`].
 /// Every failure is one line naming the flag at fault.
-pub async fn join(args: &ServerJoinArgs, store_is_etcd: bool, data_dir: &Path) -> Result<()> {
+pub async fn fetch(args: &ServerJoinArgs) -> Result<Option<Bootstrap>> {
     let Some(server) = args.server.as_deref() else {
         if args.token.is_some() {
             bail!("--token needs --server (the URL of a server of the cluster to join)");
         }
-        return Ok(());
+        return Ok(None);
     };
-    if !store_is_etcd {
-        bail!("--server needs --store etcd: servers of one cluster share its etcd (SQLite and memory are one server's own)");
-    }
     let server = server.trim_end_matches('/');
     if !server.starts_with("https://") {
         bail!("--server must be the API server's https:// URL, e.g. https://10.0.0.1:6443, not {server:?}");
@@ -82,7 +86,6 @@ pub async fn join(args: &ServerJoinArgs, store_is_etcd: bool, data_dir: &Path) -
     if bootstrap.ca_cert.as_bytes() != ca.as_ref() {
         bail!("the server answered with another CA than it serves at {CACERTS_PATH}");
     }
-    bootstrap.write(data_dir)?;
-    tracing::info!(%server, "joined the cluster as another server");
-    Ok(())
+    tracing::info!(%server, embedded_etcd = bootstrap.embedded_etcd, "fetched the cluster's bootstrap data");
+    Ok(Some(bootstrap))
 }

@@ -4,7 +4,8 @@
 //! `/run/netns`), with `eth0` on a bridge in the namespace `skiff up` runs in,
 //! which is the nodes' LAN and their way out. The first `--servers` nodes run
 //! `skiff server` (node 1 makes the cluster, the others join it with its server
-//! token: they share its etcd); the others run `skiff agent`, joining node 1
+//! token: they share its etcd, external or embedded with
+//! `--server-arg=--cluster-init`); the others run `skiff agent`, joining node 1
 //! with the token it printed.
 //!
 //! Everything made is recorded in `<data-dir>/<name>/up.json` as soon as it
@@ -35,7 +36,8 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=50))]
     nodes: u8,
     /// How many of the nodes (the first ones) run `skiff server`; more than one
-    /// needs a shared store: `--server-arg=--store=etcd --server-arg=--etcd-endpoints=...`.
+    /// needs a shared store: embedded etcd (`--server-arg=--cluster-init`), or
+    /// `--server-arg=--store=etcd --server-arg=--etcd-endpoints=...`.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=50))]
     servers: u8,
     #[command(flatten)]
@@ -54,6 +56,8 @@ pub struct UpArgs {
     registry_config: Option<PathBuf>,
     /// A further flag for every `skiff server`, e.g.
     /// `--server-arg=--node-monitor-grace-period=10s` (repeatable).
+    /// `--cluster-init` goes to node 1 only: it makes the cluster (and its embedded
+    /// etcd), the other servers join it, each with an etcd member of its own.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     server_args: Vec<String>,
     /// A further flag for every `skiff agent` (repeatable).
@@ -334,11 +338,11 @@ async fn make(args: &UpArgs, net: Cidr, state: &mut State) -> Result<()> {
         if let Some(r) = &args.registry_config {
             cmd.arg("--registry-config").arg(r);
         }
-        cmd.args(if is_server {
-            &args.server_args
+        if is_server {
+            cmd.args(server_args(&args.server_args, i));
         } else {
-            &args.agent_args
-        });
+            cmd.args(&args.agent_args);
+        }
         let node = spawn_detached(&mut cmd, &dir.join("skiff.log"))?;
         state.nodes.push(node);
         save(c, state)?;
@@ -353,6 +357,25 @@ async fn make(args: &UpArgs, net: Cidr, state: &mut State) -> Result<()> {
     }
     wait_ready(c, args.nodes, state).await
 }
+
+/// Server `i`'s further flags: `--cluster-init` only for node 1, which makes the
+/// cluster; the others join it (`--server`), which that flag would contradict.
+fn server_args(given: &[String], i: u8) -> Vec<&String> {
+    given
+        .iter()
+        .filter(|a| i == 1 || !is_cluster_init(a))
+        .collect()
+}
+
+fn is_cluster_init(arg: &str) -> bool {
+    arg == CLUSTER_INIT
+        || arg
+            .strip_prefix(CLUSTER_INIT)
+            .is_some_and(|v| v.starts_with('='))
+}
+
+/// `skiff server`'s flag for a new cluster with embedded etcd.
+const CLUSTER_INIT: &str = "--cluster-init";
 
 /// Waits until `holder` is in a network namespace of its own (`unshare` makes it
 /// just before it execs): a link moved there earlier would land in ours.
@@ -536,5 +559,21 @@ fn teardown(c: &ClusterRef, state: State) {
     skiff_agent::teardown::unmount_under(&c.dir());
     if let Err(e) = std::fs::remove_dir_all(c.dir()) {
         eprintln!("skiff: could not remove {}: {e}", c.dir().display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_init_goes_to_the_first_server_only() {
+        let given: Vec<String> = ["--cluster-init", "--log=debug", "--cluster-init=true"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(server_args(&given, 1).len(), 3);
+        assert_eq!(server_args(&given, 2), vec!["--log=debug"]);
+        assert!(!is_cluster_init("--cluster-initx"));
     }
 }
