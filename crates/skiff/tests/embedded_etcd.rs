@@ -112,6 +112,13 @@ fn three_servers_with_embedded_etcd_survive_the_loss_of_one() {
     // The first server (the one that made the cluster) dies; its member with it.
     let node1 = c.cluster_dir().join("node1");
     assert_eq!(etcd_pids(&node1).len(), 1, "node 1's etcd is running");
+    // Its command line, to start it again later as `skiff up` did.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", c.node_pid(1))).expect("cmdline");
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
     let _ = Command::new("kill")
         .args(["-KILL", &c.node_pid(1).to_string()])
         .status();
@@ -150,6 +157,32 @@ fn three_servers_with_embedded_etcd_survive_the_loss_of_one() {
     for name in ["made-on-1", "made-on-2", "made-on-3"] {
         assert!(all.contains(name), "{name} missing: {all}\n{}", c.logs());
     }
-    // The dead member is still a member (it may come back), not started now.
+    // The dead member is still a member: the server, started again with the
+    // flags it was made with, restarts it from its data and catches up.
     assert_eq!(members(&c, 2).map(|m| m.len()), Some(3));
+    let log = std::fs::File::create(node1.join("restart.log")).expect("log");
+    let mut again = c.on_node(1, &argv[0]);
+    again
+        .args(&argv[1..])
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log);
+    // Killed on drop, before `skiff down` (dropped after it) removes the rest.
+    let _restarted = support::Background(again.spawn().expect("restart server 1"));
+    let got = eventually(Duration::from_secs(60), || {
+        let out = c.kubectl(&[
+            "--server",
+            &url(1),
+            "get",
+            "configmap",
+            "made-on-3",
+            "-o",
+            "name",
+        ]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    assert_eq!(got.trim(), "configmap/made-on-3");
+    assert_eq!(members(&c, 1), Some(names));
+    assert_eq!(etcd_pids(&node1).len(), 1, "node 1's etcd runs again");
 }
