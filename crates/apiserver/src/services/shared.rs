@@ -72,7 +72,11 @@ pub(super) async fn claim_taken(
         }
         Err(e) => {
             claims::release_slots(&mut state.pools(), taken, &owner.uid);
-            Err(StatusError::internal(e.to_string()))
+            Err(match e {
+                // An unreachable store is 503, as for any other write.
+                ClaimError::Store(e) => crate::objects::store_failure(e),
+                e => StatusError::internal(e.to_string()),
+            })
         }
     }
 }
