@@ -277,6 +277,35 @@ fn kubeconfig_user(text: &str) -> String {
         .unwrap_or_else(|| "node".to_string())
 }
 
+/// The CA certificate `server` serves at `/cacerts` (unverified TLS: nothing is
+/// trusted yet), refused unless its sha256 is `ca_hash`, the hash the token
+/// (`what`, for the message) names.
+pub(crate) async fn fetch_ca(server: &str, ca_hash: &str, what: &str) -> Result<Vec<u8>> {
+    let resp = client(None)?
+        .get(format!("{server}{CACERTS_PATH}"))
+        .send()
+        .await
+        .map_err(|e| unreachable(server, e))?;
+    if !resp.status().is_success() {
+        bail!(
+            "fetching the cluster CA from {server}{CACERTS_PATH}: {} (is --server a skiff server?)",
+            resp.status()
+        );
+    }
+    let ca = resp
+        .bytes()
+        .await
+        .map_err(|e| unreachable(server, e))?
+        .to_vec();
+    let served = skiff_apiserver::authn::ca_hash(&ca);
+    if !served.eq_ignore_ascii_case(ca_hash) {
+        bail!(
+            "the server's CA does not match {what}: token CA hash {ca_hash} != server CA hash {served} (is --server the cluster that made the token?)"
+        );
+    }
+    Ok(ca)
+}
+
 /// Joins the cluster at `server` (`https://host:port`) as `node_name`, whose
 /// agent the API server will reach at `addresses` (its InternalIP among them),
 /// and writes the node's credentials to `data_dir`. Credentials from an earlier
@@ -314,25 +343,7 @@ pub async fn join(
     };
 
     // The server's CA, trusted only if it is the one the token names.
-    let resp = client(None)?
-        .get(format!("{server}{CACERTS_PATH}"))
-        .send()
-        .await
-        .map_err(|e| unreachable(server, e))?;
-    if !resp.status().is_success() {
-        bail!(
-            "fetching the cluster CA from {server}{CACERTS_PATH}: {} (is --server a skiff server?)",
-            resp.status()
-        );
-    }
-    let ca = resp.bytes().await.map_err(|e| unreachable(server, e))?;
-    if !token.matches_ca(&ca) {
-        bail!(
-            "the server's CA does not match the join token (--token): token CA hash {} != server CA hash {} (is --server the cluster that made the token?)",
-            token.ca_hash,
-            skiff_apiserver::authn::ca_hash(&ca)
-        );
-    }
+    let ca = fetch_ca(server, &token.ca_hash, "the join token (--token)").await?;
 
     // The serving key stays here; the server signs a certificate for it.
     let key = rcgen::KeyPair::generate().context("making the serving key")?;
@@ -380,7 +391,7 @@ pub async fn join(
         400 | 422 => bail!("the server refused to join this node ({status}): {}", status_message(&body)),
         _ => bail!("joining failed ({status}): {}", status_message(&body)),
     };
-    if joined.ca_cert.as_bytes() != ca.as_ref() {
+    if joined.ca_cert.as_bytes() != ca.as_slice() {
         bail!("the server answered the join with another CA than it serves at {CACERTS_PATH}");
     }
     let ca = String::from_utf8_lossy(&ca).into_owned();

@@ -50,25 +50,7 @@ pub async fn fetch(args: &ServerJoinArgs) -> Result<Option<Bootstrap>> {
     })?;
     let token = ServerToken::parse(token).map_err(|e| anyhow!("invalid --token: {e}"))?;
 
-    let resp = client(None)?
-        .get(format!("{server}{CACERTS_PATH}"))
-        .send()
-        .await
-        .map_err(|e| unreachable(server, e))?;
-    if !resp.status().is_success() {
-        bail!(
-            "fetching the cluster CA from {server}{CACERTS_PATH}: {} (is --server a skiff server?)",
-            resp.status()
-        );
-    }
-    let ca = resp.bytes().await.map_err(|e| unreachable(server, e))?;
-    if !token.matches_ca(&ca) {
-        bail!(
-            "the server's CA does not match --token: token CA hash {} != server CA hash {} (is --server the cluster that made the token?)",
-            token.ca_hash,
-            skiff_apiserver::authn::ca_hash(&ca)
-        );
-    }
+    let ca = crate::join::fetch_ca(server, &token.ca_hash, "--token").await?;
     let resp = client(Some(&ca))?
         .get(format!("{server}{BOOTSTRAP_PATH}"))
         .bearer_auth(token.bearer())
@@ -83,7 +65,7 @@ pub async fn fetch(args: &ServerJoinArgs) -> Result<Option<Bootstrap>> {
         401 => bail!("the server refused --token (401 Unauthorized): use the server token from its <data-dir>/server-token"),
         _ => bail!("fetching the cluster's bootstrap data failed ({status}): {}", status_message(&body)),
     };
-    if bootstrap.ca_cert.as_bytes() != ca.as_ref() {
+    if bootstrap.ca_cert.as_bytes() != ca.as_slice() {
         bail!("the server answered with another CA than it serves at {CACERTS_PATH}");
     }
     tracing::info!(%server, embedded_etcd = bootstrap.embedded_etcd, "fetched the cluster's bootstrap data");
