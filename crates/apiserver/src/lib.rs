@@ -7,6 +7,7 @@
 //! [`strategy`] is what the server does to an object before storing it.
 
 pub mod authn;
+pub mod authz;
 pub mod body;
 pub mod convert;
 pub mod delete;
