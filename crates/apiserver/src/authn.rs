@@ -11,12 +11,18 @@
 //! - a node token `skiff-node.<node>.<secret>`, issued by the join endpoint
 //!   ([`crate::join`]) and stored hashed (sha256) in the Secret
 //!   `kube-system/skiff-node-credential-<node>`: user `system:node:<node>`, group
-//!   `system:nodes`. Deleting that Secret revokes the node.
+//!   `system:nodes`. Deleting that Secret revokes the node;
+//! - a service-account token (an ES256 JWT, [`crate::serviceaccount`]), valid
+//!   while the objects it is bound to exist: user
+//!   `system:serviceaccount:<ns>:<name>`, groups `system:serviceaccounts` and
+//!   `system:serviceaccounts:<ns>`.
 //!
 //! Every authenticated user is also in `system:authenticated`, as upstream adds.
 //! Bootstrap and node tokens name their Secret, so checking one is one store
 //! read by key, never a scan. It is a read per request, though: a cache in front
 //! of it is for issue #18 (many API servers, performance).
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
@@ -31,6 +37,7 @@ pub const MASTERS: &str = "system:masters";
 pub const AUTHENTICATED: &str = "system:authenticated";
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
 pub const NODES: &str = "system:nodes";
+pub const SERVICE_ACCOUNTS: &str = "system:serviceaccounts";
 
 /// Upstream's names for bootstrap token Secrets and their keys.
 pub const BOOTSTRAP_TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
@@ -60,6 +67,10 @@ pub const NAMESPACE: &str = "kube-system";
 pub struct User {
     pub name: String,
     pub groups: Vec<String>,
+    /// Set for service accounts (the ServiceAccount's uid), as upstream.
+    pub uid: String,
+    /// Upstream's `user.extra` (a service account's pod and node, its token's id).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl User {
@@ -71,6 +82,8 @@ impl User {
         Self {
             name: name.into(),
             groups,
+            uid: String::new(),
+            extra: BTreeMap::new(),
         }
     }
 
@@ -80,6 +93,23 @@ impl User {
 
     pub fn node(name: &str) -> Self {
         Self::new(format!("system:node:{name}"), &[NODES])
+    }
+
+    /// `system:serviceaccount:<ns>:<name>` in upstream's service-account groups.
+    pub fn service_account(
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        extra: BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        let ns_group = format!("{SERVICE_ACCOUNTS}:{namespace}");
+        let mut u = Self::new(
+            crate::serviceaccount::bound::service_account_user(namespace, name),
+            &[SERVICE_ACCOUNTS, &ns_group],
+        );
+        u.uid = uid.to_string();
+        u.extra = extra;
+        u
     }
 
     pub fn in_group(&self, group: &str) -> bool {
@@ -500,6 +530,12 @@ pub async fn authenticate(api: &Api, headers: &HeaderMap) -> Result<User, Status
             return Err(refused("no bootstrap token Secret (deleted)"));
         };
         return bootstrap_user(&secret, &token, Utc::now()).map_err(refused);
+    }
+    if crate::serviceaccount::jwt::looks_like_jwt(given) {
+        return match crate::serviceaccount::bound::authenticate(api, given, None).await? {
+            Ok(a) => Ok(a.user),
+            Err(why) => Err(refused(&why)),
+        };
     }
     Err(StatusError::unauthorized())
 }

@@ -3,7 +3,7 @@
 
 use http::HeaderMap;
 use serde_json::{json, Value};
-use skiff_api::registry::{self, Resource, RESOURCES};
+use skiff_api::registry::{self, Resource};
 use skiff_api::StatusError;
 
 use crate::request::DiscoveryPath;
@@ -58,15 +58,39 @@ fn subresources(
         out.push(("binding", "Binding", "", "v1", &["create"][..]));
         out.push(("eviction", "Eviction", "policy", "v1", &["create"][..]));
     }
+    if (r.group, r.plural) == ("", "serviceaccounts") {
+        out.push(crate::serviceaccount::discovery::TOKEN_SUBRESOURCE);
+    }
     if (r.group, r.plural) == ("", "namespaces") {
         out.push(("finalize", "Namespace", "", "v1", &["update"][..]));
     }
     out
 }
 
+/// The registry's groups, then those served outside it (not stored).
+fn groups() -> Vec<&'static str> {
+    let mut out = registry::groups();
+    for r in crate::serviceaccount::discovery::RESOURCES {
+        if !out.contains(&r.group) {
+            out.push(r.group);
+        }
+    }
+    out
+}
+
+/// The registry's resources of a group version and those served outside it.
+fn resources_in<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static Resource> + 'a {
+    let extra = crate::serviceaccount::discovery::RESOURCES.iter().copied();
+    registry::resources_in(group, version)
+        .chain(extra.filter(move |r| r.group == group && r.version == version))
+}
+
 fn legacy_resources(group: &str, version: &str) -> Value {
     let mut list = Vec::new();
-    for r in registry::resources_in(group, version) {
+    for r in resources_in(group, version) {
         let mut e = json!({
             "name": r.plural,
             "singularName": r.singular,
@@ -110,7 +134,7 @@ fn group_doc(group: &str) -> Value {
 }
 
 fn aggregated_versions(group: &str) -> Value {
-    let resources: Vec<Value> = registry::resources_in(group, "v1")
+    let resources: Vec<Value> = resources_in(group, "v1")
         .map(|r| {
             let subs: Vec<Value> = subresources(r)
                 .into_iter()
@@ -144,7 +168,7 @@ fn aggregated(core: bool) -> Value {
     let items: Vec<Value> = if core {
         vec![json!({"metadata": {"creationTimestamp": null}, "versions": aggregated_versions("")})]
     } else {
-        registry::groups()
+        groups()
             .into_iter()
             .map(|g| json!({"metadata": {"name": g, "creationTimestamp": null}, "versions": aggregated_versions(g)}))
             .collect()
@@ -169,19 +193,17 @@ pub fn serve(
         )),
         DiscoveryPath::Groups => Ok((
             json!({"kind": "APIGroupList", "apiVersion": "v1",
-                   "groups": registry::groups().into_iter().map(group_doc).collect::<Vec<_>>()}),
+                   "groups": groups().into_iter().map(group_doc).collect::<Vec<_>>()}),
             false,
         )),
-        DiscoveryPath::Group(g) if registry::groups().contains(&g.as_str()) => {
+        DiscoveryPath::Group(g) if groups().contains(&g.as_str()) => {
             let mut d = group_doc(g);
             d["kind"] = json!("APIGroup");
             d["apiVersion"] = json!("v1");
             Ok((d, false))
         }
         DiscoveryPath::Resources { group, version }
-            if RESOURCES
-                .iter()
-                .any(|r| r.group == group && r.version == version) =>
+            if resources_in(group, version).next().is_some() =>
         {
             Ok((legacy_resources(group, version), false))
         }
@@ -239,5 +261,33 @@ mod tests {
             .unwrap()
             .clone();
         assert_eq!(scale["group"], "autoscaling");
+    }
+
+    #[test]
+    fn token_requests_and_reviews_are_discovered_as_upstream() {
+        let core = legacy_resources("", "v1");
+        let token = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "serviceaccounts/token")
+            .unwrap()
+            .clone();
+        assert_eq!(token["kind"], "TokenRequest");
+        assert_eq!(token["group"], "authentication.k8s.io");
+        assert!(groups().contains(&"authentication.k8s.io"));
+        let agg = aggregated(false);
+        let authn = agg["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "authentication.k8s.io")
+            .unwrap()
+            .clone();
+        let r = &authn["versions"][0]["resources"];
+        assert_eq!(r[0]["resource"], "selfsubjectreviews");
+        assert_eq!(r[1]["resource"], "tokenreviews");
+        assert_eq!(r[1]["scope"], "Cluster");
+        assert_eq!(r[1]["verbs"], json!(["create"]));
     }
 }

@@ -30,6 +30,7 @@ pub mod response;
 pub mod rest;
 pub mod server;
 pub mod server_join;
+pub mod serviceaccount;
 pub mod services;
 pub mod strategy;
 pub mod watch;

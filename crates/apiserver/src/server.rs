@@ -85,6 +85,8 @@ pub struct Api {
     pub admission: AdmissionSettings,
     /// The data directory: what a joining server is handed comes from its files.
     pub data_dir: PathBuf,
+    /// Signs and verifies service-account tokens (`<data-dir>/sa.key`).
+    pub service_account_keys: crate::serviceaccount::Keys,
 }
 
 /// A started API server.
@@ -212,6 +214,11 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
             return response::error(&e);
         }
     }
+    // TokenReview, SelfSubjectReview and the OIDC documents: not stored resources.
+    if let Some(route) = crate::serviceaccount::route(&path) {
+        let (method, headers) = (&parts.method, &parts.headers);
+        return crate::serviceaccount::serve(&api, &user, route, method, headers, body).await;
+    }
     if path == "/metrics" {
         return text(200, api.metrics.render());
     }
@@ -305,8 +312,11 @@ async fn resource_request(
         ("GET", false) if q.flag("watch") => "watch",
         ("GET", false) => "list",
         ("POST", false) => "create",
-        // A subresource created on an object (pods/<name>/eviction).
-        ("POST", true) if t.subresource.as_deref() == Some("eviction") => "create",
+        // A subresource created on an object (pods/<name>/eviction,
+        // serviceaccounts/<name>/token).
+        ("POST", true) if matches!(t.subresource.as_deref(), Some("eviction" | "token")) => {
+            "create"
+        }
         ("PUT", true) => "update",
         ("PATCH", true) => "patch",
         ("DELETE", true) => "delete",
@@ -334,6 +344,7 @@ async fn run_verb(
             "scale" => t.resource.scale,
             "finalize" => t.resource.kind == "Namespace",
             "eviction" => t.resource.kind == "Pod" && verb == "create",
+            "token" => t.resource.kind == "ServiceAccount" && verb == "create",
             _ => false,
         };
         if !known {
@@ -348,6 +359,10 @@ async fn run_verb(
         "create" if t.subresource.as_deref() == Some("eviction") => {
             let bytes = body::read(body).await?;
             crate::eviction::evict(api, t, q, headers, &bytes).await
+        }
+        "create" if t.subresource.as_deref() == Some("token") => {
+            let bytes = body::read(body).await?;
+            crate::serviceaccount::token_request::create(api, t, headers, &bytes).await
         }
         "create" => {
             let bytes = body::read(body).await?;
@@ -525,6 +540,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         services: crate::services::State::new(&config.services),
         admission: config.admission,
         data_dir: config.data_dir.clone(),
+        service_account_keys: crate::serviceaccount::Keys::ensure(&config.data_dir)?,
     });
     crate::services::load(&api)
         .await
