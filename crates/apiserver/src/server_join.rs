@@ -22,6 +22,7 @@ use skiff_api::StatusError;
 
 use crate::authn::{ca_hash, ct_eq, JOIN_TOKEN_PREFIX};
 use crate::join::NODE_TOKEN_FILE;
+use crate::serviceaccount::keys::SA_KEY;
 use crate::{pki, response};
 
 pub const BOOTSTRAP_PATH: &str = "/skiff/v1/server-bootstrap";
@@ -138,6 +139,10 @@ pub struct Bootstrap {
     /// The client URLs of that member, where the joining server asks to be added.
     #[serde(default)]
     pub etcd_client_urls: Vec<String>,
+    /// The key service-account tokens are signed with (PEM): a token one server
+    /// issued must verify on every other.
+    #[serde(default)]
+    pub service_account_key: Option<String>,
 }
 
 impl Bootstrap {
@@ -168,6 +173,7 @@ impl Bootstrap {
             node_token: optional(NODE_TOKEN_FILE),
             embedded_etcd: etcd_urls.is_some(),
             etcd_client_urls: etcd_urls.unwrap_or_default(),
+            service_account_key: optional(SA_KEY),
         })
     }
 
@@ -197,6 +203,9 @@ impl Bootstrap {
         }
         if let Some(t) = &self.node_token {
             pki::write_private(&data_dir.join(NODE_TOKEN_FILE), &format!("{t}\n"))?;
+        }
+        if let Some(k) = &self.service_account_key {
+            pki::write_private(&data_dir.join(SA_KEY), &format!("{k}\n"))?;
         }
         Ok(())
     }
@@ -308,8 +317,11 @@ mod tests {
             node_token: None,
             embedded_etcd: false,
             etcd_client_urls: vec![],
+            service_account_key: Some("SA KEY".into()),
         };
         b.write(dir.path()).expect("fresh dir");
+        let key = std::fs::read_to_string(dir.path().join(SA_KEY)).expect("sa.key");
+        assert_eq!(key.trim(), "SA KEY");
         b.write(dir.path()).expect("same cluster again");
         let other = Bootstrap {
             ca_cert: "CA two".into(),

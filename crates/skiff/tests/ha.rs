@@ -168,6 +168,21 @@ fn two_servers_lose_the_etcd_leader_and_the_leading_server_mid_write() {
         let nodes = c.k(&["--server", &url(i), "get", "nodes", "-o", "name"]);
         assert_eq!(nodes.lines().count(), 3, "through server {i}: {nodes}");
     }
+    // A service-account token issued by one server is good on the other (they
+    // share the signing key).
+    c.k(&["create", "serviceaccount", "ha"]);
+    let token = c.k(&["--server", &url(1), "create", "token", "ha"]);
+    let who = c.k(&[
+        "--server",
+        &url(2),
+        "--token",
+        token.trim(),
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert_eq!(who.trim(), "system:serviceaccount:default:ha");
     c.k(&[
         "create",
         "deployment",
