@@ -56,8 +56,32 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// SIGKILLs, by PID, every process still inside the namespace: all of them were
+    /// started by this benchmark's inner run (etcd members, say), and a namespace that
+    /// is deleted with processes in it lives on, unnamed, until they exit.
+    fn kill_leftovers(&self) {
+        let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        else {
+            return;
+        };
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if pid.parse::<u32>().is_ok() {
+                eprintln!(
+                    "killing process {pid} left in network namespace {}",
+                    self.name
+                );
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
+        self.kill_leftovers();
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             eprintln!(
                 "warning: could not delete network namespace {}: {e:#}",

@@ -39,52 +39,58 @@ impl Table {
     /// A Markdown table padded to line up in a terminal too, so what is printed and
     /// what is recorded are the same text.
     pub fn markdown(&self) -> String {
-        let cells: Vec<[&str; 4]> = std::iter::once([
-            self.header[0].as_str(),
-            &self.header[1],
-            &self.header[2],
-            &self.header[3],
-        ])
-        .chain(
-            self.rows
-                .iter()
-                .map(|r| [r.what.as_str(), &r.skiff, &r.floor, &r.ratio]),
-        )
-        .collect();
-        let mut width = [0usize; 4];
-        for row in &cells {
-            for (w, c) in width.iter_mut().zip(row) {
-                *w = (*w).max(c.chars().count());
+        let cells: Vec<Vec<String>> = std::iter::once(self.header.to_vec())
+            .chain(self.rows.iter().map(|r| {
+                vec![
+                    r.what.clone(),
+                    r.skiff.clone(),
+                    r.floor.clone(),
+                    r.ratio.clone(),
+                ]
+            }))
+            .collect();
+        grid(&cells)
+    }
+}
+
+/// A Markdown table of any width from `rows` (the first is the header), padded to line
+/// up in a terminal; the first column left-aligned, figures right-aligned.
+pub fn grid(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut width = vec![0usize; columns];
+    for row in rows {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        out.push('|');
+        for (col, w) in width.iter().enumerate() {
+            let c = row.get(col).map_or("", String::as_str);
+            let pad = w - c.chars().count();
+            // Figures are right-aligned so their magnitudes line up.
+            if col == 0 {
+                out.push_str(&format!(" {c}{} |", " ".repeat(pad)));
+            } else {
+                out.push_str(&format!(" {}{c} |", " ".repeat(pad)));
             }
         }
-        let mut out = String::new();
-        for (i, row) in cells.iter().enumerate() {
+        out.push('\n');
+        if i == 0 {
             out.push('|');
-            for (col, (w, c)) in width.iter().zip(row).enumerate() {
-                let pad = w - c.chars().count();
-                // Figures are right-aligned so their magnitudes line up.
+            for (col, w) in width.iter().enumerate() {
+                let dashes = "-".repeat((*w).max(1));
                 if col == 0 {
-                    out.push_str(&format!(" {c}{} |", " ".repeat(pad)));
+                    out.push_str(&format!(" {dashes} |"));
                 } else {
-                    out.push_str(&format!(" {}{c} |", " ".repeat(pad)));
+                    out.push_str(&format!(" {}: |", &dashes[1..]));
                 }
             }
             out.push('\n');
-            if i == 0 {
-                out.push('|');
-                for (col, w) in width.iter().enumerate() {
-                    let dashes = "-".repeat(*w);
-                    if col == 0 {
-                        out.push_str(&format!(" {dashes} |"));
-                    } else {
-                        out.push_str(&format!(" {}: |", &dashes[1..]));
-                    }
-                }
-                out.push('\n');
-            }
         }
-        out
     }
+    out
 }
 
 const PREAMBLE: &str = "# Benchmarks\n\n\

@@ -5,8 +5,15 @@
 //! The binary first re-executes itself inside a network namespace it creates (see
 //! `skiff_bench::netns`); the inner run starts the API server in-process on
 //! 127.0.0.1 in that namespace, on a fresh SQLite store in a temp dir.
+//!
+//! With `--backends ...,etcd` (the default) it runs the backend comparison instead
+//! (`compare.rs`): the API server on SQLite and on a 3-member etcd it starts in the
+//! same namespace (`etcd.rs`), beside raw etcd-client transactions.
 
+mod compare;
 mod cpu;
+mod etcd;
+mod nscache;
 mod reads;
 mod watch;
 mod writes;
@@ -62,6 +69,19 @@ struct Args {
     /// Full lists timed; 5x as many single pages, and as many page-by-page walks.
     #[arg(long, default_value_t = 10)]
     lists: usize,
+    /// Stores to run the API server on. `sqlite` alone: the full suite against the raw
+    /// SQLite store. With `etcd`: the backend comparison (creates and gets on each,
+    /// beside the etcd backend alone and raw etcd-client transactions on a 3-member
+    /// etcd this run starts), recorded in its own section.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,etcd")]
+    backends: Vec<StoreKind>,
+    /// ConfigMaps created on each side of the backend comparison.
+    #[arg(long, default_value_t = 10_000)]
+    configmaps: usize,
+    /// Experiment: answer the etcd server's reads of the bench namespace from memory
+    /// (as a cached namespace check would), to measure what that check costs.
+    #[arg(long)]
+    experiment_cached_namespace: bool,
     /// Speak keep-alive HTTP/1.1 instead of HTTP/2.
     #[arg(long)]
     http1: bool,
@@ -76,7 +96,44 @@ struct Args {
     inner: Option<String>,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum StoreKind {
+    Sqlite,
+    Etcd,
+}
+
 impl Args {
+    fn comparison(&self) -> bool {
+        self.backends.contains(&StoreKind::Etcd)
+    }
+
+    /// The backend comparison's plan and its reproducing command.
+    fn plan(&self) -> compare::Plan {
+        let sqlite = self.backends.contains(&StoreKind::Sqlite);
+        compare::Plan {
+            sqlite,
+            clients: self.clients,
+            configmaps: self.configmaps,
+            gets: self.gets,
+            proto: self.proto(),
+            command: format!(
+                "cargo run --release -p skiff-bench --bin api -- --backends {} --clients {} \
+                 --configmaps {} --gets {}{}{}",
+                if sqlite { "sqlite,etcd" } else { "etcd" },
+                self.clients,
+                self.configmaps,
+                self.gets,
+                if self.http1 { " --http1" } else { "" },
+                if self.experiment_cached_namespace {
+                    " --experiment-cached-namespace"
+                } else {
+                    ""
+                }
+            ),
+            cached_namespace: self.experiment_cached_namespace,
+        }
+    }
+
     fn proto(&self) -> Proto {
         if self.http1 {
             Proto::Http1
@@ -88,8 +145,8 @@ impl Args {
     /// The command that reproduces this run, every size spelled out.
     fn command_line(&self) -> String {
         format!(
-            "cargo run --release -p skiff-bench --bin api -- --services {} --watchers {} \
-             --changes {} --clients {} --gets {} --lists {}{}",
+            "cargo run --release -p skiff-bench --bin api -- --backends sqlite --services {} \
+             --watchers {} --changes {} --clients {} --gets {} --lists {}{}",
             self.services,
             self.watchers,
             self.changes,
@@ -115,6 +172,14 @@ fn main() -> ExitCode {
 
 fn inner(ns: &str, args: &Args) -> Result<()> {
     netns::verify_inside(ns)?;
+    if args.comparison() {
+        anyhow::ensure!(
+            args.configmaps > 0 && args.clients > 0,
+            "--configmaps and --clients must be positive"
+        );
+        let docs = (!args.no_docs).then_some(args.docs.as_path());
+        return compare::run(ns, &args.plan(), docs);
+    }
     anyhow::ensure!(
         args.services > 0 && args.clients > 0 && args.lists > 0,
         "--services, --clients and --lists must be positive"
@@ -131,19 +196,8 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
     let client_rt = runtime(cpu::CLIENT, None)?;
 
     let store = Arc::new(SqliteBackend::open(data_dir.join("state.db"))?);
-    let config = skiff_apiserver::Config {
-        listen: ([127, 0, 0, 1], 0).into(),
-        data_dir: data_dir.clone(),
-        // Compaction would add unrelated writes mid-measurement.
-        compact_interval: Duration::from_secs(24 * 3600),
-        compact_keep: i64::MAX / 2,
-        // The defaults `skiff server` uses (a /12 of ClusterIPs: room for every Service).
-        services: Default::default(),
-        admission: Default::default(),
-        tls_sans: Vec::new(),
-    };
     let backend: Arc<dyn Backend> = store.clone();
-    let running = server_rt.block_on(skiff_apiserver::start(config, backend))?;
+    let running = server_rt.block_on(skiff_apiserver::start(server_config(&data_dir), backend))?;
     let stopper = running.stopper();
     let server = Server::new(running.addr, &data_dir)?;
     eprintln!("API server at {} (inside netns {ns})", running.url);
@@ -168,6 +222,21 @@ fn inner(ns: &str, args: &Args) -> Result<()> {
     }
     drop(dir);
     Ok(())
+}
+
+/// The API server's configuration (any store): on 127.0.0.1, a free port.
+pub fn server_config(data_dir: &std::path::Path) -> skiff_apiserver::Config {
+    skiff_apiserver::Config {
+        listen: ([127, 0, 0, 1], 0).into(),
+        data_dir: data_dir.to_path_buf(),
+        // Compaction would add unrelated writes mid-measurement.
+        compact_interval: Duration::from_secs(24 * 3600),
+        compact_keep: i64::MAX / 2,
+        // The defaults `skiff server` uses (a /12 of ClusterIPs: room for every Service).
+        services: Default::default(),
+        admission: Default::default(),
+        tls_sans: Vec::new(),
+    }
 }
 
 /// The ratio column: skiff's figure divided by the floor's.

@@ -26,6 +26,13 @@ pub struct Creates {
 }
 
 impl Creates {
+    /// Counts one round of `count` creates that took `elapsed` (latencies apart).
+    pub fn add_round(&mut self, count: usize, elapsed: Duration) {
+        self.elapsed += elapsed;
+        self.count += count;
+        self.round_rates.push(count as f64 / elapsed.as_secs_f64());
+    }
+
     pub fn rate(&self) -> f64 {
         self.count as f64 / self.elapsed.as_secs_f64()
     }
@@ -98,20 +105,35 @@ pub struct ApiCreator {
 
 impl ApiCreator {
     pub async fn connect(server: &Server, proto: Proto, clients: usize) -> Result<Self> {
+        let path = format!("/api/v1/namespaces/{NAMESPACE}/services");
+        Self::connect_to(server, proto, clients, path).await
+    }
+
+    /// Creators that POST to the collection at `path`.
+    pub async fn connect_to(
+        server: &Server,
+        proto: Proto,
+        clients: usize,
+        path: String,
+    ) -> Result<Self> {
         let mut conns = Vec::with_capacity(clients);
         for _ in 0..clients.max(1) {
             conns.push(server.connect(proto).await?);
         }
-        Ok(ApiCreator {
-            conns,
-            path: format!("/api/v1/namespaces/{NAMESPACE}/services"),
-        })
+        Ok(ApiCreator { conns, path })
     }
 
     /// Creates the Services numbered `range`, adding to `total`.
     pub async fn create(&mut self, range: Range<usize>, total: &mut Creates) -> Result<()> {
         // Bodies are made up front so the clock measures the server, not serde_json.
-        let bodies: Arc<Vec<Bytes>> = Arc::new(range.clone().map(service).collect());
+        self.create_bodies(range.map(service).collect(), total)
+            .await
+    }
+
+    /// POSTs every one of `bodies` (one round), adding to `total`.
+    pub async fn create_bodies(&mut self, bodies: Vec<Bytes>, total: &mut Creates) -> Result<()> {
+        let count = bodies.len();
+        let bodies = Arc::new(bodies);
         let next = Arc::new(AtomicUsize::new(0));
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(self.conns.len());
@@ -142,11 +164,7 @@ impl ApiCreator {
             total.latency.extend(latency);
         }
         let elapsed = started.elapsed();
-        total.elapsed += elapsed;
-        total.count += range.len();
-        total
-            .round_rates
-            .push(range.len() as f64 / elapsed.as_secs_f64());
+        total.add_round(count, elapsed);
         Ok(())
     }
 }
@@ -161,8 +179,19 @@ pub async fn raw(
     threads: usize,
     total: &mut Creates,
 ) -> Result<()> {
+    direct(store, value, range.map(key).collect(), threads, total).await
+}
+
+/// `Backend::create` of `value` at each of `keys` (one round) on `threads` threads,
+/// adding to `total`: the raw-store floor, or a store's own cost without the API.
+pub async fn direct(
+    store: Arc<dyn Backend>,
+    value: Bytes,
+    keys: Vec<String>,
+    threads: usize,
+    total: &mut Creates,
+) -> Result<()> {
     let (elapsed, latency) = tokio::task::spawn_blocking(move || {
-        let keys: Vec<String> = range.map(key).collect();
         let next = AtomicUsize::new(0);
         let all = Mutex::new(Samples::with_capacity(keys.len()));
         let started = Instant::now();
@@ -198,11 +227,7 @@ pub async fn raw(
         Ok::<_, anyhow::Error>((elapsed, latency))
     })
     .await??;
-    total
-        .round_rates
-        .push(latency.len() as f64 / elapsed.as_secs_f64());
-    total.count += latency.len();
-    total.elapsed += elapsed;
+    total.add_round(latency.len(), elapsed);
     total.latency.extend(latency);
     Ok(())
 }
