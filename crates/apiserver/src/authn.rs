@@ -1,5 +1,5 @@
-//! Who a request comes from, and (until RBAC, issue #17) the little that decides
-//! what they may do.
+//! Who a request comes from, and who may join a node. What they may do with
+//! the API is [`crate::authz::policy`]'s to decide (RBAC, issue #17).
 //!
 //! A bearer token is one of:
 //! - the admin token (`<data-dir>/admin.token`): user `admin`, group `system:masters`;
@@ -624,14 +624,13 @@ pub fn forbidden(user: &User, action: &Action<'_>) -> StatusError {
     }
 }
 
-/// What a user may do until RBAC and the Node authorizer arrive (issue #17):
-/// a bootstrap token may only join a node; `system:masters` may join too;
-/// everyone else (admin, nodes) may use the whole API except the join.
+/// Who may join a node (`POST /skiff/v1/join`, not an API path RBAC knows):
+/// bootstrap tokens and `system:masters`. For the API, a bootstrap token may
+/// do nothing here either; everyone else is for [`crate::authz::policy`]
+/// (nodes keep the whole API until the Node authorizer exists, see there).
 pub fn authorize(user: &User, action: &Action<'_>) -> Result<(), StatusError> {
     let allowed = match action {
         Action::Join => user.in_group(BOOTSTRAPPERS) || user.in_group(MASTERS),
-        // TODO(#17): nodes get the whole API for now; the Node authorizer and
-        // NodeRestriction will limit them to their own Node, Lease and pods.
         _ => !user.in_group(BOOTSTRAPPERS),
     };
     if allowed {

@@ -67,10 +67,18 @@ fn subresources(
     out
 }
 
+/// Resources served outside the registry (reviews: created, never stored).
+fn unstored() -> impl Iterator<Item = &'static Resource> {
+    crate::serviceaccount::discovery::RESOURCES
+        .iter()
+        .chain(crate::authz::access_review::RESOURCES)
+        .copied()
+}
+
 /// The registry's groups, then those served outside it (not stored).
 fn groups() -> Vec<&'static str> {
     let mut out = registry::groups();
-    for r in crate::serviceaccount::discovery::RESOURCES {
+    for r in unstored() {
         if !out.contains(&r.group) {
             out.push(r.group);
         }
@@ -83,9 +91,8 @@ fn resources_in<'a>(
     group: &'a str,
     version: &'a str,
 ) -> impl Iterator<Item = &'static Resource> + 'a {
-    let extra = crate::serviceaccount::discovery::RESOURCES.iter().copied();
     registry::resources_in(group, version)
-        .chain(extra.filter(move |r| r.group == group && r.version == version))
+        .chain(unstored().filter(move |r| r.group == group && r.version == version))
 }
 
 fn legacy_resources(group: &str, version: &str) -> Value {
@@ -289,5 +296,27 @@ mod tests {
         assert_eq!(r[1]["resource"], "tokenreviews");
         assert_eq!(r[1]["scope"], "Cluster");
         assert_eq!(r[1]["verbs"], json!(["create"]));
+    }
+
+    #[test]
+    fn access_reviews_are_discovered_as_upstream() {
+        let doc = legacy_resources("authorization.k8s.io", "v1");
+        let names: Vec<&str> = doc["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "localsubjectaccessreviews",
+                "selfsubjectaccessreviews",
+                "selfsubjectrulesreviews",
+                "subjectaccessreviews"
+            ]
+        );
+        assert_eq!(doc["resources"][0]["namespaced"], true);
+        assert!(groups().contains(&"authorization.k8s.io"));
     }
 }

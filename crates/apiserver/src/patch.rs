@@ -21,6 +21,11 @@ fn patch_error(e: skiff_patch::Error) -> StatusError {
     StatusError::unprocessable(e.to_string())
 }
 
+/// A check of the object a patch would write, run on every attempt before
+/// the write (escalation prevention on RBAC objects: the result, not the
+/// patch, is what may or may not grant too much).
+pub type Check<'a> = &'a (dyn Fn(&Value) -> Result<()> + Sync);
+
 /// Applies a PATCH request; returns the HTTP code (201 when apply created) and object.
 pub async fn patch(
     api: &Api,
@@ -28,6 +33,18 @@ pub async fn patch(
     q: &Query,
     headers: &HeaderMap,
     bytes: &[u8],
+) -> Result<(u16, Value)> {
+    patch_checked(api, t, q, headers, bytes, &|_| Ok(())).await
+}
+
+/// [`patch`], refused when `check` refuses the object it would write.
+pub async fn patch_checked(
+    api: &Api,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    bytes: &[u8],
+    check: Check<'_>,
 ) -> Result<(u16, Value)> {
     let media = body::content_type(headers);
     if !ACCEPTED.contains(&media.as_str()) {
@@ -46,7 +63,7 @@ pub async fn patch(
             )
         })?;
         opts.field_manager = None; // apply records its own ownership
-        return apply(api, t, &opts, patch, &manager, q.flag("force"), &gk).await;
+        return apply(api, t, &opts, patch, &manager, q.flag("force"), check).await;
     }
     let scale = t.subresource.as_deref() == Some("scale");
     let f = |cur: &Value| -> Result<Value> {
@@ -85,6 +102,7 @@ pub async fn patch(
             }
             out = obj;
         }
+        check(&out)?;
         Ok(out)
     };
     let obj = rest::patch_with(api, t, &opts, f).await?;
@@ -99,8 +117,12 @@ async fn apply(
     applied: Value,
     manager: &str,
     force: bool,
-    gk: &GroupKind,
+    check: Check<'_>,
 ) -> Result<(u16, Value)> {
+    let gk = &GroupKind {
+        group: t.resource.group.to_string(),
+        kind: t.resource.kind.to_string(),
+    };
     let (applied, _warnings) = body::check_object(t.resource, applied, opts.validation, &[])?;
     let name = t.name.clone().unwrap_or_default();
     if rest::name_of(&applied).is_some_and(|n| n != name) {
@@ -137,6 +159,7 @@ async fn apply(
         }
         let merged = skiff_patch::apply::apply(live.as_ref(), &applied, manager, force, gk, &now)
             .map_err(|e| apply_error(t, &name, e))?;
+        check(&merged)?;
         let lost = match live {
             None => {
                 let mut obj = merged;

@@ -2,8 +2,11 @@
 //! bootstrap policy creates at start (`cluster-admin`, `admin`, `edit`,
 //! `view`, the discovery roles and the `aggregate-to-*` roles), so clients,
 //! charts and `kubectl create rolebinding --clusterrole=view` find them,
-//! whether or not RBAC is enforced. Missing ones are created; existing ones
-//! are left as they are (an operator may have changed them).
+//! and RBAC grants what upstream's defaults grant. Missing ones are
+//! created; existing ones that still say
+//! `rbac.authorization.kubernetes.io/autoupdate: "true"` get the rules (or
+//! subjects) a newer default adds, as upstream's reconciliation adds them,
+//! and keep whatever an operator added; one set to `"false"` is left alone.
 
 use std::collections::BTreeMap;
 
@@ -89,10 +92,30 @@ fn roles() -> Vec<Role> {
         ),
         plain(
             "system:basic-user",
-            vec![rule(
-                &["create"],
-                &["authorization.k8s.io"],
-                &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+            vec![
+                rule(
+                    &["create"],
+                    &["authorization.k8s.io"],
+                    &["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                ),
+                rule(
+                    &["create"],
+                    &["authentication.k8s.io"],
+                    &["selfsubjectreviews"],
+                ),
+            ],
+        ),
+        // What a workload needs to verify service-account tokens itself.
+        plain(
+            "system:service-account-issuer-discovery",
+            vec![url_rule(
+                &["get"],
+                &[
+                    "/.well-known/openid-configuration",
+                    "/.well-known/openid-configuration/",
+                    "/openid/v1/jwks",
+                    "/openid/v1/jwks/",
+                ],
             )],
         ),
         plain(
@@ -359,13 +382,17 @@ pub fn cluster_roles() -> Vec<Value> {
 
 /// The default ClusterRoleBindings, as objects.
 pub fn cluster_role_bindings() -> Vec<Value> {
-    let bindings: [(&str, &[&str]); 4] = [
+    let bindings: [(&str, &[&str]); 5] = [
         ("cluster-admin", &["system:masters"]),
         ("system:discovery", &["system:authenticated"]),
         ("system:basic-user", &["system:authenticated"]),
         (
             "system:public-info-viewer",
             &["system:authenticated", "system:unauthenticated"],
+        ),
+        (
+            "system:service-account-issuer-discovery",
+            &["system:serviceaccounts"],
         ),
     ];
     bindings
@@ -407,13 +434,23 @@ pub async fn ensure(api: &Api) -> anyhow::Result<()> {
         };
         for obj in objects {
             let name = rest::name_of(&obj).unwrap_or_default().to_string();
-            let exists = api
+            let existing = api
                 .objects
                 .get_opt(resource, None, &name)
                 .await
-                .map_err(|e| anyhow::anyhow!(e))?
-                .is_some();
-            if exists {
+                .map_err(|e| anyhow::anyhow!(e))?;
+            if let Some(existing) = existing {
+                if reconciled(&existing, &obj).is_some() {
+                    let one = Target {
+                        name: Some(name.clone()),
+                        ..t.clone()
+                    };
+                    rest::patch_with(api, &one, &opts, |cur| {
+                        Ok(reconciled(cur, &obj).unwrap_or_else(|| cur.clone()))
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("updating {plural} {name}: {e}"))?;
+                }
                 continue;
             }
             match rest::create(api, &t, obj, &opts).await {
@@ -427,9 +464,68 @@ pub async fn ensure(api: &Api) -> anyhow::Result<()> {
     Ok(())
 }
 
+const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
+
+/// `existing` with what the default `wanted` has and it lacks (rules of a
+/// role that is not aggregated, subjects of a binding); `None` when nothing
+/// is missing or the object opted out of updates.
+fn reconciled(existing: &Value, wanted: &Value) -> Option<Value> {
+    let annotation = existing
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(AUTOUPDATE))
+        .and_then(Value::as_str);
+    if annotation != Some("true")
+        || existing
+            .get("aggregationRule")
+            .is_some_and(|a| !a.is_null())
+    {
+        return None;
+    }
+    let field = if wanted.get("roleRef").is_some() {
+        "subjects"
+    } else {
+        "rules"
+    };
+    let have = existing
+        .get(field)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let missing: Vec<Value> = wanted
+        .get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|w| !have.contains(w))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let mut out = existing.clone();
+    let mut all = have;
+    all.extend(missing);
+    out[field] = Value::Array(all);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_gain_what_newer_defaults_add_unless_opted_out() {
+        let wanted = role("system:basic-user");
+        let mut old = wanted.clone();
+        old["rules"] =
+            json!([wanted["rules"][0].clone(), {"verbs": ["get"], "nonResourceURLs": ["/x"]}]);
+        let new = reconciled(&old, &wanted).expect("a missing rule");
+        assert_eq!(new["rules"].as_array().map(Vec::len), Some(3));
+        assert_eq!(new["rules"][1]["nonResourceURLs"][0], "/x");
+        assert!(reconciled(&new, &wanted).is_none());
+        old["metadata"]["annotations"][AUTOUPDATE] = json!("false");
+        assert!(reconciled(&old, &wanted).is_none());
+    }
 
     fn role(name: &str) -> Value {
         cluster_roles()

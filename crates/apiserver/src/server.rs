@@ -87,6 +87,9 @@ pub struct Api {
     pub data_dir: PathBuf,
     /// Signs and verifies service-account tokens (`<data-dir>/sa.key`).
     pub service_account_keys: crate::serviceaccount::Keys,
+    /// The RBAC index requests are authorized with, kept current by
+    /// [`crate::authz::live::run`].
+    pub rbac: crate::authz::live::LiveIndex,
 }
 
 /// A started API server.
@@ -128,6 +131,9 @@ impl Stopper {
 }
 
 const VERSION: &str = "v1.33.0-skiff";
+
+/// How long start-up waits for the first RBAC index before serving anyway.
+const RBAC_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn version() -> Value {
     json!({
@@ -187,32 +193,24 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
         );
         return resp;
     }
-    // Until RBAC (#17) only bootstrap tokens are limited: to the join above.
-    if user.in_group(authn::BOOTSTRAPPERS) {
-        let method = parts.method.clone();
-        let action_verb;
-        let target;
-        let action = match request::route(&path) {
-            Ok(Route::Resource(t)) => {
-                target = t;
-                let watch = Query::parse(parts.uri.query()).flag("watch");
-                action_verb = authn::verb_of(&method, &target, watch);
-                Action::Resource {
-                    verb: &action_verb,
-                    target: &target,
-                }
-            }
-            _ => {
-                action_verb = method.as_str().to_ascii_lowercase();
-                Action::NonResource {
-                    verb: &action_verb,
-                    path: &path,
-                }
-            }
-        };
-        if let Err(e) = authn::authorize(&user, &action) {
-            return response::error(&e);
-        }
+    let query = Query::parse(parts.uri.query());
+    // Authorization decides on the index as it is now: never a store read.
+    let index = api.rbac.get();
+    let user = match authorize(index.as_deref(), user, &parts, &path, &query) {
+        Ok(u) => u,
+        Err(e) => return response::error(&e),
+    };
+    if let Some(route) = crate::authz::access_review::route(&path) {
+        let (method, headers) = (&parts.method, &parts.headers);
+        return crate::authz::access_review::serve(
+            index.as_deref(),
+            &user,
+            route,
+            method,
+            headers,
+            body,
+        )
+        .await;
     }
     // TokenReview, SelfSubjectReview and the OIDC documents: not stored resources.
     if let Some(route) = crate::serviceaccount::route(&path) {
@@ -240,7 +238,6 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
             None => response::error(&StatusError::no_such_resource()),
         };
     }
-    let query = Query::parse(parts.uri.query());
     // pods/log, pods/exec, pods/attach: forwarded to the node agent (podstream.rs);
     // they need the whole request (the WebSocket upgrade lives in its extensions).
     if path.contains("/pods/") {
@@ -282,8 +279,12 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
             }
         }
         Ok(Route::Resource(t)) => {
+            let who = Writer {
+                user: &user,
+                index: index.as_deref(),
+            };
             let (verb, resp) =
-                resource_request(&api, &t, &parts.method, &query, &parts.headers, body).await;
+                resource_request(&api, &who, &t, &parts.method, &query, &parts.headers, body).await;
             (verb, t.resource.plural.to_string(), resp)
         }
     };
@@ -298,8 +299,56 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     resp
 }
 
+/// The user a request acts as (impersonated, if it asked) once it is
+/// allowed; upstream's 403 otherwise, before anything is read or written.
+fn authorize(
+    index: Option<&crate::authz::RbacIndex>,
+    user: authn::User,
+    parts: &http::request::Parts,
+    path: &str,
+    query: &Query,
+) -> Result<authn::User, StatusError> {
+    use crate::authz::{impersonate, policy, request_info};
+    let user = if impersonate::requested(&parts.headers) {
+        impersonate::impersonate(index, &user, &parts.headers)?
+    } else if user.in_group(crate::authz::SUPERUSER_GROUP) {
+        // Allowed whatever it asks: the admin path skips reading the request.
+        return Ok(user);
+    } else {
+        user
+    };
+    let attrs = request_info::attributes(user, &parts.method, path, query);
+    policy::check(index, &attrs)?;
+    Ok(attrs.user)
+}
+
+/// Who writes, for escalation checks on RBAC objects.
+struct Writer<'a> {
+    user: &'a authn::User,
+    index: Option<&'a crate::authz::RbacIndex>,
+}
+
+impl Writer<'_> {
+    /// Refuses an RBAC object that would grant more than the writer holds.
+    fn check_escalation(&self, t: &Target, obj: &Value) -> Result<(), StatusError> {
+        use crate::authz::escalation;
+        match escalation::Kind::of(t.resource) {
+            Some(kind) => escalation::check(
+                self.index,
+                self.user,
+                t.resource,
+                kind,
+                t.namespace.as_deref().unwrap_or(""),
+                obj,
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
 async fn resource_request(
     api: &Api,
+    who: &Writer<'_>,
     t: &Target,
     method: &Method,
     q: &Query,
@@ -326,12 +375,13 @@ async fn resource_request(
     if !t.resource.verbs.contains(&verb) && verb != "watch" {
         return (verb, response::error(&StatusError::method_not_allowed()));
     }
-    let result = run_verb(api, t, verb, q, headers, body).await;
+    let result = run_verb(api, who, t, verb, q, headers, body).await;
     (verb, result.unwrap_or_else(|e| response::error(&e)))
 }
 
 async fn run_verb(
     api: &Api,
+    who: &Writer<'_>,
     t: &Target,
     verb: &str,
     q: &Query,
@@ -368,6 +418,7 @@ async fn run_verb(
             let bytes = body::read(body).await?;
             let opts = WriteOptions::from_request(q, headers)?;
             let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
+            who.check_escalation(t, &obj)?;
             let created = rest::create(api, t, obj, &opts).await?;
             let created = rest::render_one(headers, q, t.resource, created);
             Ok(response::with_warnings(
@@ -379,6 +430,7 @@ async fn run_verb(
             let bytes = body::read(body).await?;
             let opts = WriteOptions::from_request(q, headers)?;
             let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
+            who.check_escalation(t, &obj)?;
             let updated = rest::update(api, t, obj, &opts).await?;
             let updated = rest::render_one(headers, q, t.resource, updated);
             Ok(response::with_warnings(
@@ -388,7 +440,8 @@ async fn run_verb(
         }
         "patch" => {
             let bytes = body::read(body).await?;
-            let (code, obj) = patch::patch(api, t, q, headers, &bytes).await?;
+            let check = |obj: &Value| who.check_escalation(t, obj);
+            let (code, obj) = patch::patch_checked(api, t, q, headers, &bytes, &check).await?;
             let obj = rest::render_one(headers, q, t.resource, obj);
             Ok(response::json(code, &obj))
         }
@@ -541,6 +594,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         admission: config.admission,
         data_dir: config.data_dir.clone(),
         service_account_keys: crate::serviceaccount::Keys::ensure(&config.data_dir)?,
+        rbac: Default::default(),
     });
     crate::services::load(&api)
         .await
@@ -555,6 +609,13 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
             .is_none()
     };
     bootstrap(&api).await?;
+    // Requests are authorized with the index from the first listing on: wait
+    // for it (the store just answered bootstrap) rather than refuse everyone
+    // but system:masters for the first moments.
+    tokio::spawn(crate::authz::live::run(api.clone()));
+    if !api.rbac.wait_ready(RBAC_READY_TIMEOUT).await {
+        tracing::warn!("RBAC index not built yet; only system:masters is allowed until it is");
+    }
     let join_token = join::ensure_default_token(&api, &config.data_dir, fresh).await?;
     tokio::spawn(crate::services::run(api.clone()));
     tokio::spawn(namespaces::lifecycle(api.clone()));

@@ -30,6 +30,9 @@ pub const KIND_CLUSTER_ROLE: &str = "ClusterRole";
 /// How upstream's listers name what they did not find.
 const ROLE_RESOURCE: &str = "role.rbac.authorization.k8s.io";
 const CLUSTER_ROLE_RESOURCE: &str = "clusterrole.rbac.authorization.k8s.io";
+/// How the API words a role it did not find.
+const ROLE_RESOURCE_PLURAL: &str = "roles.rbac.authorization.k8s.io";
+const CLUSTER_ROLE_RESOURCE_PLURAL: &str = "clusterroles.rbac.authorization.k8s.io";
 
 /// The four lists the index is built from, objects as the store returns them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -126,6 +129,10 @@ pub struct RbacIndex {
     bindings: Vec<Binding>,
     cluster: Grants,
     namespaced: HashMap<String, Grants>,
+    /// Roles by (namespace, name) and ClusterRoles by name, for what a new
+    /// binding would grant ([`RbacIndex::role_rules`]).
+    roles: HashMap<(String, String), Rules>,
+    cluster_roles: HashMap<String, Rules>,
 }
 
 fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
@@ -156,14 +163,14 @@ impl RbacIndex {
     /// Roles without a namespace) are left out: the store holds none.
     pub fn build(objects: &RbacObjects<'_>) -> Self {
         let cluster_roles = cluster_role_rules(objects.cluster_roles);
-        let roles: HashMap<(&str, &str), Rules> = objects
+        let roles: HashMap<(String, String), Rules> = objects
             .roles
             .iter()
             .filter_map(|r| {
                 let ns = r.pointer("/metadata/namespace")?.as_str()?;
                 let name = r.pointer("/metadata/name")?.as_str()?;
                 Some((
-                    (ns, name),
+                    (ns.to_string(), name.to_string()),
                     Rules::from(PolicyRule::list_from(r.get("rules"))),
                 ))
             })
@@ -172,7 +179,7 @@ impl RbacIndex {
         let resolve = |kind: &str, name: &str, ns: &str| -> Result<Rules, String> {
             match kind {
                 KIND_ROLE => roles
-                    .get(&(ns, name))
+                    .get(&(ns.to_string(), name.to_string()))
                     .cloned()
                     .ok_or_else(|| not_found(ROLE_RESOURCE, name)),
                 KIND_CLUSTER_ROLE => cluster_roles
@@ -215,7 +222,40 @@ impl RbacIndex {
             };
             index.add(binding);
         }
+        index.roles = roles;
+        index.cluster_roles = cluster_roles;
         index
+    }
+
+    /// The rules of the role a binding in `namespace` (`""` for a
+    /// ClusterRoleBinding) refers to; upstream's `GetRoleReferenceRules`,
+    /// with the 404 its listers give for a missing role.
+    pub fn role_rules(
+        &self,
+        kind: &str,
+        name: &str,
+        namespace: &str,
+    ) -> Result<Rules, StatusError> {
+        let found = match kind {
+            KIND_ROLE => self.roles.get(&(namespace.to_string(), name.to_string())),
+            KIND_CLUSTER_ROLE => self.cluster_roles.get(name),
+            other => {
+                return Err(StatusError::bad_request(format!(
+                    "unsupported role reference kind: {}",
+                    message::go_quote(other)
+                )))
+            }
+        };
+        found.cloned().ok_or_else(|| StatusError {
+            code: 404,
+            reason: "NotFound",
+            message: if kind == KIND_ROLE {
+                not_found(ROLE_RESOURCE_PLURAL, name)
+            } else {
+                not_found(CLUSTER_ROLE_RESOURCE_PLURAL, name)
+            },
+            details: None,
+        })
     }
 
     fn add(&mut self, binding: Binding) {

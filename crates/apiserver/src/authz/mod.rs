@@ -13,14 +13,26 @@
 //! - [`selector`] and [`aggregate`]: aggregated ClusterRoles;
 //! - [`index`]: bindings by subject, decisions, rules of a user;
 //! - [`message`]: the words of a denial;
-//! - [`review`]: the rules of a user as `SelfSubjectRulesReview` returns them.
-//!
-//! Nothing here is wired into request handling yet.
+//! - [`review`]: the rules of a user as `SelfSubjectRulesReview` returns them;
+//! - [`live`]: the index the server decides with, kept current from the store;
+//! - [`request_info`]: a request's attributes from its path, method and query;
+//! - [`policy`]: which authorizer decides for which user;
+//! - [`impersonate`]: `Impersonate-*` headers, checked with `impersonate`;
+//! - [`access_review`]: the `authorization.k8s.io` reviews (`kubectl auth can-i`),
+//!   [`review_proto`] their protobuf bodies;
+//! - [`escalation`]: no Role or binding grants more than its writer holds.
 
+pub mod access_review;
 pub mod aggregate;
+pub mod escalation;
+pub mod impersonate;
 pub mod index;
+pub mod live;
 pub mod message;
+pub mod policy;
+pub mod request_info;
 pub mod review;
+pub mod review_proto;
 pub mod rules;
 pub mod selector;
 
