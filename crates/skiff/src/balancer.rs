@@ -18,8 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// A server that neither accepts nor refuses within this is skipped (a dead
 /// machine drops the SYN; a dead process on a live one is refused at once).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often the list of servers is read again.
-const REFRESH_EVERY: Duration = Duration::from_secs(15);
+/// How often the list of servers is read again: a server that joined must be
+/// known before the one this node talks to dies, or the node is cut off until
+/// the next read (one GET per node every few seconds is cheap).
+const REFRESH_EVERY: Duration = Duration::from_secs(3);
 
 /// The servers, in the order they are tried, and which one answered last.
 #[derive(Debug)]

@@ -204,6 +204,19 @@ fn two_servers_lose_the_etcd_leader_and_the_leading_server_mid_write() {
         "3",
     );
     let cluster_ip = c.k(&["get", "svc", "whoami", "-o", "jsonpath={.spec.clusterIP}"]);
+    // Both servers are in `kubernetes`'s endpoints (each renews its Lease),
+    // which is where node 3's agent learns where else to go.
+    c.wait_for(
+        Duration::from_secs(30),
+        &[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-o",
+            "jsonpath={.subsets[0].addresses[*].ip}",
+        ],
+        &format!("{} {}", node_ip(1), node_ip(2)),
+    );
     let leader = eventually(Duration::from_secs(30), || {
         let h = holder(&c, &url(2));
         (1..=2u8).find(|i| h.starts_with(&format!("{}_", c.node_name(*i))))
