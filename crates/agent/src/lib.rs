@@ -369,6 +369,7 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
         agent.clone(),
         volumes::Source::Secret,
     ));
+    tokio::spawn(refresh_tokens(agent.clone()));
     tracing::info!(node = %settings.node_name, %node_ip, %subnet, port, "agent running");
     watch_pods(agent).await
 }
@@ -468,6 +469,25 @@ where
         };
         for h in lock(&agent.pods).values().filter(|h| h.namespace == ns) {
             let _ = h.tx.send(Msg::SourceChanged(source(name.clone())));
+        }
+    }
+}
+
+/// How often the pods' bound tokens are checked for being due.
+const TOKEN_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Has the pods whose ServiceAccount tokens are due rewrite those volumes
+/// (which fetches new tokens), and forgets the tokens of pods that are gone.
+async fn refresh_tokens(agent: Arc<Agent>) {
+    loop {
+        tokio::time::sleep(TOKEN_CHECK).await;
+        let pods = lock(&agent.pods);
+        volumes::sa_token::retain_pods(|uid| pods.contains_key(uid));
+        for uid in volumes::sa_token::due(std::time::SystemTime::now()) {
+            if let Some(h) = pods.get(&uid) {
+                let _ =
+                    h.tx.send(Msg::SourceChanged(volumes::Source::ServiceAccountToken));
+            }
         }
     }
 }

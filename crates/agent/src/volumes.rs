@@ -4,9 +4,11 @@
 //! and `readOnly`). configMap, secret, downwardAPI and projected volumes are
 //! written through [`atomic_writer`] when the pod starts and again when their
 //! sources change ([`refresh`]), and are always read-only in the container, as
-//! upstream mounts them.
+//! upstream mounts them. Projected `serviceAccountToken` sources are bound
+//! tokens from [`sa_token`], rewritten when they are due.
 
 pub mod atomic_writer;
+pub mod sa_token;
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
@@ -230,7 +232,13 @@ async fn payload(
                     mode,
                 )?;
             }
-            // serviceAccountToken sources need the TokenRequest API (issue 17).
+            if let Some(t) = &src.service_account_token {
+                let token = sa_token::get(sources.client, facts.pod, t).await?;
+                out.insert(
+                    safe_relative(&t.path)?.to_path_buf(),
+                    (token.into_bytes(), mode as u32 & 0o777),
+                );
+            }
         }
     } else {
         return Ok(None);
@@ -245,6 +253,8 @@ pub enum Source {
     Secret(String),
     /// The pod's own metadata (downwardAPI files).
     PodMetadata,
+    /// Its bound ServiceAccount tokens, due for a new one ([`sa_token`]).
+    ServiceAccountToken,
 }
 
 /// Whether `v`'s content is read from `source`.
@@ -252,6 +262,7 @@ pub fn reads(v: &Volume, source: &Source) -> bool {
     let cm = |name: &str| *source == Source::ConfigMap(name.to_string());
     let secret = |name: &str| *source == Source::Secret(name.to_string());
     let downward = *source == Source::PodMetadata;
+    let token = *source == Source::ServiceAccountToken;
     if let Some(c) = &v.config_map {
         return cm(&c.name);
     }
@@ -268,6 +279,7 @@ pub fn reads(v: &Volume, source: &Source) -> bool {
             s.config_map.as_ref().is_some_and(|c| cm(&c.name))
                 || s.secret.as_ref().is_some_and(|c| secret(&c.name))
                 || (s.downward_api.is_some() && downward)
+                || (s.service_account_token.is_some() && token)
         })
 }
 

@@ -1,7 +1,10 @@
 //! Mutating admission that upstream's API server applies to new objects beyond
 //! defaulting: here `DefaultTolerationSeconds`, which gives every new pod a
 //! bounded tolerance of its node becoming not ready or unreachable, so the
-//! taint-eviction controller moves it after that long instead of never.
+//! taint-eviction controller moves it after that long instead of never; and
+//! [`service_account`], upstream's `ServiceAccount` plugin.
+
+pub mod service_account;
 
 use serde_json::{json, Value};
 

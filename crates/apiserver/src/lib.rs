@@ -28,6 +28,7 @@ pub mod rbac;
 pub mod request;
 pub mod response;
 pub mod rest;
+pub mod sa_admission;
 pub mod server;
 pub mod server_join;
 pub mod serviceaccount;

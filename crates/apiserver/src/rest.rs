@@ -256,7 +256,7 @@ impl WriteOptions {
 
 const GENERATE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-fn generated_name(base: &str) -> String {
+pub(crate) fn generated_name(base: &str) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     let suffix: String = (0..5)
@@ -369,6 +369,7 @@ pub async fn create(api: &Api, t: &Target, mut obj: Value, opts: &WriteOptions) 
             api.admission.not_ready_toleration_seconds,
             api.admission.unreachable_toleration_seconds,
         );
+        crate::sa_admission::admit(api, t.resource, ns.unwrap_or_default(), &mut obj).await?;
     }
     for attempt in 0..8 {
         let name = match (&given, &generate) {

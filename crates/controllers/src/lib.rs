@@ -16,7 +16,10 @@
 //! - [`nodeipam`]: Nodes -> pod CIDRs; [`nodelifecycle`]: silent nodes -> Unknown
 //!   conditions, taints and not-ready pods; [`taint_eviction`]: pods on
 //!   NoExecute-tainted nodes -> deleted; [`podgc`]: pods no node will finish ->
-//!   force-deleted.
+//!   force-deleted;
+//! - [`serviceaccounts`]: a `default` ServiceAccount in every namespace;
+//!   [`rootca`]: the `kube-root-ca.crt` ConfigMap in every namespace (both
+//!   through [`per_namespace`], with their own small watches).
 //!
 //! With several servers on one store, [`leader::run_controllers`] runs all of
 //! them only on the server holding the `kube-system/kube-controller-manager`
@@ -32,12 +35,15 @@ pub mod mirroring;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod nodeutil;
+pub mod per_namespace;
 pub mod podgc;
 pub mod pods;
 pub mod replicaset;
+pub mod rootca;
 pub mod runtime;
 pub mod scheduler;
 pub mod selector;
+pub mod serviceaccounts;
 pub mod statefulset;
 pub mod taint_eviction;
 
@@ -62,7 +68,8 @@ pub struct Settings {
     /// Which controllers to run (`endpointslice`, `endpointslicemirroring`,
     /// `endpoints`, `replicaset`, `deployment`, `statefulset`, `scheduler`,
     /// `garbagecollector`, `nodeipam`, `nodelifecycle`,
-    /// `taint-eviction-controller`, `pod-garbage-collector`); empty means all.
+    /// `taint-eviction-controller`, `pod-garbage-collector`, `serviceaccount`,
+    /// `root-ca-cert-publisher`); empty means all.
     pub enabled: Vec<String>,
     /// Endpoints per EndpointSlice (upstream `--max-endpoints-per-slice`, 100).
     pub max_endpoints_per_slice: usize,
@@ -90,6 +97,9 @@ pub struct Settings {
     /// Run the controllers only while this server holds the leader Lease
     /// (upstream `--leader-elect`); `None`: always, as a lone server.
     pub leader_election: Option<leader::LeaderElection>,
+    /// The cluster CA (PEM) the `root-ca-cert-publisher` copies into every
+    /// namespace; `None` turns that controller off.
+    pub root_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -105,6 +115,7 @@ impl Default for Settings {
             node_eviction_rate: 0.1,
             pod_gc_quarantine: Duration::from_secs(40),
             leader_election: None,
+            root_ca_file: None,
         }
     }
 }

@@ -442,6 +442,7 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         crate::taint_eviction::reconcile
     );
     worker!("pod-garbage-collector", podgc, crate::podgc::reconcile);
+    spawn_per_namespace(&ctx, &mut workers);
     if ctx.settings.enabled("nodelifecycle") {
         // Each node is also rechecked at its own deadline; this pass catches
         // the rest (zone changes, retries), as upstream's monitor period.
@@ -462,6 +463,27 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
     }
     workers.abort_all();
     Ok(())
+}
+
+/// The controllers that keep an object in every namespace run on their own
+/// watches ([`crate::per_namespace`]), beside the shared caches.
+fn spawn_per_namespace(ctx: &Ctx, workers: &mut tokio::task::JoinSet<()>) {
+    if ctx.settings.enabled("serviceaccount") {
+        workers.spawn(crate::serviceaccounts::run(ctx.client.clone()));
+    }
+    let Some(file) = &ctx.settings.root_ca_file else {
+        return;
+    };
+    if ctx.settings.enabled("root-ca-cert-publisher") {
+        match std::fs::read_to_string(file) {
+            Ok(pem) => {
+                workers.spawn(crate::rootca::run(ctx.client.clone(), pem));
+            }
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "no cluster CA: root-ca-cert-publisher not started")
+            }
+        }
+    }
 }
 
 type ReconcileFn = fn(

@@ -480,12 +480,16 @@ async fn server(args: ServerArgs) -> Result<()> {
             data_dir: args.data_dir.clone(),
             compact_interval: args.compact_interval,
             compact_keep: args.compact_keep,
-            services,
+            services: services.clone(),
             admission: skiff_apiserver::AdmissionSettings {
                 not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
                 unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
             },
-            tls_sans: args.tls_san.clone(),
+            // Pods reach the API server at the `kubernetes` ClusterIP (in-cluster config).
+            tls_sans: [services.service_cidr.addr(0).to_string()]
+                .into_iter()
+                .chain(args.tls_san.iter().cloned())
+                .collect(),
         },
         backend,
     )

@@ -99,6 +99,7 @@ impl NodeArgs {
             )),
             controllers: skiff_controllers::Settings {
                 cluster_cidr: Some(self.pod_cidr.clone()),
+                root_ca_file: Some(data_dir.join(skiff_apiserver::pki::CA)),
                 ..Default::default()
             },
             service_cidr: self.service_cidr.clone(),
