@@ -115,6 +115,12 @@ pub async fn setup_node(subnet: Cidr, cluster: Cidr) -> Result<()> {
     // Bridged pod-to-pod traffic must traverse nftables for service DNAT to work
     // between pods on the same bridge (as kube-proxy requires br_netfilter).
     write_sysctl("net/bridge/bridge-nf-call-iptables", "1");
+    // A Service whose endpoint is the node's loopback (`default/kubernetes` of
+    // a server listening on 127.0.0.1, the default) is DNATed to 127.0.0.1 for
+    // pods too: their packets may be routed to loopback only with this (as
+    // kube-proxy sets it for localhost node ports); the table's `localnet`
+    // chain drops anything else arriving from pods for 127.0.0.0/8.
+    write_sysctl(&format!("net/ipv4/conf/{BRIDGE}/route_localnet"), "1");
     sync_rules(cluster, &[])
         .await
         .context("installing the masquerade rule")?;
@@ -131,8 +137,9 @@ pub struct HostPort {
 }
 
 /// The agent's nft table, whole: masquerade of pod traffic leaving the pod
-/// network, and DNAT of host ports (to any local address but loopback) to pods,
-/// as the portmap CNI plugin does.
+/// network, DNAT of host ports (to any local address but loopback) to pods,
+/// as the portmap CNI plugin does, and the guard that lets pods reach loopback
+/// only through a Service's DNAT (`route_localnet` is on for the bridge).
 pub fn ruleset(cluster: Cidr, ports: &[HostPort]) -> String {
     let mut forwards = String::new();
     for p in ports {
@@ -162,6 +169,10 @@ pub fn ruleset(cluster: Cidr, ports: &[HostPort]) -> String {
            }}\n\
            chain hostports {{\n\
          {forwards}  }}\n\
+           chain localnet {{\n\
+             type filter hook prerouting priority 0; policy accept;\n\
+             iifname \"{b}\" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop\n\
+           }}\n\
          }}\n",
         t = NFT_TABLE,
         c = cluster,
@@ -283,6 +294,9 @@ mod tests {
         ));
         assert!(r.contains("tcp dport 8080 dnat to 10.244.0.5:80\n"));
         assert!(r.starts_with("table ip skiff-agent\ndelete table ip skiff-agent\n"));
+        assert!(r.contains(
+            "iifname \"skiff0\" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop\n"
+        ));
     }
 
     #[test]

@@ -4,10 +4,10 @@
 //! `..data`), `KUBERNETES_SERVICE_HOST`/`PORT` point at the `kubernetes`
 //! ClusterIP, and the token authenticates as `system:serviceaccount:<ns>:default`
 //! there, with curl verifying the server against the mounted `ca.crt` at the
-//! ClusterIP as in-cluster client configuration does (from the node: the
-//! `kubernetes` endpoints name the API server's loopback listen address, which
-//! pods cannot reach). A pod with `automountServiceAccountToken: false` gets
-//! none of it.
+//! ClusterIP as in-cluster client configuration does, from inside the pod's
+//! network namespace (the `kubernetes` endpoints name the API server's
+//! loopback listen address; the node lets Service DNAT reach it). A pod with
+//! `automountServiceAccountToken: false` gets none of it.
 
 mod support;
 
@@ -172,8 +172,15 @@ fn pods_get_their_service_account_token() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_file = dir.path().join("ca.crt");
     std::fs::write(&ca_file, &ca).expect("write ca");
+    let uid = c.k(&["get", "pod", "with-token", "-o", "jsonpath={.metadata.uid}"]);
+    let state = c
+        .data_dir()
+        .join(format!("agent/pods/{}/state.json", uid.trim()));
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(&state).expect("pod state")).expect("state json");
+    let sandbox = state["sandbox"]["pid"].as_u64().expect("sandbox pid");
     let script = format!(
-        "curl -sS --max-time 10 --cacert {} -H 'Authorization: Bearer {}' \
+        "nsenter -t {sandbox} -n curl -sS --max-time 10 --cacert {} -H 'Authorization: Bearer {}' \
          -H 'Content-Type: application/json' -X POST -d '{REVIEW}' \
          https://{cluster_ip}/apis/authentication.k8s.io/v1/selfsubjectreviews",
         ca_file.display(),
