@@ -17,6 +17,7 @@ pub mod health;
 pub mod join;
 pub mod managed;
 pub mod metrics;
+pub mod namespace_cache;
 pub mod namespaces;
 pub mod objects;
 pub mod openapi;

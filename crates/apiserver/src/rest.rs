@@ -276,10 +276,18 @@ async fn check_namespace(
     let (true, Some(ns)) = (resource.namespaced, ns) else {
         return Ok(());
     };
-    let namespaces =
-        registry::lookup("", "v1", "namespaces").ok_or_else(StatusError::no_such_resource)?;
-    let nsobj = api.objects.get(namespaces, None, ns).await?;
-    if nsobj.pointer("/metadata/deletionTimestamp").is_some() {
+    use crate::namespace_cache::Known;
+    let terminating = match api.namespace_cache.lookup(ns) {
+        Known::Active => false,
+        Known::Terminating => true,
+        Known::Unknown => {
+            let namespaces = registry::lookup("", "v1", "namespaces")
+                .ok_or_else(StatusError::no_such_resource)?;
+            let nsobj = api.objects.get(namespaces, None, ns).await?;
+            nsobj.pointer("/metadata/deletionTimestamp").is_some()
+        }
+    };
+    if terminating {
         return Err(StatusError::forbidden(
             resource,
             name,

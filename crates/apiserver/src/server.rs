@@ -90,6 +90,9 @@ pub struct Api {
     /// The RBAC index requests are authorized with, kept current by
     /// [`crate::authz::live::run`].
     pub rbac: crate::authz::live::LiveIndex,
+    /// The namespaces a create checks, kept current by
+    /// [`crate::namespace_cache::run`].
+    pub namespace_cache: crate::namespace_cache::NamespaceCache,
 }
 
 /// A started API server.
@@ -595,6 +598,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         data_dir: config.data_dir.clone(),
         service_account_keys: crate::serviceaccount::Keys::ensure(&config.data_dir)?,
         rbac: Default::default(),
+        namespace_cache: Default::default(),
     });
     crate::services::load(&api)
         .await
@@ -619,6 +623,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     let join_token = join::ensure_default_token(&api, &config.data_dir, fresh).await?;
     tokio::spawn(crate::services::run(api.clone()));
     tokio::spawn(namespaces::lifecycle(api.clone()));
+    tokio::spawn(crate::namespace_cache::run(api.clone()));
     tokio::spawn(compactor(
         api.clone(),
         config.compact_interval,
