@@ -294,9 +294,7 @@ mod tests {
         ));
         assert!(r.contains("tcp dport 8080 dnat to 10.244.0.5:80\n"));
         assert!(r.starts_with("table ip skiff-agent\ndelete table ip skiff-agent\n"));
-        assert!(r.contains(
-            "iifname \"skiff0\" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop\n"
-        ));
+        assert!(r.contains("iifname \"skiff0\" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop\n"));
     }
 
     #[test]

@@ -25,7 +25,14 @@ fn creates_follow_the_namespace_lifecycle() {
 
     // A finalizer holds the namespace in Terminating.
     c.k(&["create", "namespace", "held"]);
-    c.k(&["-n", "held", "create", "configmap", "keep", "--from-literal=a=b"]);
+    c.k(&[
+        "-n",
+        "held",
+        "create",
+        "configmap",
+        "keep",
+        "--from-literal=a=b",
+    ]);
     c.k(&[
         "-n",
         "held",
