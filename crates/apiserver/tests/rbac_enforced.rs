@@ -9,126 +9,16 @@
 //! The server listens on loopback; run this inside a network namespace of its own
 //! (`unshare -n`) when other servers share the machine.
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 use serde_json::{json, Value};
 use skiff_apiserver::{Config, Running};
 use skiff_store::MemoryBackend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_rustls::TlsConnector;
-
-struct Client {
-    addr: std::net::SocketAddr,
-    admin: String,
-    tls: TlsConnector,
-}
-
-impl Client {
-    fn new(running: &Running, dir: &Path) -> Self {
-        let ca = std::fs::read(dir.join(skiff_apiserver::pki::CA)).expect("ca");
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&ca) {
-            roots.add(cert.expect("ca pem")).expect("ca cert");
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("tls versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let admin = std::fs::read_to_string(dir.join(skiff_apiserver::pki::TOKEN)).expect("token");
-        Self {
-            addr: running.addr,
-            admin: admin.trim().to_string(),
-            tls: TlsConnector::from(Arc::new(config)),
-        }
-    }
-
-    /// One request with `token` on its own connection; the status and the JSON body.
-    async fn call_as(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        self.call_with(token, &[], method, path, body).await
-    }
-
-    /// [`Client::call_as`] with extra request headers.
-    async fn call_with(
-        &self,
-        token: &str,
-        headers: &[(&str, &str)],
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-    ) -> (u16, Value) {
-        let tcp = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .expect("connect");
-        let name = ServerName::IpAddress(self.addr.ip().into());
-        let mut tls = self.tls.connect(name, tcp).await.expect("tls");
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        let content_type = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map_or("application/json", |(_, v)| *v);
-        let extra: String = headers
-            .iter()
-            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-type"))
-            .map(|(k, v)| format!("{k}: {v}\r\n"))
-            .collect();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
-             Content-Type: {content_type}\r\nAccept: application/json\r\n{extra}\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-            self.addr,
-            payload.len()
-        );
-        tls.write_all(req.as_bytes()).await.expect("write");
-        let mut raw = Vec::new();
-        // A server closing without close_notify is fine once the body is in.
-        let _ = tls.read_to_end(&mut raw).await;
-        let text = String::from_utf8_lossy(&raw);
-        let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status");
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_string()
-        };
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        self.call_as(&self.admin.clone(), method, path, body).await
-    }
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
-    }
-    out
-}
+use support::Client;
 
 async fn start(dir: &Path) -> (Running, Client) {
     let config = Config {
