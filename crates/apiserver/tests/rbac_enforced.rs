@@ -12,35 +12,10 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use skiff_apiserver::{Config, Running};
-use skiff_store::MemoryBackend;
-use support::Client;
-
-async fn start(dir: &Path) -> (Running, Client) {
-    let config = Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.to_path_buf(),
-        compact_interval: Duration::from_secs(3600),
-        compact_keep: 10_000,
-        services: skiff_apiserver::services::Settings::parse(
-            "10.96.0.0/24",
-            "30000-30199",
-            "198.51.100.0/26",
-        )
-        .expect("settings"),
-        admission: Default::default(),
-        tls_sans: Vec::new(),
-    };
-    let running = skiff_apiserver::start(config, Arc::new(MemoryBackend::new()))
-        .await
-        .expect("apiserver");
-    let client = Client::new(&running, dir);
-    (running, client)
-}
+use support::{start, Client};
 
 /// Runs the machine's kubectl against the server; `None` when there is none.
 async fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Option<(bool, String)> {

@@ -11,14 +11,11 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
-use skiff_apiserver::{Config, Running};
-use skiff_store::MemoryBackend;
-use support::Client;
+use support::{start, Client};
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
@@ -56,28 +53,6 @@ fn part(token: &str, i: usize) -> Value {
         .decode(seg)
         .expect("base64url");
     serde_json::from_slice(&raw).expect("json")
-}
-
-async fn start(dir: &Path) -> (Running, Client) {
-    let config = Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        data_dir: dir.to_path_buf(),
-        compact_interval: Duration::from_secs(3600),
-        compact_keep: 10_000,
-        services: skiff_apiserver::services::Settings::parse(
-            "10.96.0.0/24",
-            "30000-30199",
-            "198.51.100.0/26",
-        )
-        .expect("settings"),
-        admission: Default::default(),
-        tls_sans: Vec::new(),
-    };
-    let running = skiff_apiserver::start(config, Arc::new(MemoryBackend::new()))
-        .await
-        .expect("apiserver");
-    let client = Client::new(&running, dir);
-    (running, client)
 }
 
 fn pod(name: &str, sa: &str) -> Value {

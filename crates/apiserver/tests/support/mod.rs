@@ -123,3 +123,27 @@ pub fn dechunk(body: &str) -> String {
     }
     out
 }
+
+/// An API server on a fresh memory store in `dir`, listening on an ephemeral
+/// loopback port, and a client of it.
+pub async fn start(dir: &Path) -> (Running, Client) {
+    let config = skiff_apiserver::Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        data_dir: dir.to_path_buf(),
+        compact_interval: std::time::Duration::from_secs(3600),
+        compact_keep: 10_000,
+        services: skiff_apiserver::services::Settings::parse(
+            "10.96.0.0/24",
+            "30000-30199",
+            "198.51.100.0/26",
+        )
+        .expect("settings"),
+        admission: Default::default(),
+        tls_sans: Vec::new(),
+    };
+    let running = skiff_apiserver::start(config, Arc::new(skiff_store::MemoryBackend::new()))
+        .await
+        .expect("apiserver");
+    let client = Client::new(&running, dir);
+    (running, client)
+}
