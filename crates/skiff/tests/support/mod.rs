@@ -389,9 +389,22 @@ impl Cluster {
                 .find_map(|l| l.strip_prefix("PPid:"))
                 .and_then(|v| v.trim().parse().ok())
         };
+        // A holder's helpers include grandchildren: `$(ip ...)` in its loop
+        // runs `ip` under a subshell, so every ancestor is looked at.
+        let under_a_holder = |pid: u64| {
+            let mut p = parent(pid);
+            for _ in 0..16 {
+                match p {
+                    Some(pp) if holders.contains(&pp) => return true,
+                    Some(pp) if pp > 1 => p = parent(pp),
+                    _ => return false,
+                }
+            }
+            false
+        };
         self.pod_processes()
             .into_iter()
-            .filter(|&pid| parent(pid).is_none_or(|pp| !holders.contains(&pp)))
+            .filter(|&pid| !under_a_holder(pid))
             .collect()
     }
 
