@@ -364,10 +364,13 @@ async fn forget(api: &Api, removed: &Value) {
         return;
     };
     let slots = claims::claims(&api.services.settings, removed);
+    // Claims first: a waiting load balancer woken while the claim still named
+    // the deleted service would take the value for another server's and wait
+    // for repair (a minute or two) instead of getting it now.
+    shared::release_claims(api, &slots, &owner.uid).await;
     if api.services.pools().release_all(&owner.uid) > 0 {
         api.services.lb_wake.notify_one();
     }
-    shared::release_claims(api, &slots, &owner.uid).await;
 }
 
 /// Reads every claim and every stored service into the pools, and claims what
