@@ -4,6 +4,8 @@
 //! last renewal) and at once when it stops gracefully; a leader that cannot
 //! renew stops its work within the renew deadline.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use skiff_controllers::leader::{run_elected, LeaderElection, LEASE_NAME, LEASE_NAMESPACE};
-use skiff_store::MemoryBackend;
+use support::api_server;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
@@ -104,30 +106,6 @@ async fn lease(api: &Api<Lease>) -> (String, i32) {
         spec.holder_identity.unwrap_or_default(),
         spec.lease_transitions.unwrap_or_default(),
     )
-}
-
-/// An API server on a memory store, on a free loopback port, and its admin client.
-async fn api_server(dir: &std::path::Path) -> (skiff_apiserver::Running, kube::Client) {
-    let server = skiff_apiserver::start(
-        skiff_apiserver::Config {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.to_path_buf(),
-            compact_interval: Duration::from_secs(3600),
-            compact_keep: 1000,
-            services: Default::default(),
-            admission: Default::default(),
-            tls_sans: Vec::new(),
-        },
-        Arc::new(MemoryBackend::new()),
-    )
-    .await
-    .expect("API server");
-    let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("client config");
-    let client = kube::Client::try_from(config).expect("client");
-    (server, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,37 +4,15 @@
 //! `kube-root-ca.crt` ConfigMap (again when deleted or edited), and new pods
 //! run as `default` with the token volume unless automounting is off.
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
-use skiff_store::MemoryBackend;
+use support::api_server;
 use tokio::time::{sleep, Instant};
-
-async fn api_server(dir: &std::path::Path) -> (skiff_apiserver::Running, kube::Client) {
-    let server = skiff_apiserver::start(
-        skiff_apiserver::Config {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.to_path_buf(),
-            compact_interval: Duration::from_secs(3600),
-            compact_keep: 1000,
-            services: Default::default(),
-            admission: Default::default(),
-            tls_sans: Vec::new(),
-        },
-        Arc::new(MemoryBackend::new()),
-    )
-    .await
-    .expect("API server");
-    let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("client config");
-    let client = kube::Client::try_from(config).expect("client");
-    (server, client)
-}
 
 /// Polls `get` until it returns `Some`, for up to 10 s.
 async fn until<T, F, Fut>(what: &str, mut get: F) -> T
