@@ -213,6 +213,40 @@ impl Ca {
         self.issue(&params)
     }
 
+    /// A fresh key and a client certificate for user `user` in `groups`, as
+    /// upstream's x509 authenticator reads one (CN the user name, one O per
+    /// group), valid for `valid` from now: for the admin kubeconfig, `skiff
+    /// kubeconfig --user`, and each component's own identity.
+    pub fn issue_client(
+        &self,
+        user: &str,
+        groups: &[&str],
+        valid: Duration,
+    ) -> Result<(String, String)> {
+        // rcgen keeps one value per attribute type, so one O for now.
+        anyhow::ensure!(
+            groups.len() <= 1,
+            "a client certificate carries at most one group here, not {}",
+            groups.len()
+        );
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        for g in groups {
+            params.distinguished_name.push(DnType::OrganizationName, *g);
+        }
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = SystemTime::now();
+        // A minute back: a client whose clock is a little behind still accepts it.
+        params.not_before = at(now - Duration::from_secs(60));
+        params.not_after = at(now + valid);
+        params.serial_number = Some(serial());
+        self.issue(&params)
+    }
+
     /// Signs a node's serving certificate for the public key in `csr_pem`. Only
     /// the key is taken from the request: the subject is `system:node:<name>` in
     /// group `system:nodes` (what kubelet asks for), the names are `node_name`
