@@ -26,6 +26,7 @@ pub mod patch;
 pub mod pki;
 pub mod podstream;
 pub mod rbac;
+pub mod rbac_components;
 pub mod request;
 pub mod response;
 pub mod rest;

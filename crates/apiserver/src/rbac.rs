@@ -345,7 +345,7 @@ fn aggregated_rules(all: &[Role], label: &str, depth: usize) -> Vec<Value> {
     out
 }
 
-fn default_metadata(name: &str, extra_label: Option<&str>) -> Value {
+pub(crate) fn default_metadata(name: &str, extra_label: Option<&str>) -> Value {
     let mut labels = BTreeMap::from([("kubernetes.io/bootstrapping", "rbac-defaults")]);
     if let Some(l) = extra_label {
         labels.insert(l, "true");
@@ -357,10 +357,12 @@ fn default_metadata(name: &str, extra_label: Option<&str>) -> Value {
     })
 }
 
-/// The default ClusterRoles, as objects.
+/// The default ClusterRoles, as objects (the components' own included, see
+/// [`crate::rbac_components`]).
 pub fn cluster_roles() -> Vec<Value> {
     let all = roles();
-    all.iter()
+    let mut out: Vec<Value> = all
+        .iter()
         .map(|r| {
             let mut obj = json!({
                 "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -377,10 +379,12 @@ pub fn cluster_roles() -> Vec<Value> {
             }
             obj
         })
-        .collect()
+        .collect();
+    out.extend(crate::rbac_components::cluster_roles());
+    out
 }
 
-/// The default ClusterRoleBindings, as objects.
+/// The default ClusterRoleBindings, as objects (the components' included).
 pub fn cluster_role_bindings() -> Vec<Value> {
     let bindings: [(&str, &[&str]); 5] = [
         ("cluster-admin", &["system:masters"]),
@@ -395,7 +399,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             &["system:serviceaccounts"],
         ),
     ];
-    bindings
+    let mut out: Vec<Value> = bindings
         .iter()
         .map(|(name, groups)| {
             let subjects: Vec<Value> = groups
@@ -410,7 +414,9 @@ pub fn cluster_role_bindings() -> Vec<Value> {
                 "subjects": subjects,
             })
         })
-        .collect()
+        .collect();
+    out.extend(crate::rbac_components::cluster_role_bindings());
+    out
 }
 
 /// Creates the default roles and bindings that do not exist yet.
@@ -423,20 +429,26 @@ pub async fn ensure(api: &Api) -> anyhow::Result<()> {
     for (plural, objects) in [
         ("clusterroles", cluster_roles()),
         ("clusterrolebindings", cluster_role_bindings()),
+        ("roles", crate::rbac_components::roles()),
+        ("rolebindings", crate::rbac_components::role_bindings()),
     ] {
         let resource = registry::lookup("rbac.authorization.k8s.io", "v1", plural)
             .ok_or_else(|| anyhow::anyhow!("no {plural} resource"))?;
-        let t = Target {
-            resource,
-            namespace: None,
-            name: None,
-            subresource: None,
-        };
         for obj in objects {
             let name = rest::name_of(&obj).unwrap_or_default().to_string();
+            let namespace = obj
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let t = Target {
+                resource,
+                namespace: namespace.clone(),
+                name: None,
+                subresource: None,
+            };
             let existing = api
                 .objects
-                .get_opt(resource, None, &name)
+                .get_opt(resource, namespace.as_deref(), &name)
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             if let Some(existing) = existing {
