@@ -1,7 +1,9 @@
 //! Who a request comes from, and who may join a node. What they may do with
 //! the API is [`crate::authz::policy`]'s to decide (RBAC, issue #17).
 //!
-//! A bearer token is one of:
+//! A client certificate verified against the cluster CA is tried first
+//! ([`crate::x509`]): user its CN, groups its O's. Otherwise a bearer token is
+//! one of:
 //! - the admin token (`<data-dir>/admin.token`): user `admin`, group `system:masters`;
 //! - a bootstrap token `<id>.<secret>`, checked against the Secret
 //!   `kube-system/bootstrap-token-<id>` exactly as upstream's bootstrap token
@@ -74,7 +76,7 @@ pub struct User {
 }
 
 impl User {
-    fn new(name: impl Into<String>, groups: &[&str]) -> Self {
+    pub(crate) fn new(name: impl Into<String>, groups: &[&str]) -> Self {
         let mut groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
         if !groups.iter().any(|g| g == AUTHENTICATED) {
             groups.push(AUTHENTICATED.to_string());
@@ -505,6 +507,23 @@ async fn credential_secret(api: &Api, name: &str) -> Result<Option<Value>, Statu
     let secrets =
         registry::lookup("", "v1", "secrets").ok_or_else(StatusError::no_such_resource)?;
     api.objects.get_opt(secrets, Some(NAMESPACE), name).await
+}
+
+/// Authenticates a request: its verified client certificate first, then its
+/// bearer token, as upstream's union of authenticators; 401 Unauthorized
+/// when neither names a user.
+pub async fn authenticate_request(
+    api: &Api,
+    parts: &http::request::Parts,
+) -> Result<User, StatusError> {
+    let by_certificate = parts
+        .extensions
+        .get::<crate::x509::PeerCertificate>()
+        .and_then(crate::x509::PeerCertificate::user);
+    match by_certificate {
+        Some(user) => Ok(user),
+        None => authenticate(api, &parts.headers).await,
+    }
 }
 
 /// Authenticates a request by its bearer token; 401 Unauthorized otherwise.

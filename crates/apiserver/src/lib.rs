@@ -37,5 +37,6 @@ pub mod serviceaccount;
 pub mod services;
 pub mod strategy;
 pub mod watch;
+pub mod x509;
 
 pub use server::{start, AdmissionSettings, Config, Running};

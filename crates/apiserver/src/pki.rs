@@ -223,16 +223,8 @@ impl Ca {
         groups: &[&str],
         valid: Duration,
     ) -> Result<(String, String)> {
-        // rcgen keeps one value per attribute type, so one O for now.
-        anyhow::ensure!(
-            groups.len() <= 1,
-            "a client certificate carries at most one group here, not {}",
-            groups.len()
-        );
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        for g in groups {
-            params.distinguished_name.push(DnType::OrganizationName, *g);
-        }
+        // A stand-in: rcgen writes one O at most; the subject is put in below.
         params.distinguished_name.push(DnType::CommonName, user);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -244,7 +236,14 @@ impl Ca {
         params.not_before = at(now - Duration::from_secs(60));
         params.not_after = at(now + valid);
         params.serial_number = Some(serial());
-        self.issue(&params)
+        let key = KeyPair::generate()?;
+        let ca_key = KeyPair::from_pem(&self.key_pem).context("the CA key")?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&self.cert_pem, &ca_key).context("the CA certificate")?;
+        let drafted = params.signed_by(&key, &issuer)?;
+        let subject = crate::x509::subject_der(user, groups);
+        let der = crate::x509::with_subject(drafted.der(), &subject, &ca_key)?;
+        Ok((certificate_pem(&der), key.serialize_pem()))
     }
 
     /// Signs a node's serving certificate for the public key in `csr_pem`. Only
@@ -269,6 +268,18 @@ impl Ca {
             .map_err(|e| SignError::Internal(e.to_string()))?;
         Ok(cert.pem())
     }
+}
+
+/// A DER certificate as PEM, 64 base64 characters a line.
+fn certificate_pem(der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
 /// A node serving certificate's contents, valid from a minute before `now`.
@@ -631,6 +642,48 @@ mod tests {
         assert_eq!(cn.as_str().unwrap(), KUBELET_CLIENT_CN);
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
+    }
+
+    #[test]
+    fn a_client_certificate_carries_every_group_and_the_cas_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = ensure_ca(dir.path()).unwrap();
+        let groups = ["devs", "system:masters", "ops"];
+        let (pem, key) = ca
+            .issue_client("jane", &groups, Duration::from_secs(3600))
+            .unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        let der = parse(&pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let orgs: Vec<&str> = cert
+            .subject()
+            .iter_organization()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        assert_eq!(orgs, groups);
+        let cn = cert.subject().iter_common_name().next().unwrap();
+        assert_eq!(cn.as_str().unwrap(), "jane");
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        let secs = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        assert_eq!(secs, 3600 + 60);
+        // Signed again after its subject was put in: the CA's signature holds.
+        let ca_der = parse(&ca.cert_pem);
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(cert.issuer(), ca_cert.subject());
+        let ca_key = ca_cert.public_key().subject_public_key.data.as_ref();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, ca_key)
+            .verify(
+                cert.tbs_certificate.as_ref(),
+                cert.signature_value.data.as_ref(),
+            )
+            .expect("the CA's signature");
+        // The key handed out is the certificate's.
+        let key = KeyPair::from_pem(&key).unwrap();
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
     }
 
     #[test]

@@ -167,7 +167,8 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     match path.as_str() {
-        "/version" => return response::json(200, &version()),
+        // What upstream's system:public-info-viewer grants everyone.
+        "/version" | "/version/" => return response::json(200, &version()),
         "/healthz" | "/livez" | "/readyz" => {
             if let Some(r) = health::serve(api.objects.backend(), &path, parts.uri.query()).await {
                 return r;
@@ -179,7 +180,7 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
         }
         _ => {}
     }
-    let user = match authn::authenticate(&api, &parts.headers).await {
+    let user = match authn::authenticate_request(&api, &parts).await {
         Ok(u) => u,
         Err(e) => return response::error(&e),
     };
@@ -578,12 +579,9 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     let creds = pki::ensure(&config.data_dir, &url, &sans)?;
     let kubelet_tls = crate::podstream::client_tls(&creds)?;
     let server_token = server_join::ensure_server_token(&config.data_dir, &creds.ca_pem)?;
-    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
-        creds.cert_pem.clone().into_bytes(),
-        creds.key_pem.clone().into_bytes(),
-    )
-    .await
-    .context("loading the serving certificate")?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(
+        crate::x509::server_config(&creds.ca_pem, &creds.cert_pem, &creds.key_pem)?,
+    ));
 
     let api = Arc::new(Api {
         objects: Objects::new(backend),
@@ -632,7 +630,9 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
 
     let app = Router::new().fallback(dispatch).with_state(api);
     let handle = axum_server::Handle::new();
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(NoDelay);
+    let acceptor = crate::x509::PeerCertAcceptor::new(
+        axum_server::tls_rustls::RustlsAcceptor::new(tls).acceptor(NoDelay),
+    );
     let server = axum_server::from_tcp(listener)?
         .acceptor(acceptor)
         .handle(handle.clone());

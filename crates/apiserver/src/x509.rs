@@ -1,0 +1,257 @@
+//! Client-certificate authentication, as upstream's x509 request
+//! authenticator: the TLS listener asks every client for a certificate,
+//! verifies one that is given against the cluster CA (chain, validity, the
+//! client-auth usage) and refuses the handshake of a client whose certificate
+//! fails; a client without one is served and authenticates otherwise (a bearer
+//! token) or not at all (401).
+//!
+//! A verified certificate is the user named by its subject's CN, in the groups
+//! named by every O (upstream's `CommonNameUserConversion`), plus
+//! `system:authenticated`. The acceptor puts the verified certificate into
+//! each request's extensions ([`PeerCertificate`]), where
+//! [`crate::authn::authenticate_request`] reads it before any bearer token, as
+//! upstream's union authenticator tries x509 first.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use axum::middleware::AddExtension;
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::RustlsAcceptor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower::Layer;
+
+use crate::authn::User;
+
+/// The serving TLS configuration: the API server's certificate, HTTP/2 and
+/// HTTP/1.1, and an optional client certificate verified against `ca_pem`.
+pub fn server_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.context("the CA certificate")?)
+            .context("the CA certificate")?;
+    }
+    // Upstream's default verify options ask for the client-auth usage, as
+    // webpki does of a client certificate; an anonymous client is let through.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .context("the client certificate verifier")?;
+    let certs = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("the serving certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).context("the serving key")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .context("the serving certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The verified client certificate of the connection a request came on, if
+/// its client gave one.
+#[derive(Clone, Default)]
+pub struct PeerCertificate(Option<Arc<CertificateDer<'static>>>);
+
+impl PeerCertificate {
+    fn of(conn: &rustls::ServerConnection) -> Self {
+        Self(
+            conn.peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|c| Arc::new(c.clone().into_owned())),
+        )
+    }
+
+    /// The user this certificate authenticates as; `None` without one, or
+    /// when it has no CN or has expired since the handshake (upstream checks
+    /// every request against the current time).
+    pub fn user(&self) -> Option<User> {
+        user_of(self.0.as_deref()?, SystemTime::now())
+    }
+}
+
+/// The user a client certificate names: CN the name, every O a group.
+pub fn user_of(der: &[u8], now: SystemTime) -> Option<User> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .ok()?;
+    let validity = cert.validity();
+    if now < validity.not_before.timestamp() || now > validity.not_after.timestamp() {
+        return None;
+    }
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?;
+    if name.is_empty() {
+        return None;
+    }
+    let groups: Vec<&str> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .collect();
+    Some(User::new(name, &groups))
+}
+
+/// The subject upstream reads a user from: one O per group, then the CN, each
+/// attribute its own RDN (as Go writes a `pkix.Name`).
+pub fn subject_der(user: &str, groups: &[&str]) -> Vec<u8> {
+    const ORGANIZATION: &[u64] = &[2, 5, 4, 10];
+    const COMMON_NAME: &[u64] = &[2, 5, 4, 3];
+    let rdn = |w: yasna::DERWriter, oid: &[u64], value: &str| {
+        w.write_set(|w| {
+            w.next().write_sequence(|w| {
+                w.next()
+                    .write_oid(&yasna::models::ObjectIdentifier::from_slice(oid));
+                w.next().write_utf8_string(value);
+            })
+        })
+    };
+    yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            for g in groups {
+                rdn(w.next(), ORGANIZATION, g);
+            }
+            rdn(w.next(), COMMON_NAME, user);
+        })
+    })
+}
+
+/// `cert_der` with its subject replaced by `subject` and signed again by
+/// `issuer_key` (the key that signed it). rcgen keeps one value per attribute
+/// type in a name, so a certificate for several groups is made by rcgen with
+/// a stand-in subject and finished here; everything else is rcgen's.
+pub fn with_subject(
+    cert_der: &[u8],
+    subject: &[u8],
+    issuer_key: &impl rcgen::SigningKey,
+) -> Result<Vec<u8>> {
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signature }
+    let (tbs, algorithm) = yasna::parse_der(cert_der, |r| {
+        r.read_sequence(|r| {
+            let tbs = r.next().read_der()?;
+            let algorithm = r.next().read_der()?;
+            r.next().read_bitvec_bytes()?;
+            Ok((tbs, algorithm))
+        })
+    })
+    .context("parsing the certificate")?;
+    // TBSCertificate ::= SEQUENCE { [0] version, serialNumber, signature,
+    //   issuer, validity, subject, subjectPublicKeyInfo, ... }
+    let mut fields = Vec::new();
+    yasna::parse_der(&tbs, |r| {
+        r.read_sequence_of(|r| {
+            fields.push(r.read_der()?);
+            Ok(())
+        })
+    })
+    .context("parsing the certificate's contents")?;
+    const SUBJECT: usize = 5;
+    anyhow::ensure!(
+        fields.len() > SUBJECT && fields[0].first() == Some(&0xa0),
+        "not a version 3 certificate"
+    );
+    fields[SUBJECT] = subject.to_vec();
+    let tbs = yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            for f in &fields {
+                w.next().write_der(f);
+            }
+        })
+    });
+    let signature = issuer_key.sign(&tbs).context("signing the certificate")?;
+    Ok(yasna::construct_der(|w| {
+        w.write_sequence(|w| {
+            w.next().write_der(&tbs);
+            w.next().write_der(&algorithm);
+            w.next().write_bitvec_bytes(&signature, signature.len() * 8);
+        })
+    }))
+}
+
+/// TLS with client certificates around `A` (the TCP acceptor): each accepted
+/// connection's service puts its [`PeerCertificate`] into every request.
+#[derive(Clone)]
+pub struct PeerCertAcceptor<A> {
+    inner: RustlsAcceptor<A>,
+}
+
+impl<A> PeerCertAcceptor<A> {
+    pub fn new(inner: RustlsAcceptor<A>) -> Self {
+        Self { inner }
+    }
+}
+
+type Accepted<St, Sv> = (
+    tokio_rustls::server::TlsStream<St>,
+    AddExtension<Sv, PeerCertificate>,
+);
+
+impl<A, I, S> Accept<I, S> for PeerCertAcceptor<A>
+where
+    A: Accept<I, S> + Clone + Send + Sync + 'static,
+    A::Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A::Service: Send + 'static,
+    A::Future: Send + 'static,
+    I: Send + 'static,
+    S: Send + 'static,
+{
+    type Stream = tokio_rustls::server::TlsStream<A::Stream>;
+    type Service = AddExtension<A::Service, PeerCertificate>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Accepted<A::Stream, A::Service>>> + Send>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let handshake = self.inner.accept(stream, service);
+        Box::pin(async move {
+            let (stream, service) = handshake.await?;
+            let peer = PeerCertificate::of(stream.get_ref().1);
+            Ok((stream, axum::Extension(peer).layer(service)))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .expect("pem")
+            .to_vec()
+    }
+
+    #[test]
+    fn the_common_name_is_the_user_and_every_organization_a_group() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (ca, _) = crate::pki::ensure_ca(dir.path()).expect("ca");
+        let year = Duration::from_secs(365 * 86400);
+        let (pem, _) = ca
+            .issue_client("jane", &["devs", "ops"], year)
+            .expect("cert");
+        let user = user_of(&der(&pem), SystemTime::now()).expect("user");
+        assert_eq!(user.name, "jane");
+        assert_eq!(
+            user.groups,
+            ["devs", "ops", crate::authn::AUTHENTICATED].map(String::from)
+        );
+        // Outside its validity it is no one.
+        let later = SystemTime::now() + year + Duration::from_secs(3600);
+        assert!(user_of(&der(&pem), later).is_none());
+        // No CN: not a user (upstream's conversion declines it).
+        let (pem, _) = ca.issue_client("", &["devs"], year).expect("cert");
+        assert!(user_of(&der(&pem), SystemTime::now()).is_none());
+    }
+}
