@@ -646,7 +646,7 @@ pub fn forbidden(user: &User, action: &Action<'_>) -> StatusError {
 /// Who may join a node (`POST /skiff/v1/join`, not an API path RBAC knows):
 /// bootstrap tokens and `system:masters`. For the API, a bootstrap token may
 /// do nothing here either; everyone else is for [`crate::authz::policy`]
-/// (nodes keep the whole API until the Node authorizer exists, see there).
+/// (nodes are decided by the Node authorizer there, then RBAC).
 pub fn authorize(user: &User, action: &Action<'_>) -> Result<(), StatusError> {
     let allowed = match action {
         Action::Join => user.in_group(BOOTSTRAPPERS) || user.in_group(MASTERS),

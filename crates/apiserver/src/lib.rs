@@ -19,6 +19,7 @@ pub mod managed;
 pub mod metrics;
 pub mod namespace_cache;
 pub mod namespaces;
+pub mod node_restriction;
 pub mod objects;
 pub mod openapi;
 pub mod openapi_v2;

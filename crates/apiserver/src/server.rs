@@ -25,7 +25,7 @@ use crate::objects::Objects;
 use crate::request::{self, Query, Route, Target};
 use crate::rest::{self, WriteOptions};
 use crate::{
-    body, discovery, health, join, metrics::Metrics, namespaces, openapi, patch, pki, response,
+    body, discovery, health, join, metrics::Metrics, namespaces, openapi, pki, response,
     server_join, watch,
 };
 
@@ -90,6 +90,9 @@ pub struct Api {
     /// The RBAC index requests are authorized with, kept current by
     /// [`crate::authz::live::run`].
     pub rbac: crate::authz::live::LiveIndex,
+    /// What each node's pods reference, for the Node authorizer, kept current
+    /// by [`crate::authz::node::live::run`].
+    pub node_graph: crate::authz::node::NodeGraph,
     /// The namespaces a create checks, kept current by
     /// [`crate::namespace_cache::run`].
     pub namespace_cache: crate::namespace_cache::NamespaceCache,
@@ -200,7 +203,14 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     let query = Query::parse(parts.uri.query());
     // Authorization decides on the index as it is now: never a store read.
     let index = api.rbac.get();
-    let user = match authorize(index.as_deref(), user, &parts, &path, &query) {
+    let user = match authorize(
+        index.as_deref(),
+        &api.node_graph,
+        user,
+        &parts,
+        &path,
+        &query,
+    ) {
         Ok(u) => u,
         Err(e) => return response::error(&e),
     };
@@ -307,6 +317,7 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
 /// allowed; upstream's 403 otherwise, before anything is read or written.
 fn authorize(
     index: Option<&crate::authz::RbacIndex>,
+    nodes: &crate::authz::node::NodeGraph,
     user: authn::User,
     parts: &http::request::Parts,
     path: &str,
@@ -322,7 +333,11 @@ fn authorize(
         user
     };
     let attrs = request_info::attributes(user, &parts.method, path, query);
-    policy::check(index, &attrs)?;
+    let authorizers = policy::Authorizers {
+        rbac: index,
+        nodes: Some(nodes),
+    };
+    policy::check(authorizers, &attrs)?;
     Ok(attrs.user)
 }
 
@@ -405,6 +420,7 @@ async fn run_verb(
             return Err(StatusError::no_such_resource());
         }
     }
+    crate::node_restriction::admit(api, who.user, t, verb).await?;
     match verb {
         "get" => Ok(response::json(200, &rest::get(api, t, q, headers).await?)),
         "list" => Ok(response::json(200, &rest::list(api, t, q, headers).await?)),
@@ -416,6 +432,7 @@ async fn run_verb(
         }
         "create" if t.subresource.as_deref() == Some("token") => {
             let bytes = body::read(body).await?;
+            crate::node_restriction::admit_token(api, who.user, t, headers, &bytes).await?;
             crate::serviceaccount::token_request::create(api, t, headers, &bytes).await
         }
         "create" => {
@@ -423,6 +440,7 @@ async fn run_verb(
             let opts = WriteOptions::from_request(q, headers)?;
             let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
             who.check_escalation(t, &obj)?;
+            crate::node_restriction::admit_create(who.user, t, &obj)?;
             let created = rest::create(api, t, obj, &opts).await?;
             let created = rest::render_one(headers, q, t.resource, created);
             Ok(response::with_warnings(
@@ -435,7 +453,7 @@ async fn run_verb(
             let opts = WriteOptions::from_request(q, headers)?;
             let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
             who.check_escalation(t, &obj)?;
-            let updated = rest::update(api, t, obj, &opts).await?;
+            let updated = crate::node_restriction::update(api, who.user, t, obj, &opts).await?;
             let updated = rest::render_one(headers, q, t.resource, updated);
             Ok(response::with_warnings(
                 response::json(200, &updated),
@@ -445,7 +463,9 @@ async fn run_verb(
         "patch" => {
             let bytes = body::read(body).await?;
             let check = |obj: &Value| who.check_escalation(t, obj);
-            let (code, obj) = patch::patch_checked(api, t, q, headers, &bytes, &check).await?;
+            let (code, obj) =
+                crate::node_restriction::patch(api, who.user, t, q, headers, &bytes, &check)
+                    .await?;
             let obj = rest::render_one(headers, q, t.resource, obj);
             Ok(response::json(code, &obj))
         }
@@ -596,6 +616,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         data_dir: config.data_dir.clone(),
         service_account_keys: crate::serviceaccount::Keys::ensure(&config.data_dir)?,
         rbac: Default::default(),
+        node_graph: Default::default(),
         namespace_cache: Default::default(),
     });
     crate::services::load(&api)
@@ -615,6 +636,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     // for it (the store just answered bootstrap) rather than refuse everyone
     // but system:masters for the first moments.
     tokio::spawn(crate::authz::live::run(api.clone()));
+    tokio::spawn(crate::authz::node::live::run(api.clone()));
     if !api.rbac.wait_ready(RBAC_READY_TIMEOUT).await {
         tracing::warn!("RBAC index not built yet; only system:masters is allowed until it is");
     }

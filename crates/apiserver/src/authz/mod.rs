@@ -1,4 +1,4 @@
-//! Authorization as upstream's RBAC authorizer decides it (issue #17).
+//! Authorization as upstream's Node and RBAC authorizers decide it (issue #17).
 //!
 //! A request is described by [`Attributes`] (upstream's
 //! `authorizer.Attributes`: who, which verb, on which resource or path). An
@@ -17,6 +17,8 @@
 //! - [`live`]: the index the server decides with, kept current from the store;
 //! - [`request_info`]: a request's attributes from its path, method and query;
 //! - [`policy`]: which authorizer decides for which user;
+//! - [`node`]: upstream's Node authorizer, what a node may reach (its own
+//!   Node and Lease, its pods and what they reference);
 //! - [`impersonate`]: `Impersonate-*` headers, checked with `impersonate`;
 //! - [`access_review`]: the `authorization.k8s.io` reviews (`kubectl auth can-i`),
 //!   [`review_proto`] their protobuf bodies;
@@ -29,6 +31,7 @@ pub mod impersonate;
 pub mod index;
 pub mod live;
 pub mod message;
+pub mod node;
 pub mod policy;
 pub mod request_info;
 pub mod review;

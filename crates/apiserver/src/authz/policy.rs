@@ -4,27 +4,123 @@
 //! - `system:masters` may do everything;
 //! - a bootstrap token (`system:bootstrappers`) may only join a node
 //!   ([`crate::authn::authorize`]), nothing of the API;
-//! - a node (`system:node:<name>` in `system:nodes`) may use the whole API.
-//!   This is a known gap: upstream's Node authorizer limits a node to its own
-//!   Node, Lease, the pods bound to it and what they reference, and that needs
-//!   a graph of pods, volumes and secrets per node which skiff does not keep
-//!   yet. Until it does, refusing nodes what RBAC's `system:node` role lacks
-//!   would break the node agents, while allowing them what they do today keeps
-//!   the cluster working; the gap is tracked in issue #17;
+//! - a node (`system:node:<name>` in `system:nodes`) is decided by the Node
+//!   authorizer ([`super::node`]) first: its own Node and Lease, the pods
+//!   bound to it and what they reference, the static `system:node` rules.
+//!   What it has no opinion on goes to the [`INTERIM_NODE_COMPONENT_RULES`]
+//!   (see there) and then to RBAC, so a binding can still grant a node more;
 //! - everyone else (service accounts, users of client certificates) gets what
 //!   the RBAC index grants, nothing before the first index is built.
+//!
+//! Reasons of the authorizers that had no opinion are joined with newlines,
+//! as upstream's union authorizer joins them.
 
-use super::{Attributes, Decision, RbacIndex, SUPERUSER_GROUP};
+use super::node::{self, NodeGraph};
+use super::rules::PolicyRule;
+use super::{Attributes, Decision, RbacIndex, Request, SUPERUSER_GROUP};
 use crate::authn::BOOTSTRAPPERS;
 use skiff_api::StatusError;
 
-/// Why a node was allowed, for access reviews.
-const NODE_REASON: &str = "skiff: nodes are not limited yet (no Node authorizer)";
 /// Why a request was refused before RBAC could be asked.
 const NOT_READY_REASON: &str = "RBAC: the authorization index is not loaded yet";
 
-/// The decision for `attrs` with `index` (`None` before the first build).
-pub fn decide(index: Option<&RbacIndex>, attrs: &Attributes) -> Decision {
+/// INTERIM, to be removed when the node components get identities of their
+/// own: on nodes joined with `skiff agent`, the proxy, DNS and NetworkPolicy
+/// components (and the agent's routes to other nodes' pods, which follow
+/// every Node) still use the node's credential. These are the reads they
+/// make, allowed to every node beyond what the Node authorizer allows.
+pub const INTERIM_NODE_COMPONENT_RULES: &[(&[&str], &str, &[&str])] = &[
+    (
+        &["get", "list", "watch"],
+        "",
+        &["endpoints", "services", "namespaces", "pods", "nodes"],
+    ),
+    (
+        &["get", "list", "watch"],
+        "discovery.k8s.io",
+        &["endpointslices"],
+    ),
+    (
+        &["get", "list", "watch"],
+        "networking.k8s.io",
+        &["networkpolicies"],
+    ),
+];
+
+/// INTERIM, with [`INTERIM_NODE_COMPONENT_RULES`]: the namespace and name
+/// prefix of the Leases the proxy elects load-balancer announcers with
+/// (`skiff_proxy::election`), which a node's proxy reads and writes.
+pub const INTERIM_LB_LEASE_NAMESPACE: &str = "kube-system";
+pub const INTERIM_LB_LEASE_PREFIX: &str = "skiff-lb-";
+/// INTERIM, likewise: the EndpointSlices a node's DNS publishes itself in
+/// (`kube-system/kube-dns-<node>`, by server-side apply).
+pub const INTERIM_DNS_SLICE_NAMESPACE: &str = "kube-system";
+pub const INTERIM_DNS_SLICE_PREFIX: &str = "kube-dns-";
+
+/// Whether `namespace/name` is a load-balancer election Lease a node's proxy
+/// may write for now (NodeRestriction leaves those alone, see above).
+pub fn interim_component_lease(namespace: &str, name: &str) -> bool {
+    namespace == INTERIM_LB_LEASE_NAMESPACE && name.starts_with(INTERIM_LB_LEASE_PREFIX)
+}
+
+fn interim_rules() -> &'static [PolicyRule] {
+    static RULES: std::sync::OnceLock<Vec<PolicyRule>> = std::sync::OnceLock::new();
+    RULES.get_or_init(|| node::rules::build(INTERIM_NODE_COMPONENT_RULES))
+}
+
+/// Whether the interim allowances let a node's components make `attrs`.
+fn interim_allows(attrs: &Attributes) -> bool {
+    if interim_rules().iter().any(|r| r.allows(attrs)) {
+        return true;
+    }
+    let Request::Resource(r) = &attrs.request else {
+        return false;
+    };
+    let verb = attrs.verb.as_str();
+    match (
+        r.api_group.as_str(),
+        r.resource.as_str(),
+        r.subresource.as_str(),
+    ) {
+        ("coordination.k8s.io", "leases", "") => {
+            r.namespace == INTERIM_LB_LEASE_NAMESPACE
+                && match verb {
+                    "list" | "watch" | "create" => {
+                        r.name.is_empty() || interim_component_lease(&r.namespace, &r.name)
+                    }
+                    "get" | "update" | "patch" | "delete" => {
+                        interim_component_lease(&r.namespace, &r.name)
+                    }
+                    _ => false,
+                }
+        }
+        ("discovery.k8s.io", "endpointslices", "") => {
+            r.namespace == INTERIM_DNS_SLICE_NAMESPACE
+                && r.name.starts_with(INTERIM_DNS_SLICE_PREFIX)
+                && matches!(verb, "get" | "create" | "update" | "patch")
+        }
+        _ => false,
+    }
+}
+
+/// What the authorizers decide with: the RBAC index (`None` before the first
+/// build) and the node graph (`None` where a caller has none: then a node is
+/// refused what needs the graph, and RBAC decides).
+#[derive(Clone, Copy, Default)]
+pub struct Authorizers<'a> {
+    pub rbac: Option<&'a RbacIndex>,
+    pub nodes: Option<&'a NodeGraph>,
+}
+
+impl<'a> From<Option<&'a RbacIndex>> for Authorizers<'a> {
+    fn from(rbac: Option<&'a RbacIndex>) -> Self {
+        Self { rbac, nodes: None }
+    }
+}
+
+/// The decision for `attrs`.
+pub fn decide<'a>(authorizers: impl Into<Authorizers<'a>>, attrs: &Attributes) -> Decision {
+    let authorizers = authorizers.into();
     let user = &attrs.user;
     if user.in_group(SUPERUSER_GROUP) {
         return Decision::Allow {
@@ -36,29 +132,44 @@ pub fn decide(index: Option<&RbacIndex>, attrs: &Attributes) -> Decision {
             reason: String::new(),
         };
     }
+    let mut reasons = Vec::new();
     if user.node_name().is_some() {
-        return Decision::Allow {
-            reason: NODE_REASON.to_string(),
-        };
+        match node::authorize(authorizers.nodes, attrs) {
+            allowed @ Decision::Allow { .. } => return allowed,
+            Decision::NoOpinion { reason } => reasons.push(reason),
+        }
+        if interim_allows(attrs) {
+            return Decision::Allow {
+                reason: String::new(),
+            };
+        }
     }
-    match index {
-        Some(index) => index.authorize(attrs),
-        None => Decision::NoOpinion {
-            reason: NOT_READY_REASON.to_string(),
+    match authorizers.rbac {
+        Some(index) => match index.authorize(attrs) {
+            allowed @ Decision::Allow { .. } => return allowed,
+            Decision::NoOpinion { reason } => reasons.push(reason),
         },
+        None => reasons.push(NOT_READY_REASON.to_string()),
+    }
+    reasons.retain(|r| !r.is_empty());
+    Decision::NoOpinion {
+        reason: reasons.join("\n"),
     }
 }
 
 /// `Ok` when allowed, upstream's 403 otherwise.
-pub fn check(index: Option<&RbacIndex>, attrs: &Attributes) -> Result<(), StatusError> {
-    match decide(index, attrs) {
+pub fn check<'a>(
+    authorizers: impl Into<Authorizers<'a>>,
+    attrs: &Attributes,
+) -> Result<(), StatusError> {
+    match decide(authorizers, attrs) {
         Decision::Allow { .. } => Ok(()),
         Decision::NoOpinion { reason } => Err(super::message::forbidden(attrs, &reason)),
     }
 }
 
 /// Whether a rules review of `user` is incomplete: a node's access is not
-/// described by rules (upstream says the same of its Node authorizer).
+/// described by rules (upstream's Node authorizer says the same).
 pub fn rules_incomplete(user: &crate::authn::User) -> bool {
     user.node_name().is_some() && !user.in_group(SUPERUSER_GROUP)
 }
@@ -74,13 +185,15 @@ mod tests {
         User::service_account("default", "robot", "uid", BTreeMap::new())
     }
 
+    const NO_INDEX: Option<&RbacIndex> = None;
+
     #[test]
     fn each_kind_of_user_is_decided_by_its_authorizer() {
         let list = |u: User| Attributes::resource(u, "list", "", "services").namespace("default");
-        // No index yet: masters and nodes only.
-        assert!(check(None, &list(User::admin())).is_ok());
-        assert!(check(None, &list(User::node("n1"))).is_ok());
-        let e = check(None, &list(sa())).unwrap_err();
+        // No index yet: masters, and nodes for what the Node authorizer allows.
+        assert!(check(NO_INDEX, &list(User::admin())).is_ok());
+        assert!(check(NO_INDEX, &list(User::node("n1"))).is_ok());
+        let e = check(NO_INDEX, &list(sa())).unwrap_err();
         assert_eq!(e.code, 403);
         let empty = RbacIndex::default();
         let e = check(Some(&empty), &list(sa())).unwrap_err();
@@ -103,5 +216,83 @@ mod tests {
         assert!(check(Some(&index), &elsewhere).is_err());
         assert!(rules_incomplete(&User::node("n1")));
         assert!(!rules_incomplete(&sa()));
+    }
+
+    #[test]
+    fn a_node_is_refused_with_the_node_authorizers_reason_unless_rbac_grants() {
+        let graph = NodeGraph::default();
+        let get = Attributes::resource(User::node("n1"), "get", "", "secrets")
+            .name("s")
+            .namespace("default");
+        let empty = RbacIndex::default();
+        let both = Authorizers {
+            rbac: Some(&empty),
+            nodes: Some(&graph),
+        };
+        let e = check(both, &get).unwrap_err();
+        assert_eq!(
+            e.message,
+            r#"secrets "s" is forbidden: User "system:node:n1" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node 'n1' and this object"#
+        );
+        // A binding still grants a node more (Node,RBAC).
+        let reader = [json!({"metadata": {"name": "secret-reader"},
+            "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"]}]})];
+        let binding = [json!({"metadata": {"name": "b"},
+            "roleRef": {"kind": "ClusterRole", "name": "secret-reader"},
+            "subjects": [{"kind": "User", "name": "system:node:n1"}]})];
+        let index = RbacIndex::build(&super::super::RbacObjects {
+            cluster_roles: &reader,
+            cluster_role_bindings: &binding,
+            ..Default::default()
+        });
+        let granted = Authorizers {
+            rbac: Some(&index),
+            nodes: Some(&graph),
+        };
+        assert!(check(granted, &get).is_ok());
+    }
+
+    #[test]
+    fn interim_component_reads_and_writes_for_nodes_only() {
+        let node = || User::node("n1");
+        let empty = RbacIndex::default();
+        let allowed = |a: Attributes| check(Some(&empty), &a).is_ok();
+        let watch = |u, group, resource| Attributes::resource(u, "watch", group, resource);
+        for (group, resource) in [
+            ("discovery.k8s.io", "endpointslices"),
+            ("", "endpoints"),
+            ("", "namespaces"),
+            ("", "nodes"),
+            ("networking.k8s.io", "networkpolicies"),
+        ] {
+            assert!(allowed(watch(node(), group, resource)), "{resource}");
+            assert!(!allowed(watch(sa(), group, resource)), "{resource}");
+        }
+        let lease = |verb, ns, name| {
+            Attributes::resource(node(), verb, "coordination.k8s.io", "leases")
+                .namespace(ns)
+                .name(name)
+        };
+        assert!(allowed(lease("list", "kube-system", "")));
+        assert!(allowed(lease("update", "kube-system", "skiff-lb-10-0-0-1")));
+        assert!(allowed(lease("delete", "kube-system", "skiff-lb-10-0-0-1")));
+        assert!(!allowed(lease(
+            "update",
+            "kube-system",
+            "kube-controller-manager"
+        )));
+        assert!(!allowed(lease("update", "default", "skiff-lb-10-0-0-1")));
+        let slice = |verb, name| {
+            Attributes::resource(node(), verb, "discovery.k8s.io", "endpointslices")
+                .namespace("kube-system")
+                .name(name)
+        };
+        assert!(allowed(slice("patch", "kube-dns-n1")));
+        assert!(!allowed(slice("patch", "web-abcde")));
+        assert!(!allowed(slice("delete", "kube-dns-n1")));
+        // Not a write of anything else: secrets stay the graph's.
+        assert!(!allowed(
+            Attributes::resource(node(), "list", "", "secrets").namespace("default")
+        ));
     }
 }
