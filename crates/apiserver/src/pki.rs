@@ -47,6 +47,7 @@ const CERT: &str = "server.crt";
 const KEY: &str = "server.key";
 pub const TOKEN: &str = "admin.token";
 pub const KUBECONFIG: &str = "admin.kubeconfig";
+pub use crate::x509::{ADMIN_CLIENT_CERT, ADMIN_CLIENT_KEY, ADMIN_USER};
 /// The client certificate the API server presents to node agents (kubeadm's names).
 pub const KUBELET_CLIENT_CERT: &str = "apiserver-kubelet-client.crt";
 pub const KUBELET_CLIENT_KEY: &str = "apiserver-kubelet-client.key";
@@ -268,6 +269,7 @@ impl Ca {
             .map_err(|e| SignError::Internal(e.to_string()))?;
         Ok(cert.pem())
     }
+
 }
 
 /// A DER certificate as PEM, 64 base64 characters a line.
@@ -434,7 +436,14 @@ pub fn ensure_ca(dir: &Path) -> Result<(Ca, bool)> {
     let ca = Ca::generate()?;
     // What the old CA signed is worthless now: removed here, so whoever calls
     // [`ensure`] later (which may be a later call than this one) signs it again.
-    for f in [CERT, KEY, KUBELET_CLIENT_CERT, KUBELET_CLIENT_KEY] {
+    for f in [
+        CERT,
+        KEY,
+        KUBELET_CLIENT_CERT,
+        KUBELET_CLIENT_KEY,
+        ADMIN_CLIENT_CERT,
+        ADMIN_CLIENT_KEY,
+    ] {
         let _ = fs::remove_file(dir.join(f));
     }
     write_private(&dir.join(CA_KEY), &ca.key_pem)?;
@@ -474,6 +483,7 @@ pub fn ensure(dir: &Path, server_url: &str, extra_sans: &[String]) -> Result<Cre
     if !has(TOKEN) {
         write_private(&dir.join(TOKEN), &random_hex(32))?;
     }
+    let admin = crate::x509::ensure_admin(dir, &ca, new_ca)?;
     let creds = Credentials {
         ca_pem: ca.cert_pem.clone(),
         ca_key_pem: ca.key_pem.clone(),
@@ -484,7 +494,16 @@ pub fn ensure(dir: &Path, server_url: &str, extra_sans: &[String]) -> Result<Cre
         kubelet_client_cert_pem: read(KUBELET_CLIENT_CERT)?,
         kubelet_client_key_pem: read(KUBELET_CLIENT_KEY)?,
     };
-    write_private(&creds.kubeconfig_path, &kubeconfig(server_url, &creds))?;
+    let kubeconfig = kubeconfig_with(
+        server_url,
+        &creds.ca_pem,
+        "admin",
+        &Credential::Certificate {
+            cert_pem: &admin.0,
+            key_pem: &admin.1,
+        },
+    );
+    write_private(&creds.kubeconfig_path, &kubeconfig)?;
     Ok(creds)
 }
 
@@ -505,13 +524,35 @@ pub fn agent_serving_cert(dir: &Path, node_name: &str, addresses: &[IpAddr]) -> 
     Ok(())
 }
 
-pub fn kubeconfig(server_url: &str, creds: &Credentials) -> String {
-    kubeconfig_for(server_url, &creds.ca_pem, "admin", &creds.admin_token)
+/// What a kubeconfig's user authenticates with.
+pub enum Credential<'a> {
+    Token(&'a str),
+    Certificate { cert_pem: &'a str, key_pem: &'a str },
 }
 
 /// A kubeconfig for `server_url` trusting `ca_pem`, as `user` with bearer `token`.
 pub fn kubeconfig_for(server_url: &str, ca_pem: &str, user: &str, token: &str) -> String {
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    kubeconfig_with(server_url, ca_pem, user, &Credential::Token(token))
+}
+
+/// A kubeconfig for `server_url` trusting `ca_pem`, as `user` (the name of
+/// its user entry) with `credential`; cluster and context `skiff`.
+pub fn kubeconfig_with(
+    server_url: &str,
+    ca_pem: &str,
+    user: &str,
+    credential: &Credential<'_>,
+) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let ca = b64(ca_pem);
+    let credential = match credential {
+        Credential::Token(token) => format!("    token: {token}"),
+        Credential::Certificate { cert_pem, key_pem } => format!(
+            "    client-certificate-data: {}\n    client-key-data: {}",
+            b64(cert_pem),
+            b64(key_pem)
+        ),
+    };
     format!(
         "apiVersion: v1
 kind: Config
@@ -523,7 +564,7 @@ clusters:
 users:
 - name: {user}
   user:
-    token: {token}
+{credential}
 contexts:
 - name: skiff
   context:
@@ -557,9 +598,19 @@ mod tests {
         assert_eq!(a.admin_token, b.admin_token);
         let kc = fs::read_to_string(&a.kubeconfig_path).unwrap();
         assert!(kc.contains("server: https://127.0.0.1:6443"));
-        assert!(kc.contains(&a.admin_token));
+        // The admin kubeconfig is a client certificate, made once.
+        assert!(!kc.contains(&a.admin_token));
+        assert!(kc.contains("client-certificate-data: "));
+        assert_eq!(kc, fs::read_to_string(&b.kubeconfig_path).unwrap());
         use std::os::unix::fs::PermissionsExt;
-        for f in [CA_KEY, KEY, TOKEN, KUBELET_CLIENT_KEY, KUBECONFIG] {
+        for f in [
+            CA_KEY,
+            KEY,
+            TOKEN,
+            KUBELET_CLIENT_KEY,
+            KUBECONFIG,
+            ADMIN_CLIENT_KEY,
+        ] {
             let mode = fs::metadata(dir.path().join(f))
                 .unwrap()
                 .permissions()
@@ -642,48 +693,6 @@ mod tests {
         assert_eq!(cn.as_str().unwrap(), KUBELET_CLIENT_CN);
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.client_auth && !eku.server_auth);
-    }
-
-    #[test]
-    fn a_client_certificate_carries_every_group_and_the_cas_signature() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ca, _) = ensure_ca(dir.path()).unwrap();
-        let groups = ["devs", "system:masters", "ops"];
-        let (pem, key) = ca
-            .issue_client("jane", &groups, Duration::from_secs(3600))
-            .unwrap();
-        assert!(key.contains("PRIVATE KEY"));
-        let der = parse(&pem);
-        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let orgs: Vec<&str> = cert
-            .subject()
-            .iter_organization()
-            .map(|o| o.as_str().unwrap())
-            .collect();
-        assert_eq!(orgs, groups);
-        let cn = cert.subject().iter_common_name().next().unwrap();
-        assert_eq!(cn.as_str().unwrap(), "jane");
-        let eku = cert.extended_key_usage().unwrap().unwrap().value;
-        assert!(eku.client_auth && !eku.server_auth);
-        let secs = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
-        assert_eq!(secs, 3600 + 60);
-        // Signed again after its subject was put in: the CA's signature holds.
-        let ca_der = parse(&ca.cert_pem);
-        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
-        assert_eq!(cert.issuer(), ca_cert.subject());
-        let ca_key = ca_cert.public_key().subject_public_key.data.as_ref();
-        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, ca_key)
-            .verify(
-                cert.tbs_certificate.as_ref(),
-                cert.signature_value.data.as_ref(),
-            )
-            .expect("the CA's signature");
-        // The key handed out is the certificate's.
-        let key = KeyPair::from_pem(&key).unwrap();
-        assert_eq!(
-            cert.public_key().subject_public_key.data.as_ref(),
-            key.public_key_raw()
-        );
     }
 
     #[test]

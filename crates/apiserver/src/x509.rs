@@ -14,9 +14,10 @@
 
 use std::future::Future;
 use std::io;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use axum::middleware::AddExtension;
@@ -29,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tower::Layer;
 
 use crate::authn::User;
+use crate::pki::Ca;
 
 /// The serving TLS configuration: the API server's certificate, HTTP/2 and
 /// HTTP/1.1, and an optional client certificate verified against `ca_pem`.
@@ -85,10 +87,7 @@ impl PeerCertificate {
 /// The user a client certificate names: CN the name, every O a group.
 pub fn user_of(der: &[u8], now: SystemTime) -> Option<User> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let now = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .ok()?;
+    let now = unix_secs(now)?;
     let validity = cert.validity();
     if now < validity.not_before.timestamp() || now > validity.not_after.timestamp() {
         return None;
@@ -181,6 +180,65 @@ pub fn with_subject(
     }))
 }
 
+/// How long `cert_pem` is valid for from `now`, if `ca_pem`'s key signed it
+/// (the cluster CA: ECDSA P-256) and it is valid now.
+pub fn time_left(cert_pem: &str, ca_pem: &str, now: SystemTime) -> Option<Duration> {
+    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).ok()?;
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).ok()?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).ok()?;
+    let ca_key = ca.public_key().subject_public_key.data.as_ref();
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, ca_key)
+        .verify(
+            cert.tbs_certificate.as_ref(),
+            cert.signature_value.data.as_ref(),
+        )
+        .ok()?;
+    let now = unix_secs(now)?;
+    let validity = cert.validity();
+    if now < validity.not_before.timestamp() {
+        return None;
+    }
+    let left = validity.not_after.timestamp().checked_sub(now)?;
+    u64::try_from(left).ok().map(Duration::from_secs)
+}
+
+fn unix_secs(t: SystemTime) -> Option<i64> {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+}
+
+/// The admin kubeconfig's client certificate and key (k3s's names).
+pub const ADMIN_CLIENT_CERT: &str = "client-admin.crt";
+pub const ADMIN_CLIENT_KEY: &str = "client-admin.key";
+/// Who the admin kubeconfig is: k3s's admin user, in `system:masters`.
+pub const ADMIN_USER: &str = "system:admin";
+/// How long client certificates made here are valid (k3s's year).
+pub const CLIENT_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// A client certificate with less left than this is made again at start (as
+/// k3s renews within 90 days of expiry).
+const RENEW_BEFORE: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// The admin client certificate and key in `dir`: the ones there while
+/// `ca` signed them and they are good for a while yet, else new ones.
+pub fn ensure_admin(dir: &Path, ca: &Ca, new_ca: bool) -> Result<(String, String)> {
+    let kept = || {
+        let cert = std::fs::read_to_string(dir.join(ADMIN_CLIENT_CERT)).ok()?;
+        let key = std::fs::read_to_string(dir.join(ADMIN_CLIENT_KEY)).ok()?;
+        let left = time_left(&cert, &ca.cert_pem, SystemTime::now())?;
+        (left > RENEW_BEFORE).then_some((cert, key))
+    };
+    if let Some(pair) = kept().filter(|_| !new_ca) {
+        return Ok(pair);
+    }
+    let (cert, key) =
+        ca.issue_client(ADMIN_USER, &[crate::authn::MASTERS], CLIENT_CERT_VALIDITY)?;
+    crate::pki::write_private(&dir.join(ADMIN_CLIENT_KEY), &key)?;
+    crate::pki::write_mode(&dir.join(ADMIN_CLIENT_CERT), &cert, 0o644)?;
+    Ok((cert, key))
+}
+
 /// TLS with client certificates around `A` (the TCP acceptor): each accepted
 /// connection's service puts its [`PeerCertificate`] into every request.
 #[derive(Clone)]
@@ -225,7 +283,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn der(pem: &str) -> Vec<u8> {
         CertificateDer::from_pem_slice(pem.as_bytes())
@@ -253,5 +310,90 @@ mod tests {
         // No CN: not a user (upstream's conversion declines it).
         let (pem, _) = ca.issue_client("", &["devs"], year).expect("cert");
         assert!(user_of(&der(&pem), SystemTime::now()).is_none());
+    }
+
+    #[test]
+    fn a_client_certificate_carries_every_group_and_the_cas_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = crate::pki::ensure_ca(dir.path()).unwrap();
+        let groups = ["devs", "system:masters", "ops"];
+        let (pem, key) = ca
+            .issue_client("jane", &groups, Duration::from_secs(3600))
+            .unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        let cert_der = der(&pem);
+        let (_, cert) = x509_parser::parse_x509_certificate(&cert_der).unwrap();
+        let orgs: Vec<&str> = cert
+            .subject()
+            .iter_organization()
+            .map(|o| o.as_str().unwrap())
+            .collect();
+        assert_eq!(orgs, groups);
+        let cn = cert.subject().iter_common_name().next().unwrap();
+        assert_eq!(cn.as_str().unwrap(), "jane");
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        let secs = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+        assert_eq!(secs, 3600 + 60);
+        // Signed again after its subject was put in: the CA's signature holds.
+        let ca_der = der(&ca.cert_pem);
+        let (_, ca_cert) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(cert.issuer(), ca_cert.subject());
+        let ca_key = ca_cert.public_key().subject_public_key.data.as_ref();
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, ca_key)
+            .verify(
+                cert.tbs_certificate.as_ref(),
+                cert.signature_value.data.as_ref(),
+            )
+            .expect("the CA's signature");
+        let left = time_left(&pem, &ca.cert_pem, SystemTime::now()).expect("signed and valid");
+        assert!(left <= Duration::from_secs(3600) && left > Duration::from_secs(3500));
+        let (other, _) = crate::pki::ensure_ca(&dir.path().join("other")).unwrap();
+        assert!(time_left(&pem, &other.cert_pem, SystemTime::now()).is_none());
+        // The key handed out is the certificate's.
+        let key = rcgen::KeyPair::from_pem(&key).unwrap();
+        assert_eq!(
+            cert.public_key().subject_public_key.data.as_ref(),
+            key.public_key_raw()
+        );
+    }
+
+    #[test]
+    fn the_admin_kubeconfig_is_a_masters_certificate_made_again_near_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        let first = std::fs::read_to_string(dir.path().join(ADMIN_CLIENT_CERT)).unwrap();
+        let who = user_of(&der(&first), SystemTime::now()).unwrap();
+        assert_eq!(who.name, ADMIN_USER);
+        assert!(who.in_group(crate::authn::MASTERS));
+        let ca = crate::pki::Ca::load(dir.path()).unwrap();
+        let left = time_left(&first, &ca.cert_pem, SystemTime::now()).unwrap();
+        assert!(left > CLIENT_CERT_VALIDITY - Duration::from_secs(60));
+        // Kept while fresh ...
+        crate::pki::ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        let kept = std::fs::read_to_string(dir.path().join(ADMIN_CLIENT_CERT)).unwrap();
+        assert_eq!(kept, first);
+        // ... made again when a month is left, or it is gone.
+        let (month, key) = ca
+            .issue_client(
+                ADMIN_USER,
+                &[crate::authn::MASTERS],
+                Duration::from_secs(30 * 86400),
+            )
+            .unwrap();
+        std::fs::write(dir.path().join(ADMIN_CLIENT_CERT), &month).unwrap();
+        std::fs::write(dir.path().join(ADMIN_CLIENT_KEY), &key).unwrap();
+        crate::pki::ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        let renewed = std::fs::read_to_string(dir.path().join(ADMIN_CLIENT_CERT)).unwrap();
+        assert_ne!(renewed, month);
+        let left = time_left(&renewed, &ca.cert_pem, SystemTime::now()).unwrap();
+        assert!(left > CLIENT_CERT_VALIDITY - Duration::from_secs(60));
+        let kc = std::fs::read_to_string(dir.path().join(crate::pki::KUBECONFIG)).unwrap();
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &renewed);
+        assert!(kc.contains(&format!("client-certificate-data: {b64}")));
+        std::fs::remove_file(dir.path().join(ADMIN_CLIENT_KEY)).unwrap();
+        crate::pki::ensure(dir.path(), "https://127.0.0.1:6443", &[]).unwrap();
+        let again = std::fs::read_to_string(dir.path().join(ADMIN_CLIENT_CERT)).unwrap();
+        assert_ne!(again, renewed);
     }
 }

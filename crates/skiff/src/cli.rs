@@ -40,6 +40,9 @@ enum Command {
     /// Manage join tokens: the credentials `skiff agent --token` joins a node with.
     #[command(subcommand)]
     Token(crate::token::TokenCommand),
+    /// Print a kubeconfig for a new user (a client certificate signed by the
+    /// cluster CA in `--data-dir`): `--user NAME [--group GROUP]...`.
+    Kubeconfig(crate::kubeconfig::KubeconfigArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -197,6 +200,10 @@ pub fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Token(cmd) => match crate::token::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Kubeconfig(args) => match crate::kubeconfig::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
