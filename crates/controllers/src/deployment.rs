@@ -400,7 +400,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     }
     let uid = d.metadata.uid.clone().unwrap_or_default();
     let spec = d.spec.clone().unwrap_or_default();
-    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &key.ns);
+    let api: Api<ReplicaSet> = Api::namespaced(ctx.clients.of("deployment"), &key.ns);
     let mut all: Vec<Arc<ReplicaSet>> = ctx.cache.replicasets.state_filter(|r| {
         r.metadata.namespace.as_deref() == Some(key.ns.as_str())
             && r.owner_references()
@@ -477,7 +477,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         if d.status.as_ref() != Some(&want) {
             let mut dd = (*d).clone();
             dd.status = Some(want);
-            let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &key.ns);
+            let dapi: Api<Deployment> = Api::namespaced(ctx.clients.of("deployment"), &key.ns);
             dapi.replace_status(&key.name, &PostParams::default(), &dd)
                 .await?;
         }
@@ -578,7 +578,8 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
                     let mut dd = (*d).clone();
                     let st = dd.status.get_or_insert_with(Default::default);
                     st.collision_count = Some(st.collision_count.unwrap_or(0) + 1);
-                    let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &key.ns);
+                    let dapi: Api<Deployment> =
+                        Api::namespaced(ctx.clients.of("deployment"), &key.ns);
                     dapi.replace_status(&key.name, &PostParams::default(), &dd)
                         .await?;
                     return Ok(None);
@@ -691,7 +692,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     // replaces /metadata/annotations and needs it there).
     let rev = revision(&new_rs).to_string();
     if d.annotations().get(ANN_REVISION) != Some(&rev) {
-        let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &key.ns);
+        let dapi: Api<Deployment> = Api::namespaced(ctx.clients.of("deployment"), &key.ns);
         let patch = serde_json::json!({"metadata": {"annotations": {ANN_REVISION: rev}}});
         dapi.patch(
             &key.name,
@@ -715,7 +716,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     if cur != want {
         let mut dd = (*d).clone();
         dd.status = Some(want);
-        let dapi: Api<Deployment> = Api::namespaced(ctx.client.clone(), &key.ns);
+        let dapi: Api<Deployment> = Api::namespaced(ctx.clients.of("deployment"), &key.ns);
         dapi.replace_status(&key.name, &PostParams::default(), &dd)
             .await?;
     }

@@ -143,7 +143,7 @@ pub fn desired(svc: &Service, pods: &[Arc<Pod>], current: Option<&Endpoints>) ->
 }
 
 pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
-    let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), &key.ns);
+    let api: Api<Endpoints> = Api::namespaced(ctx.clients.of("endpoints"), &key.ns);
     let current = ctx
         .cache
         .endpoints

@@ -420,9 +420,10 @@ pub fn managed_slices(cache: &Cache, key: &Key, managed_by: &str) -> Vec<Arc<End
 
 /// Writes `changes`: creates first, then updates, then deletes, so endpoints
 /// never disappear in between (as upstream). Each write is remembered until the
-/// cache shows it.
-pub async fn apply(ctx: &Ctx, owner: &Key, changes: Changes) -> Result<()> {
-    let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &owner.ns);
+/// cache shows it. `controller` (`endpointslice` or `endpointslicemirroring`)
+/// is whose identity writes.
+pub async fn apply(ctx: &Ctx, controller: &str, owner: &Key, changes: Changes) -> Result<()> {
+    let api: Api<EndpointSlice> = Api::namespaced(ctx.clients.of(controller), &owner.ns);
     for s in changes.create {
         let made = api.create(&PostParams::default(), &s).await?;
         ctx.slice_writes.expect_write(
@@ -499,7 +500,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     };
     if changes != Changes::default() {
         tracing::debug!(service = %key, create = changes.create.len(), update = changes.update.len(), delete = changes.delete.len(), "syncing endpoint slices");
-        apply(&ctx, &key, changes).await?;
+        apply(&ctx, "endpointslice", &key, changes).await?;
     }
     Ok(None)
 }

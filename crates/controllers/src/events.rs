@@ -4,17 +4,21 @@
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, PostParams};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
+
+use crate::clients::Clients;
 
 /// Writes Events in the background: a failed Event write never fails a reconcile.
 #[derive(Clone)]
 pub struct Recorder {
-    client: Client,
+    clients: Clients,
 }
 
 impl Recorder {
-    pub fn new(client: Client) -> Self {
-        Recorder { client }
+    /// Each Event is written by the controller that reports it (its
+    /// `component`), as upstream's per-controller recorders.
+    pub fn new(clients: Clients) -> Self {
+        Recorder { clients }
     }
 
     /// Records `reason`/`message` about `obj` from `component` (e.g.
@@ -57,7 +61,7 @@ impl Recorder {
             reporting_instance: Some(component.into()),
             ..Default::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        let api: Api<Event> = Api::namespaced(self.clients.for_event_component(component), &ns);
         tokio::spawn(async move {
             if let Err(e) = api.create(&PostParams::default(), &event).await {
                 tracing::debug!(error = %e, "writing an event");

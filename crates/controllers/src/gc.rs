@@ -84,7 +84,7 @@ where
 
 /// Whether the owner exists, asking the API server (the cache may lag).
 async fn owner_exists(ctx: &Ctx, ns: &str, r: &OwnerReference) -> Result<bool> {
-    let c = ctx.client.clone();
+    let c = ctx.clients.of("garbagecollector");
     let (name, uid) = (r.name.as_str(), r.uid.as_str());
     match r.kind.as_str() {
         "Deployment" => live_exists(Api::<Deployment>::namespaced(c, ns), name, uid).await,
@@ -192,7 +192,7 @@ async fn finalize_owner(ctx: &Ctx, kind: &str, ns: &str, name: &str) -> Result<O
     let slices = ctx.cache.slices.state_filter(|o| {
         in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default())
     });
-    let c = ctx.client.clone();
+    let c = ctx.clients.of("garbagecollector");
     let mut waiting = false;
     macro_rules! each {
         ($list:expr, $k:ty) => {
@@ -273,7 +273,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     let Some((kind, ns)) = key.ns.split_once('/') else {
         return Ok(None);
     };
-    let c = ctx.client.clone();
+    let c = ctx.clients.of("garbagecollector");
     match kind {
         "Pod" => {
             if let Some(o) = ctx.cache.pods.get(&at(ns, &key.name)) {

@@ -508,22 +508,24 @@ fn jittered(d: Duration) -> Duration {
 }
 
 /// Runs the controllers as `settings` say: at once without leader election (a
-/// lone server), else only while this server leads; until `shutdown`.
+/// lone server), else only while this server leads; until `shutdown`. The
+/// Lease is held with the shared (controller manager's) client.
 pub async fn run_controllers(
-    client: Client,
+    clients: impl Into<crate::clients::Clients>,
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
+    let clients = clients.into();
     match settings.leader_election.clone() {
         None => {
             tokio::select! {
-                r = crate::run(client, settings) => r,
+                r = crate::run(clients, settings) => r,
                 () = shutdown => Ok(()),
             }
         }
         Some(config) => {
-            run_elected(client.clone(), config, shutdown, move || {
-                crate::run(client.clone(), settings.clone())
+            run_elected(clients.shared().clone(), config, shutdown, move || {
+                crate::run(clients.clone(), settings.clone())
             })
             .await
         }

@@ -25,6 +25,7 @@
 //! them only on the server holding the `kube-system/kube-controller-manager`
 //! Lease ([`leader`], upstream's `--leader-elect`).
 
+pub mod clients;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;

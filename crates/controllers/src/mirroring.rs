@@ -116,7 +116,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         },
     };
     if changes != Changes::default() {
-        endpointslice::apply(&ctx, &key, changes).await?;
+        endpointslice::apply(&ctx, "endpointslicemirroring", &key, changes).await?;
     }
     Ok(None)
 }

@@ -358,7 +358,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
             Ok(Some(Duration::from_secs(30)))
         }
         Decision::Assign { index, cidr } => {
-            let api: Api<Node> = Api::all(ctx.client.clone());
+            let api: Api<Node> = Api::all(ctx.clients.of("nodeipam"));
             // The resourceVersion makes the patch conditional: a Node that got a
             // range from elsewhere meanwhile (its agent) keeps that one.
             let patch = json!({

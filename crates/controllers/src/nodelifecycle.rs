@@ -404,7 +404,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         settings.node_monitor_grace_period
     };
     let stale = since > grace;
-    let api: Api<Node> = Api::all(ctx.client.clone());
+    let api: Api<Node> = Api::all(ctx.clients.of("nodelifecycle"));
     let mut rv = node.metadata.resource_version.clone();
     let mut conditions: Vec<NodeCondition> = node
         .status
@@ -536,7 +536,7 @@ async fn mark_pods_not_ready(ctx: &Ctx, node: &str) -> Result<()> {
             let now = now.clone();
             async move {
                 let ns = p.namespace().unwrap_or_default();
-                let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+                let api: Api<Pod> = Api::namespaced(ctx.clients.of("nodelifecycle"), &ns);
                 // Conditions merge by type: nothing else the agent wrote changes.
                 let patch = json!({"metadata": {"uid": p.metadata.uid},
                     "status": {"conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}]}});
@@ -606,7 +606,7 @@ async fn mark_node_endpoints_not_ready(ctx: &Ctx, node: &str) -> Result<()> {
             continue;
         };
         let ns = s.namespace().unwrap_or_default();
-        let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
+        let api: Api<EndpointSlice> = Api::namespaced(ctx.clients.of("nodelifecycle"), &ns);
         let patch = json!({"metadata": {"resourceVersion": s.metadata.resource_version},
             "endpoints": endpoints});
         match api

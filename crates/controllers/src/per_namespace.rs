@@ -84,7 +84,7 @@ where
 
 /// Runs the controller until dropped: the caller's task owns the watches
 /// (they stop with the runtime when a leader steps down).
-pub async fn run<K>(client: Client, ensure: Ensure<K>)
+pub async fn run<K>(informers: Client, writer: Client, ensure: Ensure<K>)
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
@@ -97,13 +97,13 @@ where
 {
     let queue = Arc::new(Queue::default());
     let namespaces = informer(
-        Api::<Namespace>::all(client.clone()),
+        Api::<Namespace>::all(informers.clone()),
         watcher::Config::default(),
         queue.clone(),
         |ns| Some(Key::new("", &ns.name_any())),
     );
     let objects = informer(
-        Api::<K>::all(client.clone()),
+        Api::<K>::all(informers),
         watcher::Config::default().fields(&format!("metadata.name={}", ensure.name)),
         queue.clone(),
         |o| o.namespace().map(|ns| Key::new("", &ns)),
@@ -116,7 +116,7 @@ where
     let mut failures: HashMap<Key, u32> = HashMap::new();
     loop {
         let key = queue.next().await;
-        match reconcile(&client, &ensure, &namespaces, &objects, &key.name).await {
+        match reconcile(&writer, &ensure, &namespaces, &objects, &key.name).await {
             Ok(()) => {
                 failures.remove(&key);
             }

@@ -96,7 +96,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         Gc::Orphaned => {
             let name = node_name.unwrap_or_default();
             // The cache may only be late: ask the API server before deleting.
-            let nodes: Api<Node> = Api::all(ctx.client.clone());
+            let nodes: Api<Node> = Api::all(ctx.clients.of("pod-garbage-collector"));
             if nodes.get_opt(&name).await?.is_some() {
                 let mut m = ctx.podgc.missing.lock().unwrap_or_else(|e| e.into_inner());
                 m.remove(&name);
@@ -121,7 +121,7 @@ async fn force_delete(
     key: &Key,
     condition: Option<serde_json::Value>,
 ) -> Result<()> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.ns);
+    let api: Api<Pod> = Api::namespaced(ctx.clients.of("pod-garbage-collector"), &key.ns);
     if !pods::is_terminal(pod) {
         let mut status = json!({"phase": "Failed"});
         if let Some(c) = condition {

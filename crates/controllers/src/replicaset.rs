@@ -191,7 +191,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     let now = k8s_openapi::jiff::Timestamp::now();
     let pods = ctx.cache.pods_in(&key.ns);
     let plan = desired(&rs, &pods, now);
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.ns);
+    let api: Api<Pod> = Api::namespaced(ctx.clients.of("replicaset"), &key.ns);
     let owner = pods::controller_ref("apps/v1", "ReplicaSet", &rs.metadata);
     for name in &plan.adopt {
         let patch = json!({"metadata": {"ownerReferences": [owner]}});
@@ -270,7 +270,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     }
     let current = rs.status.clone().unwrap_or_default();
     if zero_status(&current) != zero_status(&plan.status) {
-        let rsapi: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &key.ns);
+        let rsapi: Api<ReplicaSet> = Api::namespaced(ctx.clients.of("replicaset"), &key.ns);
         let mut updated = (*rs).clone();
         updated.status = Some(plan.status.clone());
         rsapi

@@ -56,10 +56,12 @@ fn merge(have: &mut ConfigMap, want: ConfigMap) {
     }
 }
 
-/// Runs until dropped.
-pub async fn run(client: Client, ca_pem: String) {
+/// Runs until dropped: `informers` watches the namespaces and the
+/// ConfigMaps, `writer` writes.
+pub async fn run(informers: Client, writer: Client, ca_pem: String) {
     per_namespace::run(
-        client,
+        informers,
+        writer,
         Ensure {
             controller: "root-ca-cert-publisher",
             name: NAME,

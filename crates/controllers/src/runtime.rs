@@ -285,7 +285,9 @@ pub struct Queues {
 
 /// Everything a reconcile needs.
 pub struct Ctx {
-    pub client: Client,
+    /// The controller manager's client (the caches) and each controller's own
+    /// (its writes): see [`crate::clients`].
+    pub clients: crate::clients::Clients,
     pub settings: Settings,
     pub cache: Cache,
     pub queues: Queues,
@@ -361,7 +363,10 @@ where
 /// Runs every enabled controller until the client's server goes away for good.
 /// Dropping the future stops them all (workers aborted, watches closed), so a
 /// leader that loses its Lease leaves nothing running.
-pub async fn run(client: Client, settings: Settings) -> Result<()> {
+pub async fn run(clients: impl Into<crate::clients::Clients>, settings: Settings) -> Result<()> {
+    let clients = clients.into();
+    // The caches are the controller manager's shared informers.
+    let client = clients.shared().clone();
     // Invalid flags stop everything before it starts, as upstream.
     let ipam = crate::nodeipam::State::new(&settings)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -381,8 +386,8 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
         ),
     };
     let ctx = Arc::new(Ctx {
-        events: crate::events::Recorder::new(client.clone()),
-        client,
+        events: crate::events::Recorder::new(clients.clone()),
+        clients,
         settings,
         cache: cache.clone(),
         queues: Queues::default(),
@@ -469,7 +474,10 @@ pub async fn run(client: Client, settings: Settings) -> Result<()> {
 /// watches ([`crate::per_namespace`]), beside the shared caches.
 fn spawn_per_namespace(ctx: &Ctx, workers: &mut tokio::task::JoinSet<()>) {
     if ctx.settings.enabled("serviceaccount") {
-        workers.spawn(crate::serviceaccounts::run(ctx.client.clone()));
+        workers.spawn(crate::serviceaccounts::run(
+            ctx.clients.shared().clone(),
+            ctx.clients.of("serviceaccount"),
+        ));
     }
     let Some(file) = &ctx.settings.root_ca_file else {
         return;
@@ -477,7 +485,11 @@ fn spawn_per_namespace(ctx: &Ctx, workers: &mut tokio::task::JoinSet<()>) {
     if ctx.settings.enabled("root-ca-cert-publisher") {
         match std::fs::read_to_string(file) {
             Ok(pem) => {
-                workers.spawn(crate::rootca::run(ctx.client.clone(), pem));
+                workers.spawn(crate::rootca::run(
+                    ctx.clients.shared().clone(),
+                    ctx.clients.of("root-ca-cert-publisher"),
+                    pem,
+                ));
             }
             Err(e) => {
                 tracing::warn!(file = %file.display(), error = %e, "no cluster CA: root-ca-cert-publisher not started")

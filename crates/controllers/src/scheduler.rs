@@ -351,7 +351,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     let snap = Snapshot::new(&nodes, &all, &services, &replicasets, &statefulsets);
     match pick(&pod, &snap) {
         Ok(node) => {
-            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.ns);
+            let api: Api<Pod> = Api::namespaced(ctx.clients.of("scheduler"), &key.ns);
             // Upstream's API server treats a uid in a patch as a precondition,
             // so a recreated pod of the same name does not inherit this decision.
             let patch = json!({"metadata": {"uid": pod.metadata.uid}, "spec": {"nodeName": node}});
@@ -395,7 +395,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
             if current.is_none_or(|c| {
                 c.status != "False" || c.message.as_deref() != Some(message.as_str())
             }) {
-                let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.ns);
+                let api: Api<Pod> = Api::namespaced(ctx.clients.of("scheduler"), &key.ns);
                 let now = k8s_openapi::jiff::Timestamp::now().to_string();
                 // Strategic merge: conditions merge by type, so nothing else
                 // the node agent wrote is replaced.

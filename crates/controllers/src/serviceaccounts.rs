@@ -23,10 +23,11 @@ pub fn desired(namespace: &str) -> ServiceAccount {
     }
 }
 
-/// Runs until dropped.
-pub async fn run(client: Client) {
+/// Runs until dropped: `informers` watches, `writer` makes the accounts.
+pub async fn run(informers: Client, writer: Client) {
     per_namespace::run(
-        client,
+        informers,
+        writer,
         Ensure {
             controller: "serviceaccount",
             name: DEFAULT,

@@ -215,7 +215,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
                 .any(|r| r.controller == Some(true) && r.uid == uid)
         })
         .collect();
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.ns);
+    let api: Api<Pod> = Api::namespaced(ctx.clients.of("statefulset"), &key.ns);
     if sts.metadata.deletion_timestamp.is_none() {
         let plan = desired(&sts, &owned);
         for ord in plan.create {
@@ -272,7 +272,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
     if sts.status.as_ref() != Some(&want) {
         let mut s = (*sts).clone();
         s.status = Some(want);
-        let sapi: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &key.ns);
+        let sapi: Api<StatefulSet> = Api::namespaced(ctx.clients.of("statefulset"), &key.ns);
         sapi.replace_status(&key.name, &PostParams::default(), &s)
             .await?;
     }

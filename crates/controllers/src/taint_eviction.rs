@@ -200,7 +200,7 @@ async fn evict(ctx: &Ctx, pod: &Pod, key: &Key) -> Result<()> {
         REASON,
         format!("Marking for deletion Pod {key}"),
     );
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.ns);
+    let api: Api<Pod> = Api::namespaced(ctx.clients.of("taint-eviction-controller"), &key.ns);
     let marked = pod
         .status
         .as_ref()
