@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 pub mod etcd;
+pub mod layered_image;
 pub mod multinode;
 pub mod registry;
 
