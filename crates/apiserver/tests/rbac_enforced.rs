@@ -608,10 +608,16 @@ async fn kubectl_auth_can_i_answers_for_the_token() {
         Duration::from_secs(1),
     )
     .await;
+    // A kubeconfig with the token alone: with the admin one, kubectl would send
+    // its client certificate too, which is tried first (as upstream does).
+    let robot_kc = dir.path().join("robot.kubeconfig");
+    let ca = std::fs::read_to_string(dir.path().join(skiff_apiserver::pki::CA)).expect("ca");
+    let robot = skiff_apiserver::pki::kubeconfig_for(&running.url, &ca, "robot", &token);
+    std::fs::write(&robot_kc, robot).expect("kubeconfig");
     let can = |args: Vec<&'static str>| {
-        let (kc, cache, token) = (kc.clone(), cache.clone(), token.clone());
+        let (kc, cache) = (robot_kc.clone(), cache.clone());
         async move {
-            let mut all = vec!["--token", token.as_str(), "auth", "can-i"];
+            let mut all = vec!["auth", "can-i"];
             all.extend(args);
             kubectl(&kc, &cache, &all).await.expect("kubectl")
         }

@@ -387,13 +387,15 @@ async fn kubectl_creates_tokens_that_authenticate() {
     );
     let exp = part(&token, 1)["exp"].as_i64().expect("exp");
     assert_eq!(exp - part(&token, 1)["iat"].as_i64().expect("iat"), 1200);
-    let (ok, me) = kubectl(
-        &kc,
-        &cache,
-        &["auth", "whoami", "--token", &token, "-o", "json"],
-    )
-    .await
-    .expect("kubectl");
+    // A kubeconfig with the token alone: with the admin one, kubectl would send
+    // its client certificate too, which is tried first (as upstream does).
+    let robot_kc = dir.path().join("robot.kubeconfig");
+    let ca = std::fs::read_to_string(dir.path().join(skiff_apiserver::pki::CA)).expect("ca");
+    let robot = skiff_apiserver::pki::kubeconfig_for(&running.url, &ca, "robot", &token);
+    std::fs::write(&robot_kc, robot).expect("kubeconfig");
+    let (ok, me) = kubectl(&robot_kc, &cache, &["auth", "whoami", "-o", "json"])
+        .await
+        .expect("kubectl");
     assert!(ok, "{me}");
     let me: Value = serde_json::from_str(&me).expect("whoami json");
     assert_eq!(

@@ -336,7 +336,17 @@ fn errors_read_like_upstream() {
     );
     assert!(!c.k(&["get", "svc", "-o", "name"]).contains("other"));
     // Wrong credentials.
-    let out = c.kubectl(&["--token=wrong", "get", "pods"]);
+    // (Without the admin kubeconfig, whose client certificate would be tried
+    // before the token, as upstream does.)
+    let ca = format!("--certificate-authority={}/ca.crt", c.data_dir().display());
+    let out = c.kubectl(&[
+        "--kubeconfig=/dev/null",
+        "--server=https://127.0.0.1:6443",
+        &ca,
+        "--token=wrong",
+        "get",
+        "pods",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Unauthorized"), "{err}");
     // Raw HTTP: no token, malformed JSON, oversized body, wrong kind for the URL.
