@@ -304,7 +304,9 @@ mod tests {
             user.groups,
             ["devs", "ops", crate::authn::AUTHENTICATED].map(String::from)
         );
-        // Outside its validity it is no one.
+        // Outside its validity it is no one: not yet valid, or expired.
+        let earlier = SystemTime::now() - Duration::from_secs(3600);
+        assert!(user_of(&der(&pem), earlier).is_none());
         let later = SystemTime::now() + year + Duration::from_secs(3600);
         assert!(user_of(&der(&pem), later).is_none());
         // No CN: not a user (upstream's conversion declines it).
