@@ -11,6 +11,11 @@
 //! each request's extensions ([`PeerCertificate`]), where
 //! [`crate::authn::authenticate_request`] reads it before any bearer token, as
 //! upstream's union authenticator tries x509 first.
+//!
+//! The other way round, a user is written into a certificate here too: a
+//! subject with one O per group ([`subject_der`], [`with_subject`], for
+//! [`Ca::issue_client`]), and the admin kubeconfig's certificate,
+//! `system:admin` in `system:masters` ([`ensure_admin`]).
 
 use std::future::Future;
 use std::io;
