@@ -9,6 +9,7 @@
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod component_certs;
 pub mod convert;
 pub mod delete;
 pub mod discovery;

@@ -501,8 +501,10 @@ async fn server(args: ServerArgs) -> Result<()> {
         backend,
     )
     .await?;
-    let client = crate::components::client(&running.kubeconfig).await?;
-    let components = crate::components::start(&client, &node);
+    let clients =
+        crate::components::server_clients(&running.kubeconfig, &args.data_dir, &node.node_name)
+            .await?;
+    let components = crate::components::start(&clients, &node);
     for (name, _) in &components {
         tracing::info!(component = name, "started");
     }

@@ -11,6 +11,10 @@
 //!   token (two pods with different accounts; none with automounting off), only
 //!   its own processes; its token gets upstream's 403 for what its account is not
 //!   granted and 401 once its pod is deleted.
+//! - Component credentials (security/components.rs): the proxy, DNS, netpol,
+//!   controller manager, scheduler and each controller's account (by
+//!   impersonation) and a joined node (its own token) get upstream's 403 for
+//!   what they must not do.
 //!
 //! The image: the `shpod` stand-in (kubectl, bash, Python's standard library,
 //! curl) with a layer made here (support/layered_image.rs), in a registry serving
@@ -504,4 +508,14 @@ fn isolation(c: &Cluster) {
     assert_eq!(status["reason"], "Unauthorized", "{body}");
     assert_eq!(status["message"], "Unauthorized", "{body}");
     assert_eq!(status["code"], 401, "{body}");
+}
+
+#[path = "security/components.rs"]
+mod components;
+
+#[test]
+fn component_identities_are_refused_what_they_must_not_do() {
+    let c = components::start();
+    components::components_refused(&c);
+    components::node_refused(&c);
 }
