@@ -41,6 +41,7 @@ impl ApiServer {
             services: Default::default(),
             admission: Default::default(),
             tls_sans: Vec::new(),
+            audit: None,
         };
         let running = rt
             .spawn(skiff_apiserver::start(config, store))

@@ -26,6 +26,8 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<LatencyLabels, Histogram>,
+    /// The audit log's counters (`apiserver_audit_*`).
+    pub audit: crate::audit::AuditMetrics,
 }
 
 impl Default for Metrics {
@@ -45,10 +47,22 @@ impl Default for Metrics {
             "Response latency distribution in seconds by verb and resource",
             latency.clone(),
         );
+        let audit = crate::audit::AuditMetrics::default();
+        registry.register(
+            "apiserver_audit_event",
+            "Counter of audit events generated and sent to the audit backend.",
+            audit.events.clone(),
+        );
+        registry.register(
+            "apiserver_audit_error",
+            "Counter of audit events that failed to be audited properly. Plugin identifies the plugin affected by the error.",
+            audit.errors.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
             latency,
+            audit,
         }
     }
 }

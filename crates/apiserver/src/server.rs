@@ -45,6 +45,8 @@ pub struct Config {
     /// Names and addresses the serving certificate covers besides the listen
     /// address (k3s's `--tls-san`): what nodes on other machines dial.
     pub tls_sans: Vec<String>,
+    /// The audit log (`--audit-log-path`, `--audit-policy-file`); `None`: off.
+    pub audit: Option<crate::audit::Settings>,
 }
 
 /// What admission adds to new objects (upstream's admission plugin flags).
@@ -96,6 +98,8 @@ pub struct Api {
     /// The namespaces a create checks, kept current by
     /// [`crate::namespace_cache::run`].
     pub namespace_cache: crate::namespace_cache::NamespaceCache,
+    /// The audit log, when one is written.
+    pub auditor: Option<Arc<crate::audit::Auditor>>,
 }
 
 /// A started API server.
@@ -165,7 +169,34 @@ fn text(code: u16, s: impl Into<String>) -> Response {
     r
 }
 
+/// Every request: its `Audit-ID` echoed, and its audit record kept (with a
+/// `Panic` event if a handler panics) when the log is on.
 async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
+    use futures::FutureExt;
+    let audit_id = crate::audit::request_id(req.headers());
+    let mut resp = match api.auditor.clone() {
+        None => serve(api, req, None).await,
+        Some(auditor) => {
+            let mut record = crate::audit::Record::new(auditor, &audit_id, &req);
+            let served = std::panic::AssertUnwindSafe(serve(api, req, Some(&mut record)));
+            match served.catch_unwind().await {
+                Ok(resp) => record.finish(resp).await,
+                Err(panic) => {
+                    record.panicked(&crate::audit::panic_message(panic.as_ref()));
+                    std::panic::resume_unwind(panic)
+                }
+            }
+        }
+    };
+    crate::audit::set_header(&mut resp, &audit_id);
+    resp
+}
+
+async fn serve(
+    api: Arc<Api>,
+    req: Request,
+    mut audit: Option<&mut crate::audit::Record>,
+) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
@@ -187,6 +218,9 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
         Ok(u) => u,
         Err(e) => return response::error(&e),
     };
+    if let Some(record) = audit.as_deref_mut() {
+        record.authenticated(&user);
+    }
     if path == join::JOIN_PATH {
         if let Err(e) = authn::authorize(&user, &Action::Join) {
             return response::error(&e);
@@ -200,23 +234,28 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
         );
         return resp;
     }
-    if path == crate::component_certs::NODE_COMPONENTS_PATH {
-        // Nodes only, each for itself: checked there, not by RBAC.
-        return crate::component_certs::serve(&api, &user, &parts.method, body).await;
-    }
     let query = Query::parse(parts.uri.query());
     // Authorization decides on the index as it is now: never a store read.
     let index = api.rbac.get();
-    let user = match authorize(
+    let authorized = authorize(
         index.as_deref(),
         &api.node_graph,
         user,
         &parts,
         &path,
         &query,
-    ) {
+        audit.as_deref_mut(),
+    );
+    let user = match authorized {
         Ok(u) => u,
         Err(e) => return response::error(&e),
+    };
+    let body = match audit {
+        Some(record) => match record.keep_body(body).await {
+            Ok(body) => body,
+            Err(e) => return response::error(&e),
+        },
+        None => body,
     };
     if let Some(route) = crate::authz::access_review::route(&path) {
         let (method, headers) = (&parts.method, &parts.headers);
@@ -326,22 +365,37 @@ fn authorize(
     parts: &http::request::Parts,
     path: &str,
     query: &Query,
+    mut audit: Option<&mut crate::audit::Record>,
 ) -> Result<authn::User, StatusError> {
     use crate::authz::{impersonate, policy, request_info};
     let user = if impersonate::requested(&parts.headers) {
-        impersonate::impersonate(index, &user, &parts.headers)?
+        let as_user = impersonate::impersonate(index, &user, &parts.headers)?;
+        if let Some(r) = audit.as_deref_mut() {
+            r.impersonated(&as_user);
+        }
+        as_user
     } else if user.in_group(crate::authz::SUPERUSER_GROUP) {
         // Allowed whatever it asks: the admin path skips reading the request.
+        if let Some(r) = audit {
+            r.decided(true, "");
+        }
         return Ok(user);
     } else {
         user
     };
     let attrs = request_info::attributes(user, &parts.method, path, query);
+    // policy::check, with the decision's reason kept for the audit log.
     let authorizers = policy::Authorizers {
         rbac: index,
         nodes: Some(nodes),
     };
-    policy::check(authorizers, &attrs)?;
+    let decision = policy::decide(authorizers, &attrs);
+    if let Some(r) = audit {
+        r.decided(decision.is_allowed(), decision.reason());
+    }
+    if !decision.is_allowed() {
+        return Err(crate::authz::message::forbidden(&attrs, decision.reason()));
+    }
     Ok(attrs.user)
 }
 
@@ -607,9 +661,17 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         crate::x509::server_config(&creds.ca_pem, &creds.cert_pem, &creds.key_pem)?,
     ));
 
+    let metrics = Metrics::default();
+    let auditor = match &config.audit {
+        Some(settings) => Some(Arc::new(crate::audit::Auditor::start(
+            settings,
+            metrics.audit.clone(),
+        )?)),
+        None => None,
+    };
     let api = Arc::new(Api {
         objects: Objects::new(backend),
-        metrics: Metrics::default(),
+        metrics,
         admin_token: creds.admin_token.clone(),
         ca: creds.ca(),
         kubelet_tls,
@@ -622,6 +684,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         rbac: Default::default(),
         node_graph: Default::default(),
         namespace_cache: Default::default(),
+        auditor,
     });
     crate::services::load(&api)
         .await
@@ -662,7 +725,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     let server = axum_server::from_tcp(listener)?
         .acceptor(acceptor)
         .handle(handle.clone());
-    let task = tokio::spawn(server.serve(app.into_make_service()));
+    let task = tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
     tracing::info!(%url, kubeconfig = %creds.kubeconfig_path.display(), "API server listening");
     Ok(Running {
         url,

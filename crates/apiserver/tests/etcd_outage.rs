@@ -159,6 +159,7 @@ fn an_etcd_outage_is_503_and_not_ready_until_etcd_is_back() {
         services: Default::default(),
         admission: Default::default(),
         tls_sans: Vec::new(),
+        audit: None,
     };
     let running = rt
         .block_on(skiff_apiserver::start(config, Arc::new(store)))

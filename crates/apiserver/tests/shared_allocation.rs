@@ -61,6 +61,7 @@ async fn start(dir: &Path, backend: Arc<dyn Backend>) -> (Running, Client) {
         services: settings(),
         admission: Default::default(),
         tls_sans: Vec::new(),
+        audit: None,
     };
     let running = skiff_apiserver::start(config, backend)
         .await

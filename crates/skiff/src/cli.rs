@@ -145,6 +145,32 @@ struct ServerArgs {
     /// Log filter, e.g. `info` or `skiff_apiserver=debug`.
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
+    /// Write the audit log here: one `audit.k8s.io/v1` Event per line, as
+    /// kube-apiserver writes it (`-`: standard output). No audit log without it.
+    #[arg(long, value_name = "PATH")]
+    audit_log_path: Option<PathBuf>,
+    /// The audit policy: an `audit.k8s.io/v1` `Policy` (YAML or JSON) whose first
+    /// matching rule sets a request's level. Without one, every request is logged at
+    /// level Metadata.
+    #[arg(long, value_name = "FILE")]
+    audit_policy_file: Option<PathBuf>,
+    /// Megabytes the audit log file grows to before it is rotated (0: 100).
+    #[arg(long, value_name = "MB", default_value_t = 0)]
+    audit_log_maxsize: u64,
+    /// Rotated audit log files kept, the oldest removed first (0: all).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    audit_log_maxbackup: usize,
+}
+
+/// `--audit-*`: the audit log's settings, `None` without `--audit-log-path`. A bad
+/// `--audit-policy-file` refuses the start even so, as upstream's does.
+fn audit_settings(args: &ServerArgs) -> Result<Option<skiff_apiserver::audit::Settings>> {
+    let path = args.audit_log_path.clone().unwrap_or_else(|| "-".into());
+    let mut settings =
+        skiff_apiserver::audit::Settings::load(path, args.audit_policy_file.as_deref())?;
+    settings.max_size_mb = args.audit_log_maxsize;
+    settings.max_backups = args.audit_log_maxbackup;
+    Ok(args.audit_log_path.is_some().then_some(settings))
 }
 
 /// `90s`, `5m`, `1h` or plain seconds.
@@ -456,6 +482,7 @@ use crate::embedded_etcd::{self, Etcd, Start};
 use skiff_apiserver::server_join::CLUSTER_ID_FILE;
 
 async fn server(args: ServerArgs) -> Result<()> {
+    let audit = audit_settings(&args)?;
     let mut node = args.node.settings(&args.data_dir)?;
     node.claim_pod_cidr = !node.enabled("controllers");
     node.controllers.node_cidr_mask_size = args.node_cidr_mask_size;
@@ -497,6 +524,7 @@ async fn server(args: ServerArgs) -> Result<()> {
                 .into_iter()
                 .chain(args.tls_san.iter().cloned())
                 .collect(),
+            audit,
         },
         backend,
     )
@@ -641,6 +669,52 @@ mod tests {
         let mut sqlite = join.to_vec();
         sqlite.extend(["--store", "sqlite"]);
         assert!(err(&sqlite).contains("--store sqlite"));
+    }
+
+    #[test]
+    fn audit_flags_make_the_audit_settings_and_a_bad_policy_is_refused() {
+        let settings = |flags: &[&str]| {
+            let argv = ["skiff", "server"].iter().chain(flags);
+            let cli = Cli::try_parse_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let Command::Server(args) = cli.command else {
+                anyhow::bail!("not a server command");
+            };
+            audit_settings(&args)
+        };
+        assert!(settings(&[]).expect("no audit").is_none());
+        let s = settings(&[
+            "--audit-log-path",
+            "-",
+            "--audit-log-maxsize",
+            "5",
+            "--audit-log-maxbackup",
+            "2",
+        ])
+        .expect("audit")
+        .expect("on");
+        assert_eq!(
+            (s.path.to_str(), s.max_size_mb, s.max_backups),
+            (Some("-"), 5, 2)
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bad = dir.path().join("policy.yaml");
+        std::fs::write(
+            &bad,
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Loud\n",
+        )
+        .expect("write");
+        let bad = bad.to_str().expect("path");
+        // Refused with or without a log to write.
+        for flags in [
+            &["--audit-policy-file", bad][..],
+            &["--audit-log-path", "-", "--audit-policy-file", bad],
+        ] {
+            let e = settings(flags).expect_err("bad policy").to_string();
+            assert!(
+                e.contains("--audit-policy-file") && e.contains("rules[0].level"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

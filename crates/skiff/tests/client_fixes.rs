@@ -34,6 +34,7 @@ fn inner_kube_rs_patches() {
             services: Default::default(),
             admission: Default::default(),
             tls_sans: Vec::new(),
+            audit: None,
         };
         let running = skiff_apiserver::start(config, Arc::new(MemoryBackend::new()))
             .await

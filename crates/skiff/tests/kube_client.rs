@@ -80,6 +80,7 @@ fn inner_kube_rs_watcher() {
             services: Default::default(),
             admission: Default::default(),
             tls_sans: Vec::new(),
+            audit: None,
         };
         let running = skiff_apiserver::start(config.clone(), backend.clone()).await.unwrap();
         let kubeconfig = kube::config::Kubeconfig::read_from(&running.kubeconfig).unwrap();

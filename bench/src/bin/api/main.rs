@@ -236,6 +236,7 @@ pub fn server_config(data_dir: &std::path::Path) -> skiff_apiserver::Config {
         services: Default::default(),
         admission: Default::default(),
         tls_sans: Vec::new(),
+        audit: None,
     }
 }
 

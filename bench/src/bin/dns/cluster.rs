@@ -42,6 +42,7 @@ pub async fn start_api(data_dir: &Path) -> Result<Api> {
         services: Default::default(),
         admission: Default::default(),
         tls_sans: Vec::new(),
+        audit: None,
     };
     let backend: Arc<dyn Backend> = store;
     let running = skiff_apiserver::start(config, backend).await?;

@@ -39,6 +39,7 @@ impl Cluster {
             services: Default::default(),
             admission: Default::default(),
             tls_sans: Vec::new(),
+            audit: None,
         };
         let running = rt.block_on(skiff_apiserver::start(config, store))?;
         eprintln!("API server at {}", running.url);

@@ -61,6 +61,19 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> (u16, Value) {
+        let (status, _, body) = self.call_headers(token, headers, method, path, body).await;
+        (status, body)
+    }
+
+    /// [`Client::call_with`], the response's headers too (names lower-cased).
+    pub async fn call_headers(
+        &self,
+        token: &str,
+        headers: &[(&str, &str)],
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Vec<(String, String)>, Value) {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .expect("connect");
@@ -102,7 +115,17 @@ impl Client {
         } else {
             body.to_string()
         };
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+        let response_headers = head
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        (
+            status,
+            response_headers,
+            serde_json::from_str(&body).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -127,6 +150,14 @@ pub fn dechunk(body: &str) -> String {
 /// An API server on a fresh memory store in `dir`, listening on an ephemeral
 /// loopback port, and a client of it.
 pub async fn start(dir: &Path) -> (Running, Client) {
+    start_with(dir, None).await
+}
+
+/// [`start`] with an audit log (`--audit-log-path`, `--audit-policy-file`).
+pub async fn start_with(
+    dir: &Path,
+    audit: Option<skiff_apiserver::audit::Settings>,
+) -> (Running, Client) {
     let config = skiff_apiserver::Config {
         listen: "127.0.0.1:0".parse().expect("address"),
         data_dir: dir.to_path_buf(),
@@ -140,6 +171,7 @@ pub async fn start(dir: &Path) -> (Running, Client) {
         .expect("settings"),
         admission: Default::default(),
         tls_sans: Vec::new(),
+        audit,
     };
     let running = skiff_apiserver::start(config, Arc::new(skiff_store::MemoryBackend::new()))
         .await

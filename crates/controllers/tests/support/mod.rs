@@ -16,6 +16,7 @@ pub async fn api_server(dir: &std::path::Path) -> (skiff_apiserver::Running, kub
             services: Default::default(),
             admission: Default::default(),
             tls_sans: Vec::new(),
+            audit: None,
         },
         Arc::new(MemoryBackend::new()),
     )
