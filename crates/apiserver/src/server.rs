@@ -98,6 +98,8 @@ pub struct Api {
     /// The namespaces a create checks, kept current by
     /// [`crate::namespace_cache::run`].
     pub namespace_cache: crate::namespace_cache::NamespaceCache,
+    /// What service-account tokens are bound to, as the store has it now.
+    pub bound_objects: crate::serviceaccount::bound_objects::BoundObjects,
     /// The audit log, when one is written.
     pub auditor: Option<Arc<crate::audit::Auditor>>,
 }
@@ -684,6 +686,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         rbac: Default::default(),
         node_graph: Default::default(),
         namespace_cache: Default::default(),
+        bound_objects: Default::default(),
         auditor,
     });
     crate::services::load(&api)

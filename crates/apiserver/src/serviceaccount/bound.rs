@@ -1,5 +1,6 @@
 //! Authenticating a service-account token: its signature and claims
-//! ([`super::jwt`]), then the objects it is bound to, read from the store, as
+//! ([`super::jwt`], once per token: [`super::verified`]), then the objects it
+//! is bound to ([`super::bound_objects`]: as the store has them now), as
 //! upstream's service-account token validator does. A token outlives nothing it
 //! names: a deleted (or recreated, so another uid) ServiceAccount, Pod, Secret
 //! or Node ends it. Like upstream, an object that is being deleted keeps its
@@ -10,8 +11,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
-use skiff_api::{registry, StatusError};
+use skiff_api::StatusError;
 
+use super::bound_objects::{self, Meta};
 use super::jwt::{self, Expected};
 use super::ISSUER;
 use crate::authn::User;
@@ -115,7 +117,8 @@ pub async fn authenticate(
         audiences,
         now: now.timestamp(),
     };
-    let claims = match jwt::verify(token, api.service_account_keys.verifying(), &expected) {
+    let keys = &api.service_account_keys;
+    let claims = match keys.verified().verify(token, keys.verifying(), &expected) {
         Ok(c) => c,
         Err(e) => return Ok(Err(e.to_string())),
     };
@@ -152,7 +155,9 @@ pub async fn authenticate(
 }
 
 /// Each bound object must exist with the token's uid and not have been
-/// deleting for longer than the grace.
+/// deleting for longer than the grace. Asked of [`super::bound_objects`] on
+/// every request: remembered until the store reports a change, so a deleted
+/// object ends its tokens at once.
 async fn check_objects(
     api: &Api,
     b: &Binding,
@@ -168,32 +173,33 @@ async fn check_objects(
         ("secrets", Some(b.namespace.as_str()), b.secret.as_ref()),
         ("nodes", None, b.node.as_ref()),
     ];
+    let mut wanted = Vec::new();
+    let mut keys = Vec::new();
     for (plural, namespace, r) in checks {
         let Some(r) = r else { continue };
-        let resource =
-            registry::lookup("", "v1", plural).ok_or_else(StatusError::no_such_resource)?;
-        let Some(obj) = api.objects.get_opt(resource, namespace, &r.name).await? else {
+        keys.push(bound_objects::key(plural, namespace, &r.name)?);
+        wanted.push((plural, r));
+    }
+    let found = api.bound_objects.get(&api.objects, &keys).await?;
+    for ((plural, r), meta) in wanted.into_iter().zip(found) {
+        let Some(meta) = meta else {
             return Ok(Err(format!(
                 "the bound {plural} {:?} no longer exists",
                 r.name
             )));
         };
-        if let Err(why) = still_valid(&obj, &r.uid, now) {
+        if let Err(why) = still_valid(&meta, &r.uid, now) {
             return Ok(Err(format!("the bound {plural} {:?}: {why}", r.name)));
         }
     }
     Ok(Ok(()))
 }
 
-fn still_valid(obj: &Value, uid: &str, now: DateTime<Utc>) -> Result<(), &'static str> {
-    let stored = obj.pointer("/metadata/uid").and_then(Value::as_str);
-    if stored != Some(uid) {
+fn still_valid(meta: &Meta, uid: &str, now: DateTime<Utc>) -> Result<(), &'static str> {
+    if meta.uid.as_deref() != Some(uid) {
         return Err("its uid is not the token's (deleted and recreated)");
     }
-    if let Some(ts) = obj
-        .pointer("/metadata/deletionTimestamp")
-        .and_then(Value::as_str)
-    {
+    if let Some(ts) = &meta.deletion_timestamp {
         let since = DateTime::parse_from_rfc3339(ts)
             .map(|t| (now - t.with_timezone(&Utc)).num_seconds())
             .unwrap_or(i64::MAX);
@@ -243,14 +249,16 @@ mod tests {
     #[test]
     fn deleted_or_recreated_objects_end_their_tokens() {
         let now = Utc::now();
-        let obj = json!({"metadata": {"uid": "u1"}});
-        assert!(still_valid(&obj, "u1", now).is_ok());
-        assert!(still_valid(&obj, "u2", now).is_err());
+        let meta = |v: Value| Meta::parse(v.to_string().as_bytes()).unwrap();
+        let obj = json!({"metadata": {"uid": "u1"}, "spec": {"containers": []}});
+        assert!(still_valid(&meta(obj.clone()), "u1", now).is_ok());
+        assert!(still_valid(&meta(obj.clone()), "u2", now).is_err());
+        assert!(still_valid(&meta(json!({})), "u1", now).is_err());
         let mut deleting = obj.clone();
         let ts = |secs: i64| (now - chrono::Duration::seconds(secs)).to_rfc3339();
         deleting["metadata"]["deletionTimestamp"] = json!(ts(10));
-        assert!(still_valid(&deleting, "u1", now).is_ok());
+        assert!(still_valid(&meta(deleting.clone()), "u1", now).is_ok());
         deleting["metadata"]["deletionTimestamp"] = json!(ts(DELETION_GRACE_SECONDS + 5));
-        assert!(still_valid(&deleting, "u1", now).is_err());
+        assert!(still_valid(&meta(deleting), "u1", now).is_err());
     }
 }

@@ -176,7 +176,12 @@ pub fn audiences(claims: &Map<String, Value>) -> Vec<String> {
     }
 }
 
-fn check_claims(claims: &Map<String, Value>, expected: &Expected<'_>) -> Result<(), Invalid> {
+/// The claims' own checks (`iss`, `aud`, `exp`, `nbf`, `iat`), without the
+/// signature: for claims whose signature was verified before.
+pub(crate) fn check_claims(
+    claims: &Map<String, Value>,
+    expected: &Expected<'_>,
+) -> Result<(), Invalid> {
     let iss = claims
         .get("iss")
         .and_then(Value::as_str)

@@ -76,6 +76,8 @@ pub struct Keys {
     signing: EcdsaKeyPair,
     public: PublicKey,
     rng: SystemRandom,
+    /// Tokens these keys have verified (see [`super::verified`]).
+    verified: super::verified::Verified,
 }
 
 impl std::fmt::Debug for Keys {
@@ -128,6 +130,7 @@ impl Keys {
             signing,
             public,
             rng,
+            verified: Default::default(),
         })
     }
 
@@ -139,6 +142,11 @@ impl Keys {
     /// previous key here.
     pub fn verifying(&self) -> &[PublicKey] {
         std::slice::from_ref(&self.public)
+    }
+
+    /// The tokens verified with [`Self::verifying`] so far.
+    pub fn verified(&self) -> &super::verified::Verified {
+        &self.verified
     }
 
     /// `r || s`, 64 bytes: the JWS form of an ES256 signature.

@@ -1,19 +1,23 @@
 //! ServiceAccount tokens (issue #17): the signing key ([`keys`]), ES256 JWTs
 //! ([`jwt`]), the `serviceaccounts/<name>/token` TokenRequest subresource
 //! ([`token_request`]), authenticating such tokens against the objects they are
-//! bound to ([`bound`]), TokenReview and SelfSubjectReview ([`review`]), and the
-//! OIDC discovery documents ([`discovery`]).
+//! bound to ([`bound`]; signatures checked once per token, [`verified`]; the
+//! bound objects as the store has them now, [`bound_objects`]), TokenReview and
+//! SelfSubjectReview ([`review`]), and the OIDC discovery documents
+//! ([`discovery`]).
 //!
 //! The issuer and the API audience are upstream's defaults for a cluster
 //! named `cluster.local` (k3s passes the same `--service-account-issuer`; the
 //! API audiences default to the issuer).
 
 pub mod bound;
+pub mod bound_objects;
 pub mod discovery;
 pub mod jwt;
 pub mod keys;
 pub mod review;
 pub mod token_request;
+pub mod verified;
 
 use axum::body::Body;
 use axum::response::Response;
