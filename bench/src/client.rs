@@ -70,6 +70,15 @@ impl Server {
         })
     }
 
+    /// The same server, authenticating with bearer `token` instead of the admin token
+    /// (e.g. a ServiceAccount's, to measure the RBAC path beside the admin one).
+    pub fn with_token(&self, token: &str) -> Result<Self> {
+        Ok(Server {
+            token: HeaderValue::from_str(&format!("Bearer {}", token.trim()))?,
+            ..self.clone()
+        })
+    }
+
     /// A new TLS connection speaking `proto` (negotiated by ALPN, and checked).
     pub async fn connect(&self, proto: Proto) -> Result<Conn> {
         let mut tls = (*self.tls).clone();

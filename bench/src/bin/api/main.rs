@@ -14,6 +14,7 @@ mod compare;
 mod cpu;
 mod etcd;
 mod nscache;
+mod rbac;
 mod reads;
 mod watch;
 mod writes;
@@ -82,6 +83,15 @@ struct Args {
     /// (as a cached namespace check would), to measure what that check costs.
     #[arg(long)]
     experiment_cached_namespace: bool,
+    /// Run the RBAC comparison instead (issue 17): the same creates, gets, lists and
+    /// watches as the admin and as a ServiceAccount bound to `edit`, side by side
+    /// (`rbac.rs`), recorded in its own section. Uses --services (per identity),
+    /// --clients, --gets, --lists, --watchers (per identity) and --changes.
+    #[arg(long)]
+    rbac: bool,
+    /// RoleBindings unrelated to the benchmark in the cluster during `--rbac`.
+    #[arg(long, default_value_t = 1_000)]
+    other_bindings: usize,
     /// Speak keep-alive HTTP/1.1 instead of HTTP/2.
     #[arg(long)]
     http1: bool,
@@ -134,6 +144,33 @@ impl Args {
         }
     }
 
+    /// The RBAC comparison's plan and its reproducing command.
+    fn rbac_plan(&self) -> rbac::Plan {
+        rbac::Plan {
+            services: self.services,
+            clients: self.clients,
+            gets: self.gets,
+            lists: self.lists,
+            watchers: self.watchers,
+            changes: self.changes,
+            other_bindings: self.other_bindings,
+            proto: self.proto(),
+            command: format!(
+                "cargo run --release -p skiff-bench --bin api -- --rbac --services {} \
+                 --clients {} --gets {} --lists {} --watchers {} --changes {} \
+                 --other-bindings {}{}",
+                self.services,
+                self.clients,
+                self.gets,
+                self.lists,
+                self.watchers,
+                self.changes,
+                self.other_bindings,
+                if self.http1 { " --http1" } else { "" }
+            ),
+        }
+    }
+
     fn proto(&self) -> Proto {
         if self.http1 {
             Proto::Http1
@@ -172,6 +209,14 @@ fn main() -> ExitCode {
 
 fn inner(ns: &str, args: &Args) -> Result<()> {
     netns::verify_inside(ns)?;
+    if args.rbac {
+        anyhow::ensure!(
+            args.services > 0 && args.clients > 0 && args.lists > 0 && args.changes > 0,
+            "--services, --clients, --lists and --changes must be positive"
+        );
+        let docs = (!args.no_docs).then_some(args.docs.as_path());
+        return rbac::run(ns, &args.rbac_plan(), docs);
+    }
     if args.comparison() {
         anyhow::ensure!(
             args.configmaps > 0 && args.clients > 0,

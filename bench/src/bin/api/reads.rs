@@ -28,7 +28,7 @@ pub struct Reads {
 }
 
 /// Which objects to get: the same pseudo-random sequence on both sides.
-fn picks(n: usize, count: usize) -> Vec<usize> {
+pub fn picks(n: usize, count: usize) -> Vec<usize> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..count)
         .map(|_| {

@@ -15,11 +15,14 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
-use skiff_bench::client::{Lines, Proto, Server};
+use skiff_bench::client::{Conn, Lines, Proto, Server};
 use skiff_bench::stats::Samples;
 use skiff_store::{Backend, SqliteBackend};
 
-use crate::{key, name, NAMESPACE, PREFIX};
+use crate::{key, name, PREFIX};
+
+/// The collection every watcher watches and the writer patches (`NAMESPACE`'s Services).
+const BASE: &str = "/api/v1/namespaces/bench/services";
 
 const SEQ_ANNOTATION: &str = "bench.skiff.dev/seq";
 /// How the annotation appears in compact JSON, just before its value.
@@ -42,13 +45,13 @@ impl Fanout {
 }
 
 /// When each change was started, in nanoseconds since `base`; shared with the watchers.
-struct Clock {
+pub struct Clock {
     base: Instant,
     sent: Vec<AtomicU64>,
 }
 
 impl Clock {
-    fn new(changes: usize) -> Arc<Self> {
+    pub fn new(changes: usize) -> Arc<Self> {
         Arc::new(Clock {
             base: Instant::now(),
             sent: (0..changes).map(|_| AtomicU64::new(u64::MAX)).collect(),
@@ -65,7 +68,7 @@ impl Clock {
 }
 
 /// What one watcher saw: `(seq, received at)` for each distinct change, in arrival order.
-type Seen = Vec<(usize, u64)>;
+pub type Seen = Vec<(usize, u64)>;
 
 /// Finds the sequence annotation in an event or stored value without parsing it: the
 /// watchers share the cores with the server, so they must be cheap.
@@ -140,32 +143,60 @@ pub async fn api(
     watchers: usize,
     changes: usize,
 ) -> Result<Fanout> {
-    let base = format!("/api/v1/namespaces/{NAMESPACE}/services");
     let mut writer = server.connect(proto).await?;
-    let head = writer
+    let rv = current_rv(&mut writer).await?;
+    let clock = Clock::new(changes);
+    let tasks = open(server, proto, watchers, &rv, &clock).await?;
+    settle().await;
+    write_changes(&mut writer, n, &clock).await?;
+    finish(&clock, tasks, watchers).await
+}
+
+/// The watchers of one side, reading their streams in tasks until every change is in.
+pub type Watchers = Vec<tokio::task::JoinHandle<Result<Seen>>>;
+
+/// The resourceVersion of the namespace's Services right now, to watch from.
+pub async fn current_rv(conn: &mut Conn) -> Result<String> {
+    let head = conn
         .expect(
             StatusCode::OK,
             Method::GET,
-            &format!("{base}?limit=1"),
+            &format!("{BASE}?limit=1"),
             None,
             Bytes::new(),
         )
         .await?;
     let head: Value = serde_json::from_slice(&head)?;
-    let rv = head["metadata"]["resourceVersion"]
+    Ok(head["metadata"]["resourceVersion"]
         .as_str()
         .context("list without resourceVersion")?
-        .to_string();
+        .to_string())
+}
 
-    let clock = Clock::new(changes);
+/// The server subscribes when it first polls the response body; the explicit
+/// resourceVersion already guarantees no change is missed, this only keeps replayed
+/// history from inflating the first latencies.
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// `watchers` watch streams of the namespace's Services from `rv`, each on its own
+/// connection (as separate controllers would have), authenticated as `server` says.
+pub async fn open(
+    server: &Server,
+    proto: Proto,
+    watchers: usize,
+    rv: &str,
+    clock: &Arc<Clock>,
+) -> Result<Watchers> {
+    let changes = clock.sent.len();
     let mut tasks = Vec::with_capacity(watchers);
     for _ in 0..watchers {
-        // One connection per watcher, as separate controllers would have.
         let mut conn = server.connect(proto).await?;
         let resp = conn
             .send(
                 Method::GET,
-                &format!("{base}?watch=true&resourceVersion={rv}"),
+                &format!("{BASE}?watch=true&resourceVersion={rv}"),
                 None,
                 Bytes::new(),
             )
@@ -208,28 +239,33 @@ pub async fn api(
             Ok(seen)
         }));
     }
-    // The server subscribes when it first polls the response body; the explicit
-    // resourceVersion already guarantees no change is missed, this only keeps replayed
-    // history from inflating the first latencies.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(tasks)
+}
 
-    for seq in 0..changes {
+/// One writer merge-patches Services `svc-0..n` in turn, one change per clock slot.
+pub async fn write_changes(writer: &mut Conn, n: usize, clock: &Clock) -> Result<()> {
+    for seq in 0..clock.sent.len() {
         let patch = json!({"metadata": {"annotations": {SEQ_ANNOTATION: seq.to_string()}}});
         clock.mark_sent(seq);
         writer
             .expect(
                 StatusCode::OK,
                 Method::PATCH,
-                &format!("{base}/{}", name(seq % n)),
+                &format!("{BASE}/{}", name(seq % n)),
                 Some("application/merge-patch+json"),
                 Bytes::from(patch.to_string()),
             )
             .await?;
     }
+    Ok(())
+}
+
+/// Waits for every watcher to have every change and sums up what they saw.
+pub async fn finish(clock: &Clock, tasks: Watchers, watchers: usize) -> Result<Fanout> {
     let seen = tokio::time::timeout(DRAIN_TIMEOUT, join_all(tasks))
         .await
         .context("watchers did not receive every change in time")??;
-    summarise(&clock, seen, watchers, changes)
+    summarise(clock, seen, watchers, clock.sent.len())
 }
 
 /// The floor: `watchers` `Backend::watch` receivers in-process, one writer thread
@@ -285,6 +321,14 @@ pub async fn raw(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watches_the_bench_namespace() {
+        assert_eq!(
+            BASE,
+            format!("/api/v1/namespaces/{}/services", crate::NAMESPACE)
+        );
+    }
 
     #[test]
     fn finds_the_sequence_number() {
