@@ -710,6 +710,10 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     if !api.rbac.wait_ready(RBAC_READY_TIMEOUT).await {
         tracing::warn!("RBAC index not built yet; only system:masters is allowed until it is");
     }
+    // Listed alongside: nodes reach their pods' objects from the first moment.
+    if !api.node_graph.wait_ready(RBAC_READY_TIMEOUT).await {
+        tracing::warn!("node graph not listed yet; nodes reach no pod's secrets until it is");
+    }
     let join_token = join::ensure_default_token(&api, &config.data_dir, fresh).await?;
     tokio::spawn(crate::services::run(api.clone()));
     tokio::spawn(namespaces::lifecycle(api.clone()));
