@@ -270,6 +270,44 @@ impl Ca {
         Ok(cert.pem())
     }
 
+    /// Signs a client certificate for the public key in `csr_pem` only: the
+    /// subject is `user` in `groups` whatever the request asks (a joined
+    /// node's components, see [`crate::component_certs`]), valid for `valid`.
+    pub fn sign_client(
+        &self,
+        csr_pem: &str,
+        user: &str,
+        groups: &[&str],
+        valid: Duration,
+    ) -> Result<String, SignError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| SignError::BadRequest(e.to_string()))?;
+        let internal = |e: anyhow::Error| SignError::Internal(format!("{e:#}"));
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| SignError::Internal(e.to_string()))?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = SystemTime::now();
+        params.not_before = at(now - Duration::from_secs(60));
+        params.not_after = at(now + valid);
+        params.serial_number = Some(serial());
+        let ca_key = KeyPair::from_pem(&self.key_pem)
+            .context("the CA key")
+            .map_err(internal)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &ca_key)
+            .context("the CA certificate")
+            .map_err(internal)?;
+        let drafted = params
+            .signed_by(&csr.public_key, &issuer)
+            .map_err(|e| SignError::Internal(e.to_string()))?;
+        let subject = crate::x509::subject_der(user, groups);
+        let der = crate::x509::with_subject(drafted.der(), &subject, &ca_key).map_err(internal)?;
+        Ok(certificate_pem(&der))
+    }
 }
 
 /// A DER certificate as PEM, 64 base64 characters a line.

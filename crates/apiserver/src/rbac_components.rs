@@ -315,8 +315,9 @@ fn namespaced_user_roles() -> Vec<(&'static str, Vec<Value>, &'static str)> {
             // The Leases a proxy holds while it announces a load-balancer
             // address (`skiff-lb-<address>`, one per address: no fixed names).
             "system:skiff:load-balancer-election",
+            // list: a proxy learns who holds which address from one list.
             vec![rule(
-                &["get", "create", "update", "delete"],
+                &["get", "list", "create", "update", "delete"],
                 &["coordination.k8s.io"],
                 &["leases"],
             )],

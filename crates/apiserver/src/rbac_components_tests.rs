@@ -82,6 +82,7 @@ fn the_proxy_reads_services_and_slices_and_holds_its_leases_only() {
             ("watch", "discovery.k8s.io", "endpointslices", "", ""),
             ("get", "", "nodes", "n1", ""),
             ("create", "", "events", "", "default"),
+            ("list", "coordination.k8s.io", "leases", "", "kube-system"),
             ("create", "coordination.k8s.io", "leases", "", "kube-system"),
             (
                 "update",

@@ -1,7 +1,9 @@
 //! `skiff agent`: a node that joins a cluster run by `skiff server` elsewhere.
 //! It trades the server's join token for credentials of its own (see
 //! [`crate::join`]), then runs the node components (agent, proxy, DNS,
-//! NetworkPolicy) against the server with them, never with the admin token.
+//! NetworkPolicy) against the server with them, never with the admin token:
+//! the agent as the node, the others each with a client certificate of its
+//! own identity ([`crate::join_components`]).
 
 use std::path::PathBuf;
 
@@ -61,7 +63,30 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     let balancer = crate::balancer::Balancer::start(resolve(&args.server).await?).await?;
     let client = client_via(&creds.kubeconfig, balancer.local).await?;
     balancer.follow(client.clone());
-    let components = crate::components::start(&client, &node);
+    let certs = crate::join_components::ensure(
+        &format!("https://{}", balancer.local),
+        &creds,
+        &node.node_name,
+        &args.data_dir,
+    )
+    .await?;
+    let component = |name: &'static str| {
+        let cert = certs.get(name).cloned();
+        let (kubeconfig, local) = (creds.kubeconfig.clone(), balancer.local);
+        async move {
+            let cert = cert.with_context(|| format!("no certificate for the {name} component"))?;
+            client_via_cert(&kubeconfig, local, &cert).await
+        }
+    };
+    let clients = crate::components::ComponentClients {
+        agent: client.clone(),
+        proxy: component("proxy").await?,
+        dns: component("dns").await?,
+        netpol: component("netpol").await?,
+        // A joined node runs no controllers.
+        controllers: client.clone().into(),
+    };
+    let components = crate::components::start(&clients, &node);
     for (name, _) in &components {
         tracing::info!(component = name, "started");
     }
@@ -116,6 +141,25 @@ async fn client_via(
         .parse()
         .context("the forwarder's URL")?;
     kube::Client::try_from(config).context("building the node's client")
+}
+
+/// A client that dials `local` (the forwarder) with the cluster CA of the
+/// node's kubeconfig and a component's certificate instead of the node token.
+async fn client_via_cert(
+    kubeconfig: &std::path::Path,
+    local: std::net::SocketAddr,
+    cert: &crate::join_components::ComponentCert,
+) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("kubeconfig")?;
+    config.cluster_url = format!("https://{local}")
+        .parse()
+        .context("the forwarder's URL")?;
+    let config = crate::components::with_certificate(config, &cert.cert_pem, &cert.key_pem);
+    kube::Client::try_from(config).context("building a component's client")
 }
 
 /// The first component to end: a node whose agent stopped is no node.

@@ -1,6 +1,15 @@
 //! The cluster components that run beside the API server in `skiff server`:
 //! each is an ordinary kube-rs client of the API server, started here in
 //! dependency order. A component crate adds one `spawn` line to [`start`].
+//!
+//! Each component has its own identity and only the access its role grants
+//! (issue #17, roles in `skiff_apiserver::rbac_components`): the agent is its
+//! node (`system:node:<name>`), the proxy `system:kube-proxy`, DNS
+//! `system:skiff:dns`, NetworkPolicy `system:skiff:netpol`, the controllers
+//! the controller manager for their caches and each its own ServiceAccount for
+//! its writes. On `skiff server` the certificates are minted in memory from
+//! the cluster CA at every start ([`server_clients`]); a joined node gets its
+//! components' certificates from the API server (see [`crate::join`]).
 
 use std::path::Path;
 
@@ -66,7 +75,7 @@ impl NodeSettings {
     }
 }
 
-/// A kube-rs client for the in-process components, from the admin kubeconfig.
+/// A kube-rs client from a kubeconfig (the admin's, for `skiff` commands).
 pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
@@ -76,11 +85,97 @@ pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
     kube::Client::try_from(config).context("building the in-process client")
 }
 
+/// The client each component runs with.
+#[derive(Clone)]
+pub struct ComponentClients {
+    pub agent: kube::Client,
+    pub proxy: kube::Client,
+    pub dns: kube::Client,
+    pub netpol: kube::Client,
+    pub controllers: skiff_controllers::clients::Clients,
+}
+
+/// How long the certificates minted at each start are valid.
+pub const COMPONENT_CERT_VALIDITY: std::time::Duration =
+    std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// `base` (the API server's URL and CA) authenticating with a client
+/// certificate and its key (PEM), held in memory.
+pub fn with_certificate(mut base: kube::Config, cert_pem: &str, key_pem: &str) -> kube::Config {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    base.auth_info = kube::config::AuthInfo {
+        client_certificate_data: Some(b64(cert_pem)),
+        client_key_data: Some(b64(key_pem).into()),
+        ..Default::default()
+    };
+    base
+}
+
+/// A client for `user` in `groups`, whose certificate the cluster CA signs now.
+fn minted(
+    base: &kube::Config,
+    ca: &skiff_apiserver::pki::Ca,
+    user: &str,
+    groups: &[&str],
+) -> Result<kube::Client> {
+    let (cert, key) = ca
+        .issue_client(user, groups, COMPONENT_CERT_VALIDITY)
+        .with_context(|| format!("a client certificate for {user}"))?;
+    kube::Client::try_from(with_certificate(base.clone(), &cert, &key))
+        .with_context(|| format!("the client of {user}"))
+}
+
+/// The groups of a controller's ServiceAccount user, as upstream's token
+/// authenticator gives them.
+const CONTROLLER_ACCOUNT_GROUPS: &[&str] = &[
+    "system:serviceaccounts",
+    "system:serviceaccounts:kube-system",
+];
+
+/// `skiff server`'s components, each with a certificate of its own identity
+/// signed by the cluster CA in `data_dir`; the server's URL and CA come from
+/// the admin kubeconfig (its credential is not used).
+pub async fn server_clients(
+    kubeconfig: &Path,
+    data_dir: &Path,
+    node_name: &str,
+) -> Result<ComponentClients> {
+    use skiff_apiserver::rbac_components as roles;
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let base = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .context("kubeconfig")?;
+    let ca = skiff_apiserver::pki::Ca::load(data_dir)?;
+    let shared = minted(&base, &ca, roles::CONTROLLER_MANAGER_USER, &[])?;
+    let controllers = skiff_controllers::clients::Clients::new(shared, |user| {
+        let groups = if user.starts_with("system:serviceaccount:") {
+            CONTROLLER_ACCOUNT_GROUPS
+        } else {
+            &[]
+        };
+        minted(&base, &ca, user, groups)
+    })?;
+    Ok(ComponentClients {
+        agent: minted(
+            &base,
+            &ca,
+            &format!("system:node:{node_name}"),
+            &[skiff_apiserver::authn::NODES],
+        )?,
+        proxy: minted(&base, &ca, roles::PROXY_USER, &[])?,
+        dns: minted(&base, &ca, roles::DNS_USER, &[])?,
+        netpol: minted(&base, &ca, roles::NETPOL_USER, &[])?,
+        controllers,
+    })
+}
+
 /// A component task: its name (for logs) and its handle.
 pub type Component = (&'static str, JoinHandle<Result<()>>);
 
 /// Starts every component. Order matters where one consumes what another makes.
-pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
+pub fn start(clients: &ComponentClients, node: &NodeSettings) -> Vec<Component> {
     tracing::info!(
         node = %node.node_name,
         node_ip = ?node.node_ip,
@@ -94,13 +189,16 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
     if node.enabled("agent") {
         components.push((
             "agent",
-            tokio::spawn(skiff_agent::run(client.clone(), agent_settings(node))),
+            tokio::spawn(skiff_agent::run(
+                clients.agent.clone(),
+                agent_settings(node),
+            )),
         ));
     }
     if node.enabled("dns") {
         let with_agent = node.enabled("agent");
         let (c, mut s, name) = (
-            client.clone(),
+            clients.dns.clone(),
             skiff_dns::DnsSettings::new(
                 &node.cluster_domain,
                 node.cluster_dns,
@@ -125,7 +223,7 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
         ));
     }
     if node.enabled("controllers") {
-        let (c, s) = (client.clone(), node.controllers.clone());
+        let (c, s) = (clients.controllers.clone(), node.controllers.clone());
         components.push((
             "controllers",
             tokio::spawn(async move {
@@ -135,7 +233,7 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
         ));
     }
     if node.enabled("proxy") {
-        let (c, s) = (client.clone(), proxy_settings(node));
+        let (c, s) = (clients.proxy.clone(), proxy_settings(node));
         components.push((
             "proxy",
             tokio::spawn(async move { Ok(skiff_proxy::run(c, s).await?) }),
@@ -143,7 +241,7 @@ pub fn start(client: &kube::Client, node: &NodeSettings) -> Vec<Component> {
     }
     if node.enabled("netpol") {
         let (c, s) = (
-            client.clone(),
+            clients.netpol.clone(),
             skiff_netpol::NetpolSettings::new(&node.node_name),
         );
         components.push((

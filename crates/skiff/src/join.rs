@@ -203,7 +203,7 @@ fn serving_cert_usable(pem: &str, addresses: &[IpAddr]) -> bool {
 }
 
 /// The bearer token in a kubeconfig this module wrote.
-fn kubeconfig_token(text: &str) -> Option<String> {
+pub(crate) fn kubeconfig_token(text: &str) -> Option<String> {
     text.lines()
         .find_map(|l| l.trim().strip_prefix("token:"))
         .map(|t| t.trim().to_string())

@@ -8,6 +8,7 @@ mod components;
 mod embedded_etcd;
 mod images;
 mod join;
+mod join_components;
 mod kubeconfig;
 mod node_flags;
 mod server_join;
