@@ -19,6 +19,7 @@ use support::{start_with, Client};
 const POLICY: &str = r#"
 apiVersion: audit.k8s.io/v1
 kind: Policy
+omitManagedFields: true
 rules:
   - level: Metadata
     resources:
@@ -28,6 +29,10 @@ rules:
     resources:
       - group: ""
         resources: ["configmaps"]
+  - level: RequestResponse
+    resources:
+      - group: ""
+        resources: ["namespaces"]
   - level: Metadata
 "#;
 
@@ -299,6 +304,62 @@ async fn requests_leave_upstreams_audit_events() {
     assert_eq!(events[0]["user"], json!({}));
     assert_eq!(events[0]["responseStatus"]["code"], 401);
     assert_eq!(events[0]["objectRef"]["resource"], "pods");
+
+    // Impersonation: the event names the requester and the user acted as.
+    let (code, headers, _) = c
+        .call_headers(
+            &admin,
+            &[("Impersonate-User", "jane")],
+            "GET",
+            "/api/v1/namespaces/default/configmaps",
+            None,
+        )
+        .await;
+    assert_eq!(code, 403);
+    let events = events_of(&log, &audit_id(&headers), 2).await;
+    assert_common(&events, "Request", "list", "admin");
+    assert_eq!(events[1]["impersonatedUser"]["username"], "jane");
+    assert_eq!(
+        events[1]["annotations"]["authorization.k8s.io/decision"],
+        "forbid"
+    );
+
+    // RequestResponse: both objects, without managed fields (omitManagedFields).
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "audited"}});
+    let (code, headers, created) = c
+        .call_headers(
+            &admin,
+            &[],
+            "POST",
+            "/api/v1/namespaces?fieldManager=audit-test",
+            Some(&ns),
+        )
+        .await;
+    assert_eq!(code, 201, "{created}");
+    assert!(created["metadata"]["managedFields"].is_array(), "{created}");
+    let events = events_of(&log, &audit_id(&headers), 2).await;
+    assert_common(&events, "RequestResponse", "create", "admin");
+    let done = &events[1];
+    assert_eq!(done["requestObject"], ns);
+    assert_eq!(done["responseObject"]["kind"], "Namespace", "{done}");
+    assert_eq!(
+        done["responseObject"]["metadata"]["uid"],
+        created["metadata"]["uid"]
+    );
+    assert!(
+        done["responseObject"]["metadata"]
+            .get("managedFields")
+            .is_none(),
+        "{done}"
+    );
+
+    // A path served before authentication: logged as the anonymous user.
+    let (code, headers, _) = c.call_headers(&admin, &[], "GET", "/version", None).await;
+    assert_eq!(code, 200);
+    let events = events_of(&log, &audit_id(&headers), 2).await;
+    assert_eq!(stages(&events), ["RequestReceived", "ResponseComplete"]);
+    assert_common(&events, "Metadata", "get", "system:anonymous");
+    assert!(events[1].get("objectRef").is_none(), "{}", events[1]);
 
     // Give the writer a moment for anything late, then: no secret anywhere.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -323,12 +323,12 @@ pub struct PluginLabel {
 }
 
 impl AuditMetrics {
-    fn lost(&self) {
+    fn lost(&self, events: u64) {
         self.errors
             .get_or_create(&PluginLabel {
                 plugin: "log".to_string(),
             })
-            .inc();
+            .inc_by(events);
     }
 }
 
@@ -352,6 +352,7 @@ impl Auditor {
                 },
                 max_backups: settings.max_backups,
             },
+            metrics.clone(),
         )
         .map_err(|e| anyhow::anyhow!("--audit-log-path {}: {e}", settings.path.display()))?;
         Ok(Self {
@@ -369,7 +370,7 @@ impl Auditor {
     pub fn emit(&self, event: &Event) {
         self.metrics.events.inc();
         if !self.sink.try_send(event.encode()) {
-            self.metrics.lost();
+            self.metrics.lost(1);
         }
     }
 }

@@ -214,3 +214,23 @@ fn a_full_channel_drops_and_counts_never_waits() {
     // The two that fit are the encoded event.
     assert_eq!(rx.try_recv().expect("queued"), ev.encode());
 }
+
+#[test]
+fn the_counters_are_served_as_upstreams() {
+    let metrics = crate::metrics::Metrics::default();
+    let (sink, _rx) = writer::Sink::detached(1);
+    let auditor = Auditor {
+        policy: Policy::metadata_for_all(),
+        sink,
+        metrics: metrics.audit.clone(),
+    };
+    let ev = Event::new(Level::Metadata, "x".to_string(), at(0));
+    auditor.emit(&ev);
+    auditor.emit(&ev);
+    let text = metrics.render();
+    assert!(text.contains("apiserver_audit_event_total 2"), "{text}");
+    assert!(
+        text.contains(r#"apiserver_audit_error_total{plugin="log"} 1"#),
+        "{text}"
+    );
+}

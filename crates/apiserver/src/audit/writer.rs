@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc;
 
+use super::AuditMetrics;
+
 /// Events waiting for the writer before new ones are dropped (upstream's
 /// buffered backend holds as many).
 pub const CAPACITY: usize = 10_000;
@@ -59,8 +61,9 @@ enum Output {
     },
 }
 
-/// Opens `path` (`-`: standard output) and starts the writer thread.
-pub fn start(path: &Path, rotation: Rotation) -> io::Result<Sink> {
+/// Opens `path` (`-`: standard output) and starts the writer thread. Events
+/// a failed write loses are counted in `metrics`.
+pub fn start(path: &Path, rotation: Rotation, metrics: AuditMetrics) -> io::Result<Sink> {
     let mut output = if path == Path::new("-") {
         Output::Stdout
     } else {
@@ -86,7 +89,8 @@ pub fn start(path: &Path, rotation: Rotation) -> io::Result<Sink> {
                     }
                 }
                 if let Err(e) = output.write_batch(&batch) {
-                    tracing::warn!(error = %e, "writing the audit log failed");
+                    metrics.lost(batch.len() as u64);
+                    tracing::warn!(error = %e, events = batch.len(), "writing the audit log failed");
                 }
                 batch.clear();
             }
@@ -210,6 +214,7 @@ mod tests {
                 max_bytes: 25,
                 max_backups: 1,
             },
+            AuditMetrics::default(),
         )
         .expect("start");
         // 9 bytes a line: two fit in 25, the third rotates.
