@@ -383,19 +383,21 @@ fn isolation(c: &Cluster) {
     for n in &names {
         find_names.push_str(&format!(" -o -name '{n}'"));
     }
-    let mut contents: Vec<String> = secrets
+    // Their contents: a token whole, a key by a line from the middle of its
+    // PEM (kubeconfigs hold the CA certificate a pod has too: not searched).
+    let contents: Vec<String> = secrets
         .iter()
-        .filter(|(n, _)| n.ends_with("token"))
-        .map(|(_, p)| {
-            std::fs::read_to_string(p)
-                .expect("read a token")
-                .trim()
-                .to_string()
+        .filter_map(|(n, p)| {
+            let text = std::fs::read_to_string(p).expect("read a node secret");
+            if n.ends_with("token") {
+                Some(text.trim().to_string())
+            } else if n.ends_with(".key") {
+                text.lines().nth(1).map(str::to_string)
+            } else {
+                None
+            }
         })
         .collect();
-    let node_key = std::fs::read_to_string(data.join("ca.key")).expect("ca.key");
-    // A line from the middle of the CA key's PEM.
-    contents.extend(node_key.lines().nth(1).map(str::to_string));
     let files = "find / \\( -path /proc -o -path /sys -o -path /dev \\) -prune -o -type f -print0";
     for (p, others) in [("a", &token_b), ("b", &token_a), ("c", &token_a)] {
         let script = format!(
@@ -489,6 +491,36 @@ fn isolation(c: &Cluster) {
         "kubectl create token reader",
         &format!("token: serviceaccounts \"reader\" is forbidden: {other} cannot create resource \"serviceaccounts/token\" in API group \"\" in the namespace \"{NS}\""),
     );
+
+    // Without a token (pod c): the API answers 401, and so does the node
+    // agent's streaming port (exec, logs of any pod on the node).
+    let (_, body, err) = exec(
+        c,
+        "c",
+        &format!(
+            "curl -sSk --max-time 10 \
+             https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/{NS}/secrets"
+        ),
+    );
+    let status: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}{err}"));
+    assert_eq!(status["code"], 401, "{body}");
+    let agent = c.k(&[
+        "get",
+        "node",
+        NODE,
+        "-o",
+        "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}:{.status.daemonEndpoints.kubeletEndpoint.Port}",
+    ]);
+    let (_, code, err) = exec(
+        c,
+        "c",
+        &format!(
+            "curl -sk --max-time 5 -o /dev/null -w '%{{http_code}}' \
+             https://{agent}/containerLogs/{NS}/b/c"
+        ),
+    );
+    // It serves only the API server's client certificate.
+    assert_eq!(code, "401", "agent at {agent}: {err}");
 
     // Pod a's token, used from pod b: good while a lives, 401 once it is gone.
     let call = format!(
