@@ -274,19 +274,14 @@ impl Record {
             };
             self.authenticated(&anonymous);
         }
-        let Some((verdict, _)) = self.verdict.as_ref() else {
-            return resp;
+        let long_running = self.long_running();
+        let omit_managed_fields = match (&self.verdict, &self.event) {
+            (Some((verdict, _)), Some(_)) => verdict.omit_managed_fields,
+            // Level None: nothing to log.
+            _ => return resp,
         };
-        let (omit_managed_fields, long_running) =
-            (verdict.omit_managed_fields, self.long_running());
-        if self.event.is_none() {
-            return resp;
-        }
         self.log_request_object(omit_managed_fields);
-        let Some(mut ev) = self.event.take() else {
-            return resp;
-        };
-        let Some((verdict, _)) = self.verdict.take() else {
+        let (Some(mut ev), Some((verdict, _))) = (self.event.take(), self.verdict.take()) else {
             return resp;
         };
         let code = resp.status().as_u16();

@@ -234,3 +234,103 @@ fn the_counters_are_served_as_upstreams() {
         "{text}"
     );
 }
+
+/// An auditor whose events stay in a channel the test reads.
+fn auditor_with(
+    policy: Policy,
+) -> (
+    std::sync::Arc<Auditor>,
+    tokio::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    let (sink, rx) = writer::Sink::detached(64);
+    let auditor = Auditor {
+        policy,
+        sink,
+        metrics: AuditMetrics::default(),
+    };
+    (std::sync::Arc::new(auditor), rx)
+}
+
+fn drain(rx: &mut tokio::sync::mpsc::Receiver<Vec<u8>>) -> Vec<serde_json::Value> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|line| serde_json::from_slice(&line).expect("json"))
+        .collect()
+}
+
+fn request(method: &str, uri: &str) -> http::Request<axum::body::Body> {
+    http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("user-agent", "x".repeat(1100))
+        .body(axum::body::Body::empty())
+        .expect("request")
+}
+
+#[test]
+fn a_panicking_handler_leaves_a_panic_event() {
+    let (auditor, mut rx) = auditor_with(Policy::metadata_for_all());
+    let mut record = Record::new(auditor, "p-1", &request("GET", "/api/v1/pods"));
+    record.authenticated(&crate::authn::User::admin());
+    record.panicked("boom");
+    let events = drain(&mut rx);
+    let stages: Vec<_> = events.iter().map(|e| e["stage"].clone()).collect();
+    assert_eq!(stages, [json!("RequestReceived"), json!("Panic")]);
+    assert_eq!(
+        events[1]["responseStatus"],
+        json!({"metadata": {}, "status": "Failure", "message": "APIServer panic'd: boom",
+               "reason": "InternalError", "code": 500})
+    );
+    // Upstream's cap on the User-Agent.
+    let ua = events[0]["userAgent"].as_str().expect("ua");
+    assert_eq!(ua.len(), 1024 + "...TRUNCATED".len());
+    assert!(ua.ends_with("...TRUNCATED"));
+}
+
+#[tokio::test]
+async fn a_long_running_response_completes_when_its_body_ends() {
+    use http_body_util::BodyExt;
+    let (auditor, mut rx) = auditor_with(Policy::metadata_for_all());
+    let mut record = Record::new(
+        auditor,
+        "w-1",
+        &request("GET", "/api/v1/namespaces/default/pods?watch=true"),
+    );
+    record.authenticated(&crate::authn::User::admin());
+    let resp = record
+        .finish(axum::response::Response::new(axum::body::Body::from(
+            "{\"type\":\"ADDED\"}\n",
+        )))
+        .await;
+    let stages = |events: Vec<serde_json::Value>| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["stage"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(
+        stages(drain(&mut rx)),
+        ["RequestReceived", "ResponseStarted"]
+    );
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"{\"type\":\"ADDED\"}\n");
+    assert_eq!(stages(drain(&mut rx)), ["ResponseComplete"]);
+}
+
+#[test]
+fn omitted_stages_and_level_none_send_nothing() {
+    let policy = Policy::parse(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: None\n  users: [admin]\n- level: Metadata\n",
+    )
+    .expect("policy");
+    let (auditor, mut rx) = auditor_with(policy);
+    let mut record = Record::new(auditor.clone(), "n-1", &request("GET", "/api/v1/pods"));
+    record.authenticated(&crate::authn::User::admin());
+    record.panicked("boom");
+    assert!(drain(&mut rx).is_empty());
+    let mut record = Record::new(auditor, "n-2", &request("GET", "/api/v1/pods"));
+    record.authenticated(&crate::authn::User::node("n1"));
+    record.panicked("boom");
+    let events = drain(&mut rx);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["stage"], "Panic");
+}
