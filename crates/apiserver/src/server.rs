@@ -236,6 +236,10 @@ async fn serve(
         );
         return resp;
     }
+    if path == crate::component_certs::NODE_COMPONENTS_PATH {
+        // Nodes only, each for itself: checked there, not by RBAC.
+        return crate::component_certs::serve(&api, &user, &parts.method, body).await;
+    }
     let query = Query::parse(parts.uri.query());
     // Authorization decides on the index as it is now: never a store read.
     let index = api.rbac.get();
