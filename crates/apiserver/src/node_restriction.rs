@@ -29,7 +29,6 @@ use crate::authn::User;
 use crate::authz::message::go_quote;
 use crate::authz::node::graph::MIRROR_POD_ANNOTATION;
 use crate::authz::node::NODE_LEASE_NAMESPACE;
-use crate::authz::policy::interim_component_lease;
 use crate::body;
 use crate::patch;
 use crate::request::{Query, Target};
@@ -216,8 +215,8 @@ pub async fn admit(api: &Api, user: &User, t: &Target, verb: &str) -> Result<()>
         (Guarded::ServiceAccounts, _, _) => Ok(()), // admit_token
         (Guarded::Leases, _, op) => {
             let ns = t.namespace.as_deref().unwrap_or("");
-            if interim_component_lease(ns, name) || (op == Op::Create && name.is_empty()) {
-                return Ok(()); // INTERIM, or admit_create: the name is in the body
+            if op == Op::Create && name.is_empty() {
+                return Ok(()); // admit_create: the name is in the body
             }
             lease(t, node, ns, name)
         }
@@ -289,9 +288,6 @@ pub fn admit_create(user: &User, t: &Target, obj: &Value) -> Result<()> {
         (Guarded::Nodes, "") => check_node(t, node, name, None, obj),
         (Guarded::Leases, "") => {
             let ns = t.namespace.as_deref().unwrap_or("");
-            if interim_component_lease(ns, name) {
-                return Ok(());
-            }
             lease(t, node, ns, str_at(obj, "/metadata/name"))
         }
         _ => Ok(()),

@@ -13,7 +13,9 @@
 //!   a Role in `kube-system` for the Leases the proxy elects load-balancer
 //!   announcers with;
 //! - skiff's own `system:skiff:dns` and `system:skiff:netpol` (users of the same
-//!   name, as k3s names its `system:k3s-controller`).
+//!   name, as k3s names its `system:k3s-controller`);
+//! - `system:skiff:node-routes`, bound to group `system:nodes`: every Node,
+//!   which each node's agent follows for its routes to the others' pods.
 //!
 //! Where skiff's code needs a verb upstream's role lacks (say, the deployment
 //! controller merge-patches a Deployment's revision annotation where upstream
@@ -308,6 +310,18 @@ fn user_roles() -> Vec<(&'static str, Vec<Value>, &'static str)> {
     ]
 }
 
+/// The ClusterRoles bound to a group: name, rules, the group.
+fn group_roles() -> Vec<(&'static str, Vec<Value>, &'static str)> {
+    vec![(
+        // Every node's agent routes to the other nodes' pod ranges (as
+        // flannel, whose role reads Nodes), so it follows every Node; the
+        // Node authorizer lets a node read its own Node only.
+        "system:skiff:node-routes",
+        vec![rule(READ, &[""], &["nodes"])],
+        crate::authn::NODES,
+    )]
+}
+
 /// The Roles in [`CONTROLLER_NAMESPACE`]: name, rules, the user bound to it.
 fn namespaced_user_roles() -> Vec<(&'static str, Vec<Value>, &'static str)> {
     vec![
@@ -366,6 +380,7 @@ pub fn cluster_roles() -> Vec<Value> {
         .map(|(account, rules)| cluster_role(&format!("{CONTROLLER_ROLE_PREFIX}{account}"), rules));
     let users = user_roles()
         .into_iter()
+        .chain(group_roles())
         .map(|(name, rules, _)| cluster_role(name, rules));
     controllers.chain(users).collect()
 }
@@ -383,7 +398,15 @@ pub fn cluster_role_bindings() -> Vec<Value> {
     let users = user_roles()
         .into_iter()
         .map(|(name, _, who)| binding("ClusterRoleBinding", name, "ClusterRole", user(who)));
-    controllers.chain(users).collect()
+    let groups = group_roles().into_iter().map(|(name, _, group)| {
+        binding(
+            "ClusterRoleBinding",
+            name,
+            "ClusterRole",
+            json!({"apiGroup": RBAC_API, "kind": "Group", "name": group}),
+        )
+    });
+    controllers.chain(users).chain(groups).collect()
 }
 
 fn in_namespace(mut obj: Value) -> Value {

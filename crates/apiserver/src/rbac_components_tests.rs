@@ -479,3 +479,41 @@ fn component_defaults_are_labelled_and_bound_as_upstream_names_them() {
         assert_eq!(r["metadata"]["namespace"], CONTROLLER_NAMESPACE);
     }
 }
+
+#[test]
+fn every_node_may_read_all_nodes_for_its_routes_and_nothing_more_through_it() {
+    let index = index();
+    let graph = crate::authz::node::NodeGraph::default();
+    let both = crate::authz::policy::Authorizers {
+        rbac: Some(&index),
+        nodes: Some(&graph),
+    };
+    let node = || User::node("n1");
+    let allowed = |a: Attributes| crate::authz::policy::check(both, &a).is_ok();
+    assert!(allowed(Attributes::resource(node(), "list", "", "nodes")));
+    assert!(allowed(Attributes::resource(node(), "watch", "", "nodes")));
+    assert!(allowed(
+        Attributes::resource(node(), "get", "", "nodes").name("n2")
+    ));
+    assert!(!allowed(
+        Attributes::resource(node(), "delete", "", "nodes").name("n2")
+    ));
+    assert!(!allowed(Attributes::resource(
+        node(),
+        "list",
+        "discovery.k8s.io",
+        "endpointslices"
+    )));
+    assert!(!allowed(
+        Attributes::resource(node(), "update", "coordination.k8s.io", "leases")
+            .namespace("kube-system")
+            .name("skiff-lb-10-0-0-1")
+    ));
+    // Without the binding, the Node authorizer alone: its own Node only.
+    let bare = crate::authz::policy::Authorizers {
+        rbac: Some(&RbacIndex::default()),
+        nodes: Some(&graph),
+    };
+    let list = Attributes::resource(node(), "list", "", "nodes");
+    assert!(crate::authz::policy::check(bare, &list).is_err());
+}

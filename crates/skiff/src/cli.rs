@@ -529,13 +529,6 @@ async fn server(args: ServerArgs) -> Result<()> {
         backend,
     )
     .await?;
-    let clients =
-        crate::components::server_clients(&running.kubeconfig, &args.data_dir, &node.node_name)
-            .await?;
-    let components = crate::components::start(&clients, &node);
-    for (name, _) in &components {
-        tracing::info!(component = name, "started");
-    }
     println!(
         "skiff is running. To use it:\n  export KUBECONFIG={}\n  kubectl get namespaces",
         running.kubeconfig.display()
@@ -564,6 +557,15 @@ async fn server(args: ServerArgs) -> Result<()> {
             running.url,
             running.server_token
         );
+    }
+    // Each component's certificate is minted now (see components::server_clients),
+    // after the instructions: a user (or test) waits for those, not for this.
+    let clients =
+        crate::components::server_clients(&running.kubeconfig, &args.data_dir, &node.node_name)
+            .await?;
+    let components = crate::components::start(&clients, &node);
+    for (name, _) in &components {
+        tracing::info!(component = name, "started");
     }
     let stopper = running.stopper();
     let shutdown = async {

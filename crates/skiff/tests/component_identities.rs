@@ -11,6 +11,10 @@
 //!   deployment controller's binding deleted, a new Deployment gets no
 //!   ReplicaSet (while the ReplicaSet controller still makes pods for one made
 //!   by hand), and it gets one once the binding is back;
+//! - the audit log names who made which request: the ReplicaSet was created
+//!   by the deployment controller's account, its pods by the ReplicaSet
+//!   controller's, the slices by the EndpointSlice controller's, the binding by
+//!   the scheduler, the watches of the proxy, DNS and NetworkPolicy by theirs;
 //! - no component was refused anything on the way (no 403 in the log).
 
 mod support;
@@ -338,9 +342,34 @@ fn refusals(c: &Cluster) -> Vec<String> {
         .collect()
 }
 
+/// The audit events of the server's log at `path`.
+fn audit_events(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Who made `verb` requests on `resource` (and `name`, if given), per audit log.
+fn requesters(events: &[Value], verb: &str, resource: &str, name: Option<&str>) -> Vec<String> {
+    let mut users: Vec<String> = events
+        .iter()
+        .filter(|e| e["verb"] == verb && e["objectRef"]["resource"] == resource)
+        .filter(|e| name.is_none_or(|n| e["objectRef"]["name"] == n))
+        .filter_map(|e| e["user"]["username"].as_str().map(str::to_string))
+        .collect();
+    users.sort();
+    users.dedup();
+    users
+}
+
 #[test]
 fn components_run_as_their_own_identities_with_least_privilege() {
-    let c = Cluster::start_with(&["--node-name", NODE]);
+    let audit_dir = tempfile::tempdir().expect("tempdir");
+    let audit = audit_dir.path().join("audit.log");
+    let audit_flag = audit.to_str().expect("path");
+    let c = Cluster::start_with(&["--node-name", NODE, "--audit-log-path", audit_flag]);
 
     // 1. What each identity may and may not do.
     let mut wrong = Vec::new();
@@ -422,6 +451,77 @@ fn components_run_as_their_own_identities_with_least_privilege() {
         refused.is_empty(),
         "components were refused:\n{}",
         refused.join("\n")
+    );
+
+    // Who did what, as the API server recorded it.
+    let events = audit_events(&audit);
+    let sa = |a: &str| vec![format!("{SA}{a}")];
+    assert_eq!(
+        requesters(&events, "create", "replicasets", None),
+        sa("deployment-controller")
+    );
+    assert_eq!(
+        requesters(&events, "create", "endpointslices", None)
+            .iter()
+            .filter(|u| u.starts_with(SA))
+            .cloned()
+            .collect::<Vec<_>>(),
+        sa("endpointslice-controller")
+    );
+    let pod_creators = requesters(&events, "create", "pods", None);
+    assert!(
+        pod_creators.contains(&format!("{SA}replicaset-controller")),
+        "{pod_creators:?}"
+    );
+    assert!(
+        pod_creators
+            .iter()
+            .all(|u| u == "system:admin" || *u == format!("{SA}replicaset-controller")),
+        "{pod_creators:?}"
+    );
+    let binders: Vec<String> = events
+        .iter()
+        .filter(|e| {
+            e["verb"] == "patch"
+                && e["objectRef"]["resource"] == "pods"
+                && e["objectRef"]["subresource"].is_null()
+        })
+        .filter_map(|e| e["user"]["username"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        !binders.is_empty() && binders.iter().all(|u| u == "system:kube-scheduler"),
+        "{binders:?}"
+    );
+    for (resource, who) in [
+        ("services", "system:kube-proxy"),
+        ("services", "system:skiff:dns"),
+        ("endpointslices", "system:kube-proxy"),
+        ("networkpolicies", "system:skiff:netpol"),
+        ("pods", "system:kube-controller-manager"),
+    ] {
+        let watchers = requesters(&events, "watch", resource, None);
+        assert!(
+            watchers.iter().any(|u| u == who),
+            "{resource} watched by {watchers:?}, not {who}"
+        );
+    }
+    // Only kubectl (the test) is system:masters.
+    let masters: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["user"]["groups"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g == "system:masters"))
+        })
+        .filter(|e| {
+            !e["userAgent"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("kubectl"))
+        })
+        .collect();
+    assert!(
+        masters.is_empty(),
+        "requests as system:masters not from kubectl: {masters:?}"
     );
 
     // 3. The deployment controller writes as its own account: without its

@@ -7,8 +7,11 @@
 //! - a node (`system:node:<name>` in `system:nodes`) is decided by the Node
 //!   authorizer ([`super::node`]) first: its own Node and Lease, the pods
 //!   bound to it and what they reference, the static `system:node` rules.
-//!   What it has no opinion on goes to the [`INTERIM_NODE_COMPONENT_RULES`]
-//!   (see there) and then to RBAC, so a binding can still grant a node more;
+//!   What it has no opinion on goes to RBAC, so a binding can still grant a
+//!   node more (`system:skiff:node-routes`: every Node, for the agent's
+//!   routes). A node's proxy, DNS and NetworkPolicy enforcer are not the
+//!   node: they have identities and roles of their own
+//!   ([`crate::rbac_components`], [`crate::component_certs`]);
 //! - everyone else (service accounts, users of client certificates) gets what
 //!   the RBAC index grants, nothing before the first index is built.
 //!
@@ -16,92 +19,12 @@
 //! as upstream's union authorizer joins them.
 
 use super::node::{self, NodeGraph};
-use super::rules::PolicyRule;
-use super::{Attributes, Decision, RbacIndex, Request, SUPERUSER_GROUP};
+use super::{Attributes, Decision, RbacIndex, SUPERUSER_GROUP};
 use crate::authn::BOOTSTRAPPERS;
 use skiff_api::StatusError;
 
 /// Why a request was refused before RBAC could be asked.
 const NOT_READY_REASON: &str = "RBAC: the authorization index is not loaded yet";
-
-/// INTERIM, to be removed when the node components get identities of their
-/// own: on nodes joined with `skiff agent`, the proxy, DNS and NetworkPolicy
-/// components (and the agent's routes to other nodes' pods, which follow
-/// every Node) still use the node's credential. These are the reads they
-/// make, allowed to every node beyond what the Node authorizer allows.
-pub const INTERIM_NODE_COMPONENT_RULES: &[(&[&str], &str, &[&str])] = &[
-    (
-        &["get", "list", "watch"],
-        "",
-        &["endpoints", "services", "namespaces", "pods", "nodes"],
-    ),
-    (
-        &["get", "list", "watch"],
-        "discovery.k8s.io",
-        &["endpointslices"],
-    ),
-    (
-        &["get", "list", "watch"],
-        "networking.k8s.io",
-        &["networkpolicies"],
-    ),
-];
-
-/// INTERIM, with [`INTERIM_NODE_COMPONENT_RULES`]: the namespace and name
-/// prefix of the Leases the proxy elects load-balancer announcers with
-/// (`skiff_proxy::election`), which a node's proxy reads and writes.
-pub const INTERIM_LB_LEASE_NAMESPACE: &str = "kube-system";
-pub const INTERIM_LB_LEASE_PREFIX: &str = "skiff-lb-";
-/// INTERIM, likewise: the EndpointSlices a node's DNS publishes itself in
-/// (`kube-system/kube-dns-<node>`, by server-side apply).
-pub const INTERIM_DNS_SLICE_NAMESPACE: &str = "kube-system";
-pub const INTERIM_DNS_SLICE_PREFIX: &str = "kube-dns-";
-
-/// Whether `namespace/name` is a load-balancer election Lease a node's proxy
-/// may write for now (NodeRestriction leaves those alone, see above).
-pub fn interim_component_lease(namespace: &str, name: &str) -> bool {
-    namespace == INTERIM_LB_LEASE_NAMESPACE && name.starts_with(INTERIM_LB_LEASE_PREFIX)
-}
-
-fn interim_rules() -> &'static [PolicyRule] {
-    static RULES: std::sync::OnceLock<Vec<PolicyRule>> = std::sync::OnceLock::new();
-    RULES.get_or_init(|| node::rules::build(INTERIM_NODE_COMPONENT_RULES))
-}
-
-/// Whether the interim allowances let a node's components make `attrs`.
-fn interim_allows(attrs: &Attributes) -> bool {
-    if interim_rules().iter().any(|r| r.allows(attrs)) {
-        return true;
-    }
-    let Request::Resource(r) = &attrs.request else {
-        return false;
-    };
-    let verb = attrs.verb.as_str();
-    match (
-        r.api_group.as_str(),
-        r.resource.as_str(),
-        r.subresource.as_str(),
-    ) {
-        ("coordination.k8s.io", "leases", "") => {
-            r.namespace == INTERIM_LB_LEASE_NAMESPACE
-                && match verb {
-                    "list" | "watch" | "create" => {
-                        r.name.is_empty() || interim_component_lease(&r.namespace, &r.name)
-                    }
-                    "get" | "update" | "patch" | "delete" => {
-                        interim_component_lease(&r.namespace, &r.name)
-                    }
-                    _ => false,
-                }
-        }
-        ("discovery.k8s.io", "endpointslices", "") => {
-            r.namespace == INTERIM_DNS_SLICE_NAMESPACE
-                && r.name.starts_with(INTERIM_DNS_SLICE_PREFIX)
-                && matches!(verb, "get" | "create" | "update" | "patch")
-        }
-        _ => false,
-    }
-}
 
 /// What the authorizers decide with: the RBAC index (`None` before the first
 /// build) and the node graph (`None` where a caller has none: then a node is
@@ -137,11 +60,6 @@ pub fn decide<'a>(authorizers: impl Into<Authorizers<'a>>, attrs: &Attributes) -
         match node::authorize(authorizers.nodes, attrs) {
             allowed @ Decision::Allow { .. } => return allowed,
             Decision::NoOpinion { reason } => reasons.push(reason),
-        }
-        if interim_allows(attrs) {
-            return Decision::Allow {
-                reason: String::new(),
-            };
         }
     }
     match authorizers.rbac {
@@ -253,46 +171,37 @@ mod tests {
     }
 
     #[test]
-    fn interim_component_reads_and_writes_for_nodes_only() {
-        let node = || User::node("n1");
+    fn a_nodes_components_reads_and_writes_are_not_the_nodes() {
+        // The proxy, DNS and NetworkPolicy enforcer have identities of their
+        // own: the node itself gets none of what they do.
+        let graph = NodeGraph::default();
         let empty = RbacIndex::default();
-        let allowed = |a: Attributes| check(Some(&empty), &a).is_ok();
-        let watch = |u, group, resource| Attributes::resource(u, "watch", group, resource);
+        let both = Authorizers {
+            rbac: Some(&empty),
+            nodes: Some(&graph),
+        };
+        let allowed = |a: Attributes| check(both, &a).is_ok();
+        let node = || User::node("n1");
+        let watch = |group, resource| Attributes::resource(node(), "watch", group, resource);
+        assert!(allowed(watch("", "services")));
         for (group, resource) in [
             ("discovery.k8s.io", "endpointslices"),
             ("", "endpoints"),
             ("", "namespaces"),
-            ("", "nodes"),
             ("networking.k8s.io", "networkpolicies"),
         ] {
-            assert!(allowed(watch(node(), group, resource)), "{resource}");
-            assert!(!allowed(watch(sa(), group, resource)), "{resource}");
+            assert!(!allowed(watch(group, resource)), "{resource}");
         }
-        let lease = |verb, ns, name| {
+        let lease = |verb| {
             Attributes::resource(node(), verb, "coordination.k8s.io", "leases")
-                .namespace(ns)
-                .name(name)
-        };
-        assert!(allowed(lease("list", "kube-system", "")));
-        assert!(allowed(lease("update", "kube-system", "skiff-lb-10-0-0-1")));
-        assert!(allowed(lease("delete", "kube-system", "skiff-lb-10-0-0-1")));
-        assert!(!allowed(lease(
-            "update",
-            "kube-system",
-            "kube-controller-manager"
-        )));
-        assert!(!allowed(lease("update", "default", "skiff-lb-10-0-0-1")));
-        let slice = |verb, name| {
-            Attributes::resource(node(), verb, "discovery.k8s.io", "endpointslices")
                 .namespace("kube-system")
-                .name(name)
+                .name("skiff-lb-10-0-0-1")
         };
-        assert!(allowed(slice("patch", "kube-dns-n1")));
-        assert!(!allowed(slice("patch", "web-abcde")));
-        assert!(!allowed(slice("delete", "kube-dns-n1")));
-        // Not a write of anything else: secrets stay the graph's.
-        assert!(!allowed(
-            Attributes::resource(node(), "list", "", "secrets").namespace("default")
-        ));
+        assert!(!allowed(lease("update")));
+        assert!(!allowed(lease("delete")));
+        let slice = Attributes::resource(node(), "patch", "discovery.k8s.io", "endpointslices")
+            .namespace("kube-system")
+            .name("kube-dns-n1");
+        assert!(!allowed(slice));
     }
 }

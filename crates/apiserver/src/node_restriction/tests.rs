@@ -144,9 +144,9 @@ fn pods_leases_and_claims_as_upstream_words_them() {
         message(admit_create(&n1, &elsewhere, &lease("n1"))),
         r#"leases.coordination.k8s.io "n1" is forbidden: can only access leases in the "kube-node-lease" system namespace"#
     );
-    // INTERIM: the proxy's load-balancer election Leases.
+    // The proxy's load-balancer Leases are the proxy's (system:kube-proxy), not the node's.
     let lb = target("coordination.k8s.io", "leases", Some("kube-system"), "", "");
-    assert!(admit_create(&n1, &lb, &lease("skiff-lb-10-0-0-1")).is_ok());
+    assert!(admit_create(&n1, &lb, &lease("skiff-lb-10-0-0-1")).is_err());
     assert!(admit_create(&n1, &lb, &lease("kube-scheduler")).is_err());
 }
 
