@@ -5,7 +5,8 @@
 //!
 //! Start at [`run`]. Pods are watched in [`run`], each handled by a [`pod::Worker`];
 //! networking is [`net`] + [`ipam`], processes are [`runtime`], files a pod sees are
-//! [`files`], its environment [`envvars`], what images run [`catalog`], streaming
+//! [`files`], its environment [`envvars`], the ConfigMaps and Secrets its
+//! volumes follow [`source_watch`], what images run [`catalog`], streaming
 //! [`stream`], node registration [`node`].
 
 pub mod catalog;
@@ -24,6 +25,7 @@ pub mod oci;
 pub mod pod;
 pub mod probe;
 pub mod runtime;
+pub mod source_watch;
 pub mod state;
 pub mod stream;
 pub mod teardown;
@@ -36,7 +38,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::DeleteParams;
 use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event};
@@ -141,6 +143,8 @@ pub struct Agent {
     pub dns: files::DnsSettings,
     pub services: reflector::Store<Service>,
     pub pods: Mutex<HashMap<String, PodHandle>>,
+    /// One watch per ConfigMap or Secret the pods' volumes read.
+    pub source_watches: source_watch::SourceWatches,
     /// The cluster pod network (masquerade boundary).
     pub cluster: net::Cidr,
     /// Host ports in use: (protocol, port) -> (pod uid, container port, pod IP).
@@ -156,6 +160,8 @@ pub struct PodHandle {
     pub rt: Arc<Mutex<Runtime>>,
     /// The images its containers name (image GC keeps them).
     pub images: Vec<String>,
+    /// The ConfigMaps and Secrets its volumes read (told when they change).
+    pub sources: std::collections::BTreeSet<source_watch::SourceRef>,
 }
 
 impl Agent {
@@ -347,6 +353,7 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
         data_dir,
         services: reader,
         pods: Mutex::new(HashMap::new()),
+        source_watches: source_watch::SourceWatches::default(),
         cluster,
         host_ports: Mutex::new(BTreeMap::new()),
         rules_lock: tokio::sync::Mutex::new(()),
@@ -361,14 +368,6 @@ async fn run_inner(client: kube::Client, settings: AgentSettings) -> Result<()> 
         )?,
     ));
     tokio::spawn(image_gc::run(agent.clone(), settings.image_gc_thresholds));
-    tokio::spawn(watch_volume_sources::<ConfigMap>(
-        agent.clone(),
-        volumes::Source::ConfigMap,
-    ));
-    tokio::spawn(watch_volume_sources::<Secret>(
-        agent.clone(),
-        volumes::Source::Secret,
-    ));
     tokio::spawn(refresh_tokens(agent.clone()));
     tracing::info!(node = %settings.node_name, %node_ip, %subnet, port, "agent running");
     watch_pods(agent).await
@@ -429,48 +428,6 @@ async fn watch_pods(agent: Arc<Agent>) -> Result<()> {
         }
     }
     anyhow::bail!("pod watch ended")
-}
-
-/// Tells the pods of a namespace when one of its ConfigMaps (or Secrets) changes,
-/// so volumes that read it are rewritten (kubelet's `Watch` change detection).
-/// Only metadata is watched: each pod reads what it uses, and only if it does.
-async fn watch_volume_sources<K>(agent: Arc<Agent>, source: fn(String) -> volumes::Source)
-where
-    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + 'static,
-{
-    let api: Api<kube::core::PartialObjectMeta<K>> = Api::all(agent.client.clone());
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    // The first list is what pods read when their volumes were made; a relist
-    // after a lost watch may hide changes, so it counts as a change of everything.
-    let mut first_list = true;
-    while let Some(ev) = stream.next().await {
-        let meta = match ev {
-            Ok(Event::Apply(m) | Event::Delete(m)) => m,
-            Ok(Event::InitApply(m)) if !first_list => m,
-            Ok(Event::InitDone) => {
-                first_list = false;
-                continue;
-            }
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "watching volume sources");
-                continue;
-            }
-        };
-        let (Some(ns), Some(name)) = (meta.metadata.namespace, meta.metadata.name) else {
-            continue;
-        };
-        for h in lock(&agent.pods).values().filter(|h| h.namespace == ns) {
-            let _ = h.tx.send(Msg::SourceChanged(source(name.clone())));
-        }
-    }
 }
 
 /// How often the pods' bound tokens are checked for being due.
@@ -545,8 +502,10 @@ async fn dispatch(
                 .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
                 .filter_map(|c| c.image.clone())
                 .collect(),
+            sources: source_watch::referenced(&pod),
         },
     );
+    agent.source_watches.reconcile(agent);
     let worker = pod::Worker::new(agent.clone(), pod, tx, rt, adopted);
     tokio::spawn(worker.run(rx));
 }

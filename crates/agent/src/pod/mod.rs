@@ -858,6 +858,7 @@ impl Worker {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         lock(&self.agent.pods).remove(&self.uid);
+        self.agent.source_watches.reconcile(&self.agent);
         tracing::info!(pod = %self.name, ns = %self.ns, "pod removed");
     }
 
