@@ -1,29 +1,77 @@
 //! Each of skiff's components has its own identity (issue 17), bound to only
 //! what its code calls: tried against what it must not do, each gets upstream's
-//! 403. The components by impersonation from the admin (`kubectl --as USER
-//! --as-group G`), the node by the real token a joined node keeps in its data
-//! directory (`node.kubeconfig`), on a two-node `skiff up`.
+//! 403, on a two-node `skiff up`. The proxy, DNS and NetworkPolicy enforcer
+//! by the real client certificates joined node 2 keeps in its data directory
+//! (`<component>-client.crt`/`.key`), the node by its real token there
+//! (`node.kubeconfig`), the controller manager, scheduler and controllers by
+//! impersonation from the admin (`kubectl --as USER --as-group G`): skiff's
+//! server holds their certificates in memory only.
 //!
 //! Each identity first does one thing it is granted (so a refusal below is the
 //! authorizer's judgement, not an identity it does not know).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::support::multinode::MultiNode;
 
-/// Who asks: a user and its groups.
+/// Who asks: a user and its groups, by its own credentials (a kubeconfig) or
+/// else by impersonation.
 struct Identity {
     user: String,
     groups: Vec<String>,
+    kubeconfig: Option<PathBuf>,
 }
 
 impl Identity {
+    /// A component of joined node 2, by the client certificate it was given.
+    fn node2_component(c: &MultiNode, component: &str, user: &str) -> Self {
+        let dir = c.cluster_dir().join("node2");
+        let node = dir.join("node.kubeconfig");
+        let server = kubectl_with(
+            c,
+            &node,
+            &[
+                "config",
+                "view",
+                "-o",
+                "jsonpath={.clusters[0].cluster.server}",
+            ],
+        );
+        let server = text(&server).0;
+        let (cert, key) = (
+            dir.join(format!("{component}-client.crt")),
+            dir.join(format!("{component}-client.key")),
+        );
+        assert!(
+            cert.exists() && key.exists(),
+            "no {} in {}",
+            cert.display(),
+            dir.display()
+        );
+        let kubeconfig = c.dir.path().join(format!("{component}.kubeconfig"));
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    client-certificate: {}\n    client-key: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+                dir.join("ca.crt").display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+        .expect("write a component kubeconfig");
+        Self {
+            kubeconfig: Some(kubeconfig),
+            ..Self::user(user)
+        }
+    }
+
     /// A component's user (`system:authenticated` is every user's group).
     fn user(name: &str) -> Self {
         Self {
             user: name.to_string(),
             groups: vec!["system:authenticated".into()],
+            kubeconfig: None,
         }
     }
 
@@ -37,6 +85,7 @@ impl Identity {
                 "system:serviceaccounts:kube-system".into(),
                 "system:authenticated".into(),
             ],
+            kubeconfig: None,
         }
     }
 
@@ -194,7 +243,7 @@ fn owned(args: Vec<&str>) -> Vec<String> {
 type Refused = (Vec<String>, Refusal<'static>);
 
 /// Every component identity: something it may do, then what it must not.
-fn table() -> Vec<(Identity, Vec<&'static str>, Vec<Refused>)> {
+fn table(c: &MultiNode) -> Vec<(Identity, Vec<&'static str>, Vec<Refused>)> {
     let rows = |list: Vec<(Vec<&'static str>, Refusal<'static>)>| {
         list.into_iter()
             .map(|(a, r)| (owned(a), r))
@@ -202,7 +251,7 @@ fn table() -> Vec<(Identity, Vec<&'static str>, Vec<Refused>)> {
     };
     let mut t = vec![
         (
-            Identity::user("system:kube-proxy"),
+            Identity::node2_component(c, "proxy", "system:kube-proxy"),
             vec!["get", "endpointslices", "-A"],
             rows(vec![
                 delete_pod_p1(),
@@ -212,7 +261,7 @@ fn table() -> Vec<(Identity, Vec<&'static str>, Vec<Refused>)> {
             ]),
         ),
         (
-            Identity::user("system:skiff:dns"),
+            Identity::node2_component(c, "dns", "system:skiff:dns"),
             vec!["get", "services", "-A"],
             rows(vec![
                 (
@@ -257,7 +306,7 @@ fn table() -> Vec<(Identity, Vec<&'static str>, Vec<Refused>)> {
             ]),
         ),
         (
-            Identity::user("system:skiff:netpol"),
+            Identity::node2_component(c, "netpol", "system:skiff:netpol"),
             vec!["get", "networkpolicies", "-A"],
             rows(vec![
                 get_secret_s1(),
@@ -415,6 +464,10 @@ fn text(o: &Output) -> (String, String) {
 }
 
 fn kubectl_as(c: &MultiNode, who: &Identity, args: &[String]) -> Output {
+    if let Some(kubeconfig) = &who.kubeconfig {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        return kubectl_with(c, kubeconfig, &args);
+    }
     let mut all = who.impersonation();
     all.extend(args.iter().cloned());
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
@@ -471,7 +524,26 @@ spec:
 
 pub fn components_refused(c: &MultiNode) {
     let mut failures = Vec::new();
-    for (who, allowed, refusals) in table() {
+    for (who, allowed, refusals) in table(c) {
+        if who.kubeconfig.is_some() {
+            let out = kubectl_as(
+                c,
+                &who,
+                &owned(vec![
+                    "auth",
+                    "whoami",
+                    "-o",
+                    "jsonpath={.status.userInfo.username}",
+                ]),
+            );
+            let (stdout, stderr) = text(&out);
+            if stdout != who.user {
+                failures.push(format!(
+                    "{}'s own credentials are {stdout:?}: {stderr}",
+                    who.user
+                ));
+            }
+        }
         let out = kubectl_as(c, &who, &owned(allowed.clone()));
         let (stdout, stderr) = text(&out);
         if !out.status.success() || stdout.trim() == "no" {
