@@ -219,16 +219,16 @@ fn pod_json(c: &Cluster, name: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
+/// Waits until the pod's phase is one of `want`; returns it.
 fn phase(c: &Cluster, name: &str, want: &[&str]) -> String {
-    let got = eventually(Duration::from_secs(120), || {
+    eventually(Duration::from_secs(120), || {
         let p = pod_json(c, name);
         let phase = p["status"]["phase"]
             .as_str()
             .unwrap_or_default()
             .to_string();
         want.contains(&phase.as_str()).then_some(phase)
-    });
-    got
+    })
 }
 
 /// Runs `script` with `sh -c` in the pod; (exit ok, stdout, stderr).
