@@ -172,11 +172,18 @@ fn two_servers_lose_the_etcd_leader_and_the_leading_server_mid_write() {
     // share the signing key).
     c.k(&["create", "serviceaccount", "ha"]);
     let token = c.k(&["--server", &url(1), "create", "token", "ha"]);
-    let who = c.k(&[
-        "--server",
+    let sa_kubeconfig = c.dir.path().join("ha.kubeconfig");
+    support::token_kubeconfig(
+        &sa_kubeconfig,
         &url(2),
-        "--token",
-        token.trim(),
+        &c.cluster_dir().join("node1/ca.crt"),
+        "ha",
+        &token,
+        "default",
+    );
+    let who = c.k(&[
+        "--kubeconfig",
+        &sa_kubeconfig.to_string_lossy(),
         "auth",
         "whoami",
         "-o",

@@ -183,7 +183,14 @@ fn nodes_join_with_tokens_and_get_credentials_of_their_own() {
     // A bootstrap token may only join, and is told so as upstream tells it.
     let boot = bootstrap_part(&default_token);
     let id = &boot[..6];
-    let err = c.k_err(&["--token", &boot, "get", "pods", "-A"]);
+    let boot_kubeconfig = c.token_kubeconfig("bootstrap", &boot, "default");
+    let err = c.k_err(&[
+        "--kubeconfig",
+        &boot_kubeconfig.to_string_lossy(),
+        "get",
+        "pods",
+        "-A",
+    ]);
     assert!(
         err.contains(&format!(
             r#"pods is forbidden: User "system:bootstrap:{id}" cannot list resource "pods" in API group "" at the cluster scope"#

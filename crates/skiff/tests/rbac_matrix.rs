@@ -406,28 +406,11 @@ fn setup() -> Matrix {
 
     // Each account's kubeconfig: the cluster's server and CA, its token only
     // (no client certificate that could authenticate instead).
-    let server = c.k(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
-    let ca = c.data_dir().join("ca.crt");
     let mut kubeconfigs = Vec::new();
     let mut tokens = Vec::new();
     for sa in ACCOUNTS {
         let token = c.k(&["create", "token", sa, "-n", NS]).trim().to_string();
-        let path = c.dir.path().join(format!("{sa}.kubeconfig"));
-        let config = format!(
-            "apiVersion: v1\nkind: Config\n\
-             clusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\
-             users:\n- name: {sa}\n  user:\n    token: {token}\n\
-             contexts:\n- name: {sa}\n  context:\n    cluster: skiff\n    user: {sa}\n    namespace: {NS}\n\
-             current-context: {sa}\n",
-            ca.display()
-        );
-        std::fs::write(&path, config).expect("write kubeconfig");
+        let path = c.token_kubeconfig(sa, &token, NS);
         kubeconfigs.push((sa.to_string(), path));
         tokens.push((sa.to_string(), token));
     }

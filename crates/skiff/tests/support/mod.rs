@@ -334,6 +334,22 @@ impl Cluster {
         c.output().expect("run sh")
     }
 
+    /// [`token_kubeconfig`] for this cluster, written as `<name>.kubeconfig`
+    /// beside its files.
+    pub fn token_kubeconfig(&self, name: &str, token: &str, namespace: &str) -> PathBuf {
+        let server = self.k(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ]);
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let ca = self.data_dir().join("ca.crt");
+        token_kubeconfig(&path, &server, &ca, name, token, namespace);
+        path
+    }
+
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.data_dir().join("admin.token"))
             .expect("token")
@@ -517,4 +533,27 @@ pub fn run_inside_netns(test: &str) {
         out.status.success() && text.contains("1 passed"),
         "inner test failed:\n{text}"
     );
+}
+
+/// Writes to `path` a kubeconfig for `server` trusting `ca` with bearer
+/// `token` alone: kubectl given `--token` with the admin kubeconfig also
+/// presents its client certificate, which authenticates first, as upstream.
+pub fn token_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca: &Path,
+    name: &str,
+    token: &str,
+    namespace: &str,
+) {
+    let config = format!(
+        "apiVersion: v1\nkind: Config\n\
+         clusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+         users:\n- name: {name}\n  user:\n    token: {token}\n\
+         contexts:\n- name: {name}\n  context:\n    cluster: skiff\n    user: {name}\n    namespace: {namespace}\n\
+         current-context: {name}\n",
+        ca = ca.display(),
+        token = token.trim(),
+    );
+    std::fs::write(path, config).expect("write kubeconfig");
 }
