@@ -265,8 +265,12 @@ async fn serve(
     };
     if let Some(route) = crate::authz::access_review::route(&path) {
         let (method, headers) = (&parts.method, &parts.headers);
+        let authorizers = crate::authz::policy::Authorizers {
+            rbac: index.as_deref(),
+            nodes: Some(&api.node_graph),
+        };
         return crate::authz::access_review::serve(
-            index.as_deref(),
+            authorizers,
             &user,
             route,
             method,

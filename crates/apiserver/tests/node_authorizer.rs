@@ -118,6 +118,19 @@ async fn a_node_reaches_its_own_pods_and_writes_only_its_own() {
         &body,
         r#"secrets "s2" is forbidden: User "system:node:n1" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node 'n1' and this object"#,
     );
+    // An access review answers for a node as its request is decided.
+    let review = |secret: &str| {
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": "system:node:n1", "groups": ["system:nodes", "system:authenticated"],
+                "resourceAttributes": {"verb": "get", "resource": "secrets",
+                    "namespace": "default", "name": secret}}})
+    };
+    let reviews = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+    let (code, allowed) = c.call("POST", reviews, Some(&review("s1"))).await;
+    assert_eq!(code, 201, "{allowed}");
+    assert_eq!(allowed["status"]["allowed"], true, "{allowed}");
+    let (_, denied) = c.call("POST", reviews, Some(&review("s2"))).await;
+    assert_eq!(denied["status"]["allowed"], false, "{denied}");
     let (code, body) = c.call_as(&n1, "GET", &format!("{ns}/secrets"), None).await;
     assert_forbidden(
         code,

@@ -16,7 +16,7 @@ use skiff_api::registry::Resource;
 use skiff_api::validation::FieldError;
 use skiff_api::StatusError;
 
-use super::{policy, Attributes, Decision, RbacIndex};
+use super::{policy, Attributes, Decision};
 use crate::authn::User;
 use crate::{body, response};
 
@@ -220,9 +220,11 @@ async fn decode(route: &Route, headers: &HeaderMap, body: Body) -> Result<Value,
     Ok(obj)
 }
 
-/// Answers one review for `user` (the requester) with `index`.
+/// Answers one review for `user` (the requester) with the authorizers the
+/// server decides its own requests with (the node graph too, so a review of
+/// a node's access answers as the request would be decided).
 pub async fn serve(
-    index: Option<&RbacIndex>,
+    authorizers: policy::Authorizers<'_>,
     user: &User,
     route: Route,
     method: &Method,
@@ -238,11 +240,11 @@ pub async fn serve(
         let status = match &route {
             Route::SelfSubjectAccess => {
                 let attrs = spec_attributes(&route, &spec, user.clone())?;
-                access_status(&policy::decide(index, &attrs))
+                access_status(&policy::decide(authorizers, &attrs))
             }
             Route::SubjectAccess => {
                 let attrs = spec_attributes(&route, &spec, spec_user(&route, &spec)?)?;
-                access_status(&policy::decide(index, &attrs))
+                access_status(&policy::decide(authorizers, &attrs))
             }
             Route::LocalSubjectAccess { namespace } => {
                 let attrs = spec_attributes(&route, &spec, spec_user(&route, &spec)?)?;
@@ -251,11 +253,11 @@ pub async fn serve(
                         "spec.resourceAttributes.namespace must match namespace: {namespace}"
                     )));
                 }
-                access_status(&policy::decide(index, &attrs))
+                access_status(&policy::decide(authorizers, &attrs))
             }
             Route::SelfSubjectRules => {
                 let ns = str_at(&spec, "namespace");
-                let mut review = match index {
+                let mut review = match authorizers.rbac {
                     Some(i) => i.rules_for(user, ns),
                     None => super::RulesReview {
                         incomplete: true,
