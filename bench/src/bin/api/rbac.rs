@@ -631,10 +631,12 @@ the admin side's throughput.\n\n\
 - Admin: the admin bearer token, user `admin` in `system:masters`, which is allowed before \
 RBAC is asked (as upstream's privileged-group authorizer). ServiceAccount: `{ACCOUNT}` in \
 `{NAMESPACE}` with a RoleBinding to the `edit` ClusterRole, authenticating with a token from \
-a TokenRequest bound to a Pod (what a pod's projected token is): every request verifies the \
-ES256 JWT, checks that the ServiceAccount and the Pod exist with the token's uids, and asks \
-the RBAC index, which also holds {other} unrelated RoleBindings over {spaces} namespaces and \
-{cluster} ClusterRoles with ClusterRoleBindings.\n\
+a TokenRequest bound to a Pod (what a pod's projected token is, about 1 KB): every request \
+authenticates the JWT (its signature verified once per token, its claims checked every time), \
+checks that the ServiceAccount and the Pod exist with the token's uids (as the store has them \
+now: kept in memory until the store's watch reports a change), and asks the RBAC index, which \
+also holds {other} unrelated RoleBindings over {spaces} namespaces and {cluster} ClusterRoles \
+with ClusterRoleBindings.\n\
 - One API server, one SQLite store; the admin creates `svc-0..{n}`, the ServiceAccount the \
 next {n}; gets pick from all of them, lists read all of them. Every operation runs in rounds \
 that alternate which identity goes first; the median of per-round ratios is the steadier \
