@@ -8,13 +8,15 @@
 //!
 //! Revocation stays exact: the store's watches of the four resources are
 //! drained, without waiting, under the same lock as every lookup, and any event
-//! on a key drops it. SQLite (and the in-memory store) publish a write's event
-//! before the write returns, so once a delete has been answered no later
-//! request can find the deleted object here. A read from the store is kept
-//! only if no event was drained while it ran (one that arrives later drops it
-//! at the next lookup). On etcd the watch trails the write by the time etcd
-//! takes to deliver it, as upstream's informers do; [`MAX_AGE`] bounds how long
-//! any entry is trusted should a watch ever fall silent.
+//! on a key drops it. Every backend publishes a write's event before the write
+//! returns (SQLite and memory under their write lock; etcd once its feed has
+//! the event), so once a delete has been answered no later request can find
+//! the deleted object here. A delete through another API server on the same
+//! etcd arrives when etcd delivers it to this one's feed, as upstream's
+//! informers see it. A read from the store is kept only if no event was
+//! drained while it ran (one that arrives later drops it at the next lookup).
+//! [`MAX_AGE`] bounds how long any entry is trusted should a watch ever fall
+//! silent; a watch that lags or ends forgets everything.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
