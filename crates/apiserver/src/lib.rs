@@ -10,6 +10,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod cache;
 pub mod component_certs;
 pub mod convert;
 pub mod delete;

@@ -17,6 +17,17 @@ pub fn json(code: u16, value: &Value) -> Response {
     r
 }
 
+/// A JSON body encoded already (a list assembled from the watch cache's bytes).
+pub fn json_bytes(code: u16, body: bytes::Bytes) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 pub fn error(err: &StatusError) -> Response {
     json(err.code, &err.to_json())
 }

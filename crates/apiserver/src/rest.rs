@@ -1,6 +1,9 @@
 //! The generic REST verbs over every registered resource: get, list, create,
 //! update, patch, delete, deletecollection, and the status/scale subresources.
 
+use std::sync::Arc;
+
+use axum::response::Response;
 use http::HeaderMap;
 use serde_json::{json, Value};
 use skiff_api::fields::FieldSelector;
@@ -10,6 +13,7 @@ use skiff_api::table::{self, IncludeObject};
 use skiff_api::{validation, StatusError};
 
 use crate::body::{self, FieldValidation};
+use crate::cache::{self, Miss};
 use crate::objects::revision_of;
 use crate::request::{Query, Target};
 use crate::response;
@@ -115,7 +119,8 @@ fn encode_continue(revision: i64, last_key: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
-fn decode_continue(token: &str) -> Result<String> {
+/// A continue token's revision and the key its page ended at.
+fn decode_continue(token: &str) -> Result<(i64, String)> {
     use base64::Engine;
     let bad = || {
         StatusError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
@@ -124,20 +129,23 @@ fn decode_continue(token: &str) -> Result<String> {
         .decode(token)
         .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    v.get("start")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(bad)
+    let start = v.get("start").and_then(Value::as_str).ok_or_else(bad)?;
+    let rv = v.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    Ok((rv, start.to_string()))
 }
 
 // ---- read verbs --------------------------------------------------------------
 
 pub async fn get(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Value> {
     let name = t.name.as_deref().unwrap_or_default();
-    let obj = api
-        .objects
-        .get(t.resource, t.namespace.as_deref(), name)
-        .await?;
+    let obj = match get_cached(api, t, q, name).await? {
+        Some(obj) => obj,
+        None => {
+            api.objects
+                .get(t.resource, t.namespace.as_deref(), name)
+                .await?
+        }
+    };
     match t.subresource.as_deref() {
         None | Some("status") => Ok(render_one(headers, q, t.resource, obj)),
         Some("scale") if t.resource.scale => scale_of(&obj),
@@ -145,13 +153,127 @@ pub async fn get(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Resul
     }
 }
 
-pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Value> {
+/// A get with a resourceVersion, from the watch cache; `None`: read the store.
+async fn get_cached(api: &Api, t: &Target, q: &Query, name: &str) -> Result<Option<Value>> {
+    let Some(freshness) = cache::read::get_freshness(q)? else {
+        return Ok(None);
+    };
+    match api.cache.fresh(&api.objects, t.resource, freshness).await {
+        Ok((c, _)) => match c.get(&t.resource.key(t.namespace.as_deref(), name)).0 {
+            Some(found) => Ok(Some(found.value.clone())),
+            None => Err(StatusError::not_found(t.resource, name)),
+        },
+        Err(Miss::Fail(e)) => Err(e),
+        Err(Miss::Store) => Ok(None),
+    }
+}
+
+/// A list's items: the cache's (encoded already) or the store's.
+enum Items {
+    Cached(Vec<Arc<cache::Cached>>),
+    Values(Vec<Value>),
+}
+
+impl Items {
+    fn into_values(self) -> Vec<Value> {
+        match self {
+            Items::Cached(c) => c.iter().map(|c| c.value.clone()).collect(),
+            Items::Values(v) => v,
+        }
+    }
+}
+
+/// One page of a list, before rendering.
+struct Listed {
+    items: Items,
+    revision: i64,
+    continue_after: Option<String>,
+    remaining: usize,
+}
+
+pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Response> {
     let filter = Filter::from_query(t.resource, q)?;
     let limit = q.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
-    let mut start = match q.get("continue").filter(|c| !c.is_empty()) {
+    let token = match q.get("continue").filter(|c| !c.is_empty()) {
         Some(c) => Some(decode_continue(c)?),
         None => None,
     };
+    let freshness = cache::read::list_freshness(q, limit.is_some(), token.as_ref().map(|t| t.0))?;
+    let continuing = token.is_some();
+    let start = token.map(|t| t.1);
+    let listed = match api.cache.fresh(&api.objects, t.resource, freshness).await {
+        Ok((c, at)) => {
+            let prefix = t.resource.key_prefix(t.namespace.as_deref());
+            let page = c
+                .page(&prefix, at, start.as_deref(), limit, &|o| filter.matches(o))
+                .map_err(|old| match (continuing, at) {
+                    (true, _) => cache::read::continue_expired(),
+                    (false, at) => StatusError::expired(at.unwrap_or_default(), old.oldest),
+                })?;
+            Listed {
+                items: Items::Cached(page.items),
+                revision: page.revision,
+                continue_after: page.continue_after,
+                remaining: page.remaining,
+            }
+        }
+        Err(Miss::Fail(e)) => return Err(e),
+        Err(Miss::Store) => list_store(api, t, &filter, limit, start).await?,
+    };
+    let mut meta = json!({"resourceVersion": listed.revision.to_string()});
+    if let Some(last) = &listed.continue_after {
+        meta["continue"] = json!(encode_continue(listed.revision, last));
+        if filter.is_everything() {
+            meta["remainingItemCount"] = json!(listed.remaining);
+        }
+    }
+    let value = match response::shape(headers, true) {
+        response::Shape::Table => table::table(
+            t.resource.group,
+            t.resource.kind,
+            &listed.items.into_values(),
+            chrono::Utc::now(),
+            include_object(q),
+            Some(meta),
+        ),
+        response::Shape::Metadata => json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta,
+            "items": listed.items.into_values().iter().map(response::partial_metadata).collect::<Vec<_>>(),
+        }),
+        response::Shape::Object => match listed.items {
+            Items::Cached(items) => {
+                return Ok(response::json_bytes(
+                    200,
+                    cache::read::list_body(
+                        &t.resource.list_kind(),
+                        &t.resource.api_version(),
+                        &meta,
+                        &items,
+                    ),
+                ))
+            }
+            Items::Values(items) => json!({
+                "kind": t.resource.list_kind(),
+                "apiVersion": t.resource.api_version(),
+                "metadata": meta,
+                "items": items,
+            }),
+        },
+    };
+    Ok(response::json(200, &value))
+}
+
+/// A list read from the store (the cache is not running): pages at the current
+/// revision whatever the request's resourceVersion, as before the cache.
+async fn list_store(
+    api: &Api,
+    t: &Target,
+    filter: &Filter,
+    limit: Option<usize>,
+    mut start: Option<String>,
+) -> Result<Listed> {
     let mut items = Vec::new();
     let mut revision;
     let mut more_after: Option<String> = None;
@@ -175,40 +297,12 @@ pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Resu
             break;
         }
     }
-    let mut meta = json!({"resourceVersion": revision.to_string()});
-    if let Some(last) = &more_after {
-        meta["continue"] = json!(encode_continue(revision, last));
-        if filter.labels.is_none() && filter.fields.is_none() {
-            meta["remainingItemCount"] = json!(remaining);
-        }
-    }
-    match response::shape(headers, true) {
-        response::Shape::Table => {
-            return Ok(table::table(
-                t.resource.group,
-                t.resource.kind,
-                &items,
-                chrono::Utc::now(),
-                include_object(q),
-                Some(meta),
-            ))
-        }
-        response::Shape::Metadata => {
-            return Ok(json!({
-                "kind": "PartialObjectMetadataList",
-                "apiVersion": "meta.k8s.io/v1",
-                "metadata": meta,
-                "items": items.iter().map(response::partial_metadata).collect::<Vec<_>>(),
-            }))
-        }
-        response::Shape::Object => {}
-    }
-    Ok(json!({
-        "kind": t.resource.list_kind(),
-        "apiVersion": t.resource.api_version(),
-        "metadata": meta,
-        "items": items,
-    }))
+    Ok(Listed {
+        items: Items::Values(items),
+        revision,
+        continue_after: more_after,
+        remaining,
+    })
 }
 
 // ---- write verbs -------------------------------------------------------------

@@ -71,6 +71,8 @@ impl Default for AdmissionSettings {
 /// Shared state of every request.
 pub struct Api {
     pub objects: Objects,
+    /// Lists, gets and watches are served from here ([`crate::cache`]).
+    pub cache: crate::cache::Caches,
     pub metrics: Metrics,
     pub admin_token: String,
     /// The cluster CA: served at `/cacerts`, signs joining nodes' certificates.
@@ -491,7 +493,7 @@ async fn run_verb(
     crate::node_restriction::admit(api, who.user, t, verb).await?;
     match verb {
         "get" => Ok(response::json(200, &rest::get(api, t, q, headers).await?)),
-        "list" => Ok(response::json(200, &rest::list(api, t, q, headers).await?)),
+        "list" => rest::list(api, t, q, headers).await,
         // A watch on a single object is its collection's watch filtered by name.
         "watch" => watch::watch(api, t, q, headers).await,
         "create" if t.subresource.as_deref() == Some("eviction") => {
@@ -680,6 +682,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         None => None,
     };
     let api = Arc::new(Api {
+        cache: crate::cache::Caches::new(backend.clone()),
         objects: Objects::new(backend),
         metrics,
         admin_token: creds.admin_token.clone(),
@@ -697,6 +700,8 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
         bound_objects: Default::default(),
         auditor,
     });
+    // The watch cache's feed follows the store from now on.
+    api.cache.start();
     crate::services::load(&api)
         .await
         .map_err(|e| anyhow::anyhow!("loading service allocations: {e}"))?;

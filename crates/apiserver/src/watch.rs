@@ -1,5 +1,6 @@
 //! Watch: a chunked stream of `{"type": ..., "object": ...}` lines fed by the
-//! store's revision-ordered events, filtered by selectors, with bookmarks.
+//! watch cache's revision-ordered events (or the store's, when the cache cannot serve
+//! the request), filtered by selectors, with bookmarks.
 
 use std::time::Duration;
 
@@ -12,8 +13,14 @@ use skiff_api::registry::Resource;
 use skiff_api::StatusError;
 use skiff_store::Event;
 
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::cache::{
+    event_line, Cached, CachedEvent, Freshness, Kind, Miss, ResourceCache, Start, Subscription,
+};
 use crate::objects;
 use crate::request::{Query, Target};
+use crate::response;
 use crate::rest::{render_one, Filter, Result};
 use crate::server::Api;
 
@@ -69,7 +76,10 @@ fn translate(resource: &Resource, ev: &Event, filter: &Filter) -> Option<(&'stat
     }
 }
 
-pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Response> {
+/// A watch served by the store directly: when the cache is not running, or for a
+/// revision older than the cache's window (the store may still have it; if not, the
+/// client gets upstream's 410 Gone and relists).
+async fn store_watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Response> {
     let filter = Filter::from_query(t.resource, q)?;
     let resource = t.resource;
     let ns = t.namespace.clone();
@@ -159,6 +169,12 @@ pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Res
             }
         }
     };
+    Ok(streaming(stream))
+}
+
+fn streaming(
+    stream: impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+) -> Response {
     let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -168,5 +184,190 @@ pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Res
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache, private"),
     );
-    Ok(r)
+    r
+}
+
+/// What a watch request asks for, read once.
+struct Params {
+    filter: Filter,
+    bookmarks: bool,
+    send_initial: bool,
+    timeout: Duration,
+    rv: String,
+}
+
+impl Params {
+    fn from_query(resource: &'static Resource, q: &Query) -> Result<Self> {
+        Ok(Self {
+            filter: Filter::from_query(resource, q)?,
+            bookmarks: q.flag("allowWatchBookmarks"),
+            send_initial: q.get("sendInitialEvents") == Some("true"),
+            timeout: match q.int("timeoutSeconds")? {
+                Some(s) if s > 0 => Duration::from_secs(s as u64),
+                // Upstream spreads long watches between 30 and 60 minutes.
+                _ => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
+            },
+            rv: q.get("resourceVersion").unwrap_or("").to_string(),
+        })
+    }
+}
+
+/// Serves a watch from the watch cache, or from the store when the cache cannot.
+pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Response> {
+    let p = Params::from_query(t.resource, q)?;
+    let (freshness, start) = if p.rv.is_empty() {
+        (Freshness::Consistent, Start::Current)
+    } else if p.rv == "0" {
+        (Freshness::Any, Start::Current)
+    } else {
+        let r: i64 = p
+            .rv
+            .parse()
+            .map_err(|_| StatusError::bad_request(format!("invalid resource version: {}", p.rv)))?;
+        let start = if p.send_initial {
+            Start::Current
+        } else {
+            Start::After(r)
+        };
+        (Freshness::NotOlderThan(r), start)
+    };
+    let cache = match api.cache.fresh(&api.objects, t.resource, freshness).await {
+        Ok((c, _)) => c,
+        Err(Miss::Fail(e)) if e.code == 503 => return Err(e),
+        Err(_) => return store_watch(api, t, q, headers).await,
+    };
+    let prefix = t.resource.key_prefix(t.namespace.as_deref());
+    let sub = match cache.subscribe(&prefix, start) {
+        Ok(sub) => sub,
+        Err(_too_old) => return store_watch(api, t, q, headers).await,
+    };
+    let out = Output {
+        resource: t.resource,
+        plain: response::shape(headers, false) == response::Shape::Object,
+        headers: headers.clone(),
+        q: q.clone(),
+        name: t.name.clone(),
+    };
+    Ok(streaming(cached_stream(cache, sub, p, out)))
+}
+
+/// How one watcher's events are written.
+struct Output {
+    resource: &'static Resource,
+    /// JSON objects as they are: the cache's shared bytes go out unchanged.
+    plain: bool,
+    headers: HeaderMap,
+    q: Query,
+    /// A watch on a single object.
+    name: Option<String>,
+}
+
+impl Output {
+    fn wants(&self, obj: &Value) -> bool {
+        self.name
+            .as_deref()
+            .is_none_or(|n| crate::rest::name_of(obj) == Some(n))
+    }
+
+    fn line(&self, kind: Kind, c: &Cached) -> Bytes {
+        if self.plain {
+            event_line(kind.as_str(), &c.json)
+        } else {
+            let obj = render_one(&self.headers, &self.q, self.resource, c.value.clone());
+            line(kind.as_str(), obj)
+        }
+    }
+
+    /// The line this watcher gets for `ev`, if any: an object that starts or stops
+    /// matching its selectors is ADDED or DELETED, as upstream's watch cache sends.
+    fn event(&self, ev: &CachedEvent, filter: &Filter) -> Option<Bytes> {
+        if !self.wants(&ev.object.value) {
+            return None;
+        }
+        if filter.is_everything() {
+            return Some(if self.plain {
+                ev.line.clone()
+            } else {
+                self.line(ev.kind, &ev.object)
+            });
+        }
+        let kind = match ev.kind {
+            Kind::Deleted => filter.matches(&ev.object.value).then_some(Kind::Deleted)?,
+            Kind::Added | Kind::Modified => {
+                let now = filter.matches(&ev.object.value);
+                let before = ev.prev.as_ref().is_some_and(|p| filter.matches(&p.value));
+                match (before, now) {
+                    (true, true) => Kind::Modified,
+                    (false, true) => Kind::Added,
+                    (true, false) => Kind::Deleted,
+                    (false, false) => return None,
+                }
+            }
+        };
+        if kind == ev.kind && self.plain {
+            return Some(ev.line.clone());
+        }
+        Some(self.line(kind, &ev.object))
+    }
+}
+
+fn cached_stream(
+    cache: std::sync::Arc<ResourceCache>,
+    sub: Subscription,
+    p: Params,
+    out: Output,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    async_stream::stream! {
+        let Subscription { initial, replay, mut live, revision } = sub;
+        let resource = out.resource;
+        let mut last = revision;
+        for c in initial.iter().filter(|c| p.filter.matches(&c.value) && out.wants(&c.value)) {
+            yield Ok::<Bytes, std::io::Error>(out.line(Kind::Added, c));
+        }
+        drop(initial);
+        if p.send_initial {
+            yield Ok(bookmark(resource, revision, true));
+        }
+        let mut delivered = match p.send_initial || p.rv.is_empty() || p.rv == "0" {
+            true => revision,
+            false => p.rv.parse().unwrap_or(revision),
+        };
+        for ev in replay {
+            delivered = ev.revision;
+            if let Some(line) = out.event(&ev, &p.filter) {
+                yield Ok(line);
+            }
+        }
+        last = last.max(delivered);
+        let deadline = tokio::time::Instant::now() + p.timeout;
+        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = tick.tick(), if p.bookmarks => {
+                    last = cache.bookmark_revision(&live, last);
+                    yield Ok(bookmark(resource, last, false));
+                }
+                ev = live.recv() => match ev {
+                    Ok(ev) => {
+                        if ev.revision <= last {
+                            continue;
+                        }
+                        last = ev.revision;
+                        if let Some(line) = out.event(&ev, &p.filter) {
+                            yield Ok(line);
+                        }
+                    }
+                    // Too slow: upstream ends the watch; the client watches again
+                    // from its last revision (or relists on 410).
+                    Err(RecvError::Lagged(_)) => {
+                        yield Ok(line("ERROR", StatusError::expired(last, last).to_json()));
+                        break;
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }
+    }
 }
