@@ -242,6 +242,7 @@ pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Res
         Err(_too_old) => return store_watch(api, t, q, headers).await,
     };
     let out = Output {
+        prefix: prefix.clone(),
         resource: t.resource,
         plain: response::shape(headers, false) == response::Shape::Object,
         headers: headers.clone(),
@@ -253,6 +254,8 @@ pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Res
 
 /// How one watcher's events are written.
 struct Output {
+    /// The watched namespace's keys (the cache broadcasts the whole resource).
+    prefix: String,
     resource: &'static Resource,
     /// JSON objects as they are: the cache's shared bytes go out unchanged.
     plain: bool,
@@ -281,7 +284,7 @@ impl Output {
     /// The line this watcher gets for `ev`, if any: an object that starts or stops
     /// matching its selectors is ADDED or DELETED, as upstream's watch cache sends.
     fn event(&self, ev: &CachedEvent, filter: &Filter) -> Option<Bytes> {
-        if !self.wants(&ev.object.value) {
+        if !ev.key.starts_with(&self.prefix) || !self.wants(&ev.object.value) {
             return None;
         }
         if filter.is_everything() {
