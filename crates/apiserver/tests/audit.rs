@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{start_with, Client};
+use support::start_with;
 
 const POLICY: &str = r#"
 apiVersion: audit.k8s.io/v1
@@ -40,27 +40,6 @@ const SA: &str = "system:serviceaccount:default:robot";
 /// What must never be in the log: a secret's value, plain and base64.
 const SECRET_VALUE: &str = "hunter2-audit-secret";
 const SECRET_VALUE_B64: &str = "aHVudGVyMi1hdWRpdC1zZWNyZXQ=";
-
-/// Creates ServiceAccount `robot` in `default` (no bindings) and a token for it.
-async fn robot(c: &Client) -> String {
-    let (code, sa) = c
-        .call(
-            "POST",
-            "/api/v1/namespaces/default/serviceaccounts",
-            Some(&json!({"metadata": {"name": "robot"}})),
-        )
-        .await;
-    assert_eq!(code, 201, "{sa}");
-    let (code, tr) = c
-        .call(
-            "POST",
-            "/api/v1/namespaces/default/serviceaccounts/robot/token",
-            Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})),
-        )
-        .await;
-    assert_eq!(code, 201, "{tr}");
-    tr["status"]["token"].as_str().expect("token").to_string()
-}
 
 fn audit_id(headers: &[(String, String)]) -> String {
     headers
@@ -221,7 +200,7 @@ async fn requests_leave_upstreams_audit_events() {
     assert!(events[1].get("requestObject").is_none());
 
     // A ServiceAccount without bindings: 403, forbid, nothing read of its body.
-    let token = robot(&c).await;
+    let token = support::robot(&c).await;
     let (code, headers, body) = c
         .call_headers(
             &token,

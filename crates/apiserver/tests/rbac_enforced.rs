@@ -39,27 +39,6 @@ async fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> Option<(bool
 
 const SA: &str = "system:serviceaccount:default:robot";
 
-/// Creates ServiceAccount `robot` in `default` and a token for it.
-async fn robot(c: &Client) -> String {
-    let (code, sa) = c
-        .call(
-            "POST",
-            "/api/v1/namespaces/default/serviceaccounts",
-            Some(&json!({"metadata": {"name": "robot"}})),
-        )
-        .await;
-    assert_eq!(code, 201, "{sa}");
-    let (code, tr) = c
-        .call(
-            "POST",
-            "/api/v1/namespaces/default/serviceaccounts/robot/token",
-            Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})),
-        )
-        .await;
-    assert_eq!(code, 201, "{tr}");
-    tr["status"]["token"].as_str().expect("token").to_string()
-}
-
 fn binding(kind: &str, name: &str, role: &str, namespace: Option<&str>) -> Value {
     let mut meta = json!({"name": name});
     if let Some(ns) = namespace {
@@ -115,7 +94,7 @@ async fn ssar(c: &Client, token: &str, attrs: Value) -> Value {
 async fn rbac_decides_what_a_service_account_may_do() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (running, c) = start(dir.path()).await;
-    let token = robot(&c).await;
+    let token = support::robot(&c).await;
 
     // No binding: upstream's 403, word for word.
     let (code, e) = c
@@ -428,7 +407,7 @@ async fn rbac_decides_what_a_service_account_may_do() {
 async fn roles_and_bindings_cannot_grant_more_than_their_writer_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (running, c) = start(dir.path()).await;
-    let token = robot(&c).await;
+    let token = support::robot(&c).await;
     // The account may read (view) and write roles and bindings in default.
     let rbac_writer = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": "rbac-writer"},
@@ -584,7 +563,7 @@ async fn kubectl_auth_can_i_answers_for_the_token() {
         eprintln!("no kubectl on this machine: skipped");
         return;
     }
-    let token = robot(&c).await;
+    let token = support::robot(&c).await;
     let (code, _) = c
         .call(
             "POST",

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
-use serde_json::Value;
+use serde_json::{json, Value};
 use skiff_apiserver::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::TlsConnector;
@@ -178,4 +178,26 @@ pub async fn start_with(
         .expect("apiserver");
     let client = Client::new(&running, dir);
     (running, client)
+}
+
+/// Creates ServiceAccount `robot` in `default` (no bindings) and a token for it
+/// (a TokenRequest as the admin).
+pub async fn robot(c: &Client) -> String {
+    let (code, sa) = c
+        .call(
+            "POST",
+            "/api/v1/namespaces/default/serviceaccounts",
+            Some(&json!({"metadata": {"name": "robot"}})),
+        )
+        .await;
+    assert_eq!(code, 201, "{sa}");
+    let (code, tr) = c
+        .call(
+            "POST",
+            "/api/v1/namespaces/default/serviceaccounts/robot/token",
+            Some(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})),
+        )
+        .await;
+    assert_eq!(code, 201, "{tr}");
+    tr["status"]["token"].as_str().expect("token").to_string()
 }
