@@ -66,6 +66,20 @@ impl Filter {
         self.labels.is_none() && self.fields.is_none()
     }
 
+    /// The value the selectors require of an indexed attribute, if they pin one.
+    pub fn pinned(&self, by: cache::Indexed) -> Option<&str> {
+        match by {
+            cache::Indexed::Field { selector, .. } => self
+                .fields
+                .as_ref()
+                .and_then(|f| f.requires_exact_match(selector)),
+            cache::Indexed::Label(label) => self
+                .labels
+                .as_ref()
+                .and_then(|l| l.requires_exact_match(label)),
+        }
+    }
+
     pub fn matches(&self, obj: &Value) -> bool {
         let labels_ok = self
             .labels
@@ -205,7 +219,14 @@ pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Resu
         Ok((c, at)) => {
             let prefix = t.resource.key_prefix(t.namespace.as_deref());
             let page = c
-                .page(&prefix, at, start.as_deref(), limit, &|o| filter.matches(o))
+                .page(
+                    &prefix,
+                    at,
+                    start.as_deref(),
+                    limit,
+                    &|o| filter.matches(o),
+                    c.indexed.and_then(|by| filter.pinned(by)),
+                )
                 .map_err(|old| match (continuing, at) {
                     (true, _) => cache::read::continue_expired(),
                     (false, at) => StatusError::expired(at.unwrap_or_default(), old.oldest),

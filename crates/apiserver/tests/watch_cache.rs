@@ -63,14 +63,18 @@ impl World {
 
     fn pod(&mut self, ns: &str, name: &str) -> Vec<u8> {
         let app = ["web", "db"][self.rng.random_range(0..2)];
-        let node = ["n1", "n2"][self.rng.random_range(0..2)];
+        let node = ["n1", "n2", ""][self.rng.random_range(0..3)];
         let gen = self.rng.random_range(0..1000);
-        serde_json::to_vec(&json!({
+        let mut pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": ns, "labels": {"app": app}, "annotations": {"gen": gen.to_string()}},
-            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
-        }))
-        .expect("json")
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+        });
+        // Some pods are not scheduled: the index files them under "".
+        if !node.is_empty() {
+            pod["spec"]["nodeName"] = json!(node);
+        }
+        serde_json::to_vec(&pod).expect("json")
     }
 
     /// One random write (a create, update or delete of one of 30 pods).
@@ -111,24 +115,31 @@ impl World {
     }
 }
 
-/// A selector's description and its predicate.
-type Selector = (String, Box<dyn Fn(&Value) -> bool + Send + Sync>);
+/// A selector's description, its predicate, and the node it pins (read through the
+/// pods' `spec.nodeName` index).
+type Selector = (
+    String,
+    Box<dyn Fn(&Value) -> bool + Send + Sync>,
+    Option<&'static str>,
+);
 
 fn selector(rng: &mut StdRng) -> Selector {
     match rng.random_range(0..3) {
-        0 => ("everything".into(), Box::new(|_: &Value| true)),
+        0 => ("everything".into(), Box::new(|_: &Value| true), None),
         1 => {
             let app = ["web", "db"][rng.random_range(0..2)];
             (
                 format!("app={app}"),
                 Box::new(move |v: &Value| v["metadata"]["labels"]["app"] == app),
+                None,
             )
         }
         _ => {
-            let node = ["n1", "n2"][rng.random_range(0..2)];
+            let node = ["n1", "n2", ""][rng.random_range(0..3)];
             (
                 format!("spec.nodeName={node}"),
-                Box::new(move |v: &Value| v["spec"]["nodeName"] == node),
+                Box::new(move |v: &Value| v["spec"]["nodeName"].as_str().unwrap_or("") == node),
+                Some(node),
             )
         }
     }
@@ -219,11 +230,13 @@ async fn the_cache_agrees_with_the_store_on_random_histories() {
                 i => Some(NAMESPACES[i]),
             };
             let prefix = pods().key_prefix(ns);
-            let (what, keep) = selector(&mut w.rng);
+            let (what, keep, pinned) = selector(&mut w.rng);
 
             // A consistent list sees every write that returned.
             let (c, at) = w.cache(Freshness::Consistent).await;
-            let page = c.page(&prefix, at, None, None, &keep).expect("page");
+            let page = c
+                .page(&prefix, at, None, None, &keep, pinned)
+                .expect("page");
             assert!(
                 page.revision >= now,
                 "seed {seed}: consistent list at {} < {now}",
@@ -246,7 +259,7 @@ async fn the_cache_agrees_with_the_store_on_random_histories() {
             // Pages from one snapshot, with writes between them.
             let limit = w.rng.random_range(1..6);
             let first = c
-                .page(&prefix, None, None, Some(limit), &keep)
+                .page(&prefix, None, None, Some(limit), &keep, pinned)
                 .expect("first page");
             let snapshot = first.revision;
             let mut got: Vec<Value> = first.items.iter().map(|c| c.value.clone()).collect();
@@ -255,7 +268,7 @@ async fn the_cache_agrees_with_the_store_on_random_histories() {
                 w.write();
                 let (c, at) = w.cache(Freshness::Exact(snapshot)).await;
                 let p = c
-                    .page(&prefix, at, Some(&after), Some(limit), &keep)
+                    .page(&prefix, at, Some(&after), Some(limit), &keep, pinned)
                     .expect("next page");
                 assert_eq!(p.revision, snapshot);
                 got.extend(p.items.iter().map(|c| c.value.clone()));
@@ -270,7 +283,9 @@ async fn the_cache_agrees_with_the_store_on_random_histories() {
             // A list at an exact past revision the window still holds.
             let past = w.rng.random_range(loaded_at..=w.current());
             let (c, at) = w.cache(Freshness::Exact(past)).await;
-            let p = c.page(&prefix, at, None, None, &keep).expect("exact");
+            let p = c
+                .page(&prefix, at, None, None, &keep, pinned)
+                .expect("exact");
             let got: Vec<Value> = p.items.iter().map(|c| c.value.clone()).collect();
             assert_eq!(
                 names(&got),
@@ -375,7 +390,14 @@ async fn compaction_and_an_outgrown_window_end_in_410s() {
         .expect("410");
     assert!(old.oldest > loaded_at);
     assert!(c
-        .page("/registry/pods/", Some(loaded_at), None, None, &|_| true)
+        .page(
+            "/registry/pods/",
+            Some(loaded_at),
+            None,
+            None,
+            &|_| true,
+            None
+        )
         .is_err());
     // The window's oldest revision is still good.
     let sub = c

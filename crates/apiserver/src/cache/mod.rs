@@ -22,7 +22,7 @@ mod resource;
 
 pub use entry::{event_line, Cached, CachedEvent, Kind};
 pub use resource::{
-    Page, ResourceCache, Start, Subscription, TooOld, WATCHER_BUFFER, WINDOW_EVENTS,
+    Indexed, Page, ResourceCache, Start, Subscription, TooOld, WATCHER_BUFFER, WINDOW_EVENTS,
 };
 
 use std::collections::HashMap;

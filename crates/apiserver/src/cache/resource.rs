@@ -6,7 +6,7 @@
 //! state, a window and a subscription that agree: a watch started under the lock misses
 //! nothing and repeats nothing.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -34,8 +34,50 @@ pub struct TooOld {
     pub oldest: Revision,
 }
 
+/// An attribute a resource's objects are indexed by, so that a list whose selector pins
+/// it reads only the matching objects (upstream's watch cache indexes these too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Indexed {
+    /// A field selector's field, and where it is in the object (absent reads as "").
+    Field {
+        selector: &'static str,
+        pointer: &'static str,
+    },
+    /// A label (objects without it are not indexed: `k=v` needs the label).
+    Label(&'static str),
+}
+
+impl Indexed {
+    fn of(resource: &Resource) -> Option<Self> {
+        match (resource.group, resource.kind) {
+            ("", "Pod") => Some(Indexed::Field {
+                selector: "spec.nodeName",
+                pointer: "/spec/nodeName",
+            }),
+            ("discovery.k8s.io", "EndpointSlice") => {
+                Some(Indexed::Label("kubernetes.io/service-name"))
+            }
+            _ => None,
+        }
+    }
+
+    fn value_of(self, obj: &Value) -> Option<&str> {
+        match self {
+            Indexed::Field { pointer, .. } => {
+                Some(obj.pointer(pointer).and_then(Value::as_str).unwrap_or(""))
+            }
+            Indexed::Label(label) => obj
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(label))
+                .and_then(Value::as_str),
+        }
+    }
+}
+
 pub struct ResourceCache {
     pub resource: &'static Resource,
+    /// What this resource's objects are indexed by, if anything.
+    pub indexed: Option<Indexed>,
     /// Every key of this resource starts with it.
     pub prefix: String,
     state: RwLock<State>,
@@ -46,6 +88,8 @@ pub struct ResourceCache {
 
 struct State {
     objects: BTreeMap<String, Arc<Cached>>,
+    /// `indexed`'s value -> the keys of the current objects that have it.
+    index: HashMap<String, BTreeSet<String>>,
     /// The newest event applied, or the revision the initial listing was read at.
     revision: Revision,
     window: VecDeque<Arc<CachedEvent>>,
@@ -92,11 +136,22 @@ impl ResourceCache {
         global: Arc<AtomicI64>,
     ) -> Self {
         let (tx, _) = broadcast::channel(WATCHER_BUFFER);
+        let indexed = Indexed::of(resource);
+        let mut index: HashMap<String, BTreeSet<String>> = HashMap::new();
+        if let Some(by) = indexed {
+            for (k, v) in &items {
+                if let Some(val) = by.value_of(&v.value) {
+                    index.entry(val.to_owned()).or_default().insert(k.clone());
+                }
+            }
+        }
         Self {
             resource,
+            indexed,
             prefix: resource.key_prefix(None),
             state: RwLock::new(State {
                 objects: items.into_iter().collect(),
+                index,
                 revision,
                 window: VecDeque::new(),
                 window_start: revision,
@@ -146,6 +201,27 @@ impl ResourceCache {
         s.revision = rev;
         let key = ev.key().to_owned();
         let prev = s.objects.get(&key).cloned();
+        if let Some(by) = self.indexed {
+            let old = prev.as_ref().and_then(|p| by.value_of(&p.value));
+            let new = parsed.as_ref().filter(|_| matches!(ev, Event::Put { .. }));
+            let new = new.and_then(|n| by.value_of(&n.value));
+            if old != new {
+                if let Some(old) = old {
+                    if let Some(set) = s.index.get_mut(old) {
+                        set.remove(&key);
+                        if set.is_empty() {
+                            s.index.remove(old);
+                        }
+                    }
+                }
+                if let Some(new) = new {
+                    s.index
+                        .entry(new.to_owned())
+                        .or_default()
+                        .insert(key.clone());
+                }
+            }
+        }
         let (kind, object) = match (ev, parsed) {
             (Event::Put { .. }, Some(obj)) => {
                 s.objects.insert(key.clone(), obj.clone());
@@ -198,6 +274,8 @@ impl ResourceCache {
 
     /// A page of the objects under `prefix` as they were at revision `at` (now if
     /// `None`), strictly after `start_after`, that `keep` accepts, at most `limit`.
+    /// `pinned`: the value `keep` requires of [`Self::indexed`], if it requires one;
+    /// then only the index's objects (and those changed since `at`) are read.
     pub fn page(
         &self,
         prefix: &str,
@@ -205,6 +283,7 @@ impl ResourceCache {
         start_after: Option<&str>,
         limit: Option<usize>,
         keep: &dyn Fn(&Value) -> bool,
+        pinned: Option<&str>,
     ) -> Result<Page, TooOld> {
         let s = self.read();
         let now = self.revision_of(&s);
@@ -224,14 +303,30 @@ impl ResourceCache {
             Some(k) if k >= prefix => Bound::Excluded(k),
             _ => Bound::Included(prefix),
         };
-        let current = s
-            .objects
-            .range::<str, _>((lower, Bound::Unbounded))
-            .map(|(k, v)| (k.as_str(), Some(v)));
         let changed = then
             .range::<str, _>((lower, Bound::Unbounded))
             .map(|(k, v)| (*k, *v));
-        let mut merged = Merge::new(current, changed)
+        let candidates: Box<dyn Iterator<Item = (&str, Option<&Arc<Cached>>)>> =
+            match (self.indexed, pinned) {
+                (Some(_), Some(value)) => {
+                    let empty = BTreeSet::new();
+                    let keys = s.index.get(value).unwrap_or(&empty);
+                    let indexed: Vec<_> = keys
+                        .range::<str, _>((lower, Bound::Unbounded))
+                        .filter_map(|k| s.objects.get_key_value(k))
+                        .map(|(k, v)| (k.as_str(), Some(v)))
+                        .collect();
+                    Box::new(Merge::new(indexed.into_iter(), changed))
+                }
+                _ => {
+                    let current = s
+                        .objects
+                        .range::<str, _>((lower, Bound::Unbounded))
+                        .map(|(k, v)| (k.as_str(), Some(v)));
+                    Box::new(Merge::new(current, changed))
+                }
+            };
+        let mut merged = candidates
             .take_while(|(k, _)| k.starts_with(prefix))
             .filter_map(|(k, v)| v.map(|v| (k, v)));
         let limit = limit.unwrap_or(usize::MAX);
