@@ -241,10 +241,12 @@ pub async fn watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Res
         Ok(sub) => sub,
         Err(_too_old) => return store_watch(api, t, q, headers).await,
     };
+    let shape = response::shape(headers, false);
     let out = Output {
         prefix: prefix.clone(),
         resource: t.resource,
-        plain: response::shape(headers, false) == response::Shape::Object,
+        plain: shape == response::Shape::Object,
+        form: format!("{shape:?}|{}", q.get("includeObject").unwrap_or_default()),
         headers: headers.clone(),
         q: q.clone(),
         name: t.name.clone(),
@@ -259,6 +261,8 @@ struct Output {
     resource: &'static Resource,
     /// JSON objects as they are: the cache's shared bytes go out unchanged.
     plain: bool,
+    /// Otherwise, what names this watcher's form among an event's shared renders.
+    form: String,
     headers: HeaderMap,
     q: Query,
     /// A watch on a single object.
@@ -291,7 +295,7 @@ impl Output {
             return Some(if self.plain {
                 ev.line.clone()
             } else {
-                self.line(ev.kind, &ev.object)
+                self.shared_line(ev.kind, ev)
             });
         }
         let kind = match ev.kind {
@@ -310,7 +314,18 @@ impl Output {
         if kind == ev.kind && self.plain {
             return Some(ev.line.clone());
         }
-        Some(self.line(kind, &ev.object))
+        Some(self.shared_line(kind, ev))
+    }
+
+    /// `ev`'s line as `kind` in this watcher's form, rendered once for every watcher
+    /// of the same form (a Table for `kubectl get -w`).
+    fn shared_line(&self, kind: Kind, ev: &CachedEvent) -> Bytes {
+        if self.plain {
+            return self.line(kind, &ev.object);
+        }
+        ev.rendered(&format!("{}|{}", kind.as_str(), self.form), || {
+            self.line(kind, &ev.object)
+        })
     }
 }
 

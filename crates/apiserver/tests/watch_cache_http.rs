@@ -17,9 +17,16 @@ use support::Client;
 
 /// curl with the admin token and the cluster CA; the raw body.
 async fn curl(dir: &Path, c: &Client, path: &str) -> String {
+    curl_accept(dir, c, path, "application/json").await
+}
+
+/// [`curl`] asking for the form `accept` names (kubectl asks for Tables).
+async fn curl_accept(dir: &Path, c: &Client, path: &str, accept: &str) -> String {
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--cacert"])
         .arg(dir.join(skiff_apiserver::pki::CA))
+        .arg("-H")
+        .arg(format!("Accept: {accept}"))
         .arg("-H")
         .arg(format!("Authorization: Bearer {}", c.admin))
         .arg(format!("https://{}{path}", c.addr))
@@ -109,6 +116,14 @@ async fn lists_pages_and_watches_through_the_cache() {
         let (d, c, p) = (dir.path().to_path_buf(), c.clone(), watch_path.clone());
         tokio::spawn(async move { curl(&d, &c, &p).await })
     };
+    // Two watchers asking for Tables, as `kubectl get -w` does: one render, shared.
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let table_watchers: Vec<_> = (0..2)
+        .map(|_| {
+            let (d, c, p) = (dir.path().to_path_buf(), c.clone(), watch_path.clone());
+            tokio::spawn(async move { curl_accept(&d, &c, &p, table).await })
+        })
+        .collect();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     configmap(&c, "b", "b0", "web").await;
     configmap(&c, "a", "late", "web").await;
@@ -137,6 +152,36 @@ async fn lists_pages_and_watches_through_the_cache() {
             ("DELETED".into(), "a0".into())
         ],
         "{lines}"
+    );
+
+    let mut tables = Vec::new();
+    for w in table_watchers {
+        tables.push(w.await.expect("table watcher"));
+    }
+    assert_eq!(
+        tables[0], tables[1],
+        "both Table watchers get the same lines"
+    );
+    let rows: Vec<(String, String)> = tables[0]
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("event line"))
+        .map(|e| {
+            assert_eq!(e["object"]["kind"], "Table", "{e}");
+            (
+                e["type"].as_str().unwrap_or_default().to_string(),
+                e["object"]["rows"][0]["cells"][0]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("ADDED".to_string(), "late".to_string()),
+            ("DELETED".into(), "a0".into())
+        ]
     );
 
     // Pages of 2 from one snapshot, with writes between the pages.

@@ -76,6 +76,9 @@ pub struct CachedEvent {
     pub prev: Option<std::sync::Arc<Cached>>,
     /// `{"type":...,"object":...}\n` for an unfiltered JSON watcher, built once.
     pub line: Bytes,
+    /// Its lines in other forms (a Table for `kubectl get -w`, metadata only), made
+    /// by the first watcher that asks for one and shared with the others.
+    renders: std::sync::Mutex<Vec<(String, Bytes)>>,
 }
 
 impl CachedEvent {
@@ -94,7 +97,19 @@ impl CachedEvent {
             object,
             prev,
             line,
+            renders: Default::default(),
         }
+    }
+
+    /// This event's line in the form named `form`, made by `make` the first time.
+    pub fn rendered(&self, form: &str, make: impl FnOnce() -> Bytes) -> Bytes {
+        let mut renders = self.renders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, b)) = renders.iter().find(|(f, _)| f == form) {
+            return b.clone();
+        }
+        let b = make();
+        renders.push((form.to_owned(), b.clone()));
+        b
     }
 }
 
