@@ -66,7 +66,13 @@ impl Cluster {
             rt.spawn(skiff_agent::run(client.clone(), agent)),
             rt.spawn({
                 let c = client.clone();
-                async move { Ok(skiff_controllers::run(c, Default::default()).await?) }
+                // The cluster CA for the `kube-root-ca.crt` ConfigMap every
+                // pod's service-account token volume reads, as `skiff server`.
+                let settings = skiff_controllers::Settings {
+                    root_ca_file: Some(data_dir.join(skiff_apiserver::pki::CA)),
+                    ..Default::default()
+                };
+                async move { Ok(skiff_controllers::run(c, settings).await?) }
             }),
         ];
         Ok(Cluster {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ServiceAccount};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::Api;
@@ -264,7 +264,27 @@ pub async fn create_namespace(client: &kube::Client) -> Result<()> {
     api.create(&PostParams::default(), &ns)
         .await
         .context("creating the benchmark's namespace")?;
-    Ok(())
+    wait_service_account(client).await
+}
+
+/// Waits until the controllers have made the namespace's `default`
+/// ServiceAccount and `kube-root-ca.crt` ConfigMap, so every pod gets (and its
+/// agent fills) the projected service-account token volume, as in `skiff server`.
+async fn wait_service_account(client: &kube::Client) -> Result<()> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if accounts.get_opt("default").await?.is_some()
+            && config_maps.get_opt("kube-root-ca.crt").await?.is_some()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no default ServiceAccount and kube-root-ca.crt in {NAMESPACE} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Deletes every pod in the namespace and waits until the agent has finished each
