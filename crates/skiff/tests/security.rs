@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::layered_image::Layer;
-use support::registry::{docker_io_mirror, standin_storage, start_registry, Registry};
+use support::registry::{image_node, standin_storage, start_registry, Registry};
 use support::{eventually, Cluster, Netns};
 
 const NODE: &str = "sec-node";
@@ -171,18 +171,7 @@ fn start() -> ImageCluster {
         IMAGE,
         &dir.path().join("image"),
     );
-    let reg = docker_io_mirror(dir.path()).to_string_lossy().into_owned();
-    let c = Cluster::start_with_images(
-        ns,
-        &[
-            "--disable",
-            "netpol",
-            "--node-name",
-            NODE,
-            "--registry-config",
-            &reg,
-        ],
-    );
+    let c = image_node(ns, dir.path(), NODE, "netpol", &[]);
     ImageCluster {
         c,
         _registry: registry,

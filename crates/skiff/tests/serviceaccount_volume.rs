@@ -14,7 +14,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::registry::{docker_io_mirror, run_image_script, start_registry, Registry, REGISTRY};
+use support::registry::{image_node, run_image_script, start_registry, Registry, REGISTRY};
 use support::{eventually, Cluster, Netns};
 
 const NODE: &str = "sa-node";
@@ -38,18 +38,7 @@ fn start() -> ImageCluster {
         "build",
         &["--push".as_ref(), REGISTRY.as_ref(), out_dir.as_os_str()],
     );
-    let reg = docker_io_mirror(dir.path()).to_string_lossy().into_owned();
-    let c = Cluster::start_with_images(
-        ns,
-        &[
-            "--disable",
-            "netpol",
-            "--node-name",
-            NODE,
-            "--registry-config",
-            &reg,
-        ],
-    );
+    let c = image_node(ns, dir.path(), NODE, "netpol", &[]);
     ImageCluster {
         c,
         _registry: registry,

@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::registry::{docker_io_mirror, standin_storage, start_registry};
+use support::registry::{image_node, standin_storage, start_registry};
 use support::{eventually, Cluster, Netns};
 
 const NODE: &str = "test-node";
@@ -86,19 +86,12 @@ fn volumes_follow_their_objects_through_single_object_watches() {
     let audit = dir.path().join("audit.log");
     let ns = Netns::new();
     let _registry = start_registry(&ns, standin_storage(), dir.path());
-    let mirror = docker_io_mirror(dir.path());
-    let c = Cluster::start_with_images(
+    let c = image_node(
         ns,
-        &[
-            "--disable",
-            "controllers,proxy,dns,netpol",
-            "--node-name",
-            NODE,
-            "--registry-config",
-            mirror.to_str().expect("path"),
-            "--audit-log-path",
-            audit.to_str().expect("path"),
-        ],
+        dir.path(),
+        NODE,
+        "controllers,proxy,dns,netpol",
+        &["--audit-log-path", audit.to_str().expect("path")],
     );
     eventually(Duration::from_secs(20), || {
         c.kubectl(&["get", "node", NODE])

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{eventually, Background, Netns};
+use super::{eventually, Background, Cluster, Netns};
 
 /// Where the registry listens, inside the test's namespace.
 pub const REGISTRY: &str = "127.0.0.1:5000";
@@ -77,6 +77,24 @@ pub fn docker_io_mirror_to(dir: &Path, addr: &str) -> PathBuf {
     )
     .expect("registries.yaml");
     path
+}
+
+/// A full `skiff server` node named `node` in `ns` (beside a registry the
+/// test started there) pulling `docker.io` images from that registry through
+/// a mirror config written to `dir`; `disable` is its `--disable` list,
+/// `extra` more flags.
+pub fn image_node(ns: Netns, dir: &Path, node: &str, disable: &str, extra: &[&str]) -> Cluster {
+    let mirror = docker_io_mirror(dir);
+    let mut args = vec![
+        "--disable",
+        disable,
+        "--node-name",
+        node,
+        "--registry-config",
+        mirror.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    Cluster::start_with_images(ns, &args)
 }
 
 /// Runs an image script of `tests/images` (`build` or `standins`) with `args`,
