@@ -90,6 +90,7 @@ impl Worker {
             Some(img) => self.image_base_env(img),
             None => self.base_env(&spec),
         };
+        self.mark("image ready");
         let refs = self.fetch_refs(&spec).await;
         let services: Vec<_> = self
             .agent
@@ -252,6 +253,7 @@ impl Worker {
             }
             _ => None,
         };
+        self.mark("container created");
         if start_failed.is_none() {
             self.event(
                 false,

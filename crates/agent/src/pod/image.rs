@@ -273,13 +273,20 @@ impl Worker {
         if self.volumes.is_some() {
             return Ok(());
         }
+        let v = self.prepare_volumes().await?;
+        self.volumes = Some(v);
+        Ok(())
+    }
+
+    /// Fills the pod's volumes; `Err`: a `FailedMount` message.
+    pub(super) async fn prepare_volumes(
+        &self,
+    ) -> Result<std::collections::HashMap<String, volumes::Prepared>, String> {
         let sources = volumes::Sources {
             client: &self.agent.client,
             namespace: &self.ns,
         };
-        let v = volumes::prepare(&self.pod, &self.dir, &self.volume_facts(), &sources).await?;
-        self.volumes = Some(v);
-        Ok(())
+        volumes::prepare(&self.pod, &self.dir, &self.volume_facts(), &sources).await
     }
 
     /// Rewrites the prepared volumes that read `source`; a volume that cannot be
@@ -369,12 +376,14 @@ impl Worker {
         if let Some(g) = pod_sc.as_ref().and_then(|p| p.fs_group) {
             supplemental.push(g);
         }
+        self.mark("image found");
         self.ensure_volumes().await.map_err(|m| {
             (
                 "CreateContainerConfigError".to_string(),
                 format!("MountVolume.SetUp failed: {m}"),
             )
         })?;
+        self.mark("volumes ready");
         let restart = self.ctrs[i].restart_count;
         let cdir = self.dir.join(&spec.name);
         let bundle = container::bundle_dir(&cdir, restart);
@@ -382,6 +391,7 @@ impl Worker {
         let rootfs = container::mount_rootfs(&bundle, &img.layers)
             .await
             .map_err(|e| create_err(format!("{e:#}")))?;
+        self.mark("rootfs mounted");
         let user = oci::resolve_user(
             &rootfs,
             &img.config.user,
@@ -453,6 +463,7 @@ impl Worker {
         runtime_spec
             .save(bundle.join("config.json"))
             .map_err(|e| create_err(format!("writing the runtime spec: {e}")))?;
+        self.mark("runtime spec written");
         let runc = RuncRef {
             root: self.agent.runc_root.clone(),
             id: container::container_id(&self.uid, &spec.name, restart),

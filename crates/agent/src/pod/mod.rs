@@ -601,6 +601,15 @@ impl Worker {
         files::hostname(&self.pod)
     }
 
+    /// Logs (at debug) how long after the worker began a stage of the pod's first
+    /// start was reached: where a pod's start time goes.
+    fn mark(&self, stage: &str) {
+        if let Some(t) = self.began {
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            tracing::debug!(pod = %self.name, ns = %self.ns, stage, ms = format!("{ms:.1}"), "pod start");
+        }
+    }
+
     /// Records an Event about this pod (or one of its containers), as kubelet
     /// does; queued until [`Worker::post_events`].
     fn event(&self, warning: bool, reason: &str, message: String, container: Option<&str>) {
@@ -687,7 +696,26 @@ impl Worker {
             self.agent.pod_mtu,
         );
         let bind_etc = self.agent.host_images;
-        let started = runtime::start_sandbox(&self.dir, &self.hostname(), &network, bind_etc).await;
+        self.mark("sandbox starting");
+        let hostname = self.hostname();
+        let sandbox = runtime::start_sandbox(&self.dir, &hostname, &network, bind_etc);
+        // An image pod's volumes (API reads: its service-account token, ConfigMaps,
+        // Secrets) are prepared while its sandbox starts, as kubelet mounts a pod's
+        // volumes before it makes the sandbox. A failure here is left to the first
+        // container start, which prepares them again and reports it.
+        let started = if self.agent.host_images || self.volumes.is_some() {
+            sandbox.await
+        } else {
+            let (started, volumes) = tokio::join!(sandbox, self.prepare_volumes());
+            match volumes {
+                Ok(v) => self.volumes = Some(v),
+                Err(e) => {
+                    tracing::debug!(pod = %self.name, error = %e, "volumes, left to the first container start")
+                }
+            }
+            started
+        };
+        self.mark("sandbox up");
         let (proc, mut child) = match started {
             Ok(s) => s,
             Err(e) => {
@@ -708,6 +736,7 @@ impl Worker {
         self.sandbox = Some(proc);
         self.save();
         net::attach_pod(&self.veth).await?;
+        self.mark("sandbox attached");
         lock(&self.rt).sandbox = Some(proc.pid);
         let ports = self.wanted_host_ports();
         if !ports.is_empty() {

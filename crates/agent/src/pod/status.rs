@@ -186,6 +186,7 @@ impl Worker {
                         .any(|c| c["type"] == "Ready" && c["status"] == "True")
                 });
                 if ready {
+                    self.mark("Ready written");
                     if let Some(t) = self.began.take() {
                         tracing::info!(pod = %self.name, ns = %self.ns, ms = t.elapsed().as_millis() as u64, "pod ready");
                     }
