@@ -1,6 +1,7 @@
-//! Processes: the pod sandbox (a `sleep` holding fresh network, UTS, IPC and mount
-//! namespaces, with the pod's hostname and its own resolv.conf/hosts/hostname bind
-//! mounted) and containers (process groups entered into the sandbox's namespaces).
+//! Processes: the pod sandbox (a `sleep` holding fresh network, UTS and IPC
+//! namespaces with the pod's hostname, and for host-program pods a mount namespace
+//! with its own resolv.conf/hosts/hostname bind mounted) and containers (process
+//! groups entered into the sandbox's namespaces).
 //! Processes are started through `unshare`/`nsenter`, so nothing forks in async code,
 //! and they outlive the agent: a restarted agent adopts them by PID and start time.
 
@@ -117,7 +118,8 @@ pub fn sandbox_fstab(dir: &Path) -> String {
 /// namespace. `bind_etc`: bind those files over the sandbox's `/etc`, which only
 /// host-program containers (the `--host-images` catalog) see; image containers get
 /// them from their runc config, so image pods skip the `mount` run (a few ms of
-/// every pod start). Returns once it is set up.
+/// every pod start) and the sandbox's own mount namespace. Returns once it is set
+/// up.
 pub async fn start_sandbox(
     dir: &Path,
     hostname: &str,
@@ -133,21 +135,18 @@ pub async fn start_sandbox(
     std::fs::write(dir.join("network"), network)?;
     let err_path = dir.join("sandbox.err");
     let err = std::fs::File::create(&err_path)?;
+    // A mount namespace only where the `/etc` files are bound in it: an image
+    // container has a mount namespace of its own (runc's), and making one copies
+    // every mount of the node's (each running container's root among them).
+    let mount_ns: &[&str] = if bind_etc {
+        &["--mount", "--propagation", "private"]
+    } else {
+        &[]
+    };
     let mut child = Command::new("unshare")
-        .args([
-            "--net",
-            "--uts",
-            "--ipc",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            SANDBOX_SCRIPT,
-            "sandbox",
-            hostname,
-        ])
+        .args(["--net", "--uts", "--ipc"])
+        .args(mount_ns)
+        .args(["--", "sh", "-c", SANDBOX_SCRIPT, "sandbox", hostname])
         .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
