@@ -11,6 +11,7 @@
 //! nothing and is named in the reason of a refusal.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use serde_json::Value;
 use skiff_api::StatusError;
@@ -62,9 +63,22 @@ struct Binding {
     subjects: Vec<Subject>,
     /// The role's rules, or upstream's error for a role it cannot resolve.
     rules: Result<Rules, String>,
+    /// `RBAC: allowed by ...` for each subject, made when first needed: every
+    /// allowed request carries it, so it is formatted once per index, not per
+    /// request.
+    allowed_by: Box<[OnceLock<String>]>,
 }
 
 impl Binding {
+    /// The reason a request allowed through `subject` of this binding gives.
+    fn allowed_by(&self, subject: usize) -> String {
+        let reason = || format!("RBAC: allowed by {}", self.describe(subject));
+        match self.allowed_by.get(subject) {
+            Some(cell) => cell.get_or_init(reason).clone(),
+            None => reason(),
+        }
+    }
+
     /// Upstream's `clusterRoleBindingDescriber` / `roleBindingDescriber`.
     fn describe(&self, subject: usize) -> String {
         let who = self.subjects.get(subject).map_or(String::new(), |s| {
@@ -212,13 +226,15 @@ impl RbacIndex {
             };
             let role_kind = str_at(obj, "/roleRef/kind");
             let role_name = str_at(obj, "/roleRef/name");
+            let subjects = subjects_of(obj);
             let binding = Binding {
                 rules: resolve(role_kind, role_name, namespace.as_deref().unwrap_or("")),
                 namespace,
                 name: name.to_string(),
                 role_kind: role_kind.to_string(),
                 role_name: role_name.to_string(),
-                subjects: subjects_of(obj),
+                allowed_by: subjects.iter().map(|_| OnceLock::new()).collect(),
+                subjects,
             };
             index.add(binding);
         }
@@ -328,7 +344,7 @@ impl RbacIndex {
                 Ok(rules) => {
                     if rules.iter().any(|r| r.allows(attrs)) {
                         return Decision::Allow {
-                            reason: format!("RBAC: allowed by {}", binding.describe(subject)),
+                            reason: binding.allowed_by(subject),
                         };
                     }
                 }

@@ -8,13 +8,15 @@
 //! report in.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use skiff_api::StatusError;
 
 use super::bound_objects::{self, Meta};
-use super::jwt::{self, Expected};
+use super::jwt::Expected;
+use super::verified::Token;
 use super::ISSUER;
 use crate::authn::User;
 use crate::server::Api;
@@ -102,6 +104,76 @@ pub fn service_account_user(namespace: &str, name: &str) -> String {
     format!("system:serviceaccount:{namespace}:{name}")
 }
 
+/// What every request with a token needs of its claims, derived once per
+/// token ([`super::verified::Token::prepared`]).
+#[derive(Debug)]
+pub struct Prepared {
+    /// The bound objects to check, in order: resource, reference, store key.
+    bound: Vec<(&'static str, Ref, String)>,
+    user: User,
+}
+
+impl Prepared {
+    fn new(claims: &Map<String, Value>) -> Result<Result<Self, String>, StatusError> {
+        let binding = match Binding::from_claims(claims) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        let ns = Some(binding.namespace.as_str());
+        let checks = [
+            ("serviceaccounts", ns, Some(&binding.service_account)),
+            ("pods", ns, binding.pod.as_ref()),
+            ("secrets", ns, binding.secret.as_ref()),
+            ("nodes", None, binding.node.as_ref()),
+        ];
+        let mut bound = Vec::new();
+        for (plural, namespace, r) in checks {
+            let Some(r) = r else { continue };
+            let key = bound_objects::key(plural, namespace, &r.name)?;
+            bound.push((plural, r.clone(), key));
+        }
+        let mut extra = BTreeMap::new();
+        if let Some(pod) = &binding.pod {
+            extra.insert(EXTRA_POD_NAME.to_string(), vec![pod.name.clone()]);
+            extra.insert(EXTRA_POD_UID.to_string(), vec![pod.uid.clone()]);
+        }
+        if let Some(node) = &binding.node {
+            extra.insert(EXTRA_NODE_NAME.to_string(), vec![node.name.clone()]);
+            extra.insert(EXTRA_NODE_UID.to_string(), vec![node.uid.clone()]);
+        }
+        if let Some(jti) = claims.get("jti").and_then(Value::as_str) {
+            extra.insert(EXTRA_CREDENTIAL_ID.to_string(), vec![format!("JTI={jti}")]);
+        }
+        let user = User::service_account(
+            &binding.namespace,
+            &binding.service_account.name,
+            &binding.service_account.uid,
+            extra,
+        );
+        Ok(Ok(Self { bound, user }))
+    }
+
+    /// The token's, derived on its first use.
+    fn of(token: &Token) -> Result<Result<&Self, &str>, StatusError> {
+        if token.prepared.get().is_none() {
+            // A store-key error is the server's, not the token's: not kept.
+            let prepared = Self::new(&token.claims)?;
+            let _ = token.prepared.set(prepared);
+        }
+        Ok(match token.prepared.get() {
+            Some(Ok(p)) => Ok(p),
+            Some(Err(why)) => Err(why.as_str()),
+            None => Err("the token's binding could not be read"),
+        })
+    }
+}
+
+/// The API audiences, made once.
+fn api_audiences() -> &'static [String] {
+    static API: LazyLock<Vec<String>> = LazyLock::new(super::api_audiences);
+    &API
+}
+
 /// Verifies `token` for one of `audiences` (the API audiences when `None`).
 /// `Ok(Err(why))`: not a valid token; `Err`: the store could not be asked.
 pub async fn authenticate(
@@ -109,8 +181,7 @@ pub async fn authenticate(
     token: &str,
     audiences: Option<&[String]>,
 ) -> Result<Result<Authenticated, String>, StatusError> {
-    let api_audiences = super::api_audiences();
-    let audiences = audiences.unwrap_or(&api_audiences);
+    let audiences = audiences.unwrap_or(api_audiences());
     let now = Utc::now();
     let expected = Expected {
         issuer: ISSUER,
@@ -118,40 +189,27 @@ pub async fn authenticate(
         now: now.timestamp(),
     };
     let keys = &api.service_account_keys;
-    let claims = match keys.verified().verify(token, keys.verifying(), &expected) {
-        Ok(c) => c,
+    let token = match keys.verified().verify(token, keys.verifying(), &expected) {
+        Ok(t) => t,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let binding = match Binding::from_claims(&claims) {
-        Ok(b) => b,
-        Err(e) => return Ok(Err(e)),
+    let prepared = match Prepared::of(&token)? {
+        Ok(p) => p,
+        Err(why) => return Ok(Err(why.to_string())),
     };
-    if let Err(why) = check_objects(api, &binding, now).await? {
+    if let Err(why) = check_objects(api, prepared, now).await? {
         return Ok(Err(why));
     }
-    let mut extra = BTreeMap::new();
-    if let Some(pod) = &binding.pod {
-        extra.insert(EXTRA_POD_NAME.to_string(), vec![pod.name.clone()]);
-        extra.insert(EXTRA_POD_UID.to_string(), vec![pod.uid.clone()]);
-    }
-    if let Some(node) = &binding.node {
-        extra.insert(EXTRA_NODE_NAME.to_string(), vec![node.name.clone()]);
-        extra.insert(EXTRA_NODE_UID.to_string(), vec![node.uid.clone()]);
-    }
-    if let Some(jti) = claims.get("jti").and_then(Value::as_str) {
-        extra.insert(EXTRA_CREDENTIAL_ID.to_string(), vec![format!("JTI={jti}")]);
-    }
-    let user = User::service_account(
-        &binding.namespace,
-        &binding.service_account.name,
-        &binding.service_account.uid,
-        extra,
-    );
-    let audiences = jwt::audiences(&claims)
-        .into_iter()
+    let audiences = token
+        .audiences()
+        .iter()
         .filter(|a| audiences.contains(a))
+        .cloned()
         .collect();
-    Ok(Ok(Authenticated { user, audiences }))
+    Ok(Ok(Authenticated {
+        user: prepared.user.clone(),
+        audiences,
+    }))
 }
 
 /// Each bound object must exist with the token's uid and not have been
@@ -160,28 +218,14 @@ pub async fn authenticate(
 /// object ends its tokens at once.
 async fn check_objects(
     api: &Api,
-    b: &Binding,
+    p: &Prepared,
     now: DateTime<Utc>,
 ) -> Result<Result<(), String>, StatusError> {
-    let checks = [
-        (
-            "serviceaccounts",
-            Some(b.namespace.as_str()),
-            Some(&b.service_account),
-        ),
-        ("pods", Some(b.namespace.as_str()), b.pod.as_ref()),
-        ("secrets", Some(b.namespace.as_str()), b.secret.as_ref()),
-        ("nodes", None, b.node.as_ref()),
-    ];
-    let mut wanted = Vec::new();
-    let mut keys = Vec::new();
-    for (plural, namespace, r) in checks {
-        let Some(r) = r else { continue };
-        keys.push(bound_objects::key(plural, namespace, &r.name)?);
-        wanted.push((plural, r));
-    }
-    let found = api.bound_objects.get(&api.objects, &keys).await?;
-    for ((plural, r), meta) in wanted.into_iter().zip(found) {
+    let found = api
+        .bound_objects
+        .get(&api.objects, p.bound.iter().map(|(_, _, key)| key.as_str()))
+        .await?;
+    for ((plural, r, _), meta) in p.bound.iter().zip(found) {
         let Some(meta) = meta else {
             return Ok(Err(format!(
                 "the bound {plural} {:?} no longer exists",

@@ -19,7 +19,7 @@
 //! silent; a watch that lags or ends forgets everything.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -61,7 +61,7 @@ impl Meta {
 
 struct Entry {
     /// `None`: there is no such object.
-    meta: Option<Meta>,
+    meta: Option<Arc<Meta>>,
     read_at: Instant,
 }
 
@@ -109,6 +109,10 @@ impl State {
         self.epoch += 1;
     }
 }
+
+/// What [`BoundObjects::remembered_now`] found: per key, the metadata if
+/// remembered (`Some(None)`: remembered as absent); the keys to read; the epoch.
+type Looked<'k> = (Vec<Option<Option<Arc<Meta>>>>, Vec<(usize, &'k str)>, u64);
 
 /// The bound objects' metadata, by store key.
 #[derive(Default)]
@@ -161,39 +165,57 @@ impl BoundObjects {
         Ok(())
     }
 
+    /// What is remembered of `keys` after applying the events pending now,
+    /// and the keys (with their index) to read from the store; `None` when
+    /// not watching (then nothing is remembered). One lock per request: what
+    /// a request with a known token waits for beyond the admin path.
+    fn remembered_now<'k>(&self, keys: &[&'k str]) -> Option<Looked<'k>> {
+        let mut state = self.lock();
+        state.drain();
+        state.watches.as_ref()?;
+        let mut found = Vec::with_capacity(keys.len());
+        let mut missing = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            match state.objects.get(*key) {
+                Some(e) if e.read_at.elapsed() < MAX_AGE => found.push(Some(e.meta.clone())),
+                _ => {
+                    found.push(None);
+                    missing.push((i, *key));
+                }
+            }
+        }
+        Some((found, missing, state.epoch))
+    }
+
     /// The metadata of the objects at `keys` (`None`: no such object): from
     /// memory where no event has touched them since they were read, else read
     /// from the store, all misses in one trip.
-    pub async fn get(
+    pub async fn get<'k>(
         &self,
         objects: &Objects,
-        keys: &[String],
-    ) -> Result<Vec<Option<Meta>>, StatusError> {
-        if let Err(e) = self.subscribe(objects).await {
-            // Not watching: every lookup reads the store, which is always right.
-            tracing::debug!(error = %e, "cannot watch bound objects; reading the store");
-        }
-        let (mut found, missing, epoch) = {
-            let mut state = self.lock();
-            state.drain();
-            let mut found = Vec::with_capacity(keys.len());
-            let mut missing = Vec::new();
-            for (i, key) in keys.iter().enumerate() {
-                match state.objects.get(key) {
-                    Some(e) if e.read_at.elapsed() < MAX_AGE => found.push(Some(e.meta.clone())),
-                    _ => {
-                        found.push(None);
-                        missing.push((i, key.clone()));
-                    }
+        keys: impl IntoIterator<Item = &'k str>,
+    ) -> Result<Vec<Option<Arc<Meta>>>, StatusError> {
+        let keys: Vec<&str> = keys.into_iter().collect();
+        let looked = match self.remembered_now(&keys) {
+            Some(looked) => looked,
+            None => {
+                if let Err(e) = self.subscribe(objects).await {
+                    // Not watching: every lookup reads the store, which is always right.
+                    tracing::debug!(error = %e, "cannot watch bound objects; reading the store");
                 }
+                self.remembered_now(&keys).unwrap_or_else(|| {
+                    // An epoch no state has: what is read now is not kept.
+                    let missing = keys.iter().copied().enumerate().collect();
+                    (vec![None; keys.len()], missing, u64::MAX)
+                })
             }
-            (found, missing, state.epoch)
         };
+        let (mut found, missing, epoch) = looked;
         if missing.is_empty() {
-            return Ok(found.into_iter().map(|m| m.flatten()).collect());
+            return Ok(found.into_iter().map(Option::flatten).collect());
         }
         let backend = objects.backend().clone();
-        let to_read: Vec<String> = missing.iter().map(|(_, k)| k.clone()).collect();
+        let to_read: Vec<String> = missing.iter().map(|(_, k)| k.to_string()).collect();
         let read_at = Instant::now();
         let values = tokio::task::spawn_blocking(move || {
             to_read
@@ -206,13 +228,12 @@ impl BoundObjects {
         .map_err(|e| StatusError::internal(format!("reading a token's bound objects: {e}")))?;
         let mut read = Vec::with_capacity(values.len());
         for ((i, key), value) in missing.into_iter().zip(values) {
-            let meta =
-                match value {
-                    None => None,
-                    Some(v) => Some(Meta::parse(&v).map_err(|e| {
-                        StatusError::internal(format!("corrupt object at {key}: {e}"))
-                    })?),
-                };
+            let meta = match value {
+                None => None,
+                Some(v) => Some(Arc::new(Meta::parse(&v).map_err(|e| {
+                    StatusError::internal(format!("corrupt object at {key}: {e}"))
+                })?)),
+            };
             found[i] = Some(meta.clone());
             read.push((key, meta));
         }
@@ -224,10 +245,12 @@ impl BoundObjects {
                 state.objects.clear();
             }
             for (key, meta) in read {
-                state.objects.insert(key, Entry { meta, read_at });
+                state
+                    .objects
+                    .insert(key.to_string(), Entry { meta, read_at });
             }
         }
-        Ok(found.into_iter().map(|m| m.flatten()).collect())
+        Ok(found.into_iter().map(Option::flatten).collect())
     }
 
     /// How many objects are remembered (for tests).
@@ -246,7 +269,6 @@ pub fn key(plural: &str, namespace: Option<&str>, name: &str) -> Result<String, 
 mod tests {
     use super::*;
     use skiff_store::{Backend, MemoryBackend};
-    use std::sync::Arc;
 
     fn objects() -> (Objects, Arc<dyn Backend>) {
         let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
@@ -265,20 +287,20 @@ mod tests {
         let cache = BoundObjects::default();
         let k = key("pods", Some("ns"), "p").unwrap();
         let created = backend.create(&k, &pod("u1")).unwrap();
-        let uid = |m: &[Option<Meta>]| m[0].as_ref().and_then(|m| m.uid.clone());
+        let uid = |m: &[Option<Arc<Meta>>]| m[0].as_ref().and_then(|m| m.uid.clone());
 
-        let got = cache.get(&objects, std::slice::from_ref(&k)).await.unwrap();
+        let got = cache.get(&objects, [k.as_str()]).await.unwrap();
         assert_eq!(uid(&got).as_deref(), Some("u1"));
         assert_eq!(cache.remembered(), 1);
 
         // Deleted: the very next lookup no longer finds it.
         backend.delete(&k, Some(created.mod_revision)).unwrap();
-        let got = cache.get(&objects, std::slice::from_ref(&k)).await.unwrap();
+        let got = cache.get(&objects, [k.as_str()]).await.unwrap();
         assert_eq!(got, vec![None]);
 
         // Recreated with another uid: seen at once too.
         backend.create(&k, &pod("u2")).unwrap();
-        let got = cache.get(&objects, std::slice::from_ref(&k)).await.unwrap();
+        let got = cache.get(&objects, [k.as_str()]).await.unwrap();
         assert_eq!(uid(&got).as_deref(), Some("u2"));
     }
 

@@ -182,30 +182,75 @@ pub(crate) fn check_claims(
     claims: &Map<String, Value>,
     expected: &Expected<'_>,
 ) -> Result<(), Invalid> {
-    let iss = claims
-        .get("iss")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if iss != expected.issuer {
-        return Err(Invalid::Issuer(iss.to_string()));
+    ClaimChecks::of(claims).check(expected)
+}
+
+/// What [`check_claims`] reads of the claims, read once: a token verified
+/// before is checked against each request's moment without walking its JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClaimChecks {
+    iss: String,
+    audiences: Vec<String>,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+}
+
+impl ClaimChecks {
+    pub(crate) fn of(claims: &Map<String, Value>) -> Self {
+        let time = |k: &str| claims.get(k).and_then(Value::as_i64);
+        Self {
+            iss: claims
+                .get("iss")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            audiences: audiences(claims),
+            exp: time("exp"),
+            nbf: time("nbf"),
+            iat: time("iat"),
+        }
     }
-    let auds = audiences(claims);
-    if !auds.iter().any(|a| expected.audiences.contains(a)) {
-        return Err(Invalid::Audience);
+
+    /// The token's `aud`, all of it.
+    pub(crate) fn audiences(&self) -> &[String] {
+        &self.audiences
     }
-    let time = |k: &str| claims.get(k).and_then(Value::as_i64);
-    // Service-account tokens always expire; one without `exp` is not ours.
-    match time("exp") {
-        Some(exp) if expected.now <= exp + LEEWAY_SECONDS => {}
-        _ => return Err(Invalid::Expired),
+
+    /// Past `exp` and its leeway: no check can accept it any more.
+    pub(crate) fn expired(&self, now: i64) -> bool {
+        self.exp.is_none_or(|exp| now > exp + LEEWAY_SECONDS)
     }
-    if time("nbf").is_some_and(|nbf| expected.now + LEEWAY_SECONDS < nbf) {
-        return Err(Invalid::NotYetValid);
+
+    pub(crate) fn check(&self, expected: &Expected<'_>) -> Result<(), Invalid> {
+        if self.iss != expected.issuer {
+            return Err(Invalid::Issuer(self.iss.clone()));
+        }
+        if !self
+            .audiences
+            .iter()
+            .any(|a| expected.audiences.contains(a))
+        {
+            return Err(Invalid::Audience);
+        }
+        // Service-account tokens always expire; one without `exp` is not ours.
+        if self.expired(expected.now) {
+            return Err(Invalid::Expired);
+        }
+        if self
+            .nbf
+            .is_some_and(|nbf| expected.now + LEEWAY_SECONDS < nbf)
+        {
+            return Err(Invalid::NotYetValid);
+        }
+        if self
+            .iat
+            .is_some_and(|iat| expected.now + LEEWAY_SECONDS < iat)
+        {
+            return Err(Invalid::IssuedInFuture);
+        }
+        Ok(())
     }
-    if time("iat").is_some_and(|iat| expected.now + LEEWAY_SECONDS < iat) {
-        return Err(Invalid::IssuedInFuture);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

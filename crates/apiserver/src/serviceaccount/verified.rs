@@ -3,37 +3,76 @@
 //! A pod's client sends the same token with every request for most of its
 //! hour, and verifying an ES256 signature is the largest part of what
 //! authenticating it costs (bench/api `--rbac`). The signature and the header
-//! checks depend on nothing but the token's text and the server's keys, so the
-//! claims of a token that verified once are kept, keyed by the SHA-256 of the
-//! token, and a later request with the same token only re-checks the claims
+//! checks depend on nothing but the token's text and the server's keys, so a
+//! token that verified once is kept, with what every request needs of it read
+//! out once ([`jwt::ClaimChecks`], and [`Token::prepared`] for
+//! [`super::bound`]: its binding, the bound objects' store keys, the user it
+//! names). A later request with the same token only re-checks the claims
 //! against the moment and the audiences it is asked for (`exp`, `nbf`, `iat`,
 //! `iss`, `aud`, as the first time).
 //!
-//! Nothing about revocation is cached: the objects a token is bound to are read
-//! on every request ([`super::bound`]), so a token stops working the moment its
-//! Pod or ServiceAccount is gone, as before. (Upstream caches whole
-//! authentication results for 10 s instead, `--token-auth-cache-ttl`-style,
-//! and reads bound objects from informers.)
+//! Tokens are found by their signature segment and then compared whole: only
+//! tokens that verified are kept, their signatures are this server's and
+//! random, so hashing those 86 characters (not the whole 1 KB, nor a SHA-256 of
+//! it) tells them apart, and the full comparison makes any other token with the
+//! same signature a miss. Lookups take a read lock, so concurrent requests do
+//! not queue behind one another; only a token seen for the first time writes.
+//!
+//! Nothing about revocation is cached: the objects a token is bound to are
+//! checked on every request ([`super::bound`], [`super::bound_objects`]), so a
+//! token stops working the moment its Pod or ServiceAccount is gone, as
+//! before. (Upstream caches whole authentication results for 10 s instead,
+//! `--token-auth-cache-ttl`-style, and reads bound objects from informers.)
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-use super::jwt::{self, Expected, Invalid};
+use super::bound::Prepared;
+use super::jwt::{self, ClaimChecks, Expected, Invalid};
 use super::keys::PublicKey;
 
 /// How many verified tokens are kept. A node's pods each use one or two, so
 /// this covers a large cluster; past it, expired ones go first, then all.
 pub const CAPACITY: usize = 8192;
 
-type Claims = Arc<Map<String, Value>>;
+/// A token whose signature verified.
+#[derive(Debug)]
+pub struct Token {
+    text: Box<str>,
+    pub claims: Map<String, Value>,
+    checks: ClaimChecks,
+    /// What [`super::bound`] derives from the claims, derived once: the
+    /// binding or why the claims bind nothing.
+    pub(super) prepared: OnceLock<Result<Prepared, String>>,
+}
 
-/// The claims of tokens that verified, by the SHA-256 of the token.
+impl Token {
+    fn new(text: &str, claims: Map<String, Value>) -> Self {
+        Self {
+            text: text.into(),
+            checks: ClaimChecks::of(&claims),
+            claims,
+            prepared: OnceLock::new(),
+        }
+    }
+
+    /// The token's `aud`, all of it.
+    pub fn audiences(&self) -> &[String] {
+        self.checks.audiences()
+    }
+}
+
+/// The verified tokens, by their signature segment.
 #[derive(Debug, Default)]
 pub struct Verified {
-    tokens: Mutex<HashMap<[u8; 32], Claims>>,
+    tokens: RwLock<HashMap<Box<str>, Arc<Token>>>,
+}
+
+/// The signature segment, what tokens are found by.
+fn signature(token: &str) -> &str {
+    token.rsplit_once('.').map_or(token, |(_, s)| s)
 }
 
 impl Verified {
@@ -43,46 +82,46 @@ impl Verified {
         token: &str,
         keys: &[PublicKey],
         expected: &Expected<'_>,
-    ) -> Result<Claims, Invalid> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let hit = self.lock().get(&digest).cloned();
-        if let Some(claims) = hit {
-            jwt::check_claims(&claims, expected)?;
-            return Ok(claims);
+    ) -> Result<Arc<Token>, Invalid> {
+        let sig = signature(token);
+        let hit = self
+            .read()
+            .get(sig)
+            .filter(|t| crate::authn::ct_eq(t.text.as_bytes(), token.as_bytes()))
+            .cloned();
+        if let Some(t) = hit {
+            t.checks.check(expected)?;
+            return Ok(t);
         }
-        let claims = Arc::new(jwt::verify(token, keys, expected)?);
-        let mut tokens = self.lock();
+        let verified = Arc::new(Token::new(token, jwt::verify(token, keys, expected)?));
+        let mut tokens = self.write();
         if tokens.len() >= CAPACITY {
             let now = expected.now;
-            tokens.retain(|_, c| !expired(c, now));
+            tokens.retain(|_, t| !t.checks.expired(now));
             if tokens.len() >= CAPACITY {
                 tokens.clear();
             }
         }
-        tokens.insert(digest, claims.clone());
-        Ok(claims)
+        tokens.insert(sig.into(), verified.clone());
+        Ok(verified)
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.read().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Claims>> {
-        // The map holds only verified claims: a panic elsewhere leaves it valid.
-        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    // The map holds only verified tokens: a panic elsewhere leaves it valid.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Arc<Token>>> {
+        self.tokens.read().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-/// Past `exp` and its leeway: no check can accept it any more.
-fn expired(claims: &Map<String, Value>, now: i64) -> bool {
-    claims
-        .get("exp")
-        .and_then(Value::as_i64)
-        .is_none_or(|exp| now > exp + jwt::LEEWAY_SECONDS)
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<str>, Arc<Token>>> {
+        self.tokens.write().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 #[cfg(test)]
@@ -122,17 +161,19 @@ mod tests {
         assert_eq!(cache.len(), 1);
         // The cached claims still expire, and still name only their audiences.
         assert_eq!(
-            cache.verify(
-                &t,
-                keys.verifying(),
-                &at(NOW + 3600 + jwt::LEEWAY_SECONDS + 1, &api)
-            ),
-            Err(Invalid::Expired)
+            cache
+                .verify(
+                    &t,
+                    keys.verifying(),
+                    &at(NOW + 3600 + jwt::LEEWAY_SECONDS + 1, &api)
+                )
+                .err(),
+            Some(Invalid::Expired)
         );
         let other = vec!["vault".to_string()];
         assert_eq!(
-            cache.verify(&t, keys.verifying(), &at(NOW, &other)),
-            Err(Invalid::Audience)
+            cache.verify(&t, keys.verifying(), &at(NOW, &other)).err(),
+            Some(Invalid::Audience)
         );
     }
 
@@ -167,12 +208,12 @@ mod tests {
     fn a_full_cache_drops_expired_tokens_first() {
         let cache = Verified::default();
         {
-            let mut tokens = cache.lock();
+            let mut tokens = cache.write();
             for i in 0..CAPACITY {
                 let exp = if i % 2 == 0 { NOW - 3600 } else { NOW + 3600 };
-                let digest: [u8; 32] = Sha256::digest(i.to_string()).into();
                 let claims = json!({"exp": exp}).as_object().unwrap().clone();
-                tokens.insert(digest, Arc::new(claims));
+                let text = format!("h.p.{i}");
+                tokens.insert(signature(&text).into(), Arc::new(Token::new(&text, claims)));
             }
         }
         let keys = Keys::generate().unwrap().0;
@@ -181,5 +222,28 @@ mod tests {
             .verify(&token(&keys, NOW + 3600), keys.verifying(), &at(NOW, &api))
             .unwrap();
         assert_eq!(cache.len(), CAPACITY / 2 + 1);
+    }
+
+    #[test]
+    fn a_token_is_found_by_its_signature_but_must_match_whole() {
+        let keys = Keys::generate().unwrap().0;
+        let api = vec![ISS.to_string()];
+        let cache = Verified::default();
+        let good = token(&keys, NOW + 3600);
+        cache
+            .verify(&good, keys.verifying(), &at(NOW, &api))
+            .unwrap();
+        // Another payload under the same signature: a miss, then refused.
+        let (_, sig) = good.rsplit_once('.').unwrap();
+        let other = token(&keys, NOW + 7200);
+        let (signed, _) = other.rsplit_once('.').unwrap();
+        let spliced = format!("{signed}.{sig}");
+        assert_eq!(
+            cache
+                .verify(&spliced, keys.verifying(), &at(NOW, &api))
+                .err(),
+            Some(Invalid::Signature)
+        );
+        assert_eq!(cache.len(), 1);
     }
 }
