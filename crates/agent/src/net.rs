@@ -231,13 +231,29 @@ pub fn pod_network_batch(
 /// hairpin on (so a pod reaches itself through a service address), and up, which
 /// gives the pod's `eth0` its carrier. One `ip` run.
 pub async fn attach_pod(veth: &str) -> Result<()> {
-    let host = format!(
-        "link set {veth} master {BRIDGE}\n\
-         link set {veth} type bridge_slave hairpin on\n\
-         link set {veth} up\n"
-    );
-    cmd::run_stdin("ip", &["-batch", "-"], &host).await?;
-    Ok(())
+    prepare_attach()?.attach(veth).await
+}
+
+/// An `ip -batch -` started before the pod's veth exists (while its sandbox
+/// starts), so that attaching costs only its netlink requests.
+pub struct PendingAttach(cmd::Started);
+
+/// Starts the `ip` that [`PendingAttach::attach`] then gives its commands.
+pub fn prepare_attach() -> Result<PendingAttach> {
+    Ok(PendingAttach(cmd::start_stdin("ip", &["-batch", "-"])?))
+}
+
+impl PendingAttach {
+    /// As [`attach_pod`].
+    pub async fn attach(self, veth: &str) -> Result<()> {
+        let host = format!(
+            "link set {veth} master {BRIDGE}\n\
+             link set {veth} type bridge_slave hairpin on\n\
+             link set {veth} up\n"
+        );
+        self.0.finish(&host).await?;
+        Ok(())
+    }
 }
 
 /// Removes a pod's veth (its peer goes with it); absent is fine.

@@ -697,6 +697,8 @@ impl Worker {
         );
         let bind_etc = self.agent.host_images;
         self.mark("sandbox starting");
+        // The `ip` wiring the node's end starts now, in parallel with the sandbox.
+        let attach = net::prepare_attach();
         let hostname = self.hostname();
         let sandbox = runtime::start_sandbox(&self.dir, &hostname, &network, bind_etc);
         // An image pod's volumes (API reads: its service-account token, ConfigMaps,
@@ -735,7 +737,10 @@ impl Worker {
         });
         self.sandbox = Some(proc);
         self.save();
-        net::attach_pod(&self.veth).await?;
+        match attach {
+            Ok(pending) => pending.attach(&self.veth).await?,
+            Err(_) => net::attach_pod(&self.veth).await?,
+        }
         self.mark("sandbox attached");
         lock(&self.rt).sandbox = Some(proc.pid);
         let ports = self.wanted_host_ports();
