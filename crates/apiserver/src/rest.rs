@@ -69,15 +69,26 @@ impl Filter {
     /// The value the selectors require of an indexed attribute, if they pin one.
     pub fn pinned(&self, by: cache::Indexed) -> Option<&str> {
         match by {
-            cache::Indexed::Field { selector, .. } => self
+            cache::Indexed::Field(field) => self
                 .fields
                 .as_ref()
-                .and_then(|f| f.requires_exact_match(selector)),
+                .and_then(|f| f.requires_exact_match(field)),
             cache::Indexed::Label(label) => self
                 .labels
                 .as_ref()
                 .and_then(|l| l.requires_exact_match(label)),
         }
+    }
+
+    /// [`Self::matches`] for an object of the watch cache, from what it keeps of
+    /// the object (its labels and selectable fields) without parsing it.
+    pub fn matches_cached(&self, obj: &cache::Cached) -> bool {
+        self.labels
+            .as_ref()
+            .is_none_or(|s| s.matches_lookup(|k| obj.label(k)))
+            && self.fields.as_ref().is_none_or(|f| {
+                f.matches_projection(self.group, self.kind, |field| obj.field(field))
+            })
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
@@ -174,7 +185,7 @@ async fn get_cached(api: &Api, t: &Target, q: &Query, name: &str) -> Result<Opti
     };
     match api.cache.fresh(&api.objects, t.resource, freshness).await {
         Ok((c, _)) => match c.get(&t.resource.key(t.namespace.as_deref(), name)).0 {
-            Some(found) => Ok(Some(found.value.clone())),
+            Some(found) => Ok(Some(found.value())),
             None => Err(StatusError::not_found(t.resource, name)),
         },
         Err(Miss::Fail(e)) => Err(e),
@@ -191,7 +202,7 @@ enum Items {
 impl Items {
     fn into_values(self) -> Vec<Value> {
         match self {
-            Items::Cached(c) => c.iter().map(|c| c.value.clone()).collect(),
+            Items::Cached(c) => c.iter().map(|c| c.value()).collect(),
             Items::Values(v) => v,
         }
     }
@@ -224,7 +235,7 @@ pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Resu
                     at,
                     start.as_deref(),
                     limit,
-                    &|o| filter.matches(o),
+                    &|o| filter.matches_cached(o),
                     c.indexed.and_then(|by| filter.pinned(by)),
                 )
                 .map_err(|old| match (continuing, at) {

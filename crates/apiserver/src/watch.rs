@@ -270,17 +270,17 @@ struct Output {
 }
 
 impl Output {
-    fn wants(&self, obj: &Value) -> bool {
+    fn wants(&self, obj: &Cached) -> bool {
         self.name
             .as_deref()
-            .is_none_or(|n| crate::rest::name_of(obj) == Some(n))
+            .is_none_or(|n| obj.field("metadata.name") == Some(n))
     }
 
     fn line(&self, kind: Kind, c: &Cached) -> Bytes {
         if self.plain {
             event_line(kind.as_str(), &c.json)
         } else {
-            let obj = render_one(&self.headers, &self.q, self.resource, c.value.clone());
+            let obj = render_one(&self.headers, &self.q, self.resource, c.value());
             line(kind.as_str(), obj)
         }
     }
@@ -288,7 +288,7 @@ impl Output {
     /// The line this watcher gets for `ev`, if any: an object that starts or stops
     /// matching its selectors is ADDED or DELETED, as upstream's watch cache sends.
     fn event(&self, ev: &CachedEvent, filter: &Filter) -> Option<Bytes> {
-        if !ev.key.starts_with(&self.prefix) || !self.wants(&ev.object.value) {
+        if !ev.key.starts_with(&self.prefix) || !self.wants(&ev.object) {
             return None;
         }
         if filter.is_everything() {
@@ -299,10 +299,10 @@ impl Output {
             });
         }
         let kind = match ev.kind {
-            Kind::Deleted => filter.matches(&ev.object.value).then_some(Kind::Deleted)?,
+            Kind::Deleted => filter.matches_cached(&ev.object).then_some(Kind::Deleted)?,
             Kind::Added | Kind::Modified => {
-                let now = filter.matches(&ev.object.value);
-                let before = ev.prev.as_ref().is_some_and(|p| filter.matches(&p.value));
+                let now = filter.matches_cached(&ev.object);
+                let before = ev.prev.as_ref().is_some_and(|p| filter.matches_cached(p));
                 match (before, now) {
                     (true, true) => Kind::Modified,
                     (false, true) => Kind::Added,
@@ -339,7 +339,7 @@ fn cached_stream(
         let Subscription { initial, replay, mut live, revision } = sub;
         let resource = out.resource;
         let mut last = revision;
-        for c in initial.iter().filter(|c| p.filter.matches(&c.value) && out.wants(&c.value)) {
+        for c in initial.iter().filter(|c| p.filter.matches_cached(c) && out.wants(c)) {
             yield Ok::<Bytes, std::io::Error>(out.line(Kind::Added, c));
         }
         drop(initial);

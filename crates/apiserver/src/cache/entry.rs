@@ -10,38 +10,75 @@ use skiff_store::{KeyValue, Revision};
 
 use crate::objects;
 
-/// One object as the API serves it, at one revision.
+/// One object as the API serves it, at one revision: its JSON, and what selectors and
+/// indexes read of it. The parsed object is not kept (it would take ten times the
+/// JSON's size); the few readers that need it (a get, a Table) parse the bytes again.
 pub struct Cached {
-    /// Served form (`convert::from_storage`), `metadata.resourceVersion` stamped.
-    pub value: Value,
-    /// `value` serialised: what a list item or a watch event's object is, byte for byte.
+    /// Served form (`convert::from_storage`), `metadata.resourceVersion` stamped,
+    /// serialised: what a list item or a watch event's object is, byte for byte.
     pub json: Bytes,
-    /// The revision `value` carries as its resourceVersion.
+    /// The revision the object carries as its resourceVersion.
     pub revision: Revision,
+    /// `metadata.labels`, for label selectors.
+    labels: Box<[(String, String)]>,
+    /// The kind's selectable fields that are not empty (upstream's
+    /// `ToSelectableFields`), for field selectors.
+    fields: Box<[(&'static str, String)]>,
 }
 
 impl Cached {
     /// Parses a stored value once, as `resource` serves it.
     pub fn decode(resource: &Resource, kv: &KeyValue) -> Result<Self, StatusError> {
         let value = objects::decode_as(resource, kv)?;
-        Ok(Self::from_value(value, kv.mod_revision))
+        Ok(Self::from_value(resource, &value, kv.mod_revision))
     }
 
-    pub fn from_value(value: Value, revision: Revision) -> Self {
-        let json = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+    pub fn from_value(resource: &Resource, value: &Value, revision: Revision) -> Self {
+        let json = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
+        let labels = value
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fields = skiff_api::fields::projection(resource.group, resource.kind, value);
         Self {
-            value,
             json,
             revision,
+            labels,
+            fields: fields.into_boxed_slice(),
         }
+    }
+
+    /// The object itself, parsed from its bytes.
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A selectable field's value (`None`: empty or missing, which selectors read as "").
+    pub fn field(&self, canonical: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(f, _)| *f == canonical)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The same object stamped with another revision: a deleted object is sent with the
     /// delete's revision, as upstream does.
-    pub fn restamped(&self, revision: Revision) -> Self {
-        let mut value = self.value.clone();
+    pub fn restamped(&self, resource: &Resource, revision: Revision) -> Self {
+        let mut value = self.value();
         objects::set_resource_version(&mut value, revision);
-        Self::from_value(value, revision)
+        Self::from_value(resource, &value, revision)
     }
 }
 

@@ -159,10 +159,9 @@ mod tests {
         let items: Vec<_> = ["a", "b"]
             .iter()
             .map(|n| {
-                Arc::new(Cached::from_value(
-                    serde_json::json!({"metadata": {"name": n}}),
-                    2,
-                ))
+                let services = skiff_api::registry::lookup("", "v1", "services").expect("services");
+                let v = serde_json::json!({"metadata": {"name": n}});
+                Arc::new(Cached::from_value(services, &v, 2))
             })
             .collect();
         let meta = serde_json::json!({"resourceVersion": "5"});

@@ -11,7 +11,6 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use serde_json::Value;
 use skiff_api::registry::Resource;
 use skiff_store::{Event, Revision};
 use tokio::sync::broadcast;
@@ -38,11 +37,8 @@ pub struct TooOld {
 /// it reads only the matching objects (upstream's watch cache indexes these too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Indexed {
-    /// A field selector's field, and where it is in the object (absent reads as "").
-    Field {
-        selector: &'static str,
-        pointer: &'static str,
-    },
+    /// A field selector's (canonical) field; absent reads as "".
+    Field(&'static str),
     /// A label (objects without it are not indexed: `k=v` needs the label).
     Label(&'static str),
 }
@@ -50,10 +46,7 @@ pub enum Indexed {
 impl Indexed {
     fn of(resource: &Resource) -> Option<Self> {
         match (resource.group, resource.kind) {
-            ("", "Pod") => Some(Indexed::Field {
-                selector: "spec.nodeName",
-                pointer: "/spec/nodeName",
-            }),
+            ("", "Pod") => Some(Indexed::Field("spec.nodeName")),
             ("discovery.k8s.io", "EndpointSlice") => {
                 Some(Indexed::Label("kubernetes.io/service-name"))
             }
@@ -61,15 +54,10 @@ impl Indexed {
         }
     }
 
-    fn value_of(self, obj: &Value) -> Option<&str> {
+    fn value_of(self, obj: &Cached) -> Option<&str> {
         match self {
-            Indexed::Field { pointer, .. } => {
-                Some(obj.pointer(pointer).and_then(Value::as_str).unwrap_or(""))
-            }
-            Indexed::Label(label) => obj
-                .pointer("/metadata/labels")
-                .and_then(|l| l.get(label))
-                .and_then(Value::as_str),
+            Indexed::Field(field) => Some(obj.field(field).unwrap_or("")),
+            Indexed::Label(label) => obj.label(label),
         }
     }
 }
@@ -140,7 +128,7 @@ impl ResourceCache {
         let mut index: HashMap<String, BTreeSet<String>> = HashMap::new();
         if let Some(by) = indexed {
             for (k, v) in &items {
-                if let Some(val) = by.value_of(&v.value) {
+                if let Some(val) = by.value_of(v) {
                     index.entry(val.to_owned()).or_default().insert(k.clone());
                 }
             }
@@ -202,9 +190,9 @@ impl ResourceCache {
         let key = ev.key().to_owned();
         let prev = s.objects.get(&key).cloned();
         if let Some(by) = self.indexed {
-            let old = prev.as_ref().and_then(|p| by.value_of(&p.value));
+            let old = prev.as_ref().and_then(|p| by.value_of(p));
             let new = parsed.as_ref().filter(|_| matches!(ev, Event::Put { .. }));
-            let new = new.and_then(|n| by.value_of(&n.value));
+            let new = new.and_then(|n| by.value_of(n));
             if old != new {
                 if let Some(old) = old {
                     if let Some(set) = s.index.get_mut(old) {
@@ -235,7 +223,7 @@ impl ResourceCache {
             (Event::Delete { kv }, _) => {
                 s.objects.remove(&key);
                 let obj = match &prev {
-                    Some(p) => Arc::new(p.restamped(rev)),
+                    Some(p) => Arc::new(p.restamped(self.resource, rev)),
                     None => match Cached::decode(self.resource, kv) {
                         Ok(c) => Arc::new(c),
                         Err(_) => return,
@@ -282,7 +270,7 @@ impl ResourceCache {
         at: Option<Revision>,
         start_after: Option<&str>,
         limit: Option<usize>,
-        keep: &dyn Fn(&Value) -> bool,
+        keep: &dyn Fn(&Cached) -> bool,
         pinned: Option<&str>,
     ) -> Result<Page, TooOld> {
         let s = self.read();
@@ -333,7 +321,7 @@ impl ResourceCache {
         let mut items = Vec::new();
         let mut last = None;
         for (k, v) in merged.by_ref() {
-            if keep(&v.value) {
+            if keep(v) {
                 items.push(v.clone());
             }
             last = Some(k);
