@@ -234,9 +234,11 @@ runc, as `skiff server` does by default):\n\n\
 {table}\n\
 - Cached image: {image}. The test images (`tests/images/build`) are imported into the \
 node's store before the agent starts. Each pod is timed from the create request to the \
-first watch event showing it `Running` and `Ready` (the agent builds the sandbox, mounts \
-an overlay over the image's layers, writes the runtime spec, starts `runc run` and \
-reports once runc has created the container), and on to the first TCP connection to `podIP:80` that is accepted (retried \
+first watch event showing it `Running` and `Ready` (the agent builds the sandbox while \
+it fills the pod's projected service-account token volume, which the API server gives \
+every pod as `skiff server` does: a `TokenRequest` and the `kube-root-ca.crt` \
+ConfigMap; then it mounts an overlay over the image's layers, writes the runtime \
+spec, starts `runc run` and reports once runc has created the container), and on to the first TCP connection to `podIP:80` that is accepted (retried \
 every millisecond). Pods stay up until the phase ends.\n\
 - Floor, interleaved pod by pod: the same image's bundle made with the agent's own \
 functions (`container::mount_rootfs`, `oci::runtime_spec` with fresh namespaces instead \
