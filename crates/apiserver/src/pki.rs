@@ -224,19 +224,7 @@ impl Ca {
         groups: &[&str],
         valid: Duration,
     ) -> Result<(String, String)> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        // A stand-in: rcgen writes one O at most; the subject is put in below.
-        params.distinguished_name.push(DnType::CommonName, user);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let now = SystemTime::now();
-        // A minute back: a client whose clock is a little behind still accepts it.
-        params.not_before = at(now - Duration::from_secs(60));
-        params.not_after = at(now + valid);
-        params.serial_number = Some(serial());
+        let params = client_params(user, valid)?;
         let key = KeyPair::generate()?;
         let ca_key = KeyPair::from_pem(&self.key_pem).context("the CA key")?;
         let issuer =
@@ -283,18 +271,7 @@ impl Ca {
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| SignError::BadRequest(e.to_string()))?;
         let internal = |e: anyhow::Error| SignError::Internal(format!("{e:#}"));
-        let mut params = CertificateParams::new(Vec::<String>::new())
-            .map_err(|e| SignError::Internal(e.to_string()))?;
-        params.distinguished_name.push(DnType::CommonName, user);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let now = SystemTime::now();
-        params.not_before = at(now - Duration::from_secs(60));
-        params.not_after = at(now + valid);
-        params.serial_number = Some(serial());
+        let params = client_params(user, valid).map_err(internal)?;
         let ca_key = KeyPair::from_pem(&self.key_pem)
             .context("the CA key")
             .map_err(internal)?;
@@ -308,6 +285,25 @@ impl Ca {
         let der = crate::x509::with_subject(drafted.der(), &subject, &ca_key).map_err(internal)?;
         Ok(certificate_pem(&der))
     }
+}
+
+/// A client certificate's contents for `user`, valid for `valid` from a
+/// minute ago (a client whose clock is a little behind still accepts it).
+/// The subject is a stand-in with the CN only: rcgen writes one O at most, so
+/// the signer puts the real subject in ([`crate::x509::with_subject`]).
+fn client_params(user: &str, valid: Duration) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, user);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now = SystemTime::now();
+    params.not_before = at(now - Duration::from_secs(60));
+    params.not_after = at(now + valid);
+    params.serial_number = Some(serial());
+    Ok(params)
 }
 
 /// A DER certificate as PEM, 64 base64 characters a line.

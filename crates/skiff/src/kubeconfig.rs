@@ -38,26 +38,7 @@ struct Expiration(Duration);
 /// as `kubeadm kubeconfig user --validity-period` takes.
 fn parse_expiration(s: &str) -> Result<Expiration, String> {
     let bad = || format!("invalid duration {s:?}: expected e.g. 8760h, 720h, 1h30m");
-    let mut total = 0u64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .filter(|&d| d > 0)
-            .ok_or_else(bad)?;
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        let unit = match rest[digits..].chars().next() {
-            Some('h') => 3600,
-            Some('m') => 60,
-            Some('s') => 1,
-            _ => return Err(bad()),
-        };
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-        rest = &rest[digits + 1..];
-    }
+    let total = crate::token::go_duration_secs(s).ok_or_else(bad)?;
     if total == 0 {
         return Err(format!(
             "{s:?}: the certificate must be valid for at least 1s"

@@ -79,33 +79,35 @@ fn parse_ttl(s: &str) -> Result<Ttl, String> {
     if s == "0" {
         return Ok(Ttl(None));
     }
+    match go_duration_secs(s).ok_or_else(bad)? {
+        0 => Ok(Ttl(None)),
+        total => Ok(Ttl(Some(Duration::from_secs(total)))),
+    }
+}
+
+/// The seconds of a non-empty sum of `<n>h`, `<n>m`, `<n>s` (Go's duration
+/// form without fractions); `None` if it is not one or overflows.
+pub fn go_duration_secs(s: &str) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
     let mut total = 0u64;
     let mut rest = s;
-    if rest.is_empty() {
-        return Err(bad());
-    }
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .filter(|&d| d > 0)?;
+        let n: u64 = rest[..digits].parse().ok()?;
         let unit = match rest[digits..].chars().next() {
             Some('h') => 3600,
             Some('m') => 60,
             Some('s') => 1,
-            _ => return Err(bad()),
+            _ => return None,
         };
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v))?;
         rest = &rest[digits + 1..];
     }
-    if total == 0 {
-        return Ok(Ttl(None));
-    }
-    Ok(Ttl(Some(Duration::from_secs(total))))
+    Some(total)
 }
 
 pub fn run(cmd: TokenCommand) -> Result<()> {
