@@ -127,19 +127,24 @@ async fn resolve(server: &str) -> Result<std::net::SocketAddr> {
         .with_context(|| format!("--server {server}: the name has no address"))
 }
 
+/// The node's kubeconfig as a client config that dials `local` (the forwarder).
+async fn config_via(
+    kubeconfig: &std::path::Path,
+    local: std::net::SocketAddr,
+) -> Result<kube::Config> {
+    let mut config = crate::components::config(kubeconfig).await?;
+    config.cluster_url = format!("https://{local}")
+        .parse()
+        .context("the forwarder's URL")?;
+    Ok(config)
+}
+
 /// A client from the node's kubeconfig that dials `local` (the forwarder).
 async fn client_via(
     kubeconfig: &std::path::Path,
     local: std::net::SocketAddr,
 ) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .context("kubeconfig")?;
-    config.cluster_url = format!("https://{local}")
-        .parse()
-        .context("the forwarder's URL")?;
+    let config = config_via(kubeconfig, local).await?;
     kube::Client::try_from(config).context("building the node's client")
 }
 
@@ -150,14 +155,7 @@ async fn client_via_cert(
     local: std::net::SocketAddr,
     cert: &crate::join_components::ComponentCert,
 ) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .context("kubeconfig")?;
-    config.cluster_url = format!("https://{local}")
-        .parse()
-        .context("the forwarder's URL")?;
+    let config = config_via(kubeconfig, local).await?;
     let config = crate::components::with_certificate(config, &cert.cert_pem, &cert.key_pem);
     kube::Client::try_from(config).context("building a component's client")
 }

@@ -75,13 +75,18 @@ impl NodeSettings {
     }
 }
 
-/// A kube-rs client from a kubeconfig (the admin's, for `skiff` commands).
-pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
+/// A kube-rs client config from a kubeconfig file.
+pub async fn config(kubeconfig: &Path) -> Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
-        .context("kubeconfig")?;
+        .context("kubeconfig")
+}
+
+/// A kube-rs client from a kubeconfig (the admin's, for `skiff` commands).
+pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
+    let config = config(kubeconfig).await?;
     kube::Client::try_from(config).context("building the in-process client")
 }
 
@@ -142,11 +147,7 @@ pub async fn server_clients(
     node_name: &str,
 ) -> Result<ComponentClients> {
     use skiff_apiserver::rbac_components as roles;
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading {}", kubeconfig.display()))?;
-    let base = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .context("kubeconfig")?;
+    let base = config(kubeconfig).await?;
     let ca = skiff_apiserver::pki::Ca::load(data_dir)?;
     let shared = minted(&base, &ca, roles::CONTROLLER_MANAGER_USER, &[])?;
     let controllers = skiff_controllers::clients::Clients::new(shared, |user| {
