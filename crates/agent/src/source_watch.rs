@@ -183,7 +183,9 @@ where
     let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
     // The first list is what the pods read when their volumes were made; a
     // relist after a lost watch may hide a change (a deletion shows as nothing
-    // at all), so its end counts as a change.
+    // at all), so its end counts as a change. So does the first list that
+    // follows a failed start (a 403 while the server's node graph has not yet
+    // seen the pod): the object may have changed since the pods read it.
     let mut first_list = true;
     while let Some(ev) = stream.next().await {
         let changed = match ev {
@@ -192,6 +194,7 @@ where
             Ok(Event::Init | Event::InitApply(_)) => false,
             Err(e) => {
                 tracing::warn!(source = %source, error = %e, "a volume source watch failed");
+                first_list = false;
                 false
             }
         };
