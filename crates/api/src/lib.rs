@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod defaults;
 pub mod fields;
+pub mod ingress_validation;
 pub mod registry;
 pub mod selector;
 pub mod service;

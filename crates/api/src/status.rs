@@ -16,6 +16,15 @@ pub struct StatusError {
     pub details: Option<Value>,
 }
 
+/// `Kind.group` as Go's `GroupKind.String()`; the bare kind for the core group.
+fn qualified_kind(resource: &Resource) -> String {
+    if resource.group.is_empty() {
+        resource.kind.to_string()
+    } else {
+        format!("{}.{}", resource.kind, resource.group)
+    }
+}
+
 impl StatusError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
         Self {
@@ -112,7 +121,13 @@ impl StatusError {
         Self::new(
             422,
             "Invalid",
-            format!("{} \"{}\" is invalid: {}", resource.kind, name, summary),
+            // Upstream names the kind with its group (`Ingress.networking.k8s.io`).
+            format!(
+                "{} \"{}\" is invalid: {}",
+                qualified_kind(resource),
+                name,
+                summary
+            ),
         )
         .with_details(details)
     }

@@ -91,6 +91,12 @@ pub fn validate(resource: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Fi
         ("", "Pod") => pod_spec(obj.get("spec"), "spec", &mut errs),
         ("", "Service") => errs.extend(crate::service::validate(obj, old)),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => workload(obj, &mut errs),
+        ("networking.k8s.io", "Ingress") => {
+            errs.extend(crate::ingress_validation::ingress(obj, old))
+        }
+        ("networking.k8s.io", "IngressClass") => {
+            errs.extend(crate::ingress_validation::ingress_class(obj, old))
+        }
         _ => {}
     }
     errs

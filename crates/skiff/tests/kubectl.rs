@@ -667,3 +667,115 @@ fn paging_generate_name_finalizers_metrics() {
         "{r}"
     );
 }
+
+const BAD_HOST_INGRESS: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: x
+spec:
+  rules:
+  - host: Foo_bar.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: web
+            port:
+              number: 80
+";
+
+/// A bad Ingress host and a changed IngressClass controller are refused with
+/// upstream's 422 wording, through kubectl and in the raw Status; nothing is stored.
+#[test]
+fn ingress_validation_reads_like_upstream() {
+    let c = Cluster::start();
+    let subdomain = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+    let out = c.kubectl_in(&["apply", "-f", "-"], BAD_HOST_INGRESS);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("The Ingress \"x\" is invalid: spec.rules[0].host: Invalid value: \"Foo_bar.example.com\": {subdomain}")
+    );
+    assert!(c
+        .k_err(&["get", "ingress", "x"])
+        .contains("ingresses.networking.k8s.io \"x\" not found"));
+
+    // The Status the server sends, as kube-apiserver words it.
+    let body = c.dir.path().join("bad-ingress.yaml");
+    std::fs::write(
+        &body,
+        BAD_HOST_INGRESS.replace("Foo_bar.example.com", "'*'"),
+    )
+    .unwrap();
+    let tok = c.token();
+    let out = c.sh(&format!(
+        "kubectl create --dry-run=client -o json -f {} | curl -sk -w ' %{{http_code}}' \
+         -H 'Authorization: Bearer {tok}' -H 'Content-Type: application/json' --data-binary @- \
+         https://127.0.0.1:6443/apis/networking.k8s.io/v1/namespaces/default/ingresses",
+        body.display()
+    ));
+    let r = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = r.trim_end().rsplit_once(' ').expect("body and status code");
+    assert_eq!(code, "422", "{r}");
+    let status: serde_json::Value = serde_json::from_str(body).expect("a Status");
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(
+        status["message"],
+        "Ingress.networking.k8s.io \"x\" is invalid: spec.rules[0].host: Invalid value: \"*\": a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character (e.g. '*.example.com', regex used for validation is '\\*\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+    );
+    assert_eq!(status["details"]["group"], "networking.k8s.io");
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "spec.rules[0].host"
+    );
+
+    // A valid Ingress is stored; an invalid edit of it is refused and changes nothing.
+    c.apply(&BAD_HOST_INGRESS.replace("Foo_bar.example.com", "foo.example.com"));
+    let out = c.kubectl_in(
+        &["apply", "-f", "-"],
+        &BAD_HOST_INGRESS
+            .replace("Foo_bar.example.com", "foo.example.com")
+            .replace("path: /", "path: /a//b"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "The Ingress \"x\" is invalid: spec.rules[0].http.paths[0].path: Invalid value: \"/a//b\": must not contain '//'"
+    );
+    assert_eq!(
+        c.k(&[
+            "get",
+            "ingress",
+            "x",
+            "-o",
+            "jsonpath={.spec.rules[0].http.paths[0].path}"
+        ]),
+        "/"
+    );
+
+    // IngressClass: the controller is required and may not change.
+    c.apply(
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: other\nspec:\n  controller: example.com/ingress\n",
+    );
+    let err = c.k_err(&[
+        "patch",
+        "ingressclass",
+        "other",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"controller\":\"example.com/changed\"}}",
+    ]);
+    assert_eq!(
+        err.trim(),
+        "The IngressClass \"other\" is invalid: spec.controller: Invalid value: \"example.com/changed\": field is immutable"
+    );
+    let out = c.kubectl_in(
+        &["apply", "-f", "-"],
+        "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata:\n  name: bad\nspec:\n  controller: nodomain\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "The IngressClass \"bad\" is invalid: spec.controller: Invalid value: \"nodomain\": must be a domain-prefixed path (such as \"acme.io/foo\")"
+    );
+}
