@@ -1,5 +1,6 @@
 //! A deliberately thin HTTPS client for the API server: one TLS connection per
-//! [`Conn`], HTTP/2 or keep-alive HTTP/1.1, bearer token, no pooling or retries. It
+//! [`Conn`], HTTP/2 or keep-alive HTTP/1.1, a bearer token or a client certificate, no
+//! pooling or retries. It
 //! shares the cores with the server, so it should cost as little as a client can.
 
 use std::net::SocketAddr;
@@ -38,8 +39,10 @@ impl Proto {
 pub struct Server {
     addr: SocketAddr,
     base: String,
-    token: HeaderValue,
+    /// `None`: the TLS client certificate is the credential.
+    token: Option<HeaderValue>,
     tls: Arc<rustls::ClientConfig>,
+    roots: Arc<rustls::RootCertStore>,
 }
 
 impl Server {
@@ -53,20 +56,17 @@ impl Server {
         {
             roots.add(cert.with_context(|| format!("parsing {}", ca.display()))?)?;
         }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let roots = Arc::new(roots);
+        let tls = tls_builder(&roots)?.with_no_client_auth();
         let token_path = data_dir.join("admin.token");
         let token = std::fs::read_to_string(&token_path)
             .with_context(|| format!("reading {}", token_path.display()))?;
         Ok(Server {
             addr,
             base: format!("https://{addr}"),
-            token: HeaderValue::from_str(&format!("Bearer {}", token.trim()))?,
+            token: Some(HeaderValue::from_str(&format!("Bearer {}", token.trim()))?),
             tls: Arc::new(tls),
+            roots,
         })
     }
 
@@ -74,7 +74,23 @@ impl Server {
     /// (e.g. a ServiceAccount's, to measure the RBAC path beside the admin one).
     pub fn with_token(&self, token: &str) -> Result<Self> {
         Ok(Server {
-            token: HeaderValue::from_str(&format!("Bearer {}", token.trim()))?,
+            token: Some(HeaderValue::from_str(&format!("Bearer {}", token.trim()))?),
+            ..self.clone()
+        })
+    }
+
+    /// The same server, authenticating with a TLS client certificate (PEM) and no
+    /// bearer token, as the admin kubeconfig and `skiff kubeconfig --user` do.
+    pub fn with_client_certificate(&self, cert_pem: &str, key_pem: &str) -> Result<Self> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .context("parsing the client certificate")?;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .context("parsing the client key")?;
+        let tls = tls_builder(&self.roots)?.with_client_auth_cert(chain, key)?;
+        Ok(Server {
+            token: None,
+            tls: Arc::new(tls),
             ..self.clone()
         })
     }
@@ -119,6 +135,16 @@ impl Server {
     }
 }
 
+fn tls_builder(
+    roots: &Arc<rustls::RootCertStore>,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>> {
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots.clone()))
+}
+
 enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
@@ -147,8 +173,10 @@ impl Conn {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
-            .header(http::header::AUTHORIZATION, self.server.token.clone())
             .header(http::header::ACCEPT, "application/json");
+        if let Some(token) = &self.server.token {
+            req = req.header(http::header::AUTHORIZATION, token.clone());
+        }
         if let Sender::H1(_) = self.sender {
             req = req.header(http::header::HOST, self.server.addr.to_string());
         }

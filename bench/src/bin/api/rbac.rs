@@ -1,11 +1,13 @@
 //! RBAC enforcement beside the admin path (issue 17, `--rbac`): the same creates,
-//! gets, lists and watches sent as the admin (group `system:masters`, which upstream
-//! and skiff allow before RBAC is asked) and as a ServiceAccount whose only rights
-//! come from a RoleBinding to the `edit` ClusterRole in the bench namespace, in one
-//! run, in alternating rounds, against one API server.
+//! gets, lists and watches sent by three identities in one run, in rotating rounds,
+//! against one API server: the admin (a client certificate in `system:masters`, which
+//! upstream and skiff allow before RBAC is asked: the admin kubeconfig), a user with a
+//! client certificate whose only rights come from a RoleBinding to the `edit`
+//! ClusterRole in the bench namespace (RBAC's cost with the same credential), and a
+//! ServiceAccount with the same binding (RBAC's cost plus its token's).
 //!
 //! The ServiceAccount's token is what a pod gets: a TokenRequest bound to a Pod, so
-//! every request verifies an ES256 JWT, checks that the ServiceAccount and the Pod
+//! every request carries a ~1 KB ES256 JWT, checks that the ServiceAccount and the Pod
 //! still exist with the token's uids, and asks the RBAC index. The cluster also
 //! holds `--other-bindings` unrelated RoleBindings (and a tenth as many
 //! ClusterRoles with ClusterRoleBindings), so the index is not trivially small.
@@ -20,7 +22,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use skiff_bench::client::{Conn, Proto, Server};
-use skiff_bench::report::{self, Table};
+use skiff_bench::report;
 use skiff_bench::runtime::runtime;
 use skiff_bench::stats::{fmt_duration, fmt_rate, Samples};
 use skiff_store::{Backend, SqliteBackend};
@@ -31,6 +33,8 @@ use crate::{cpu, name, ratio, reads, watch, NAMESPACE};
 pub const HEADING: &str = "## API server: RBAC enforced vs the admin path (bench/api --rbac)";
 
 const ACCOUNT: &str = "bench-editor";
+/// The user of the client certificate bound to `edit`.
+const USER: &str = "bench-user";
 const POD: &str = "bench-client";
 /// Namespaces the unrelated RoleBindings are spread over (the bench one among them).
 const OTHER_NAMESPACES: usize = 10;
@@ -50,14 +54,21 @@ pub struct Plan {
     pub command: String,
 }
 
-/// The two identities, in the table's column order.
+/// The three identities, in the table's column order.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Who {
     Admin,
-    Rbac,
+    User,
+    Account,
 }
 
-const BOTH: [Who; 2] = [Who::Admin, Who::Rbac];
+const ALL: [Who; 3] = [Who::Admin, Who::User, Who::Account];
+
+impl Who {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// One request of a round.
 struct Req {
@@ -83,19 +94,17 @@ struct Side {
     cpu: cpu::Split,
 }
 
-/// Both sides of one operation.
+/// Every identity's side of one operation, indexed by [`Who::index`].
 #[derive(Default)]
-struct Pair {
-    admin: Side,
-    rbac: Side,
-}
+struct Sides([Side; 3]);
 
-impl Pair {
+impl Sides {
     fn side(&mut self, who: Who) -> &mut Side {
-        match who {
-            Who::Admin => &mut self.admin,
-            Who::Rbac => &mut self.rbac,
-        }
+        &mut self.0[who.index()]
+    }
+
+    fn get(&self, who: Who) -> &Side {
+        &self.0[who.index()]
     }
 }
 
@@ -147,45 +156,43 @@ async fn drive(
     Ok(())
 }
 
-/// The two sides' connections.
-struct Clients {
-    admin: Vec<Conn>,
-    rbac: Vec<Conn>,
-}
+/// Every identity's connections, indexed by [`Who::index`].
+struct Clients([Vec<Conn>; 3]);
 
 impl Clients {
-    async fn connect(admin: &Server, rbac: &Server, proto: Proto, n: usize) -> Result<Self> {
-        let (mut a, mut r) = (Vec::new(), Vec::new());
+    async fn connect(servers: &Servers, proto: Proto, n: usize) -> Result<Self> {
+        let mut out: [Vec<Conn>; 3] = Default::default();
         for _ in 0..n.max(1) {
-            a.push(admin.connect(proto).await?);
-            r.push(rbac.connect(proto).await?);
+            for who in ALL {
+                out[who.index()].push(servers.of(who).connect(proto).await?);
+            }
         }
-        Ok(Clients { admin: a, rbac: r })
+        Ok(Clients(out))
     }
 
     /// One round on each side, `make(who)` giving its requests; the side that goes
-    /// first alternates with `round`, so neither always meets a warmer or colder
-    /// machine.
+    /// first rotates with `round`, so none always meets a warmer or colder machine.
     async fn round(
         &mut self,
         round: usize,
         want: StatusCode,
-        pair: &mut Pair,
+        sides: &mut Sides,
         make: impl Fn(Who) -> Vec<Req>,
     ) -> Result<()> {
-        let order = if round.is_multiple_of(2) {
-            BOTH
-        } else {
-            [Who::Rbac, Who::Admin]
-        };
-        for who in order {
-            let conns = match who {
-                Who::Admin => &mut self.admin,
-                Who::Rbac => &mut self.rbac,
-            };
-            drive(conns, make(who), want, pair.side(who)).await?;
+        for k in 0..ALL.len() {
+            let who = ALL[(round + k) % ALL.len()];
+            drive(&mut self.0[who.index()], make(who), want, sides.side(who)).await?;
         }
         Ok(())
+    }
+}
+
+/// Each identity's way to the server.
+struct Servers([Server; 3]);
+
+impl Servers {
+    fn of(&self, who: Who) -> &Server {
+        &self.0[who.index()]
     }
 }
 
@@ -203,11 +210,18 @@ pub fn run(ns: &str, plan: &Plan, docs: Option<&Path>) -> Result<()> {
         store,
     ))?;
     let stopper = running.stopper();
+    // The admin token sets the cluster up; the measured admin is the certificate.
     let admin = Server::new(running.addr, &data_dir)?;
+    let ca = skiff_apiserver::pki::Ca::load(&data_dir)?;
+    let hour = Duration::from_secs(3600);
+    let (cert, key) = ca.issue_client("system:admin", &["system:masters"], hour)?;
+    let admin_cert = admin.with_client_certificate(&cert, &key)?;
+    let (cert, key) = ca.issue_client(USER, &[], hour)?;
+    let user_cert = admin.with_client_certificate(&cert, &key)?;
     eprintln!("API server at {} (inside netns {ns})", running.url);
     let result = client_rt.block_on(async {
         tokio::select! {
-            r = measure(plan, &admin) => r,
+            r = measure(plan, &admin, admin_cert, user_cert) => r,
             r = skiff_bench::netns::interrupted() => r.and_then(|()| Err(anyhow::anyhow!("interrupted"))),
         }
     });
@@ -339,8 +353,9 @@ async fn unrelated_bindings(
     drive(&mut conns, reqs, StatusCode::CREATED, &mut Side::default()).await
 }
 
-/// The ServiceAccount, its RoleBinding to `edit`, a Pod that runs as it, and a token
-/// bound to that Pod (what the kubelet would fetch for it): the RBAC side's server.
+/// The ServiceAccount and the user's RoleBindings to `edit`, a Pod that runs as the
+/// ServiceAccount, and a token bound to that Pod (what the kubelet would fetch for
+/// it): the ServiceAccount side's server.
 async fn service_account_client(admin: &Server, proto: Proto) -> Result<Server> {
     let mut conn = admin.connect(proto).await?;
     let base = format!("/api/v1/namespaces/{NAMESPACE}");
@@ -358,6 +373,17 @@ async fn service_account_client(admin: &Server, proto: Proto) -> Result<Server> 
             "metadata": {"name": format!("{ACCOUNT}-edit")},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
             "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": NAMESPACE}],
+        }),
+    )
+    .await?;
+    post(
+        &mut conn,
+        &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NAMESPACE}/rolebindings"),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": format!("{USER}-edit")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": USER}],
         }),
     )
     .await?;
@@ -390,9 +416,9 @@ async fn service_account_client(admin: &Server, proto: Proto) -> Result<Server> 
     admin.with_token(token)
 }
 
-/// Waits until the RBAC index has the ServiceAccount's binding, and checks that the
-/// side is really RBAC-limited: `edit` in the bench namespace lists Services there
-/// but may not list Nodes.
+/// Waits until the RBAC index has an identity's binding, and checks that the side
+/// is really RBAC-limited: `edit` in the bench namespace lists Services there but
+/// may not list Nodes.
 async fn wait_for_binding(rbac: &Server, proto: Proto) -> Result<()> {
     let mut conn = rbac.connect(proto).await?;
     let path = format!("/api/v1/namespaces/{NAMESPACE}/services?limit=1");
@@ -405,7 +431,7 @@ async fn wait_for_binding(rbac: &Server, proto: Proto) -> Result<()> {
                 tokio::time::sleep(Duration::from_millis(100)).await
             }
             s => bail!(
-                "the ServiceAccount's list of services: {s}: {}",
+                "the RBAC-limited list of services: {s}: {}",
                 String::from_utf8_lossy(&body)
             ),
         }
@@ -415,13 +441,19 @@ async fn wait_for_binding(rbac: &Server, proto: Proto) -> Result<()> {
         .await?;
     ensure!(
         status == StatusCode::FORBIDDEN,
-        "the ServiceAccount listed nodes ({status}): it is not limited by RBAC"
+        "an RBAC-limited identity listed nodes ({status}): it is not limited by RBAC"
     );
     Ok(())
 }
 
 /// Everything the workload needs, measured; returns the results and CPU tables.
-async fn measure(plan: &Plan, admin: &Server) -> Result<(String, String)> {
+/// `admin` (the admin token) sets up; `admin_cert` and `user_cert` are measured.
+async fn measure(
+    plan: &Plan,
+    admin: &Server,
+    admin_cert: Server,
+    user_cert: Server,
+) -> Result<(String, String)> {
     let (n, proto) = (plan.services, plan.proto);
     let services = format!("/api/v1/namespaces/{NAMESPACE}/services");
     writes::create_namespace(admin, proto).await?;
@@ -431,22 +463,24 @@ async fn measure(plan: &Plan, admin: &Server) -> Result<(String, String)> {
         plan.other_bindings / 10
     );
     unrelated_bindings(admin, proto, plan.other_bindings, plan.clients).await?;
-    let rbac = service_account_client(admin, proto).await?;
-    wait_for_binding(&rbac, proto).await?;
+    let account = service_account_client(admin, proto).await?;
+    wait_for_binding(&account, proto).await?;
+    wait_for_binding(&user_cert, proto).await?;
+    let servers = Servers([admin_cert, user_cert, account]);
 
-    let mut clients = Clients::connect(admin, &rbac, proto, plan.clients).await?;
+    let mut clients = Clients::connect(&servers, proto, plan.clients).await?;
     eprintln!(
-        "creating {n} services as each identity ({} clients each, {}), alternating rounds of {}",
+        "creating {n} services as each identity ({} clients each, {}), rotating rounds of {}",
         plan.clients,
         proto.name(),
         writes::PER_ROUND
     );
-    // Admin creates svc-0..n, the ServiceAccount svc-n..2n: same bodies, same sizes.
-    let mut create = Pair::default();
+    // Identity k creates svc-(k*n)..((k+1)*n): same bodies, same sizes.
+    let mut create = Sides::default();
     for (round, range) in writes::rounds(n).enumerate() {
         clients
             .round(round, StatusCode::CREATED, &mut create, |who| {
-                let offset = if who == Who::Admin { 0 } else { n };
+                let offset = who.index() * n;
                 range
                     .clone()
                     .map(|i| Req {
@@ -458,13 +492,14 @@ async fn measure(plan: &Plan, admin: &Server) -> Result<(String, String)> {
             })
             .await?;
     }
+    let stored = ALL.len() * n;
 
     eprintln!(
         "{} gets per identity ({} clients each)",
         plan.gets, plan.clients
     );
-    let picks = reads::picks(2 * n, plan.gets);
-    let mut get = Pair::default();
+    let picks = reads::picks(stored, plan.gets);
+    let mut get = Sides::default();
     for (round, chunk) in picks.chunks(READ_ROUND).enumerate() {
         clients
             .round(round, StatusCode::OK, &mut get, |_| {
@@ -483,7 +518,7 @@ async fn measure(plan: &Plan, admin: &Server) -> Result<(String, String)> {
         plan.lists
     );
     let page_path = format!("{services}?limit={}", reads::PAGE);
-    let mut page = Pair::default();
+    let mut page = Sides::default();
     let rounds = pages.div_ceil(READ_ROUND / 4).max(1);
     for round in 0..rounds {
         let count = (READ_ROUND / 4).min(pages - round * (READ_ROUND / 4));
@@ -493,7 +528,7 @@ async fn measure(plan: &Plan, admin: &Server) -> Result<(String, String)> {
             })
             .await?;
     }
-    let mut full = Pair::default();
+    let mut full = Sides::default();
     for round in 0..plan.lists {
         clients
             .round(round, StatusCode::OK, &mut full, |_| {
@@ -503,118 +538,122 @@ async fn measure(plan: &Plan, admin: &Server) -> Result<(String, String)> {
     }
 
     eprintln!(
-        "{} watchers per identity x {} changes, both at once",
+        "{} watchers per identity x {} changes, all at once",
         plan.watchers, plan.changes
     );
     let mut writer = admin.connect(proto).await?;
     let rv = watch::current_rv(&mut writer).await?;
-    // One clock: both identities' watchers wait for the same changes, stamped once.
+    // One clock: every identity's watchers wait for the same changes, stamped once.
     let clock = watch::Clock::new(plan.changes);
-    let admin_watch = watch::open(admin, proto, plan.watchers, &rv, &clock).await?;
-    let rbac_watch = watch::open(&rbac, proto, plan.watchers, &rv, &clock).await?;
+    let mut opened = Vec::new();
+    for who in ALL {
+        opened.push(watch::open(servers.of(who), proto, plan.watchers, &rv, &clock).await?);
+    }
     watch::settle().await;
     watch::write_changes(&mut writer, n, &clock).await?;
-    let mut admin_fan = watch::finish(&clock, admin_watch, plan.watchers).await?;
-    let mut rbac_fan = watch::finish(&clock, rbac_watch, plan.watchers).await?;
+    let mut fans = Vec::new();
+    for w in opened {
+        fans.push(watch::finish(&clock, w, plan.watchers).await?);
+    }
 
-    let mut t = Table::new(
-        "measure",
-        "admin (system:masters)",
-        "ServiceAccount, RoleBinding to edit",
-        "RBAC ÷ admin",
-    );
-    let stored = 2 * n;
-    let ops_rows = |t: &mut Table, what: &str, pair: &mut Pair| {
-        t.row(
-            format!("{what}: ops/s"),
-            fmt_rate(pair.admin.ops.rate()),
-            fmt_rate(pair.rbac.ops.rate()),
-            ratio(pair.rbac.ops.rate(), pair.admin.ops.rate()),
-        );
-        if let Some(r) = pair.rbac.ops.paired_ratio(&pair.admin.ops) {
-            t.row(
-                format!(
-                    "{what}: ops/s, median of {} paired rounds",
-                    pair.rbac.ops.round_rates.len()
-                ),
-                String::new(),
-                String::new(),
-                ratio(r, 1.0),
-            );
-        }
-        for (label, p) in [("p50", 50.0), ("p99", 99.0)] {
-            let (a, r) = (
-                pair.admin.ops.latency.percentile(p),
-                pair.rbac.ops.latency.percentile(p),
-            );
-            t.row(
-                format!("{what}: latency {label}"),
-                fmt_duration(a),
-                fmt_duration(r),
-                ratio(r.as_secs_f64(), a.as_secs_f64()),
-            );
-        }
-    };
-    ops_rows(
-        &mut t,
-        &format!("create, {} clients", plan.clients),
-        &mut create,
-    );
-    ops_rows(
-        &mut t,
+    let mut grid = Grid(vec![vec![
+        "measure".to_string(),
+        "admin (certificate, system:masters)".to_string(),
+        "user (certificate), RoleBinding to edit".to_string(),
+        "ServiceAccount (bound token), RoleBinding to edit".to_string(),
+        "user ÷ admin".to_string(),
+        "ServiceAccount ÷ admin".to_string(),
+    ]]);
+    grid.ops(&format!("create, {} clients", plan.clients), &mut create);
+    grid.ops(
         &format!("get ({stored} stored), {} clients", plan.clients),
         &mut get,
     );
-    ops_rows(
-        &mut t,
+    grid.ops(
         &format!("list limit={}, {} clients", reads::PAGE, plan.clients),
         &mut page,
     );
-    ops_rows(&mut t, &format!("list all {stored}"), &mut full);
+    grid.ops(&format!("list all {stored}"), &mut full);
     let fan = format!(
         "watch, {} watchers each × {} changes",
         plan.watchers, plan.changes
     );
-    t.row(
-        format!("{fan}: events/s"),
-        fmt_rate(admin_fan.events_per_sec()),
-        fmt_rate(rbac_fan.events_per_sec()),
-        ratio(rbac_fan.events_per_sec(), admin_fan.events_per_sec()),
-    );
-    for (label, a, r) in [
-        ("p50", admin_fan.latency.p50(), rbac_fan.latency.p50()),
-        ("p99", admin_fan.latency.p99(), rbac_fan.latency.p99()),
-    ] {
-        t.row(
-            format!("{fan}: delivery {label}"),
-            fmt_duration(a),
-            fmt_duration(r),
-            ratio(r.as_secs_f64(), a.as_secs_f64()),
-        );
-    }
+    let events = [0, 1, 2].map(|k| fans[k].events_per_sec());
+    grid.row(format!("{fan}: events/s"), events, fmt_rate);
+    let p50 = [0, 1, 2].map(|k| fans[k].latency.p50().as_secs_f64());
+    grid.row(format!("{fan}: delivery p50"), p50, secs);
+    let p99 = [0, 1, 2].map(|k| fans[k].latency.p99().as_secs_f64());
+    grid.row(format!("{fan}: delivery p99"), p99, secs);
 
-    let mut c = Table::new(
-        "server CPU per request",
-        "admin",
-        "ServiceAccount",
-        "RBAC ÷ admin",
-    );
-    for (what, pair) in [
+    let mut cpu_rows = vec![vec![
+        "server CPU per request".to_string(),
+        "admin".to_string(),
+        "user".to_string(),
+        "ServiceAccount".to_string(),
+        "user ÷ admin".to_string(),
+        "ServiceAccount ÷ admin".to_string(),
+    ]];
+    for (what, sides) in [
         ("create", &create),
         ("get", &get),
         ("list limit=500", &page),
         ("list all", &full),
     ] {
-        let per = |s: &Side| s.cpu.server / s.ops.count.max(1) as u32;
-        let (a, r) = (per(&pair.admin), per(&pair.rbac));
-        c.row(
-            what,
-            fmt_duration(a),
-            fmt_duration(r),
-            ratio(r.as_secs_f64(), a.as_secs_f64()),
-        );
+        let per = ALL.map(|w| {
+            let s = sides.get(w);
+            (s.cpu.server / s.ops.count.max(1) as u32).as_secs_f64()
+        });
+        cpu_rows.push(vec![
+            what.to_string(),
+            secs(per[0]),
+            secs(per[1]),
+            secs(per[2]),
+            ratio(per[1], per[0]),
+            ratio(per[2], per[0]),
+        ]);
     }
-    Ok((t.markdown(), c.markdown()))
+    Ok((report::grid(&grid.0), report::grid(&cpu_rows)))
+}
+
+/// Seconds as a duration figure.
+fn secs(f: f64) -> String {
+    fmt_duration(Duration::from_secs_f64(f))
+}
+
+/// The results table: a figure per identity and each one's ratio to the admin's.
+struct Grid(Vec<Vec<String>>);
+
+impl Grid {
+    fn row(&mut self, what: String, figures: [f64; 3], fmt: impl Fn(f64) -> String) {
+        self.0.push(vec![
+            what,
+            fmt(figures[0]),
+            fmt(figures[1]),
+            fmt(figures[2]),
+            ratio(figures[1], figures[0]),
+            ratio(figures[2], figures[0]),
+        ]);
+    }
+
+    /// Rate, paired-round median ratio and latencies of one operation.
+    fn ops(&mut self, what: &str, sides: &mut Sides) {
+        let rates = ALL.map(|w| sides.get(w).ops.rate());
+        self.row(format!("{what}: ops/s"), rates, fmt_rate);
+        let admin = &sides.get(Who::Admin).ops;
+        let paired = ALL.map(|w| sides.get(w).ops.paired_ratio(admin).unwrap_or(0.0));
+        self.row(
+            format!(
+                "{what}: ops/s, median of {} paired rounds (÷ admin)",
+                admin.round_rates.len()
+            ),
+            paired,
+            |r| format!("{r:.2}×"),
+        );
+        for (label, p) in [("p50", 50.0), ("p99", 99.0)] {
+            let lat = ALL.map(|w| sides.side(w).ops.latency.percentile(p).as_secs_f64());
+            self.row(format!("{what}: latency {label}"), lat, secs);
+        }
+    }
 }
 
 fn docs_section(plan: &Plan, table: &str, cpu: &str) -> String {
@@ -625,23 +664,27 @@ fn docs_section(plan: &Plan, table: &str, cpu: &str) -> String {
 Command: `{cmd}`\n\n\
 Run {date} on a machine with `nproc` = {nproc}, shared with other builds and with the load \
 generator (clients and server in one process, inside a network namespace the benchmark \
-made, HTTPS on 127.0.0.1 with {proto}). Issue 17's goal: the RBAC side keeps >= 0.95× of \
+made, HTTPS on 127.0.0.1 with {proto}). Issue 17's goal: with RBAC enforced, >= 0.95× of \
 the admin side's throughput.\n\n\
 {table}\n\
-- Admin: the admin bearer token, user `admin` in `system:masters`, which is allowed before \
-RBAC is asked (as upstream's privileged-group authorizer). ServiceAccount: `{ACCOUNT}` in \
-`{NAMESPACE}` with a RoleBinding to the `edit` ClusterRole, authenticating with a token from \
+- Admin: a client certificate for `system:admin` in `system:masters` (what the admin \
+kubeconfig holds), allowed before RBAC is asked (as upstream's privileged-group \
+authorizer). User: a client certificate for `{USER}` (no groups), whose only rights are a \
+RoleBinding to the `edit` ClusterRole in `{NAMESPACE}`: the same credential as the admin's, \
+so its ratio is what RBAC enforcement costs. ServiceAccount: `{ACCOUNT}` in \
+`{NAMESPACE}` with the same binding, authenticating with a token from \
 a TokenRequest bound to a Pod (what a pod's projected token is, about 1 KB): every request \
 authenticates the JWT (its signature verified once per token, its claims checked every time), \
 checks that the ServiceAccount and the Pod exist with the token's uids (as the store has them \
 now: kept in memory until the store's watch reports a change), and asks the RBAC index, which \
 also holds {other} unrelated RoleBindings over {spaces} namespaces and {cluster} ClusterRoles \
 with ClusterRoleBindings.\n\
-- One API server, one SQLite store; the admin creates `svc-0..{n}`, the ServiceAccount the \
-next {n}; gets pick from all of them, lists read all of them. Every operation runs in rounds \
-that alternate which identity goes first; the median of per-round ratios is the steadier \
-figure on a shared machine. Watches: both identities' watchers are open at once on the same \
-changes from one writer. Rates: RBAC ÷ admin below 1 is what RBAC costs. Times: above 1.\n\n\
+- One API server, one SQLite store; the admin creates `svc-0..{n}`, the user the next {n}, \
+the ServiceAccount the {n} after; gets pick from all of them, lists read all of them. Every \
+operation runs in rounds that rotate which identity goes first; the median of per-round \
+ratios is the steadier figure on a shared machine. Watches: every identity's watchers are \
+open at once on the same changes from one writer. Rates: ÷ admin below 1 is what the \
+identity costs. Times: above 1.\n\n\
 Server CPU per request (user + system time of the server's threads during each side's \
 rounds, from `/proc`, 10 ms resolution):\n\n\
 {cpu}",
