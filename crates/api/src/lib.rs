@@ -6,6 +6,7 @@
 //! name and label rules every kind shares.
 
 pub mod admission;
+pub mod cron;
 pub mod defaults;
 pub mod fields;
 pub mod ingress_validation;
@@ -17,6 +18,7 @@ pub mod table;
 pub mod typed;
 pub mod validate;
 pub mod validation;
+pub mod workload_validation;
 
 pub use registry::{Resource, RESOURCES};
 pub use status::StatusError;

@@ -181,6 +181,43 @@ pub static RESOURCES: &[Resource] = &[
         ..res("apps", "statefulsets", "statefulset", "StatefulSet", true)
     },
     Resource {
+        short_names: &["ds"],
+        categories: ALL,
+        status: true,
+        has_spec: true,
+        storage: "daemonsets",
+        ..res("apps", "daemonsets", "daemonset", "DaemonSet", true)
+    },
+    Resource {
+        short_names: &["rc"],
+        categories: ALL,
+        status: true,
+        scale: true,
+        has_spec: true,
+        ..res(
+            "",
+            "replicationcontrollers",
+            "replicationcontroller",
+            "ReplicationController",
+            true,
+        )
+    },
+    Resource {
+        categories: ALL,
+        status: true,
+        has_spec: true,
+        storage: "jobs",
+        ..res("batch", "jobs", "job", "Job", true)
+    },
+    Resource {
+        short_names: &["cj"],
+        categories: ALL,
+        status: true,
+        has_spec: true,
+        storage: "cronjobs",
+        ..res("batch", "cronjobs", "cronjob", "CronJob", true)
+    },
+    Resource {
         has_spec: true,
         storage: "endpointslices",
         ..res(

@@ -2,7 +2,7 @@
 //! structs: wrong types are errors, unknown fields are reported (for
 //! `fieldValidation`) and pruned from what gets stored.
 
-use k8s_openapi::api::{apps, coordination, core, discovery, events, networking, rbac};
+use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, networking, rbac};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -70,6 +70,10 @@ pub fn decode(resource: &Resource, value: Value) -> Result<Decoded, String> {
         ("apps", "Deployment") => roundtrip::<apps::v1::Deployment>(value),
         ("apps", "ReplicaSet") => roundtrip::<apps::v1::ReplicaSet>(value),
         ("apps", "StatefulSet") => roundtrip::<apps::v1::StatefulSet>(value),
+        ("apps", "DaemonSet") => roundtrip::<apps::v1::DaemonSet>(value),
+        ("", "ReplicationController") => roundtrip::<core::v1::ReplicationController>(value),
+        ("batch", "Job") => roundtrip::<batch::v1::Job>(value),
+        ("batch", "CronJob") => roundtrip::<batch::v1::CronJob>(value),
         ("discovery.k8s.io", "EndpointSlice") => roundtrip::<discovery::v1::EndpointSlice>(value),
         ("networking.k8s.io", "NetworkPolicy") => roundtrip::<networking::v1::NetworkPolicy>(value),
         ("networking.k8s.io", "Ingress") => roundtrip::<networking::v1::Ingress>(value),

@@ -7,7 +7,7 @@ use crate::registry::Resource;
 use crate::selector::LabelSelector;
 use crate::validation::FieldError;
 
-fn pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
+pub(crate) fn pod_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
     let containers = spec
         .and_then(|s| s.get("containers"))
         .and_then(Value::as_array);
@@ -91,6 +91,9 @@ pub fn validate(resource: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Fi
         ("", "Pod") => pod_spec(obj.get("spec"), "spec", &mut errs),
         ("", "Service") => errs.extend(crate::service::validate(obj, old)),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => workload(obj, &mut errs),
+        ("batch", _) | ("apps", "DaemonSet") | ("", "ReplicationController") => errs.extend(
+            crate::workload_validation::validate(resource.group, resource.kind, obj, old),
+        ),
         ("networking.k8s.io", "Ingress") => {
             errs.extend(crate::ingress_validation::ingress(obj, old))
         }
