@@ -697,8 +697,16 @@ where
 /// The `autoscaling/v1 Scale` view of an object with `spec.replicas`.
 pub fn scale_of(obj: &Value) -> Result<Value> {
     let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
-    let selector = obj
-        .pointer("/spec/selector")
+    // A ReplicationController's selector is a plain label map.
+    let rc_selector = (obj.get("kind").and_then(Value::as_str) == Some("ReplicationController"))
+        .then(|| {
+            obj.pointer("/spec/selector")
+                .map(|m| json!({ "matchLabels": m }))
+        })
+        .flatten();
+    let selector = rc_selector
+        .as_ref()
+        .or(obj.pointer("/spec/selector"))
         .map(|s| skiff_api::selector::LabelSelector::from_json(s).map(|l| l.to_string()))
         .transpose()
         .map_err(|e| StatusError::internal(e.to_string()))?
