@@ -3,8 +3,9 @@
 //! removed. Owners are looked up in the caches by uid and confirmed absent with
 //! a live GET before anything is deleted, as upstream's `attemptToDeleteItem`.
 //!
-//! Dependents watched: Pods, ReplicaSets and EndpointSlices; owners known:
-//! Deployments, ReplicaSets, StatefulSets, Services, Endpoints, Pods and Nodes.
+//! Dependents watched: Pods, ReplicaSets, EndpointSlices and Jobs; owners known:
+//! Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs,
+//! ReplicationControllers, Services, Endpoints, Pods and Nodes.
 //! Owners of other kinds are assumed present.
 //!
 //! Owners that are being deleted with the `orphan` or `foregroundDeletion`
@@ -16,8 +17,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -68,6 +70,26 @@ fn cached(cache: &Cache, ns: &str, r: &OwnerReference) -> Option<bool> {
             .nodes
             .get(&ObjectRef::new(&r.name))
             .is_some_and(|o| same(&o.metadata)),
+        ("batch/v1", "Job") => cache
+            .workloads
+            .jobs
+            .get(&at(ns, &r.name))
+            .is_some_and(|o| same(&o.metadata)),
+        ("batch/v1", "CronJob") => cache
+            .workloads
+            .cronjobs
+            .get(&at(ns, &r.name))
+            .is_some_and(|o| same(&o.metadata)),
+        ("apps/v1", "DaemonSet") => cache
+            .workloads
+            .daemonsets
+            .get(&at(ns, &r.name))
+            .is_some_and(|o| same(&o.metadata)),
+        ("v1", "ReplicationController") => cache
+            .workloads
+            .rcs
+            .get(&at(ns, &r.name))
+            .is_some_and(|o| same(&o.metadata)),
         _ => return None,
     })
 }
@@ -94,6 +116,12 @@ async fn owner_exists(ctx: &Ctx, ns: &str, r: &OwnerReference) -> Result<bool> {
         "Endpoints" => live_exists(Api::<Endpoints>::namespaced(c, ns), name, uid).await,
         "Pod" => live_exists(Api::<Pod>::namespaced(c, ns), name, uid).await,
         "Node" => live_exists(Api::<Node>::all(c), name, uid).await,
+        "Job" => live_exists(Api::<Job>::namespaced(c, ns), name, uid).await,
+        "CronJob" => live_exists(Api::<CronJob>::namespaced(c, ns), name, uid).await,
+        "DaemonSet" => live_exists(Api::<DaemonSet>::namespaced(c, ns), name, uid).await,
+        "ReplicationController" => {
+            live_exists(Api::<ReplicationController>::namespaced(c, ns), name, uid).await
+        }
         _ => Ok(true),
     }
 }
@@ -288,6 +316,11 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         "EndpointSlice" => {
             if let Some(o) = ctx.cache.slices.get(&at(ns, &key.name)) {
                 collect(&ctx, Api::<EndpointSlice>::namespaced(c, ns), &*o).await?;
+            }
+        }
+        "Job" => {
+            if let Some(o) = ctx.cache.workloads.jobs.get(&at(ns, &key.name)) {
+                collect(&ctx, Api::<Job>::namespaced(c, ns), &*o).await?;
             }
         }
         _ => {}

@@ -12,6 +12,8 @@
 //!   [`mirroring`]: user-written Endpoints of selector-less Services -> EndpointSlices;
 //! - [`endpoints`]: Services with a selector -> legacy v1 Endpoints;
 //! - [`replicaset`], [`deployment`], [`statefulset`]: workloads -> pods;
+//!   [`job`], [`cronjob`] (CronJobs -> Jobs), [`daemonset`] (one pod per
+//!   eligible node), [`replicationcontroller`], routed by [`workloads`];
 //! - [`scheduler`]: pending pods -> nodes; [`gc`]: dependents of deleted owners;
 //! - [`nodeipam`]: Nodes -> pod CIDRs; [`nodelifecycle`]: silent nodes -> Unknown
 //!   conditions, taints and not-ready pods; [`taint_eviction`]: pods on
@@ -26,11 +28,14 @@
 //! Lease ([`leader`], upstream's `--leader-elect`).
 
 pub mod clients;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
 pub mod gc;
+pub mod job;
 pub mod leader;
 pub mod mirroring;
 pub mod nodeipam;
@@ -40,6 +45,7 @@ pub mod per_namespace;
 pub mod podgc;
 pub mod pods;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod rootca;
 pub mod runtime;
 pub mod scheduler;
@@ -47,6 +53,7 @@ pub mod selector;
 pub mod serviceaccounts;
 pub mod statefulset;
 pub mod taint_eviction;
+pub mod workloads;
 
 use std::time::Duration;
 
@@ -67,7 +74,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Which controllers to run (`endpointslice`, `endpointslicemirroring`,
-    /// `endpoints`, `replicaset`, `deployment`, `statefulset`, `scheduler`,
+    /// `endpoints`, `replicaset`, `deployment`, `statefulset`, `job`,
+    /// `cronjob`, `ttl-after-finished`, `daemonset`, `replicationcontroller`, `scheduler`,
     /// `garbagecollector`, `nodeipam`, `nodelifecycle`,
     /// `taint-eviction-controller`, `pod-garbage-collector`, `serviceaccount`,
     /// `root-ca-cert-publisher`); empty means all.

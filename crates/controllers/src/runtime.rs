@@ -225,6 +225,8 @@ pub struct Cache {
     pub nodes: Store<Node>,
     /// Node heartbeats: the Leases in `kube-node-lease` only.
     pub leases: Store<Lease>,
+    /// Jobs, CronJobs, DaemonSets, ReplicationControllers.
+    pub workloads: crate::workloads::Stores,
 }
 
 impl Cache {
@@ -243,6 +245,7 @@ impl Cache {
         let _ = self.statefulsets.wait_until_ready().await;
         let _ = self.nodes.wait_until_ready().await;
         let _ = self.leases.wait_until_ready().await;
+        self.workloads.wait_ready().await;
     }
 }
 
@@ -257,6 +260,7 @@ pub enum Change {
     StatefulSet(Arc<StatefulSet>, bool),
     Node(Arc<Node>, bool),
     Lease(Arc<Lease>, bool),
+    Workload(crate::workloads::Change),
     /// An informer (re)listed: every owner is reconciled again, since deletions
     /// during a disconnect are not reported one by one.
     Resynced,
@@ -281,6 +285,7 @@ pub struct Queues {
     pub taint_eviction: Arc<Queue>,
     /// Pods.
     pub podgc: Arc<Queue>,
+    pub workloads: crate::workloads::Queues,
 }
 
 /// Everything a reconcile needs.
@@ -306,7 +311,7 @@ pub struct Ctx {
     pub podgc: crate::podgc::State,
 }
 
-fn informer<K>(
+pub(crate) fn informer<K>(
     client: &Client,
     tx: mpsc::UnboundedSender<Change>,
     wrap: fn(Arc<K>, bool) -> Change,
@@ -379,6 +384,7 @@ pub async fn run(clients: impl Into<crate::clients::Clients>, settings: Settings
         deployments: informer(&client, tx.clone(), Change::Deployment),
         statefulsets: informer(&client, tx.clone(), Change::StatefulSet),
         nodes: informer(&client, tx.clone(), Change::Node),
+        workloads: crate::workloads::Stores::start(&client, &tx),
         leases: informer_on(
             Api::namespaced(client.clone(), crate::nodelifecycle::LEASE_NAMESPACE),
             tx,
@@ -406,12 +412,12 @@ pub async fn run(clients: impl Into<crate::clients::Clients>, settings: Settings
     // A JoinSet aborts its tasks when dropped, with this future.
     let mut workers = tokio::task::JoinSet::new();
     macro_rules! worker {
-        ($name:literal, $queue:ident, $reconcile:path) => {
+        ($name:literal, $($queue:ident).+, $reconcile:path) => {
             if ctx.settings.enabled($name) {
                 workers.spawn(work(
                     $name,
                     ctx.clone(),
-                    ctx.queues.$queue.clone(),
+                    ctx.queues.$($queue).+.clone(),
                     |c, k| Box::pin($reconcile(c, k)),
                 ));
             }
@@ -447,6 +453,18 @@ pub async fn run(clients: impl Into<crate::clients::Clients>, settings: Settings
         crate::taint_eviction::reconcile
     );
     worker!("pod-garbage-collector", podgc, crate::podgc::reconcile);
+    worker!("job", workloads.job, crate::job::reconcile);
+    worker!("cronjob", workloads.cronjob, crate::cronjob::reconcile);
+    worker!(
+        "daemonset",
+        workloads.daemonset,
+        crate::daemonset::reconcile
+    );
+    worker!(
+        "replicationcontroller",
+        workloads.rc,
+        crate::replicationcontroller::reconcile
+    );
     spawn_per_namespace(&ctx, &mut workers);
     if ctx.settings.enabled("nodelifecycle") {
         // Each node is also rechecked at its own deadline; this pass catches
@@ -570,6 +588,7 @@ fn enqueue_all(ctx: &Ctx) {
     for p in ctx.cache.pods.state() {
         crate::podgc::on_pod(ctx, &p);
     }
+    crate::workloads::enqueue_all(ctx);
 }
 
 /// GC keys carry the kind in the namespace field: `Kind/namespace`.
@@ -589,7 +608,7 @@ fn gc_finalize<K: Resource>(ctx: &Ctx, kind: &str, o: &K) {
 }
 
 /// Owners of `o` that are gone: enqueue the dependents of a deleted object.
-fn gc_dependents(ctx: &Ctx, uid: &str) {
+pub(crate) fn gc_dependents(ctx: &Ctx, uid: &str) {
     let refers = |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference]| {
         refs.iter().any(|r| r.uid == uid)
     };
@@ -613,6 +632,14 @@ fn gc_dependents(ctx: &Ctx, uid: &str) {
         .state_filter(|s| refers(s.owner_references()))
     {
         ctx.queues.gc.add(gc_key("EndpointSlice", &*s));
+    }
+    for j in ctx
+        .cache
+        .workloads
+        .jobs
+        .state_filter(|j| refers(j.owner_references()))
+    {
+        ctx.queues.gc.add(gc_key("Job", &*j));
     }
 }
 
@@ -653,6 +680,7 @@ fn dispatch(ctx: &Ctx, change: Change) {
             if let Some(sts) = controller_of(&*pod, "StatefulSet") {
                 q.statefulset.add(sts);
             }
+            crate::workloads::on_pod(ctx, &pod);
             if !deleted && crate::scheduler::needs_scheduling(&pod) {
                 q.scheduler.add(key);
             }
@@ -780,7 +808,9 @@ fn dispatch(ctx: &Ctx, change: Change) {
             q.nodelifecycle.add(Key::of(&*node));
             crate::taint_eviction::on_node(ctx, &node);
             crate::podgc::on_node(ctx, &node, deleted);
+            crate::workloads::on_node(ctx);
         }
         Change::Lease(lease, _) => crate::nodelifecycle::on_lease(ctx, &lease),
+        Change::Workload(w) => crate::workloads::dispatch(ctx, w),
     }
 }
