@@ -23,6 +23,7 @@ pub mod net;
 pub mod node;
 pub mod oci;
 pub mod pod;
+pub mod portforward;
 pub mod probe;
 pub mod runtime;
 pub mod source_watch;

@@ -1,5 +1,6 @@
 //! The agent's streaming endpoint, which the API server forwards `pods/log`,
-//! `pods/exec` and `pods/attach` to (kubelet's port 10250 plays this role).
+//! `pods/exec`, `pods/attach` and `pods/portforward` (see [`crate::portforward`])
+//! to (kubelet's port 10250 plays this role).
 //!
 //! The request is an HTTP/1.1 upgrade, `GET /{containerLogs|exec|attach}/{ns}/{pod}/
 //! {container}?{the client's query}` with `Upgrade: skiff-stream`. An error is an
@@ -240,7 +241,7 @@ fn status_error(code: u16, reason: &str, message: &str) -> serde_json::Value {
            "message": message, "reason": reason, "code": code})
 }
 
-async fn respond_error<S: AsyncWrite + Unpin>(
+pub(crate) async fn respond_error<S: AsyncWrite + Unpin>(
     sock: &mut S,
     code: u16,
     reason: &str,
@@ -300,6 +301,12 @@ where
         )
         .await;
     };
+    if req.kind == "portForward" {
+        // `/portForward/{ns}/{pod}/{port}`: the last segment is the port.
+        let sandbox = lock(&rt).sandbox;
+        let pod = req.get("podUID").unwrap_or(&req.pod).to_string();
+        return crate::portforward::serve(sock, sandbox, &pod, &req.container).await;
+    }
     let (sandbox, ctr) = {
         let r = lock(&rt);
         (r.sandbox, r.containers.get(&req.container).cloned())
@@ -366,7 +373,7 @@ where
     }
 }
 
-async fn upgraded<S: AsyncWrite + Unpin>(sock: &mut S) -> Result<()> {
+pub(crate) async fn upgraded<S: AsyncWrite + Unpin>(sock: &mut S) -> Result<()> {
     sock.write_all(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: skiff-stream\r\nConnection: Upgrade\r\n\r\n",
     )
