@@ -29,6 +29,8 @@ pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod podstream;
+pub mod portforward;
+pub mod proxy;
 pub mod rbac;
 pub mod rbac_components;
 pub mod request;

@@ -59,7 +59,8 @@ pub fn client_tls(creds: &crate::pki::Credentials) -> anyhow::Result<Arc<rustls:
 
 /// Where a node's agent listens: the address to dial and the name its
 /// certificate must carry (the Node's address).
-struct AgentAddress {
+#[derive(Clone)]
+pub(crate) struct AgentAddress {
     addr: String,
     name: ServerName<'static>,
 }
@@ -118,7 +119,11 @@ fn container_of(pod: &Value, given: Option<&str>, name: &str) -> Result<String, 
 }
 
 /// The agent's address for the node running `pod`.
-async fn agent_address(api: &Api, pod: &Value, name: &str) -> Result<AgentAddress, StatusError> {
+pub(crate) async fn agent_address(
+    api: &Api,
+    pod: &Value,
+    name: &str,
+) -> Result<AgentAddress, StatusError> {
     let node_name = pod["spec"]["nodeName"]
         .as_str()
         .filter(|n| !n.is_empty())
@@ -157,11 +162,21 @@ async fn agent_address(api: &Api, pod: &Value, name: &str) -> Result<AgentAddres
     })
 }
 
-type AgentStream = TlsStream<TcpStream>;
+pub(crate) type AgentStream = TlsStream<TcpStream>;
 
 /// Connects to the agent over verified TLS and asks for the upgrade; `Err`
 /// carries its Status.
 async fn open(api: &Api, agent: &AgentAddress, path: &str) -> Result<AgentStream, StatusError> {
+    open_with(api.kubelet_tls.clone(), agent, path).await
+}
+
+/// [`open`] with the TLS client configuration given (for sessions that outlive
+/// the request, as port-forward's).
+pub(crate) async fn open_with(
+    tls: Arc<rustls::ClientConfig>,
+    agent: &AgentAddress,
+    path: &str,
+) -> Result<AgentStream, StatusError> {
     let addr = agent.addr.as_str();
     let unavailable = |e: String| {
         let mut s = StatusError::internal(format!("error dialing the node agent: {e}"));
@@ -174,7 +189,7 @@ async fn open(api: &Api, agent: &AgentAddress, path: &str) -> Result<AgentStream
         .map_err(|_| unavailable(format!("dial tcp {addr}: i/o timeout")))?
         .map_err(|e| unavailable(format!("dial tcp {addr}: {e}")))?;
     let _ = tcp.set_nodelay(true);
-    let connector = tokio_rustls::TlsConnector::from(api.kubelet_tls.clone());
+    let connector = tokio_rustls::TlsConnector::from(tls);
     let mut sock = tokio::time::timeout(timeout, connector.connect(agent.name.clone(), tcp))
         .await
         .map_err(|_| unavailable(format!("tls handshake with {addr}: i/o timeout")))?

@@ -307,10 +307,43 @@ async fn serve(
             None => response::error(&StatusError::no_such_resource()),
         };
     }
+    // pods/proxy, services/proxy: relayed to a pod (proxy.rs), body and all.
+    if let Some(target) = crate::proxy::route(&path) {
+        let plural = target.plural;
+        let resp = crate::proxy::serve(&api, target, parts, body)
+            .await
+            .unwrap_or_else(|e| response::error(&e));
+        let code = resp.status().as_u16();
+        api.metrics
+            .observe("connect", plural, code, started.elapsed().as_secs_f64());
+        return resp;
+    }
     // pods/log, pods/exec, pods/attach: forwarded to the node agent (podstream.rs);
     // they need the whole request (the WebSocket upgrade lives in its extensions).
     if path.contains("/pods/") {
         if let Ok(Route::Resource(t)) = request::route(&path) {
+            if crate::portforward::handles(&t) {
+                let authorizers = crate::authz::policy::Authorizers {
+                    rbac: index.as_deref(),
+                    nodes: Some(&api.node_graph),
+                };
+                let checked = crate::portforward::authorize_websocket_create(
+                    authorizers,
+                    &user,
+                    &parts,
+                    &path,
+                    &query,
+                );
+                let resp = match checked {
+                    Ok(()) => crate::portforward::serve(&api, &t, parts).await,
+                    Err(e) => Err(e),
+                }
+                .unwrap_or_else(|e| response::error(&e));
+                let code = resp.status().as_u16();
+                api.metrics
+                    .observe("connect", "pods", code, started.elapsed().as_secs_f64());
+                return resp;
+            }
             if crate::podstream::handles(&t) {
                 let resp = crate::podstream::serve(&api, &t, parts)
                     .await
