@@ -44,3 +44,50 @@ pub(crate) static STATEFUL_SET: TypeDef = TypeDef {
     name: "StatefulSet",
     fields: &[META, obj("spec", &STATEFUL_SET_SPEC), STATUS],
 };
+
+static DAEMON_SET_SPEC: TypeDef = TypeDef {
+    name: "DaemonSetSpec",
+    fields: &[SELECTOR, TEMPLATE],
+};
+
+pub(crate) static DAEMON_SET: TypeDef = TypeDef {
+    name: "DaemonSet",
+    fields: &[META, obj("spec", &DAEMON_SET_SPEC), STATUS],
+};
+
+/// A ReplicationController's selector is a plain label map.
+static REPLICATION_CONTROLLER_SPEC: TypeDef = TypeDef {
+    name: "ReplicationControllerSpec",
+    fields: &[TEMPLATE],
+};
+
+pub(crate) static REPLICATION_CONTROLLER: TypeDef = TypeDef {
+    name: "ReplicationController",
+    fields: &[META, obj("spec", &REPLICATION_CONTROLLER_SPEC), STATUS],
+};
+
+/// batch/v1: a Job's template, and a CronJob's Job template.
+static JOB_SPEC: TypeDef = TypeDef {
+    name: "JobSpec",
+    fields: &[SELECTOR, TEMPLATE],
+};
+
+pub(crate) static JOB: TypeDef = TypeDef {
+    name: "Job",
+    fields: &[META, obj("spec", &JOB_SPEC), STATUS],
+};
+
+static JOB_TEMPLATE_SPEC: TypeDef = TypeDef {
+    name: "JobTemplateSpec",
+    fields: &[META, obj("spec", &JOB_SPEC)],
+};
+
+static CRON_JOB_SPEC: TypeDef = TypeDef {
+    name: "CronJobSpec",
+    fields: &[obj("jobTemplate", &JOB_TEMPLATE_SPEC)],
+};
+
+pub(crate) static CRON_JOB: TypeDef = TypeDef {
+    name: "CronJob",
+    fields: &[META, obj("spec", &CRON_JOB_SPEC)],
+};

@@ -98,6 +98,10 @@ pub fn root(kind: &GroupKind) -> Option<&'static TypeDef> {
         ("apps", "Deployment") => &apps::DEPLOYMENT,
         ("apps", "ReplicaSet") => &apps::REPLICA_SET,
         ("apps", "StatefulSet") => &apps::STATEFUL_SET,
+        ("apps", "DaemonSet") => &apps::DAEMON_SET,
+        ("", "ReplicationController") => &apps::REPLICATION_CONTROLLER,
+        ("batch", "Job") => &apps::JOB,
+        ("batch", "CronJob") => &apps::CRON_JOB,
         ("autoscaling", "Scale") => &other::SCALE,
         ("discovery.k8s.io", "EndpointSlice") => &other::ENDPOINT_SLICE,
         ("networking.k8s.io", "NetworkPolicy") => &other::NETWORK_POLICY,
@@ -338,6 +342,30 @@ mod tests {
             ),
             Some("name")
         );
+        for kind in [
+            ("apps", "DaemonSet"),
+            ("batch", "Job"),
+            ("", "ReplicationController"),
+        ] {
+            assert_eq!(
+                merge_key(kind, &["spec", "template", "spec", "containers"]),
+                Some("name")
+            );
+        }
+        assert_eq!(
+            merge_key(
+                ("batch", "CronJob"),
+                &[
+                    "spec",
+                    "jobTemplate",
+                    "spec",
+                    "template",
+                    "spec",
+                    "containers"
+                ]
+            ),
+            Some("name")
+        );
         assert_eq!(
             merge_key(("", "ServiceAccount"), &["secrets"]),
             Some("name")
@@ -368,6 +396,10 @@ mod tests {
             ("apps", "Deployment"),
             ("apps", "ReplicaSet"),
             ("apps", "StatefulSet"),
+            ("apps", "DaemonSet"),
+            ("", "ReplicationController"),
+            ("batch", "Job"),
+            ("batch", "CronJob"),
             ("discovery.k8s.io", "EndpointSlice"),
             ("networking.k8s.io", "NetworkPolicy"),
             ("networking.k8s.io", "Ingress"),
