@@ -185,8 +185,15 @@ fn port_forward_and_proxies_through_kubectl_and_python() {
         &c,
         kubectl,
         &[],
-        &["pod/web", "18080:80", "18081:8080", "19090:9090"],
+        &["-v=4", "pod/web", "18080:80", "18081:8080", "19090:9090"],
         3,
+    );
+    // The tunnel was negotiated, not the fallback to plain SPDY.
+    assert!(
+        f.stderr()
+            .contains("negotiated protocol: portforward.k8s.io"),
+        "{}",
+        f.stderr()
     );
     assert_eq!(curl(&c, 18080, "/a"), (0, "port 80 /a\n".into()));
     assert_eq!(curl(&c, 18081, "/b"), (0, "port 8080 /b\n".into()));
@@ -223,8 +230,14 @@ fn port_forward_and_proxies_through_kubectl_and_python() {
         &c,
         kubectl,
         &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")],
-        &["pod/web", "18100:80"],
+        &["-v=4", "pod/web", "18100:80"],
         1,
+    );
+    assert!(
+        !f.stderr()
+            .contains("negotiated protocol: portforward.k8s.io"),
+        "{}",
+        f.stderr()
     );
     assert_eq!(curl(&c, 18100, "/spdy"), (0, "port 80 /spdy\n".into()));
     drop(f);
