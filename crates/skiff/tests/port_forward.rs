@@ -6,8 +6,9 @@
 //! SPDY (kubectl's default), plain SPDY (`KUBECTL_PORT_FORWARD_WEBSOCKETS=false`
 //! and kubectl 1.27), a Service, two ports at once, 100 parallel curls, a port
 //! nobody listens on; the Python client's WebSocket channel protocol; and
-//! `kubectl get --raw` through both proxies. Every forwarded address is
-//! 127.0.0.1 in the test's namespace; the cluster's drop kills the pod.
+//! `kubectl get --raw` through both proxies. A second test does both to a pod
+//! on a joined node (`skiff up --nodes 2`). Every forwarded address is
+//! 127.0.0.1 in the test's namespace; the clusters' drops kill the pods.
 
 mod support;
 
@@ -16,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::multinode::MultiNode;
 use support::{eventually, Background, Cluster};
 
 const NODE: &str = "pf-node";
@@ -124,15 +126,27 @@ fn port_forward(
     args: &[&str],
     ports: usize,
 ) -> Forward {
+    let mut cmd = c.netns.command(bin);
+    cmd.env("KUBECONFIG", &c.kubeconfig)
+        .env("HOME", c.dir.path());
+    start_forward(cmd, c.dir.path(), env, args, ports)
+}
+
+/// [`port_forward`] with `cmd` the kubectl to run (in its namespace, with its
+/// kubeconfig), its output kept in `dir`.
+fn start_forward(
+    mut cmd: Command,
+    dir: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+    ports: usize,
+) -> Forward {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let out = c.dir.path().join(format!("pf-{n}.out"));
-    let err = c.dir.path().join(format!("pf-{n}.err"));
-    let mut cmd = c.netns.command(bin);
+    let out = dir.join(format!("pf-{n}.out"));
+    let err = dir.join(format!("pf-{n}.err"));
     cmd.arg("port-forward")
         .args(args)
-        .env("KUBECONFIG", &c.kubeconfig)
-        .env("HOME", c.dir.path())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).expect("out file"))
         .stderr(std::fs::File::create(&err).expect("err file"));
@@ -406,5 +420,56 @@ fn port_forward_and_proxies_through_kubectl_and_python() {
     assert!(
         text.contains("dial tcp4 127.0.0.1:81: connect: connection refused"),
         "{text}"
+    );
+}
+
+/// A pod on a node other than the API server's: port-forward goes through
+/// that node's agent (over the node network, TLS verified both ways), the
+/// proxy dials the pod across nodes.
+#[test]
+fn port_forward_and_proxy_to_a_pod_on_another_node() {
+    let c = MultiNode::up(2, &["--host-images"]);
+    // Node 1 runs the API server; node 2 is an agent that joined it.
+    let node = c.node_name(2);
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "far", "labels": {"app": "far"}},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "far", "image": "python",
+            "command": ["python3", "-u", "-c", SERVER],
+            "ports": [{"containerPort": 80}],
+            "readinessProbe": {"tcpSocket": {"port": 80}, "periodSeconds": 1},
+        }]},
+    });
+    c.apply(&pod.to_string());
+    eventually(Duration::from_secs(90), || {
+        let out = c.kubectl(&["get", "pod", "far", "-o", "json"]);
+        let p: Value = serde_json::from_slice(&out.stdout).ok()?;
+        ready(&p).then_some(())
+    });
+    let mut cmd = c.netns.command("kubectl");
+    cmd.env("KUBECONFIG", c.kubeconfig())
+        .env("HOME", c.dir.path());
+    let f = start_forward(
+        cmd,
+        c.dir.path(),
+        &[],
+        &["pod/far", "18200:80", "18201:9090"],
+        2,
+    );
+    let get = |port: u16, path: &str| {
+        let out = c.outside(&format!("curl -s -m 10 http://127.0.0.1:{port}{path}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(get(18200, "/far"), "port 80 /far\n", "{}", f.stderr());
+    assert_eq!(get(18201, "/far"), "port 9090 /far\n", "{}", f.stderr());
+    drop(f);
+    assert_eq!(
+        c.k(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods/far/proxy/raw"
+        ]),
+        "port 80 /raw\n"
     );
 }
