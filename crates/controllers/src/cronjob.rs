@@ -216,6 +216,19 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
             return Ok(None);
         }
     };
+    // Jobs that left `status.active` because they finished, as upstream says.
+    let was_active = cj.status.as_ref().and_then(|s| s.active.as_ref());
+    for r in was_active.into_iter().flatten() {
+        let done = jobs
+            .iter()
+            .find(|j| j.metadata.uid == r.uid)
+            .and_then(|j| finished(j));
+        if let (Some(status), Some(name)) = (done, r.name.as_deref()) {
+            let message = format!("Saw completed job: {name}, status: {status}");
+            ctx.events
+                .record(&*cj, COMPONENT, false, "SawCompletedJob", message);
+        }
+    }
     let client = ctx.clients.of("cronjob");
     let jobs_api: Api<Job> = Api::namespaced(client.clone(), &key.ns);
     let delete = |name: String| {

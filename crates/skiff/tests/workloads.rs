@@ -231,6 +231,16 @@ fn a_cronjob_every_minute_runs_twice() {
     }
     let cj = json_of(&c, &["get", "cronjob", "tick"]);
     assert!(cj["status"]["lastScheduleTime"].is_string(), "{cj}");
+    let events = eventually(Duration::from_secs(30), || {
+        let ev = c.k(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=tick",
+        ]);
+        ev.contains("SawCompletedJob").then_some(ev)
+    });
+    assert!(events.contains("SuccessfulCreate"), "{events}");
     assert!(cj["status"]["lastSuccessfulTime"].is_string(), "{cj}");
     // A Job made by hand from the CronJob's template.
     let out = c.k(&["create", "job", "manual", "--from=cronjob/tick"]);
@@ -367,6 +377,64 @@ spec:
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(err.contains(want), "want {want}\ngot {err}");
+    }
+}
+
+/// Each controller writes as its own ServiceAccount with upstream's rules,
+/// and no more.
+#[test]
+fn each_controller_has_only_its_own_rights() {
+    let c = Cluster::start();
+    let cases: &[(&str, &[&str], bool)] = &[
+        ("job-controller", &["create", "pods"], true),
+        (
+            "job-controller",
+            &["update", "jobs.batch", "--subresource=status"],
+            true,
+        ),
+        ("job-controller", &["delete", "jobs.batch"], false),
+        ("job-controller", &["get", "secrets"], false),
+        ("cronjob-controller", &["create", "jobs.batch"], true),
+        (
+            "cronjob-controller",
+            &["update", "cronjobs.batch", "--subresource=status"],
+            true,
+        ),
+        ("cronjob-controller", &["create", "pods"], false),
+        (
+            "ttl-after-finished-controller",
+            &["delete", "jobs.batch"],
+            true,
+        ),
+        ("ttl-after-finished-controller", &["delete", "pods"], false),
+        ("daemon-set-controller", &["create", "pods"], true),
+        ("daemon-set-controller", &["list", "nodes"], true),
+        ("daemon-set-controller", &["delete", "nodes"], false),
+        (
+            "daemon-set-controller",
+            &["update", "daemonsets.apps"],
+            false,
+        ),
+        ("replication-controller", &["create", "pods"], true),
+        (
+            "replication-controller",
+            &["update", "replicationcontrollers", "--subresource=status"],
+            true,
+        ),
+        (
+            "replication-controller",
+            &["create", "replicationcontrollers"],
+            false,
+        ),
+    ];
+    for (account, ask, want) in cases {
+        let who = format!("--as=system:serviceaccount:kube-system:{account}");
+        let mut args = vec!["auth", "can-i"];
+        args.extend_from_slice(ask);
+        args.extend(["-n", "default", who.as_str()]);
+        let out = c.kubectl(&args);
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(said, if *want { "yes" } else { "no" }, "{account} {ask:?}");
     }
 }
 
