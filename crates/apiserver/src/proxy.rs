@@ -10,14 +10,17 @@
 //!
 //! The request's method, path below `proxy`, query, headers (but the
 //! credentials and hop-by-hop ones) and body go to the pod; its status,
-//! headers and body come back as they are.
+//! headers and body come back as they are. `https:` speaks TLS to the pod
+//! without verifying its certificate, as kube-apiserver's proxy transport.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
 use rand::Rng;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::Value;
 use skiff_api::{registry, StatusError};
 
@@ -234,11 +237,6 @@ pub async fn serve(
         "pods" => pod_location(api, &p.namespace, &p.id).await?,
         _ => service_location(api, &p.namespace, &p.id).await?,
     };
-    if scheme == "https" {
-        return Err(StatusError::bad_request(format!(
-            "proxying to {addr} over https is not supported by this server"
-        )));
-    }
     let tcp = tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| {
@@ -253,15 +251,33 @@ pub async fn serve(
             ))
         })?;
     let _ = tcp.set_nodelay(true);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+    let req = outgoing(&p, &parts, body, addr)?;
+    let resp = if scheme == "https" {
+        let tls = tokio_rustls::TlsConnector::from(insecure_tls()?)
+            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
             .await
             .map_err(|e| unavailable(format!("error trying to reach service: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "proxy connection");
+        send(tls, req).await?
+    } else {
+        send(tcp, req).await?
+    };
+    let (mut head, incoming) = resp.into_parts();
+    for h in DROPPED {
+        if *h != "host" {
+            head.headers.remove(*h);
         }
-    });
+    }
+    Ok(Response::from_parts(head, Body::new(incoming)))
+}
+
+/// The request for the pod: method, path below `proxy` and query, the
+/// caller's headers but the dropped ones, the body; `Host` the pod's address.
+fn outgoing(
+    p: &ProxyPath,
+    parts: &http::request::Parts,
+    body: Body,
+    addr: SocketAddr,
+) -> Result<http::Request<Body>, StatusError> {
     let target = match parts.uri.query() {
         Some(q) => format!("{}?{q}", p.rest),
         None => p.rest.clone(),
@@ -281,17 +297,104 @@ pub async fn serve(
     if let Ok(host) = http::HeaderValue::from_str(&addr.to_string()) {
         req.headers_mut().insert(http::header::HOST, host);
     }
-    let resp = sender
+    Ok(req)
+}
+
+/// One HTTP/1.1 exchange over `io`; the connection lives while the body streams.
+async fn send<IO>(
+    io: IO,
+    req: http::Request<Body>,
+) -> Result<http::Response<hyper::body::Incoming>, StatusError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| unavailable(format!("error trying to reach service: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "proxy connection");
+        }
+    });
+    sender
         .send_request(req)
         .await
-        .map_err(|e| unavailable(format!("error trying to reach service: {e}")))?;
-    let (mut head, incoming) = resp.into_parts();
-    for h in DROPPED {
-        if *h != "host" {
-            head.headers.remove(*h);
-        }
+        .map_err(|e| unavailable(format!("error trying to reach service: {e}")))
+}
+
+/// The TLS client for `https:` targets. As kube-apiserver's proxy transport
+/// (`InsecureSkipVerify`), the pod's certificate is not verified: a pod's
+/// serving certificate names nothing the API server could check it against.
+fn insecure_tls() -> Result<Arc<rustls::ClientConfig>, StatusError> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let verifier = Arc::new(AnyCertificate(provider.clone()));
+            rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    Arc::new(
+                        b.dangerous()
+                            .with_custom_certificate_verifier(verifier)
+                            .with_no_client_auth(),
+                    )
+                })
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(StatusError::internal)
+}
+
+/// Accepts any server certificate; signatures are still checked, so the
+/// handshake is a real one with the key the certificate names.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
-    Ok(Response::from_parts(head, Body::new(incoming)))
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]

@@ -23,9 +23,10 @@ use support::{eventually, Background, Cluster};
 const NODE: &str = "pf-node";
 
 /// The pod's server: `port N PATH` from every port, in threads, with a listen
-/// backlog for 100 connections at once.
+/// backlog for 100 connections at once; HTTPS on 8443 when given a certificate
+/// and key (PEM) in `CERT_PEM` and `KEY_PEM`.
 const SERVER: &str = r#"
-import http.server, threading
+import http.server, os, ssl, tempfile, threading
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = ("port %d %s\n" % (self.server.server_address[1], self.path)).encode()
@@ -38,12 +39,32 @@ class H(http.server.BaseHTTPRequestHandler):
 class S(http.server.ThreadingHTTPServer):
     request_queue_size = 256
     daemon_threads = True
-def serve(addr, port):
-    S((addr, port), H).serve_forever()
-for addr, port in (("0.0.0.0", 80), ("0.0.0.0", 8080), ("127.0.0.1", 9090)):
-    threading.Thread(target=serve, args=(addr, port), daemon=True).start()
+def serve(addr, port, tls=None):
+    s = S((addr, port), H)
+    if tls:
+        s.socket = tls.wrap_socket(s.socket, server_side=True)
+    s.serve_forever()
+servers = [("0.0.0.0", 80, None), ("0.0.0.0", 8080, None), ("127.0.0.1", 9090, None)]
+if os.environ.get("CERT_PEM"):
+    d = tempfile.mkdtemp()
+    for name in ("CERT_PEM", "KEY_PEM"):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(os.environ[name])
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(os.path.join(d, "CERT_PEM"), os.path.join(d, "KEY_PEM"))
+    servers.append(("0.0.0.0", 8443, tls))
+for addr, port, tls in servers:
+    threading.Thread(target=serve, args=(addr, port, tls), daemon=True).start()
 threading.Event().wait()
 "#;
+
+/// A self-signed certificate and its key (PEM) for the pod's HTTPS port.
+fn self_signed() -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["web".to_string()]).expect("params");
+    let cert = params.self_signed(&key).expect("certificate");
+    (cert.pem(), key.serialize_pem())
+}
 
 fn ready(p: &Value) -> bool {
     p["status"]["phase"] == "Running"
@@ -64,12 +85,14 @@ fn start() -> Cluster {
             .success()
             .then_some(())
     });
+    let (cert, key) = self_signed();
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "web", "labels": {"app": "web"}},
         "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 1, "containers": [{
             "name": "web", "image": "python",
             "command": ["python3", "-u", "-c", SERVER],
+            "env": [{"name": "CERT_PEM", "value": cert}, {"name": "KEY_PEM", "value": key}],
             "ports": [{"name": "http", "containerPort": 80}, {"name": "alt", "containerPort": 8080}],
             "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
         }]},
@@ -80,6 +103,7 @@ fn start() -> Cluster {
         "spec": {"selector": {"app": "web"}, "ports": [
             {"name": "http", "port": 80, "targetPort": "http"},
             {"name": "alt", "port": 8081, "targetPort": 8080},
+            {"name": "tls", "port": 8443, "targetPort": 8443},
         ]},
     });
     c.apply(&pod.to_string());
@@ -380,6 +404,15 @@ fn port_forward_and_proxies_through_kubectl_and_python() {
     assert_eq!(
         raw("/api/v1/namespaces/default/services/web:http/proxy"),
         "port 80 /\n"
+    );
+    // https: TLS to the pod, its certificate not verified (as upstream).
+    assert_eq!(
+        raw("/api/v1/namespaces/default/pods/https:web:8443/proxy/t1"),
+        "port 8443 /t1\n"
+    );
+    assert_eq!(
+        raw("/api/v1/namespaces/default/services/https:web:8443/proxy/t2"),
+        "port 8443 /t2\n"
     );
     let err = c.k_err(&[
         "get",
