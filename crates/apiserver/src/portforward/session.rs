@@ -7,6 +7,7 @@
 //! session) as they were.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -31,11 +32,39 @@ enum Out {
 }
 
 /// The streams of one forwarded connection seen so far.
-#[derive(Default)]
 struct Pair {
     error: Option<u32>,
     data: Option<(u32, mpsc::Receiver<Inbound>)>,
     port: u16,
+    /// When its first stream came: the other must follow within [`PAIR_TIMEOUT`].
+    since: Instant,
+}
+
+/// How long a connection's second stream may take (kubelet's default
+/// `streamCreationTimeout`).
+const PAIR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Drops the pairs whose second stream never came, telling the client on the
+/// error stream when there is one, as kubelet's `monitorStreamPair` does.
+async fn expire(pairs: &mut HashMap<String, Pair>, out: &mpsc::Sender<Out>) {
+    let stale: Vec<String> = pairs
+        .iter()
+        .filter(|(_, p)| p.since.elapsed() > PAIR_TIMEOUT)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for request in stale {
+        let Some(p) = pairs.remove(&request) else {
+            continue;
+        };
+        if let Some(e) = p.error {
+            let msg = format!("(request={request}) timed out waiting for streams");
+            let _ = out.send(Out::Data(e, false, msg.into_bytes())).await;
+            let _ = out.send(Out::Data(e, true, Vec::new())).await;
+        }
+        if let Some((d, _)) = p.data {
+            let _ = out.send(Out::Data(d, true, Vec::new())).await;
+        }
+    }
 }
 
 /// How much of the pod's output one DATA frame carries at most.
@@ -57,6 +86,7 @@ where
     let mut last = 0;
     loop {
         while forwards.try_join_next().is_some() {}
+        expire(&mut pairs, &out).await;
         let frame = match spdy::read_frame(&mut rd, &mut inflater).await {
             Ok(Some(f)) => f,
             Ok(None) => break,
@@ -89,7 +119,12 @@ where
                 };
                 let _ = out.send(Out::Reply(stream)).await;
                 let request = request_id(get("requestid"), kind, stream);
-                let pair = pairs.entry(request.clone()).or_default();
+                let pair = pairs.entry(request.clone()).or_insert_with(|| Pair {
+                    error: None,
+                    data: None,
+                    port,
+                    since: Instant::now(),
+                });
                 pair.port = port;
                 let duplicate = match kind {
                     StreamKind::Error => pair.error.replace(stream).is_some(),
@@ -122,6 +157,7 @@ where
                         error: Some(error),
                         data: Some((data, rx)),
                         port,
+                        ..
                     }) = pairs.remove(&request)
                     {
                         let (dialer, out) = (dialer.clone(), out.clone());
@@ -299,7 +335,6 @@ fn encode(deflater: &mut spdy::Deflater, frame: Out) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use tokio::io::DuplexStream;
 
     /// Port 80 upper-cases what it reads until the client half-closes, then
@@ -359,6 +394,35 @@ mod tests {
 
     fn ended(s: &Seen, id: u32) -> bool {
         s.get(&id).is_some_and(|e| e.1)
+    }
+
+    #[tokio::test]
+    async fn a_pair_whose_data_stream_never_comes_times_out_on_its_error_stream() {
+        let (out, mut rx) = mpsc::channel(8);
+        let mut pairs = HashMap::new();
+        let old = Instant::now()
+            .checked_sub(PAIR_TIMEOUT + Duration::from_secs(1))
+            .expect("an instant 31 s ago");
+        for (id, since) in [("7", old), ("8", Instant::now())] {
+            let error = Some(if id == "7" { 1 } else { 3 });
+            let pair = Pair {
+                error,
+                data: None,
+                port: 80,
+                since,
+            };
+            pairs.insert(id.to_string(), pair);
+        }
+        expire(&mut pairs, &out).await;
+        assert_eq!(pairs.keys().collect::<Vec<_>>(), ["8"]);
+        match rx.try_recv() {
+            Ok(Out::Data(1, false, msg)) => {
+                assert_eq!(msg, b"(request=7) timed out waiting for streams")
+            }
+            _ => panic!("no message on the error stream"),
+        }
+        assert!(matches!(rx.try_recv(), Ok(Out::Data(1, true, _))));
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]
