@@ -1,0 +1,142 @@
+//! The component's start: the IngressClass, the Service and this node's
+//! EndpointSlice, the watches, the status writer, the listeners and metrics.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use tokio::net::TcpListener;
+
+use crate::events::Recorder;
+use crate::metrics::Metrics;
+use crate::routes::RouteTable;
+use crate::{class, proxy, publish, status, tls, upstream, watch};
+use crate::{Error, IngressSettings, Result};
+
+/// What every request reads.
+pub struct Shared {
+    pub table: ArcSwap<RouteTable>,
+    pub certs: Arc<tls::Resolver>,
+    pub metrics: Arc<Metrics>,
+    pub upstream: upstream::Clients,
+    /// Where redirects to HTTPS point.
+    pub https_port: u16,
+}
+
+impl Shared {
+    /// An empty table, the default certificate only, new backend clients.
+    pub fn new(https_port: u16) -> Result<Self> {
+        let default_cert = tls::default_certificate().map_err(Error::Certificate)?;
+        Ok(Shared {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            certs: Arc::new(tls::Resolver::new(default_cert)),
+            metrics: Arc::new(Metrics::new()),
+            upstream: upstream::Clients::new(),
+            https_port,
+        })
+    }
+
+    /// The TLS acceptor choosing certificates from [`Shared::certs`].
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls::server_config(self.certs.clone())))
+    }
+}
+
+/// Retries `f` with backoff until it succeeds (the API server may still be
+/// starting, or our role not yet bootstrapped).
+async fn until_ok<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, "ingress: {what}; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The Node's `InternalIP`, once its agent has registered it.
+async fn node_ip(client: &kube::Client, node: &str) -> IpAddr {
+    let api: Api<Node> = Api::all(client.clone());
+    loop {
+        if let Ok(Some(n)) = api.get_opt(node).await {
+            let ip = n
+                .status
+                .and_then(|s| s.addresses)
+                .into_iter()
+                .flatten()
+                .find(|a| a.type_ == "InternalIP")
+                .and_then(|a| a.address.parse().ok());
+            if let Some(ip) = ip {
+                return ip;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Binds `addr`, waiting while the address is not on the node yet (the
+/// agent may still be bringing up the interface that holds it).
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable && tries < 120 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(source) => return Err(Error::Listen { addr, source }),
+        }
+    }
+}
+
+pub async fn run(client: kube::Client, settings: IngressSettings) -> Result<()> {
+    let shared = Arc::new(Shared::new(settings.https_port)?);
+    until_ok("creating the IngressClass", || {
+        class::ensure(client.clone())
+    })
+    .await;
+    let ip = match settings.node_ip {
+        Some(ip) => ip,
+        None => node_ip(&client, &settings.node_name).await,
+    };
+    let http = bind(SocketAddr::new(ip, settings.http_port)).await?;
+    let https = bind(SocketAddr::new(ip, settings.https_port)).await?;
+    let metrics_listener = bind(SocketAddr::new(ip, settings.metrics_port)).await?;
+    let acceptor = shared.acceptor();
+    let publication = publish::Publication {
+        node: settings.node_name.clone(),
+        ip,
+        http_port: settings.http_port,
+        https_port: settings.https_port,
+    };
+    let (status_tx, status_rx) = tokio::sync::watch::channel(Default::default());
+    tokio::spawn(status::write(client.clone(), status_rx));
+    tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        shared.metrics.clone(),
+    ));
+    tokio::spawn(proxy::serve_plain(http, shared.clone()));
+    tokio::spawn(proxy::serve_tls(https, shared.clone(), acceptor));
+    tracing::info!(
+        address = %ip,
+        http = settings.http_port,
+        https = settings.https_port,
+        metrics = settings.metrics_port,
+        "ingress listening"
+    );
+    let recorder = Recorder::new(client.clone(), &settings.node_name);
+    watch::keep_current(client, shared, recorder, status_tx, publication).await;
+    Err(Error::WatchEnded)
+}
