@@ -12,8 +12,9 @@
 //! - `system:node-proxier`, bound to user `system:kube-proxy` as upstream, plus
 //!   a Role in `kube-system` for the Leases the proxy elects load-balancer
 //!   announcers with;
-//! - skiff's own `system:skiff:dns` and `system:skiff:netpol` (users of the same
-//!   name, as k3s names its `system:k3s-controller`);
+//! - skiff's own `system:skiff:dns`, `system:skiff:netpol` and
+//!   `system:skiff:ingress` (users of the same name, as k3s names its
+//!   `system:k3s-controller`);
 //! - `system:skiff:node-routes`, bound to group `system:nodes`: every Node,
 //!   which each node's agent follows for its routes to the others' pods.
 //!
@@ -38,6 +39,8 @@ pub const SCHEDULER_USER: &str = "system:kube-scheduler";
 pub const PROXY_USER: &str = "system:kube-proxy";
 pub const DNS_USER: &str = "system:skiff:dns";
 pub const NETPOL_USER: &str = "system:skiff:netpol";
+/// The ingress component (issue #19, crates/ingress).
+pub const INGRESS_USER: &str = "system:skiff:ingress";
 /// The Lease upstream's controller manager (and skiff's) leads with.
 pub const CONTROLLER_MANAGER_LEASE: &str = "kube-controller-manager";
 
@@ -398,6 +401,30 @@ fn user_roles() -> Vec<(&'static str, Vec<Value>, &'static str)> {
             ],
             NETPOL_USER,
         ),
+        (
+            // As ingress-nginx's ClusterRole: the routes' sources (Secrets for
+            // TLS, cluster-wide), Ingress statuses, the IngressClass it creates
+            // at start, its node's address, and events on Ingresses.
+            INGRESS_USER,
+            vec![
+                rule(LIST_WATCH, &["networking.k8s.io"], &["ingresses"]),
+                rule(
+                    &["update", "patch"],
+                    &["networking.k8s.io"],
+                    &["ingresses/status"],
+                ),
+                rule(
+                    &["get", "list", "watch", "create"],
+                    &["networking.k8s.io"],
+                    &["ingressclasses"],
+                ),
+                rule(LIST_WATCH, &[""], &["services", "secrets"]),
+                rule(LIST_WATCH, &["discovery.k8s.io"], &["endpointslices"]),
+                rule(&["get"], &[""], &["nodes"]),
+                events(),
+            ],
+            INGRESS_USER,
+        ),
     ]
 }
 
@@ -437,6 +464,20 @@ fn namespaced_user_roles() -> Vec<(&'static str, Vec<Value>, &'static str)> {
                 &["endpointslices"],
             )],
             DNS_USER,
+        ),
+        (
+            // The `skiff-ingress` LoadBalancer Service (created once) and each
+            // node's slice of it (server-side apply).
+            INGRESS_USER,
+            vec![
+                rule(&["get", "create"], &[""], &["services"]),
+                rule(
+                    &["create", "patch"],
+                    &["discovery.k8s.io"],
+                    &["endpointslices"],
+                ),
+            ],
+            INGRESS_USER,
         ),
     ]
 }

@@ -109,6 +109,16 @@ struct ServerArgs {
     node: crate::node_flags::NodeArgs,
     #[command(flatten)]
     join: crate::server_join::ServerJoinArgs,
+    /// The ingress component's plain HTTP (and h2c) port, on the node's address
+    /// (`kube-system/skiff-ingress` port 80 leads here).
+    #[arg(long, default_value_t = 80)]
+    ingress_http_port: u16,
+    /// The ingress component's HTTPS port (`kube-system/skiff-ingress` port 443).
+    #[arg(long, default_value_t = 443)]
+    ingress_https_port: u16,
+    /// The ingress component's Prometheus metrics port (`/metrics`).
+    #[arg(long, default_value_t = 10254)]
+    ingress_metrics_port: u16,
     /// Prefix length of each node's pod range, cut from `--pod-cidr`.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=30))]
     node_cidr_mask_size: u8,
@@ -486,6 +496,11 @@ async fn server(args: ServerArgs) -> Result<()> {
     let mut node = args.node.settings(&args.data_dir)?;
     node.claim_pod_cidr = !node.enabled("controllers");
     node.controllers.node_cidr_mask_size = args.node_cidr_mask_size;
+    node.ingress = crate::components::IngressPorts {
+        http: args.ingress_http_port,
+        https: args.ingress_https_port,
+        metrics: args.ingress_metrics_port,
+    };
     node.controllers.node_monitor_grace_period = args.node_monitor_grace_period;
     if args.leader_elect {
         let election = skiff_controllers::leader::LeaderElection {

@@ -5,7 +5,8 @@
 //! Each component has its own identity and only the access its role grants
 //! (issue #17, roles in `skiff_apiserver::rbac_components`): the agent is its
 //! node (`system:node:<name>`), the proxy `system:kube-proxy`, DNS
-//! `system:skiff:dns`, NetworkPolicy `system:skiff:netpol`, the controllers
+//! `system:skiff:dns`, NetworkPolicy `system:skiff:netpol`, the ingress
+//! `system:skiff:ingress` (on the server's node only), the controllers
 //! the controller manager for their caches and each its own ServiceAccount for
 //! its writes. On `skiff server` the certificates are minted in memory from
 //! the cluster CA at every start ([`server_clients`]); a joined node gets its
@@ -43,8 +44,10 @@ pub struct NodeSettings {
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     /// The controllers' settings (a server's flags; a joining node runs none).
     pub controllers: skiff_controllers::Settings,
-    /// Components not to start (`controllers`, `agent`, `proxy`, `dns`, `netpol`).
+    /// Components not to start (`controllers`, `agent`, `proxy`, `dns`, `netpol`, `ingress`).
     pub disabled: Vec<String>,
+    /// The ingress component's ports (`--ingress-http-port` and friends).
+    pub ingress: IngressPorts,
     /// The server's data directory (the agent keeps pod state, logs and IPAM under it).
     pub data_dir: std::path::PathBuf,
     /// Run the built-in catalog's host programs instead of images (`--host-images`).
@@ -67,6 +70,25 @@ pub struct AgentTls {
     pub serving_key: std::path::PathBuf,
     /// The cluster CA, which signed the API server's client certificate.
     pub client_ca: std::path::PathBuf,
+}
+
+/// Where the ingress component listens, on the node's address.
+#[derive(Debug, Clone, Copy)]
+pub struct IngressPorts {
+    pub http: u16,
+    pub https: u16,
+    pub metrics: u16,
+}
+
+impl Default for IngressPorts {
+    fn default() -> Self {
+        let d = skiff_ingress::IngressSettings::new("");
+        IngressPorts {
+            http: d.http_port,
+            https: d.https_port,
+            metrics: d.metrics_port,
+        }
+    }
 }
 
 impl NodeSettings {
@@ -97,6 +119,8 @@ pub struct ComponentClients {
     pub proxy: kube::Client,
     pub dns: kube::Client,
     pub netpol: kube::Client,
+    /// `None` on a joined node: the ingress runs on the server's node only.
+    pub ingress: Option<kube::Client>,
     pub controllers: skiff_controllers::clients::Clients,
 }
 
@@ -168,6 +192,7 @@ pub async fn server_clients(
         proxy: minted(&base, &ca, roles::PROXY_USER, &[])?,
         dns: minted(&base, &ca, roles::DNS_USER, &[])?,
         netpol: minted(&base, &ca, roles::NETPOL_USER, &[])?,
+        ingress: Some(minted(&base, &ca, roles::INGRESS_USER, &[])?),
         controllers,
     })
 }
@@ -248,6 +273,16 @@ pub fn start(clients: &ComponentClients, node: &NodeSettings) -> Vec<Component> 
         components.push((
             "netpol",
             tokio::spawn(async move { Ok(skiff_netpol::run(c, s).await?) }),
+        ));
+    }
+    if let (true, Some(c)) = (node.enabled("ingress"), clients.ingress.clone()) {
+        let mut s = skiff_ingress::IngressSettings::new(&node.node_name);
+        s.node_ip = node.node_ip;
+        (s.http_port, s.https_port, s.metrics_port) =
+            (node.ingress.http, node.ingress.https, node.ingress.metrics);
+        components.push((
+            "ingress",
+            tokio::spawn(async move { Ok(skiff_ingress::run(c, s).await?) }),
         ));
     }
     components

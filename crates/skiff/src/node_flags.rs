@@ -43,7 +43,8 @@ pub struct NodeArgs {
     /// comma-separated (default: the nameservers in the node's /etc/resolv.conf).
     #[arg(long = "upstream", value_name = "ADDR[:PORT]", value_delimiter = ',', value_parser = skiff_dns::parse_upstream)]
     pub upstream: Vec<std::net::SocketAddr>,
-    /// Components not to start, comma-separated: controllers, agent, proxy, dns, netpol.
+    /// Components not to start, comma-separated: controllers, agent, proxy, dns,
+    /// netpol, ingress.
     #[arg(long, value_delimiter = ',')]
     pub disable: Vec<String>,
     /// Run the built-in catalog's host programs instead of pulling images: for
@@ -82,9 +83,10 @@ impl NodeArgs {
             );
         }
         for d in &self.disable {
-            if !["controllers", "agent", "proxy", "dns", "netpol"].contains(&d.as_str()) {
+            if !["controllers", "agent", "proxy", "dns", "netpol", "ingress"].contains(&d.as_str())
+            {
                 anyhow::bail!(
-                    "--disable: unknown component {d:?} (expected controllers, agent, proxy, dns or netpol)"
+                    "--disable: unknown component {d:?} (expected controllers, agent, proxy, dns, netpol or ingress)"
                 );
             }
         }
@@ -107,6 +109,7 @@ impl NodeArgs {
             cluster_dns: self.cluster_dns,
             dns_upstreams: self.upstream.clone(),
             disabled: self.disable.clone(),
+            ingress: Default::default(),
             data_dir: data_dir.to_path_buf(),
             host_images: self.host_images,
             registry_config: Some(self.registry_config.clone()),
