@@ -1,0 +1,639 @@
+//! The ingress component end to end (issue #19): one `skiff server` with the
+//! whole stack in a test-made namespace, its node on a veth to an "outside"
+//! machine (another test-made namespace) from which real curl, Python and
+//! openssl clients reach the `kube-system/skiff-ingress` LoadBalancer address.
+//! Backends are Deployments of `traefik/whoami` (the built-in catalog's
+//! stand-in names the answering pod and echoes WebSockets on `/echo`).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{eventually, outside_machine, Cluster, Netns};
+
+const NODE: &str = "ingress-node";
+const NODE_IP: &str = "192.168.78.1";
+const OUTSIDE_IP: &str = "192.168.78.2";
+/// On the node's segment, as in the proxy's tests: the outside machine finds
+/// the address by ARP.
+const LB_POOL: &str = "192.168.78.240/28";
+
+fn app(name: &str, replicas: usize) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      containers:
+      - name: whoami
+        image: traefik/whoami
+        readinessProbe:
+          httpGet: {{path: /, port: 80}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  selector: {{app: {name}}}
+  ports:
+  - {{name: http, port: 80, targetPort: 80}}
+"
+    )
+}
+
+const WEB: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+spec:
+  ingressClassName: skiff
+  rules:
+  - host: app1.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app1, port: {number: 80}}}}
+  - host: app2.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app2, port: {name: http}}}}
+  - host: paths.example
+    http:
+      paths:
+      - {path: /one, pathType: Prefix, backend: {service: {name: app1, port: {number: 80}}}}
+      - {path: /two, pathType: Prefix, backend: {service: {name: app2, port: {number: 80}}}}
+      - {path: /gone, pathType: Prefix, backend: {service: {name: nope, port: {number: 80}}}}
+";
+
+/// No class named: served because `skiff` is the default class.
+const STICKY: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: sticky
+  annotations:
+    nginx.ingress.kubernetes.io/affinity: cookie
+    nginx.ingress.kubernetes.io/session-cookie-name: route
+    nginx.ingress.kubernetes.io/session-cookie-max-age: \"3600\"
+    nginx.ingress.kubernetes.io/proxy-body-size: 8m
+spec:
+  rules:
+  - host: sticky.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app1, port: {number: 80}}}}
+";
+
+const SECURE: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: secure
+spec:
+  ingressClassName: skiff
+  tls:
+  - {hosts: [a.tls.example], secretName: a-tls}
+  - {hosts: [b.tls.example], secretName: b-tls}
+  - {hosts: [c.tls.example], secretName: missing-tls}
+  rules:
+  - host: a.tls.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app1, port: {number: 80}}}}
+  - host: b.tls.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app2, port: {number: 80}}}}
+  - host: c.tls.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app1, port: {number: 80}}}}
+";
+
+/// A WebSocket client: handshake, then each argument sent and its echo printed.
+const WS_CLIENT: &str = r#"
+import base64, os, socket, sys
+host, port, vhost, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+s = socket.create_connection((host, port), timeout=5)
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, vhost, key)).encode())
+buf = b""
+while b"\r\n\r\n" not in buf:
+    c = s.recv(4096)
+    if not c:
+        break
+    buf += c
+head, _, rest = buf.partition(b"\r\n\r\n")
+print(head.split(b"\r\n")[0].decode())
+for msg in sys.argv[5:]:
+    data = msg.encode()
+    mask = os.urandom(4)
+    s.sendall(bytes([0x81, 0x80 | len(data)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+    while len(rest) < 2 + len(data):
+        rest += s.recv(4096)
+    print("echo:" + rest[2:2 + len(data)].decode())
+    rest = rest[2 + len(data):]
+"#;
+
+/// Load until the file argv[3] exists: one thread on one keep-alive
+/// connection, one opening a new connection per request; prints the counts
+/// and the first failures.
+const LOAD: &str = r#"
+import http.client, os, sys, threading, time
+ip, vhost, stop = sys.argv[1], sys.argv[2], sys.argv[3]
+counts = {"keepalive": [0, 0], "new": [0, 0]}
+errors = []
+def run(kind):
+    conn = None
+    while not os.path.exists(stop):
+        try:
+            if conn is None or kind == "new":
+                conn = http.client.HTTPConnection(ip, 80, timeout=5)
+            conn.request("GET", "/", headers={"Host": vhost})
+            r = conn.getresponse()
+            body = r.read()
+            if r.status == 200 and b"Hostname: app2-" in body:
+                counts[kind][0] += 1
+            else:
+                counts[kind][1] += 1
+                errors.append("%s %s %r" % (kind, r.status, body[:80]))
+            if kind == "new":
+                conn.close()
+        except Exception as e:
+            counts[kind][1] += 1
+            errors.append("%s %r" % (kind, e))
+            conn = None
+        time.sleep(0.005)
+ts = [threading.Thread(target=run, args=(k,)) for k in counts]
+for t in ts: t.start()
+for t in ts: t.join()
+print("keepalive ok=%d failed=%d new ok=%d failed=%d" % (*counts["keepalive"], *counts["new"]))
+for e in errors[:10]: print(e)
+"#;
+
+struct Outside(Netns);
+
+impl Outside {
+    /// curl from the outside machine: `(status, body)`; status 0 when no answer.
+    fn curl(&self, args: &[&str]) -> (u16, String) {
+        let out = self
+            .0
+            .command("curl")
+            .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    fn get(&self, lb: &str, host: &str, path: &str) -> (u16, String) {
+        self.curl(&[
+            "-H",
+            &format!("Host: {host}"),
+            &format!("http://{lb}{path}"),
+        ])
+    }
+}
+
+/// The `Hostname:` line of a whoami answer.
+fn hostname(body: &str) -> Option<String> {
+    body.lines()
+        .find_map(|l| l.strip_prefix("Hostname: "))
+        .map(str::to_string)
+}
+
+/// A request header as whoami echoes it (names are case-insensitive).
+fn header<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    body.lines().find_map(|l| {
+        let (k, v) = l.split_once(": ")?;
+        k.eq_ignore_ascii_case(name).then_some(v)
+    })
+}
+
+fn ready_replicas(c: &Cluster, name: &str) -> usize {
+    c.k(&[
+        "get",
+        "deployment",
+        name,
+        "-o",
+        "jsonpath={.status.readyReplicas}",
+    ])
+    .trim()
+    .parse()
+    .unwrap_or(0)
+}
+
+fn wait_ready(c: &Cluster, name: &str, n: usize) {
+    eventually(Duration::from_secs(120), || {
+        let out = c.kubectl(&[
+            "rollout",
+            "status",
+            &format!("deployment/{name}"),
+            "--timeout=1s",
+        ]);
+        (out.status.success() && ready_replicas(c, name) == n).then_some(())
+    });
+}
+
+/// A CA, and a certificate it signs for `host` (PEM files in `dir`).
+fn certificates(dir: &Path, hosts: &[&str]) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "ingress test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
+    for h in hosts {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(vec![h.to_string()]).expect("params");
+        p.distinguished_name.push(rcgen::DnType::CommonName, *h);
+        let cert = p.signed_by(&key, &issuer).expect("sign");
+        std::fs::write(dir.join(format!("{h}.crt")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("{h}.key")), key.serialize_pem()).expect("write");
+    }
+}
+
+fn start() -> (Cluster, Outside) {
+    let node = Netns::new();
+    let outside = outside_machine(&node, "eth1", NODE_IP, OUTSIDE_IP, &[LB_POOL]);
+    let c = Cluster::start_in(
+        node,
+        &[
+            "--node-name",
+            NODE,
+            "--node-ip",
+            NODE_IP,
+            "--lb-pool",
+            LB_POOL,
+        ],
+    );
+    (c, Outside(outside))
+}
+
+/// On failure, the ingress's lines of the server log (the log itself goes
+/// with the cluster's directory).
+struct ShowLog<'a>(&'a Cluster);
+
+impl Drop for ShowLog<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.0.log();
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains("ingress")).collect();
+            eprintln!(
+                "--- ingress log ---\n{}",
+                lines[lines.len().saturating_sub(80)..].join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn ingress_end_to_end() {
+    let (c, out) = start();
+    let _log = ShowLog(&c);
+    // The class is there, marked default, before any Ingress.
+    let class = eventually(Duration::from_secs(30), || {
+        let o = c.kubectl(&["get", "ingressclass", "skiff", "-o", "json"]);
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    });
+    assert!(
+        class.contains("\"controller\": \"skiff.dev/ingress\""),
+        "{class}"
+    );
+    assert!(
+        class.contains("\"ingressclass.kubernetes.io/is-default-class\": \"true\""),
+        "{class}"
+    );
+    c.apply(&format!("{}---\n{}", app("app1", 3), app("app2", 2)));
+    c.apply(WEB);
+    wait_ready(&c, "app1", 3);
+    wait_ready(&c, "app2", 2);
+
+    // The Service got an address from the pool; each Ingress reports it.
+    let lb = eventually(Duration::from_secs(30), || {
+        let ip = c.kubectl(&[
+            "get",
+            "svc",
+            "-n",
+            "kube-system",
+            "skiff-ingress",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ]);
+        let ip = String::from_utf8_lossy(&ip.stdout).trim().to_string();
+        (!ip.is_empty()).then_some(ip)
+    });
+    assert!(
+        lb.starts_with("192.168.78.24") || lb.starts_with("192.168.78.25"),
+        "{lb}"
+    );
+    eventually(Duration::from_secs(30), || {
+        let ip = c.k(&[
+            "get",
+            "ingress",
+            "web",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ]);
+        (ip.trim() == lb).then_some(())
+    });
+
+    hosts_and_paths(&c, &out, &lb);
+    tls_by_sni(&c, &out, &lb);
+    cookie_affinity(&c, &out, &lb);
+    websocket(&out, &lb);
+    replaced_under_load(&c, &out, &lb);
+
+    let metrics = sh(&c, &format!("curl -s http://{NODE_IP}:10254/metrics"));
+    assert!(
+        metrics.contains(
+            "skiff_ingress_requests_total{namespace=\"default\",ingress=\"web\",service=\"app1\",status=\"200\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("service=\"nope\",status=\"503\"}"),
+        "{metrics}"
+    );
+}
+
+fn sh(c: &Cluster, script: &str) -> String {
+    let o = c.sh(script);
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Two apps behind one address, by host and by path; a missing backend is a
+/// 503 for its route only, and an event.
+fn hosts_and_paths(c: &Cluster, out: &Outside, lb: &str) {
+    // The table follows the endpoints; wait for the first answer.
+    eventually(Duration::from_secs(30), || {
+        let (code, body) = out.get(lb, "app1.example", "/");
+        (code == 200 && hostname(&body).is_some()).then_some(())
+    });
+    let cases = [
+        ("app1.example", "/", "app1-"),
+        ("app2.example", "/x", "app2-"),
+        ("paths.example", "/one", "app1-"),
+        ("paths.example", "/two/deeper", "app2-"),
+    ];
+    for (host, path, want) in cases {
+        let (code, body) = out.get(lb, host, path);
+        assert_eq!(code, 200, "{host}{path}: {body}");
+        let h = hostname(&body).unwrap_or_default();
+        assert!(h.starts_with(want), "{host}{path} answered by {h:?}");
+    }
+    let (_, body) = out.get(lb, "app1.example", "/headers");
+    assert_eq!(header(&body, "X-Forwarded-Proto"), Some("http"), "{body}");
+    assert_eq!(
+        header(&body, "X-Forwarded-Host"),
+        Some("app1.example"),
+        "{body}"
+    );
+    // The outside machine's own address: the LB path keeps the client's IP.
+    assert_eq!(header(&body, "X-Forwarded-For"), Some(OUTSIDE_IP), "{body}");
+    assert_eq!(out.get(lb, "paths.example", "/gone").0, 503);
+    assert_eq!(out.get(lb, "paths.example", "/twoish").0, 404);
+    assert_eq!(out.get(lb, "unknown.example", "/").0, 404);
+    // The other routes of the same host still answer.
+    assert_eq!(out.get(lb, "paths.example", "/one").0, 200);
+    eventually(Duration::from_secs(15), || {
+        c.k(&["describe", "ingress", "web"])
+            .contains("service \"default/nope\" not found")
+            .then_some(())
+    });
+}
+
+fn tls_by_sni(c: &Cluster, out: &Outside, lb: &str) {
+    let dir = c.dir.path();
+    certificates(dir, &["a.tls.example", "b.tls.example"]);
+    for (secret, host) in [("a-tls", "a.tls.example"), ("b-tls", "b.tls.example")] {
+        c.k(&[
+            "create",
+            "secret",
+            "tls",
+            secret,
+            &format!("--cert={}", dir.join(format!("{host}.crt")).display()),
+            &format!("--key={}", dir.join(format!("{host}.key")).display()),
+        ]);
+    }
+    c.apply(SECURE);
+    let ca = dir.join("ca.pem").display().to_string();
+    let https = |host: &str, extra: &[&str]| {
+        let resolve = format!("{host}:443:{lb}");
+        let url = format!("https://{host}/");
+        let mut args = vec!["--resolve", resolve.as_str(), "--cacert", ca.as_str()];
+        args.extend_from_slice(extra);
+        args.push(url.as_str());
+        out.curl(&args)
+    };
+    // Each host's own certificate (verified against the CA for that name).
+    let (code, body) = eventually(Duration::from_secs(30), || {
+        let r = https("a.tls.example", &[]);
+        (r.0 == 200).then_some(r)
+    });
+    assert!(
+        hostname(&body).unwrap_or_default().starts_with("app1-"),
+        "{code} {body}"
+    );
+    let (code, body) = https("b.tls.example", &[]);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        hostname(&body).unwrap_or_default().starts_with("app2-"),
+        "{body}"
+    );
+    assert_eq!(header(&body, "X-Forwarded-Proto"), Some("https"), "{body}");
+    // HTTP/2 by ALPN.
+    let (code, version) = https(
+        "b.tls.example",
+        &[
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}\n%{http_code}",
+        ],
+    );
+    assert_eq!((code, version.as_str()), (200, "2"));
+    // A host whose Secret is missing gets the default certificate (curl would
+    // refuse it against the CA), the others are unaffected.
+    assert_eq!(https("c.tls.example", &[]).0, 0);
+    let verbose = out
+        .0
+        .command("curl")
+        .args([
+            "-skv",
+            "-m",
+            "5",
+            "--resolve",
+            &format!("c.tls.example:443:{lb}"),
+            "https://c.tls.example/",
+        ])
+        .output()
+        .expect("curl");
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert!(
+        stderr.contains("Kubernetes Ingress Controller Fake Certificate"),
+        "{stderr}"
+    );
+    // Plain HTTP to a TLS host is redirected.
+    let (code, _) = out.get(lb, "a.tls.example", "/p?q=1");
+    assert_eq!(code, 308);
+    let o = out
+        .0
+        .command("curl")
+        .args([
+            "-s",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{redirect_url}",
+            "-H",
+            "Host: a.tls.example",
+        ])
+        .arg(format!("http://{lb}/p?q=1"))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "https://a.tls.example/p?q=1"
+    );
+    eventually(Duration::from_secs(15), || {
+        c.k(&["describe", "ingress", "secure"])
+            .contains("secret \"default/missing-tls\"")
+            .then_some(())
+    });
+}
+
+fn cookie_affinity(c: &Cluster, out: &Outside, lb: &str) {
+    c.apply(STICKY);
+    let jar = c.dir.path().join("cookies.txt");
+    let jar = jar.display().to_string();
+    eventually(Duration::from_secs(30), || {
+        (out.get(lb, "sticky.example", "/").0 == 200).then_some(())
+    });
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let (code, body) = out.curl(&[
+            "-b",
+            &jar,
+            "-c",
+            &jar,
+            "-H",
+            "Host: sticky.example",
+            &format!("http://{lb}/"),
+        ]);
+        assert_eq!(code, 200, "{body}");
+        seen.push(hostname(&body).unwrap_or_default());
+    }
+    let distinct: BTreeSet<_> = seen.iter().collect();
+    assert_eq!(distinct.len(), 1, "affinity broken: {seen:?}");
+    let cookies = std::fs::read_to_string(&jar).unwrap_or_default();
+    assert!(cookies.contains("\troute\t"), "{cookies}");
+    // Without the annotation, the same client's requests spread.
+    let spread: BTreeSet<_> = (0..30)
+        .filter_map(|_| hostname(&out.get(lb, "app1.example", "/").1))
+        .collect();
+    assert!(spread.len() >= 2, "no spread without affinity: {spread:?}");
+    // The unsupported annotation was noted.
+    eventually(Duration::from_secs(15), || {
+        c.k(&["describe", "ingress", "sticky"])
+            .contains("proxy-body-size")
+            .then_some(())
+    });
+}
+
+fn python() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn websocket(out: &Outside, lb: &str) {
+    let o = out
+        .0
+        .command(python())
+        .args([
+            "-c",
+            WS_CLIENT,
+            lb,
+            "80",
+            "app1.example",
+            "/echo",
+            "hello",
+            "ingress",
+        ])
+        .output()
+        .expect("ws client");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.starts_with("HTTP/1.1 101"),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(text.contains("echo:hello\necho:ingress"), "{text}");
+}
+
+/// Requests keep succeeding, on one keep-alive connection and on new ones,
+/// while app2 is scaled up, every pod replaced, and scaled down.
+fn replaced_under_load(c: &Cluster, out: &Outside, lb: &str) {
+    let stop = c.dir.path().join("stop-load");
+    let load = out
+        .0
+        .command(python())
+        .args(["-c", LOAD, lb, "app2.example"])
+        .arg(&stop)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("load");
+    // (Should the test fail before the end, the outside namespace's drop ends it.)
+    std::thread::sleep(Duration::from_secs(2));
+    c.k(&["scale", "deployment", "app2", "--replicas=4"]);
+    wait_ready(c, "app2", 4);
+    c.k(&["rollout", "restart", "deployment/app2"]);
+    std::thread::sleep(Duration::from_secs(2));
+    wait_ready(c, "app2", 4);
+    c.k(&["scale", "deployment", "app2", "--replicas=2"]);
+    wait_ready(c, "app2", 2);
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::write(&stop, "").expect("stop");
+    let o = load.wait_with_output().expect("load output");
+    let text = String::from_utf8_lossy(&o.stdout);
+    eprintln!("load: {text}");
+    let counts: Vec<usize> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|w| w.split_once('=').and_then(|(_, n)| n.parse().ok()))
+        .collect();
+    assert_eq!(
+        counts.len(),
+        4,
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(counts[0] > 50 && counts[2] > 50, "too little load: {text}");
+    assert_eq!((counts[1], counts[3]), (0, 0), "failed requests: {text}");
+}
