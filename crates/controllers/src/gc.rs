@@ -192,6 +192,20 @@ fn owner_meta(
         "StatefulSet" => cache.statefulsets.get(&at(ns, name))?.metadata.clone(),
         "Service" => cache.services.get(&at(ns, name))?.metadata.clone(),
         "Pod" => cache.pods.get(&at(ns, name))?.metadata.clone(),
+        "Job" => cache.workloads.jobs.get(&at(ns, name))?.metadata.clone(),
+        "CronJob" => cache
+            .workloads
+            .cronjobs
+            .get(&at(ns, name))?
+            .metadata
+            .clone(),
+        "DaemonSet" => cache
+            .workloads
+            .daemonsets
+            .get(&at(ns, name))?
+            .metadata
+            .clone(),
+        "ReplicationController" => cache.workloads.rcs.get(&at(ns, name))?.metadata.clone(),
         _ => return None,
     })
 }
@@ -218,6 +232,9 @@ async fn finalize_owner(ctx: &Ctx, kind: &str, ns: &str, name: &str) -> Result<O
         in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default())
     });
     let slices = ctx.cache.slices.state_filter(|o| {
+        in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default())
+    });
+    let jobs = ctx.cache.workloads.jobs.state_filter(|o| {
         in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default())
     });
     let c = ctx.clients.of("garbagecollector");
@@ -248,6 +265,7 @@ async fn finalize_owner(ctx: &Ctx, kind: &str, ns: &str, name: &str) -> Result<O
     each!(pods, Pod);
     each!(rss, ReplicaSet);
     each!(slices, EndpointSlice);
+    each!(jobs, Job);
     if waiting {
         // Dependents still exist: look again once they are gone.
         return Ok(Some(Duration::from_millis(500)));
@@ -273,6 +291,22 @@ async fn finalize_owner(ctx: &Ctx, kind: &str, ns: &str, name: &str) -> Result<O
             .await
             .map(|_| ()),
         "Service" => Api::<Service>::namespaced(c, ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(|_| ()),
+        "Job" => Api::<Job>::namespaced(c, ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(|_| ()),
+        "CronJob" => Api::<CronJob>::namespaced(c, ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(|_| ()),
+        "DaemonSet" => Api::<DaemonSet>::namespaced(c, ns)
+            .patch(name, &pp, &p)
+            .await
+            .map(|_| ()),
+        "ReplicationController" => Api::<ReplicationController>::namespaced(c, ns)
             .patch(name, &pp, &p)
             .await
             .map(|_| ()),

@@ -598,7 +598,7 @@ pub fn gc_key<K: Resource>(kind: &str, o: &K) -> Key {
 }
 
 /// An owner being deleted with an `orphan`/`foregroundDeletion` finalizer.
-fn gc_finalize<K: Resource>(ctx: &Ctx, kind: &str, o: &K) {
+pub(crate) fn gc_finalize<K: Resource>(ctx: &Ctx, kind: &str, o: &K) {
     if crate::gc::needs_finalizing(o.meta()) {
         let k = Key::of(o);
         ctx.queues

@@ -67,7 +67,10 @@ fn controller_of<K: Resource>(o: &K, kind: &str) -> Option<Key> {
         .map(|r| Key::new(o.meta().namespace.as_deref().unwrap_or(""), &r.name))
 }
 
-fn deleted_owner<K: Resource>(ctx: &Ctx, o: &K, deleted: bool) {
+/// An owner deleted with `Orphan`/`Foreground` propagation waits for the
+/// collector; one that is gone leaves its dependents to it.
+fn deleted_owner<K: Resource>(ctx: &Ctx, kind: &str, o: &K, deleted: bool) {
+    runtime::gc_finalize(ctx, kind, o);
     if deleted {
         if let Some(uid) = &o.meta().uid {
             runtime::gc_dependents(ctx, uid);
@@ -86,19 +89,19 @@ pub fn dispatch(ctx: &Ctx, change: Change) {
             if !deleted && !job.owner_references().is_empty() {
                 ctx.queues.gc.add(gc_key("Job", &*job));
             }
-            deleted_owner(ctx, &*job, deleted);
+            deleted_owner(ctx, "Job", &*job, deleted);
         }
         Change::CronJob(cj, deleted) => {
             q.cronjob.add(Key::of(&*cj));
-            deleted_owner(ctx, &*cj, deleted);
+            deleted_owner(ctx, "CronJob", &*cj, deleted);
         }
         Change::DaemonSet(ds, deleted) => {
             q.daemonset.add(Key::of(&*ds));
-            deleted_owner(ctx, &*ds, deleted);
+            deleted_owner(ctx, "DaemonSet", &*ds, deleted);
         }
         Change::Rc(rc, deleted) => {
             q.rc.add(Key::of(&*rc));
-            deleted_owner(ctx, &*rc, deleted);
+            deleted_owner(ctx, "ReplicationController", &*rc, deleted);
         }
     }
 }

@@ -325,6 +325,26 @@ spec:
         let pods = c.k(&["get", "pods", "-l", "app=web", "--no-headers"]);
         (pods.lines().filter(|l| !l.contains("Terminating")).count() == 1).then_some(())
     });
+    // Deleted with --cascade=orphan: the pod stays, no longer owned.
+    c.k(&["delete", "rc", "web", "--cascade=orphan"]);
+    eventually(Duration::from_secs(60), || {
+        let out = c.kubectl(&["get", "rc", "web"]);
+        (!out.status.success()).then_some(())
+    });
+    let pods = json_of(&c, &["get", "pods", "-l", "app=web"]);
+    let left: Vec<&Value> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    assert_eq!(left.len(), 1, "{pods}");
+    assert!(
+        left[0]["metadata"]
+            .get("ownerReferences")
+            .is_none_or(|r| r.as_array().is_none_or(|a| a.is_empty())),
+        "{pods}"
+    );
 }
 
 #[test]
@@ -451,6 +471,7 @@ fn python_client_runs_a_job() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("SUCCEEDED 2"), "{text}");
     assert!(text.contains("LOG py-job says hi"), "{text}");
+    assert!(text.contains("COLLECTED"), "{text}");
 }
 
 const DAEMONSET: &str = "apiVersion: apps/v1

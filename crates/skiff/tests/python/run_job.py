@@ -47,10 +47,15 @@ print(f"PODS {len(pods)}", flush=True)
 log = core.read_namespaced_pod_log(pods[0].metadata.name, "default")
 print(f"LOG {log.strip()}", flush=True)
 
-batch.delete_namespaced_job("py-job", "default", propagation_policy="Background")
+# Foreground, as the client's examples delete Jobs: the Job waits for its pods.
+batch.delete_namespaced_job("py-job", "default", propagation_policy="Foreground")
 deadline = time.time() + 60
-while core.list_namespaced_pod("default", label_selector="batch.kubernetes.io/job-name=py-job").items:
+while True:
+    left = core.list_namespaced_pod("default", label_selector="batch.kubernetes.io/job-name=py-job").items
+    names = [j.metadata.name for j in batch.list_namespaced_job("default").items]
+    if not left and "py-job" not in names:
+        break
     if time.time() > deadline:
-        sys.exit("the job's pods were not collected")
+        sys.exit(f"not collected: pods {[p.metadata.name for p in left]}, jobs {names}")
     time.sleep(0.5)
 print("COLLECTED", flush=True)
