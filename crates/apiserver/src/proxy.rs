@@ -230,9 +230,17 @@ async fn service_location(
 pub async fn serve(
     api: &Api,
     p: ProxyPath,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: Body,
 ) -> Result<Response, StatusError> {
+    // An upgrade (a WebSocket, say) is relayed as upstream's UpgradeAwareHandler
+    // does: the pod's 101 goes back, then the bytes both ways.
+    // (HTTP/2 has no such upgrade: the request then goes as a plain one.)
+    let mut caller_upgrade = None;
+    let upgrade = upgrade_of(&parts.headers).filter(|_| {
+        caller_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        caller_upgrade.is_some()
+    });
     let (scheme, addr) = match p.plural {
         "pods" => pod_location(api, &p.namespace, &p.id).await?,
         _ => service_location(api, &p.namespace, &p.id).await?,
@@ -251,8 +259,16 @@ pub async fn serve(
             ))
         })?;
     let _ = tcp.set_nodelay(true);
-    let req = outgoing(&p, &parts, body, addr)?;
-    let resp = if scheme == "https" {
+    let mut req = outgoing(&p, &parts, body, addr)?;
+    if let Some(up) = &upgrade {
+        let h = req.headers_mut();
+        h.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("Upgrade"),
+        );
+        h.insert(http::header::UPGRADE, up.clone());
+    }
+    let mut resp = if scheme == "https" {
         let tls = tokio_rustls::TlsConnector::from(insecure_tls()?)
             .connect(ServerName::IpAddress(addr.ip().into()), tcp)
             .await
@@ -261,6 +277,11 @@ pub async fn serve(
     } else {
         send(tcp, req).await?
     };
+    // The caller's HTTP version, not the pod's: the response goes on the caller's connection.
+    *resp.version_mut() = parts.version;
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(switch(resp, caller_upgrade));
+    }
     let (mut head, incoming) = resp.into_parts();
     for h in DROPPED {
         if *h != "host" {
@@ -268,6 +289,40 @@ pub async fn serve(
         }
     }
     Ok(Response::from_parts(head, Body::new(incoming)))
+}
+
+/// The protocol a request asks to upgrade to (`Connection: Upgrade` and `Upgrade`).
+fn upgrade_of(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    let asks = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(http::header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// The pod switched protocols: its 101 goes back to the caller, and once both
+/// connections are upgraded their bytes are copied both ways until either ends.
+fn switch(
+    mut resp: http::Response<hyper::body::Incoming>,
+    caller: Option<hyper::upgrade::OnUpgrade>,
+) -> Response {
+    let pod = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        let Some(caller) = caller else { return };
+        match tokio::try_join!(pod, caller) {
+            Ok((pod, caller)) => {
+                let mut pod = hyper_util::rt::TokioIo::new(pod);
+                let mut caller = hyper_util::rt::TokioIo::new(caller);
+                let _ = tokio::io::copy_bidirectional(&mut caller, &mut pod).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "proxy upgrade"),
+        }
+    });
+    let (head, _) = resp.into_parts();
+    Response::from_parts(head, Body::empty())
 }
 
 /// The request for the pod: method, path below `proxy` and query, the
@@ -313,7 +368,7 @@ where
             .await
             .map_err(|e| unavailable(format!("error trying to reach service: {e}")))?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "proxy connection");
         }
     });

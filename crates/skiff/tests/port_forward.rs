@@ -29,6 +29,18 @@ const SERVER: &str = r#"
 import http.server, os, ssl, tempfile, threading
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.headers.get("Upgrade") == "echo":
+            self.send_response(101, "Switching Protocols")
+            self.send_header("Upgrade", "echo")
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
+            while True:
+                b = self.rfile.read1(4096)
+                if not b:
+                    return
+                self.wfile.write(b)
         body = ("port %d %s\n" % (self.server.server_address[1], self.path)).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -56,6 +68,28 @@ if os.environ.get("CERT_PEM"):
 for addr, port, tls in servers:
     threading.Thread(target=serve, args=(addr, port, tls), daemon=True).start()
 threading.Event().wait()
+"#;
+
+/// Asks `pods/web/proxy/up` to upgrade to the pod's `echo` protocol (with
+/// the admin token in the file named by its argument), sends a line through
+/// and prints the status line and what came back.
+const UPGRADE_CLIENT: &str = r#"
+import socket, ssl, sys
+token = open(sys.argv[1]).read().strip()
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", 6443)))
+s.sendall(("GET /api/v1/namespaces/default/pods/web/proxy/up HTTP/1.1\r\nHost: api\r\n"
+           "Authorization: Bearer %s\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n" % token).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+s.sendall(b"ping pong\n")
+data = b""
+while not data.endswith(b"\n"):
+    data += s.recv(64)
+print(head.split(b"\r\n")[0].decode() + "|" + data.decode(), end="")
 "#;
 
 /// A self-signed certificate and its key (PEM) for the pod's HTTPS port.
@@ -404,6 +438,18 @@ fn port_forward_and_proxies_through_kubectl_and_python() {
     assert_eq!(
         raw("/api/v1/namespaces/default/services/web:http/proxy"),
         "port 80 /\n"
+    );
+    // An upgrade through the proxy: the pod's 101, then bytes both ways.
+    let token = c.data_dir().join("admin.token");
+    let out = c.sh(&format!(
+        "python3 -c '{UPGRADE_CLIENT}' {}",
+        token.display()
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HTTP/1.1 101 Switching Protocols|ping pong\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // https: TLS to the pod, its certificate not verified (as upstream).
     assert_eq!(
