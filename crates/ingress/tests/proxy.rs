@@ -54,6 +54,7 @@ fn whoami(port: u16) -> Backend {
 
 fn objects(
     backends: &[(&str, u16)],
+    annotations: serde_json::Value,
 ) -> (
     Vec<IngressClass>,
     Vec<Ingress>,
@@ -67,7 +68,7 @@ fn objects(
     .expect("class");
     let path = |p: &str, svc: &str| json!({"path": p, "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 80}}}});
     let ingress: Ingress = serde_json::from_value(json!({
-        "metadata": {"name": "web", "namespace": "default"},
+        "metadata": {"name": "web", "namespace": "default", "annotations": annotations},
         "spec": {"rules": [{"host": "app.example", "http": {"paths": [
             path("/", "app"), path("/gone", "nope"),
         ]}}]},
@@ -97,7 +98,11 @@ fn objects(
 
 /// The proxy on 127.0.0.1, routing to `backends`.
 async fn proxy(backends: &[(&str, u16)]) -> SocketAddr {
-    let (classes, ingresses, services, slices) = objects(backends);
+    proxy_annotated(backends, json!({})).await
+}
+
+async fn proxy_annotated(backends: &[(&str, u16)], annotations: serde_json::Value) -> SocketAddr {
+    let (classes, ingresses, services, slices) = objects(backends, annotations);
     let built = build(&Objects::new(
         Classes::from_classes(&classes),
         &ingresses,
@@ -191,4 +196,83 @@ async fn websocket_passes_through() {
     s.read_exact(&mut echo).await.expect("echo");
     assert_eq!(&echo[..2], &[0x81, 5]);
     assert_eq!(&echo[2..], msg);
+}
+
+/// A gRPC-shaped backend over h2c: echoes the request body with a
+/// `grpc-status: 0` trailer.
+async fn grpc_backend() -> SocketAddr {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let h2 = req.version() == hyper::Version::HTTP_2;
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let frames = vec![
+                            Ok::<_, std::convert::Infallible>(Frame::data(body)),
+                            Ok(Frame::trailers(trailers)),
+                        ];
+                        Ok::<_, hyper::Error>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .header("x-backend-h2", h2.to_string())
+                                .body(StreamBody::new(futures::stream::iter(frames)))
+                                .expect("response"),
+                        )
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn grpc_passes_through_over_h2_with_trailers() {
+    use http_body_util::Full;
+    let backend = grpc_backend().await;
+    let ip = backend.ip().to_string();
+    let proxy = proxy_annotated(
+        &[(ip.as_str(), backend.port())],
+        json!({"nginx.ingress.kubernetes.io/backend-protocol": "GRPC"}),
+    )
+    .await;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri(format!("http://{proxy}/helloworld.Greeter/SayHello"))
+        .header("host", "app.example")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x03abc")))
+        .expect("request");
+    let resp = client.request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers().get("x-backend-h2").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    let collected = resp.into_body().collect().await.expect("body");
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x03abc");
 }

@@ -361,6 +361,7 @@ fn ingress_end_to_end() {
     websocket(&out, &lb);
     replaced_under_load(&c, &out, &lb);
 
+    least_privilege(&c);
     let metrics = sh(&c, &format!("curl -s http://{NODE_IP}:10254/metrics"));
     assert!(
         metrics.contains(
@@ -636,4 +637,65 @@ fn replaced_under_load(c: &Cluster, out: &Outside, lb: &str) {
     );
     assert!(counts[0] > 50 && counts[2] > 50, "too little load: {text}");
     assert_eq!((counts[1], counts[3]), (0, 0), "failed requests: {text}");
+}
+
+/// The ingress's identity may do what it does and no more, and was refused nothing.
+fn least_privilege(c: &Cluster) {
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i", "--as", "system:skiff:ingress"];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&c.kubectl(&all).stdout).trim() == "yes"
+    };
+    for allowed in [
+        &["list", "secrets", "-A"][..],
+        &["watch", "ingresses.networking.k8s.io", "-A"],
+        &[
+            "patch",
+            "ingresses.networking.k8s.io/web",
+            "--subresource=status",
+        ],
+        &["create", "ingressclasses.networking.k8s.io"],
+        &["create", "services", "-n", "kube-system"],
+        &[
+            "patch",
+            "endpointslices.discovery.k8s.io",
+            "-n",
+            "kube-system",
+        ],
+    ] {
+        assert!(can(allowed), "may not {allowed:?}");
+    }
+    for refused in [
+        &["create", "pods"][..],
+        &["update", "ingresses.networking.k8s.io/web"],
+        &["create", "services"],
+        &["delete", "services", "-n", "kube-system"],
+        &["patch", "endpointslices.discovery.k8s.io"],
+        &["create", "secrets", "-A"],
+    ] {
+        assert!(!can(refused), "may {refused:?}");
+    }
+    let refusals: Vec<String> = c
+        .log()
+        .lines()
+        .filter(|l| l.contains("orbidden") && l.contains("system:skiff:ingress"))
+        .map(str::to_string)
+        .collect();
+    assert!(refusals.is_empty(), "{refusals:?}");
+}
+
+/// `--disable ingress`: no IngressClass appears (it does without the flag).
+#[test]
+fn disabled_ingress_makes_nothing() {
+    let off = Cluster::start_with(&["--disable", "agent,proxy,dns,netpol,ingress"]);
+    let on = Cluster::start_with(&["--disable", "agent,proxy,dns,netpol"]);
+    eventually(Duration::from_secs(30), || {
+        on.kubectl(&["get", "ingressclass", "skiff"])
+            .status
+            .success()
+            .then_some(())
+    });
+    let listed = off.k(&["get", "ingressclass", "-o", "name"]);
+    assert_eq!(listed.trim(), "", "{listed}");
+    assert!(!off.log().contains("skiff_ingress"), "the ingress ran");
 }
