@@ -240,7 +240,7 @@ pub fn desired(ds: &DaemonSet, nodes: &[Arc<Node>], pods: &[Arc<Pod>], now: Time
         desired_number_scheduled: n(desired_n),
         number_misscheduled: n(misscheduled),
         number_ready: n(ready),
-        updated_number_scheduled: Some(n(updated)),
+        updated_number_scheduled: Some(n(updated)).filter(|v| *v != 0),
         number_available: Some(n(avail)).filter(|v| *v != 0),
         number_unavailable: Some(n(desired_n.saturating_sub(avail))).filter(|v| *v != 0),
         observed_generation: ds.metadata.generation,

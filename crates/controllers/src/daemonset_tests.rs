@@ -134,7 +134,7 @@ fn rolling_update_respects_max_unavailable() {
     );
     let p = desired(&new, &nodes, &pods, now);
     assert_eq!(p.delete, vec!["old-n1".to_string()]);
-    assert_eq!(p.status.updated_number_scheduled, Some(0));
+    assert_eq!(p.status.updated_number_scheduled, None);
     // While one node has no available pod, no other old pod goes.
     let mid = [
         pod_on(&new, "new-n1", "n1", false),

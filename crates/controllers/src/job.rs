@@ -232,6 +232,16 @@ fn restarts(pod: &Pod) -> i32 {
 
 /// The pure sync: `pods` are the pods of the Job's namespace.
 pub fn desired(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
+    let mut plan = sync(job, pods, now);
+    // `active`, `succeeded` and `failed` are omitempty upstream: 0 is absent.
+    let st = &mut plan.status;
+    for n in [&mut st.active, &mut st.succeeded, &mut st.failed] {
+        *n = n.filter(|v| *v != 0);
+    }
+    plan
+}
+
+fn sync(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
     let uid = job.metadata.uid.as_deref().unwrap_or("");
     let spec = job.spec.clone().unwrap_or_default();
     let old = job.status.clone().unwrap_or_default();
@@ -327,6 +337,14 @@ pub fn desired(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
     plan.status.succeeded = Some(as_i32(succeeded));
     plan.status.failed = Some(as_i32(failed));
     plan.status.ready = Some(as_i32(active.iter().filter(|p| pods::is_ready(p)).count()));
+    // Pods on their way out; with `podReplacementPolicy: Failed` their
+    // replacements wait until they are gone.
+    let terminating = owned
+        .iter()
+        .filter(|p| pods::is_terminating(p) && !pods::is_terminal(p))
+        .count();
+    plan.status.terminating = Some(as_i32(terminating));
+    let hold = spec.pod_replacement_policy.as_deref() == Some("Failed") && terminating > 0;
     plan.status.uncounted_terminated_pods = Some(UncountedTerminatedPods::default());
     if indexed {
         plan.status.completed_indexes =
@@ -459,7 +477,7 @@ pub fn desired(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
             }
         }
         let room = parallelism.saturating_sub(active.len() - plan.delete.len());
-        if backoff_left.is_none() {
+        if backoff_left.is_none() && !hold {
             plan.create = (0..limit)
                 .filter(|i| !done_indexes.contains(i) && !running.contains(i))
                 .take(room.min(BURST))
@@ -472,7 +490,7 @@ pub fn desired(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
             None if succeeded > 0 => active.len(),
             None => parallelism,
         };
-        if active.len() < want && backoff_left.is_none() {
+        if active.len() < want && backoff_left.is_none() && !hold {
             plan.create = vec![None; (want - active.len()).min(BURST)];
         } else if active.len() > want {
             let mut victims = active.clone();

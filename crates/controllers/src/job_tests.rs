@@ -201,7 +201,7 @@ fn pod_failure_policy_rules() {
     });
     let ignored = pod("a", "Failed", None, Some(2), "2026-12-07T05:00:00Z");
     let p = desired(&j, std::slice::from_ref(&ignored), now);
-    assert_eq!((p.status.failed, p.create.len()), (Some(0), 1));
+    assert_eq!((p.status.failed, p.create.len()), (None, 1));
     let fatal = pod("b", "Failed", None, Some(42), "2026-12-07T05:00:00Z");
     let p = desired(&j, &[ignored, fatal], now);
     assert_eq!(conditions(&p)[1].1, "PodFailurePolicy");
@@ -246,6 +246,20 @@ fn indexed_and_suspended() {
         conditions(&p),
         vec![("Suspended".to_string(), "JobSuspended".to_string())]
     );
+}
+
+#[test]
+fn replacements_of_terminating_pods() {
+    let now = ts(NOW);
+    let mut going = (*pod("a", "Running", None, None, NOW)).clone();
+    going.metadata.deletion_timestamp = Some(Time(now));
+    let going = Arc::new(going);
+    // TerminatingOrFailed (the default): replaced at once.
+    let p = desired(&job(|_| {}), std::slice::from_ref(&going), now);
+    assert_eq!((p.create.len(), p.status.terminating), (1, Some(1)));
+    // Failed: the replacement waits for the pod to be gone.
+    let j = job(|s| s.pod_replacement_policy = Some("Failed".into()));
+    assert!(desired(&j, &[going], now).create.is_empty());
 }
 
 #[test]
