@@ -50,7 +50,7 @@ pub fn authorize_websocket_create(
     path: &str,
     query: &crate::request::Query,
 ) -> Result<(), StatusError> {
-    if parts.method != http::Method::GET {
+    if parts.method != http::Method::GET || !header_has(parts, http::header::UPGRADE, "websocket") {
         return Ok(());
     }
     let attrs =
