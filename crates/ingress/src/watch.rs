@@ -4,6 +4,7 @@
 //! swapped in with one atomic store, so requests in flight keep the snapshot
 //! they loaded. Events and Ingress statuses follow each rebuild.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,6 +59,17 @@ where
     (reader, stream)
 }
 
+/// Objects by `(namespace, name)`.
+fn by_name<K: Resource>(objects: &[Arc<K>]) -> HashMap<(&str, &str), &K> {
+    objects
+        .iter()
+        .filter_map(|o| {
+            let m = o.meta();
+            Some(((m.namespace.as_deref()?, m.name.as_deref()?), o.as_ref()))
+        })
+        .collect()
+}
+
 /// Runs until the watches end.
 pub async fn keep_current(
     client: Client,
@@ -103,14 +115,8 @@ pub async fn keep_current(
             sl.iter().map(|s| s.as_ref()),
         );
         let mut built = routes::build(&objects);
-        let secret = |ns: &str, name: &str| {
-            sec.iter()
-                .find(|s| {
-                    s.metadata.namespace.as_deref() == Some(ns)
-                        && s.metadata.name.as_deref() == Some(name)
-                })
-                .map(|s| s.as_ref())
-        };
+        let secrets_by_name = by_name(&sec);
+        let secret = |ns: &str, name: &str| secrets_by_name.get(&(ns, name)).copied();
         let (store, tls_problems) = tls::store(&built.tls, secret, &mut certs);
         built.problems.extend(tls_problems);
         shared.certs.store.store(Arc::new(store));
@@ -118,14 +124,8 @@ pub async fn keep_current(
         shared.metrics.table_updates.inc();
         tracing::debug!(took = ?since.elapsed(), served = built.served.len(), "ingress routes updated");
 
-        let find = |ns: &str, name: &str| {
-            ing.iter()
-                .find(|i| {
-                    i.metadata.namespace.as_deref() == Some(ns)
-                        && i.metadata.name.as_deref() == Some(name)
-                })
-                .map(|i| i.as_ref())
-        };
+        let ingresses_by_name = by_name(&ing);
+        let find = |ns: &str, name: &str| ingresses_by_name.get(&(ns, name)).copied();
         let served: Vec<(&routes::IngressRef, &Ingress)> = built
             .served
             .iter()

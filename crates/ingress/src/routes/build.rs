@@ -307,8 +307,17 @@ impl Ctx<'_, '_> {
             return Target::Service(b.clone());
         }
         match resolve(self.objects, &ns, &svc.name, &label) {
-            Ok(endpoints) => {
-                let b = Arc::new(Backend::new(&ns, &svc.name, &label, endpoints));
+            Ok((number, endpoints)) => {
+                // A port named in one route and numbered in another is one
+                // backend (one round-robin), as its endpoints are the same.
+                let canonical = (ns.clone(), svc.name.clone(), number.to_string());
+                let b = self
+                    .backends
+                    .entry(canonical)
+                    .or_insert_with(|| {
+                        Arc::new(Backend::new(&ns, &svc.name, &number.to_string(), endpoints))
+                    })
+                    .clone();
                 self.backends.insert(key, b.clone());
                 Target::Service(b)
             }
@@ -324,10 +333,15 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// The ready endpoints of service `ns/name` at the port `port` (a number or
-/// a name): the EndpointSlices' port of the same name as the Service's port
-/// is its targetPort on the pods.
-fn resolve(o: &Objects<'_>, ns: &str, name: &str, port: &str) -> Result<Vec<Endpoint>, String> {
+/// The Service port's number and the ready endpoints of service `ns/name` at
+/// the port `port` (a number or a name): the EndpointSlices' port of the same
+/// name as the Service's port is its targetPort on the pods.
+fn resolve(
+    o: &Objects<'_>,
+    ns: &str,
+    name: &str,
+    port: &str,
+) -> Result<(i32, Vec<Endpoint>), String> {
     let svc = o
         .services
         .get(&(ns, name))
@@ -379,5 +393,5 @@ fn resolve(o: &Objects<'_>, ns: &str, name: &str, port: &str) -> Result<Vec<Endp
     }
     // A stable order, so round-robin and tables compare across rebuilds.
     out.sort_by_key(|e| e.addr);
-    Ok(out)
+    Ok((sp.port, out))
 }

@@ -207,6 +207,13 @@ fn endpoints_by_port_number_or_name_ready_only() {
     assert_eq!(addrs("name"), addrs("num"));
     assert_eq!(addrs("b"), vec!["10.0.1.1:9090"]);
     assert!(addrs("none").is_empty(), "no ready endpoint");
+    // A port by name and by number is one backend: one round-robin.
+    let backend = |host: &str| match &t.lookup(host, "/").expect("route").target {
+        Target::Service(b) => b.clone(),
+        Target::Missing { reason, .. } => panic!("{reason}"),
+    };
+    assert!(Arc::ptr_eq(&backend("num"), &backend("name")));
+    assert_eq!(backend("name").upstream_name(), "default-a-80");
 }
 
 #[test]
