@@ -289,7 +289,33 @@ fn port_forward_and_proxies_through_kubectl_and_python() {
     // And the session still serves after them.
     assert_eq!(curl(&c, 18081, "/after"), (0, "port 8080 /after\n".into()));
     assert!(f.stdout().contains("Handling connection for 18080"));
+    // Clean close: a forwarded connection left open holds one connection to
+    // the agent; with kubectl gone, none stays.
+    let agent_conns = || {
+        let out = c.sh("ss -Htn state established '( dport = :10250 )' | wc -l");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<usize>()
+            .unwrap_or(0)
+    };
+    let idle = Background(
+        c.netns
+            .command("python3")
+            .args([
+                "-c",
+                "import socket, time; s = socket.create_connection(('127.0.0.1', 18080)); time.sleep(60)",
+            ])
+            .spawn()
+            .expect("an idle client"),
+    );
+    eventually(Duration::from_secs(10), || {
+        (agent_conns() >= 1).then_some(())
+    });
     drop(f);
+    eventually(Duration::from_secs(10), || {
+        (agent_conns() == 0).then_some(())
+    });
+    drop(idle);
 
     // A Service: kubectl picks its pod and maps the service port to the pod's.
     let f = port_forward(&c, kubectl, &[], &["svc/web", "18090:80", "18091:8081"], 2);
