@@ -180,6 +180,17 @@ pub static RESOURCES: &[Resource] = &[
         storage: "statefulsets",
         ..res("apps", "statefulsets", "statefulset", "StatefulSet", true)
     },
+    // A DaemonSet's template history, as `kubectl rollout history/undo` read it.
+    Resource {
+        storage: "controllerrevisions",
+        ..res(
+            "apps",
+            "controllerrevisions",
+            "controllerrevision",
+            "ControllerRevision",
+            true,
+        )
+    },
     Resource {
         short_names: &["ds"],
         categories: ALL,

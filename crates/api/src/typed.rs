@@ -71,6 +71,7 @@ pub fn decode(resource: &Resource, value: Value) -> Result<Decoded, String> {
         ("apps", "ReplicaSet") => roundtrip::<apps::v1::ReplicaSet>(value),
         ("apps", "StatefulSet") => roundtrip::<apps::v1::StatefulSet>(value),
         ("apps", "DaemonSet") => roundtrip::<apps::v1::DaemonSet>(value),
+        ("apps", "ControllerRevision") => roundtrip::<apps::v1::ControllerRevision>(value),
         ("", "ReplicationController") => roundtrip::<core::v1::ReplicationController>(value),
         ("batch", "Job") => roundtrip::<batch::v1::Job>(value),
         ("batch", "CronJob") => roundtrip::<batch::v1::CronJob>(value),

@@ -9,9 +9,9 @@
 //! before 1.12) and also writes the `metadata.name` node-affinity term
 //! upstream's scheduler-based path gives each pod, so `kubectl get -o yaml`
 //! looks the same. `maxSurge` is not modelled: an update always deletes the
-//! old pod before creating the new one. ControllerRevisions are not written
-//! (skiff does not serve them); the `controller-revision-hash` label is a
-//! hash of the template as upstream's.
+//! old pod before creating the new one. The `controller-revision-hash` label
+//! is a hash of the template as upstream's, and names the template's
+//! ControllerRevision ([`crate::daemonset_history`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -304,7 +304,22 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         return Ok(Some(crate::endpointslice::STALE_RETRY));
     }
     let nodes = ctx.cache.nodes.state();
-    let plan = desired(&ds, &nodes, &ctx.cache.pods_in(&key.ns), Timestamp::now());
+    let pods = ctx.cache.pods_in(&key.ns);
+    if ds.metadata.deletion_timestamp.is_none() {
+        let uid = ds.metadata.uid.as_deref().unwrap_or("");
+        let live: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| crate::pods::is_active(p))
+            .filter(|p| {
+                p.owner_references()
+                    .iter()
+                    .any(|r| r.controller == Some(true) && r.uid == uid)
+            })
+            .map(|p| &**p)
+            .collect();
+        crate::daemonset_history::sync(&ctx, &ds, &key.ns, &live).await?;
+    }
+    let plan = desired(&ds, &nodes, &pods, Timestamp::now());
     let client = ctx.clients.of("daemonset");
     let api: Api<Pod> = Api::namespaced(client.clone(), &key.ns);
     for name in &plan.delete {

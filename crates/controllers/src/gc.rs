@@ -3,7 +3,8 @@
 //! removed. Owners are looked up in the caches by uid and confirmed absent with
 //! a live GET before anything is deleted, as upstream's `attemptToDeleteItem`.
 //!
-//! Dependents watched: Pods, ReplicaSets, EndpointSlices and Jobs; owners known:
+//! Dependents watched: Pods, ReplicaSets, EndpointSlices, Jobs and
+//! ControllerRevisions; owners known:
 //! Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs,
 //! ReplicationControllers, Services, Endpoints, Pods and Nodes.
 //! Owners of other kinds are assumed present.
@@ -17,7 +18,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -237,6 +240,9 @@ async fn finalize_owner(ctx: &Ctx, kind: &str, ns: &str, name: &str) -> Result<O
     let jobs = ctx.cache.workloads.jobs.state_filter(|o| {
         in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default())
     });
+    let revisions = ctx.cache.workloads.revisions.state_filter(|o| {
+        in_ns(&o.metadata) && refers(o.metadata.owner_references.as_deref().unwrap_or_default())
+    });
     let c = ctx.clients.of("garbagecollector");
     let mut waiting = false;
     macro_rules! each {
@@ -266,6 +272,7 @@ async fn finalize_owner(ctx: &Ctx, kind: &str, ns: &str, name: &str) -> Result<O
     each!(rss, ReplicaSet);
     each!(slices, EndpointSlice);
     each!(jobs, Job);
+    each!(revisions, ControllerRevision);
     if waiting {
         // Dependents still exist: look again once they are gone.
         return Ok(Some(Duration::from_millis(500)));
@@ -355,6 +362,11 @@ pub async fn reconcile(ctx: Arc<Ctx>, key: Key) -> Result<Option<Duration>> {
         "Job" => {
             if let Some(o) = ctx.cache.workloads.jobs.get(&at(ns, &key.name)) {
                 collect(&ctx, Api::<Job>::namespaced(c, ns), &*o).await?;
+            }
+        }
+        "ControllerRevision" => {
+            if let Some(o) = ctx.cache.workloads.revisions.get(&at(ns, &key.name)) {
+                collect(&ctx, Api::<ControllerRevision>::namespaced(c, ns), &*o).await?;
             }
         }
         _ => {}

@@ -30,6 +30,7 @@
 pub mod clients;
 pub mod cronjob;
 pub mod daemonset;
+pub mod daemonset_history;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;

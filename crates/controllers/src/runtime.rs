@@ -633,14 +633,7 @@ pub(crate) fn gc_dependents(ctx: &Ctx, uid: &str) {
     {
         ctx.queues.gc.add(gc_key("EndpointSlice", &*s));
     }
-    for j in ctx
-        .cache
-        .workloads
-        .jobs
-        .state_filter(|j| refers(j.owner_references()))
-    {
-        ctx.queues.gc.add(gc_key("Job", &*j));
-    }
+    crate::workloads::gc_dependents(ctx, uid);
 }
 
 fn controller_of<K: Resource>(o: &K, kind: &str) -> Option<Key> {

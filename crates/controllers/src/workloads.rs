@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use kube::runtime::reflector::Store;
@@ -23,6 +23,8 @@ pub struct Stores {
     pub cronjobs: Store<CronJob>,
     pub daemonsets: Store<DaemonSet>,
     pub rcs: Store<ReplicationController>,
+    /// DaemonSets' template history.
+    pub revisions: Store<ControllerRevision>,
 }
 
 impl Stores {
@@ -33,6 +35,7 @@ impl Stores {
             cronjobs: runtime::informer(client, tx.clone(), |o, d| W(Change::CronJob(o, d))),
             daemonsets: runtime::informer(client, tx.clone(), |o, d| W(Change::DaemonSet(o, d))),
             rcs: runtime::informer(client, tx.clone(), |o, d| W(Change::Rc(o, d))),
+            revisions: runtime::informer(client, tx.clone(), |o, _| W(Change::Revision(o))),
         }
     }
 
@@ -41,6 +44,7 @@ impl Stores {
         let _ = self.cronjobs.wait_until_ready().await;
         let _ = self.daemonsets.wait_until_ready().await;
         let _ = self.rcs.wait_until_ready().await;
+        let _ = self.revisions.wait_until_ready().await;
     }
 }
 
@@ -50,6 +54,7 @@ pub enum Change {
     CronJob(Arc<CronJob>, bool),
     DaemonSet(Arc<DaemonSet>, bool),
     Rc(Arc<ReplicationController>, bool),
+    Revision(Arc<ControllerRevision>),
 }
 
 #[derive(Default)]
@@ -103,6 +108,11 @@ pub fn dispatch(ctx: &Ctx, change: Change) {
             q.rc.add(Key::of(&*rc));
             deleted_owner(ctx, "ReplicationController", &*rc, deleted);
         }
+        Change::Revision(r) => {
+            if let Some(ds) = controller_of(&*r, "DaemonSet") {
+                q.daemonset.add(ds);
+            }
+        }
     }
 }
 
@@ -146,6 +156,25 @@ pub fn enqueue_all(ctx: &Ctx) {
     }
     for o in s.rcs.state() {
         q.rc.add(Key::of(&*o));
+    }
+    for o in s.revisions.state() {
+        if !o.owner_references().is_empty() {
+            ctx.queues.gc.add(gc_key("ControllerRevision", &*o));
+        }
+    }
+}
+
+/// The Jobs and ControllerRevisions that `uid` owns, for the collector.
+pub fn gc_dependents(ctx: &Ctx, uid: &str) {
+    let owns = |refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference]| {
+        refs.iter().any(|r| r.uid == uid)
+    };
+    let s = &ctx.cache.workloads;
+    for j in s.jobs.state_filter(|j| owns(j.owner_references())) {
+        ctx.queues.gc.add(gc_key("Job", &*j));
+    }
+    for r in s.revisions.state_filter(|r| owns(r.owner_references())) {
+        ctx.queues.gc.add(gc_key("ControllerRevision", &*r));
     }
 }
 

@@ -523,6 +523,15 @@ fn a_daemonset_runs_on_every_node_and_rolls() {
     };
     let placed = on_nodes(None);
     assert_eq!(placed.len(), 3, "{placed:?}");
+    let first_hash = c.k(&[
+        "get",
+        "pods",
+        "-l",
+        "app=agent",
+        "-o",
+        "jsonpath={.items[0].metadata.labels.controller-revision-hash}",
+    ]);
+    assert_eq!(on_nodes(Some(&first_hash)), placed);
     placed
         .windows(2)
         .for_each(|w| assert_ne!(w[0], w[1], "{placed:?}"));
@@ -574,6 +583,35 @@ fn a_daemonset_runs_on_every_node_and_rolls() {
     assert_eq!(updated, placed);
     let ds = c.k(&["get", "ds", "agent", "-o", "jsonpath={.status.updatedNumberScheduled}/{.status.numberAvailable}/{.status.desiredNumberScheduled}"]);
     assert_eq!(ds, "3/3/3");
+    // The history kubectl reads, and an undo back to the first template.
+    let history = eventually(Duration::from_secs(30), || {
+        let h = c.k(&["rollout", "history", "ds/agent"]);
+        let revisions: Vec<String> = h
+            .lines()
+            .skip_while(|l| !l.starts_with("REVISION"))
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect();
+        (revisions == ["1", "2"]).then_some(h)
+    });
+    assert!(history.contains("daemonset.apps/agent"), "{history}");
+    let out = c.k(&["rollout", "undo", "ds/agent"]);
+    assert_eq!(out.trim(), "daemonset.apps/agent rolled back");
+    c.k(&["rollout", "status", "ds/agent", "--timeout=180s"]);
+    let back = eventually(Duration::from_secs(60), || {
+        let n = on_nodes(Some(&first_hash));
+        (n.len() == 3).then_some(n)
+    });
+    assert_eq!(back, placed);
+    let revisions = c.k(&[
+        "get",
+        "controllerrevisions",
+        "-o",
+        "jsonpath={range .items[*]}{.revision}{\" \"}{end}",
+    ]);
+    let mut revisions: Vec<&str> = revisions.split_whitespace().collect();
+    revisions.sort();
+    assert_eq!(revisions, ["2", "3"]);
     // Deleting the DaemonSet takes its pods.
     c.k(&["delete", "ds", "agent"]);
     eventually(Duration::from_secs(90), || {
