@@ -77,6 +77,22 @@ spec:
       - {path: /gone, pathType: Prefix, backend: {service: {name: nope, port: {number: 80}}}}
 ";
 
+/// ingress-nginx's rewrite example, with the legacy class annotation.
+const REWRITE: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: rewrite
+  annotations:
+    kubernetes.io/ingress.class: skiff
+    nginx.ingress.kubernetes.io/rewrite-target: /$2
+spec:
+  rules:
+  - host: rewrite.example
+    http:
+      paths:
+      - {path: /something(/|$)(.*), pathType: ImplementationSpecific, backend: {service: {name: app2, port: {number: 80}}}}
+";
+
 /// No class named: served because `skiff` is the default class.
 const STICKY: &str = "apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -414,6 +430,15 @@ fn hosts_and_paths(c: &Cluster, out: &Outside, lb: &str) {
     assert_eq!(out.get(lb, "unknown.example", "/").0, 404);
     // The other routes of the same host still answer.
     assert_eq!(out.get(lb, "paths.example", "/one").0, 200);
+    // rewrite-target with capture groups.
+    c.apply(REWRITE);
+    let (_, body) = eventually(Duration::from_secs(30), || {
+        let r = out.get(lb, "rewrite.example", "/something/new?q=1");
+        (r.0 == 200).then_some(r)
+    });
+    assert!(body.contains("GET /new?q=1 HTTP/1.1"), "{body}");
+    let (_, body) = out.get(lb, "rewrite.example", "/something");
+    assert!(body.contains("GET / HTTP/1.1"), "{body}");
     eventually(Duration::from_secs(15), || {
         c.k(&["describe", "ingress", "web"])
             .contains("service \"default/nope\" not found")
