@@ -323,6 +323,7 @@ fn printer_for(group: &str, kind: &str) -> Option<&'static Printer> {
         ("apps", "ReplicaSet") => &workloads::REPLICA_SET,
         ("apps", "StatefulSet") => &workloads::STATEFUL_SET,
         ("apps", "DaemonSet") => &workloads::DAEMON_SET,
+        ("apps", "ControllerRevision") => &workloads::CONTROLLER_REVISION,
         ("batch", "Job") => &workloads::JOB,
         ("batch", "CronJob") => &workloads::CRON_JOB,
         ("discovery.k8s.io", "EndpointSlice") => &network::ENDPOINT_SLICE,

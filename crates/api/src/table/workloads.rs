@@ -180,6 +180,43 @@ fn daemon_set_row(ds: &Value, ctx: &Ctx) -> Row {
     ])
 }
 
+pub(crate) const CONTROLLER_REVISION: Printer = Printer {
+    columns: &[
+        NAME,
+        col("Controller", "string", "Controller of the object"),
+        col(
+            "Revision",
+            "integer",
+            "Revision indicates the revision of the state represented by Data.",
+        ),
+        AGE,
+    ],
+    row: controller_revision_row,
+};
+
+/// Upstream `printControllerRevision`: the controller as `kind.group/name`.
+fn controller_revision_row(r: &Value, ctx: &Ctx) -> Row {
+    let controller = arr_at(r, &["metadata", "ownerReferences"])
+        .iter()
+        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|o| {
+            let kind = str_at(o, &["kind"]).to_lowercase();
+            let group = str_at(o, &["apiVersion"]).rsplit_once('/').map(|(g, _)| g);
+            let name = str_at(o, &["name"]);
+            match group {
+                Some(g) => format!("{kind}.{g}/{name}"),
+                None => format!("{kind}/{name}"),
+            }
+        })
+        .unwrap_or_else(|| "<none>".to_string());
+    Row::new(vec![
+        name(r).into(),
+        controller.into(),
+        i64_at(r, &["revision"]).into(),
+        ctx.age(r).into(),
+    ])
+}
+
 pub(crate) const JOB: Printer = Printer {
     columns: &[
         NAME,
@@ -291,4 +328,42 @@ fn cron_job_row(cj: &Value, ctx: &Ctx) -> Row {
         images.into(),
         format_label_selector(at(cj, &["spec", "jobTemplate", "spec", "selector"])).into(),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+
+    use crate::table::{table, IncludeObject};
+
+    #[test]
+    fn controller_revisions_name_their_controller() {
+        let now = Utc
+            .with_ymd_and_hms(2024, 6, 1, 12, 0, 0)
+            .single()
+            .expect("valid time");
+        let r = json!({"metadata": {"name": "agent-6b9c", "creationTimestamp": "2024-06-01T11:58:00Z",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent",
+                "uid": "u", "controller": true}]}, "revision": 3});
+        let t = table(
+            "apps",
+            "ControllerRevision",
+            &[r],
+            now,
+            IncludeObject::None,
+            None,
+        );
+        let names: Vec<&str> = t["columnDefinitions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(names, ["Name", "Controller", "Revision", "Age"]);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["agent-6b9c", "daemonset.apps/agent", 3, "2m"])
+        );
+    }
 }
