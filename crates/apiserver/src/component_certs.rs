@@ -1,6 +1,6 @@
 //! `POST /skiff/v1/node-components`: client certificates for a joined node's
-//! components (issue #17), so its proxy, DNS and NetworkPolicy enforcer each
-//! run as their own identity, not as the node.
+//! components (issue #17), so its proxy, DNS, NetworkPolicy enforcer and
+//! ingress each run as their own identity, not as the node.
 //!
 //! Only a node may ask (`system:node:<name>` in `system:nodes`, with its own
 //! token or certificate), and only for itself: the request names the node, and
@@ -8,7 +8,8 @@
 //! certificate, the node sends a CSR per component and keeps the keys; only
 //! the public key is taken from a CSR, the subject is the server's choice:
 //! `proxy` -> `system:kube-proxy`, `dns` -> `system:skiff:dns`, `netpol` ->
-//! `system:skiff:netpol` (see [`crate::rbac_components`] for what they may do).
+//! `system:skiff:netpol`, `ingress` -> `system:skiff:ingress` (see
+//! [`crate::rbac_components`] for what they may do).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use skiff_api::{registry, StatusError};
 
-use crate::rbac_components::{DNS_USER, NETPOL_USER, PROXY_USER};
+use crate::rbac_components::{DNS_USER, INGRESS_USER, NETPOL_USER, PROXY_USER};
 use crate::server::Api;
 use crate::{authn, body, pki, response};
 
@@ -32,6 +33,7 @@ pub const COMPONENTS: &[(&str, &str)] = &[
     ("proxy", PROXY_USER),
     ("dns", DNS_USER),
     ("netpol", NETPOL_USER),
+    ("ingress", INGRESS_USER),
 ];
 
 /// What a node sends.
@@ -40,7 +42,7 @@ pub const COMPONENTS: &[(&str, &str)] = &[
 pub struct ComponentCertsRequest {
     /// The node asking: it must be the authenticated node.
     pub node_name: String,
-    /// A PEM certificate signing request per component (`proxy`, `dns`, `netpol`).
+    /// A PEM certificate signing request per component (`proxy`, `dns`, `netpol`, `ingress`).
     #[serde(default)]
     pub csrs: BTreeMap<String, String>,
 }
@@ -84,7 +86,7 @@ fn validate<'a>(
     }
     if req.csrs.is_empty() {
         return Err(StatusError::bad_request(
-            "csrs: Required value: a certificate signing request per component (proxy, dns, netpol)",
+            "csrs: Required value: a certificate signing request per component (proxy, dns, netpol, ingress)",
         ));
     }
     req.csrs
@@ -96,7 +98,7 @@ fn validate<'a>(
                 .map(|(_, u)| *u)
                 .ok_or_else(|| {
                     StatusError::bad_request(format!(
-                        "csrs: Unsupported value: {component:?}: supported values: \"dns\", \"netpol\", \"proxy\""
+                        "csrs: Unsupported value: {component:?}: supported values: \"dns\", \"ingress\", \"netpol\", \"proxy\""
                     ))
                 })?;
             Ok((component.as_str(), user, csr.as_str()))

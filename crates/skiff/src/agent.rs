@@ -83,9 +83,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         proxy: component("proxy").await?,
         dns: component("dns").await?,
         netpol: component("netpol").await?,
-        // The ingress runs on the server's node only (its certificate is
-        // not among the node components' the API server signs).
-        ingress: None,
+        ingress: component("ingress").await?,
         // A joined node runs no controllers.
         controllers: client.clone().into(),
     };

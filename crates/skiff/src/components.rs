@@ -6,7 +6,7 @@
 //! (issue #17, roles in `skiff_apiserver::rbac_components`): the agent is its
 //! node (`system:node:<name>`), the proxy `system:kube-proxy`, DNS
 //! `system:skiff:dns`, NetworkPolicy `system:skiff:netpol`, the ingress
-//! `system:skiff:ingress` (on the server's node only), the controllers
+//! `system:skiff:ingress`, the controllers
 //! the controller manager for their caches and each its own ServiceAccount for
 //! its writes. On `skiff server` the certificates are minted in memory from
 //! the cluster CA at every start ([`server_clients`]); a joined node gets its
@@ -119,8 +119,7 @@ pub struct ComponentClients {
     pub proxy: kube::Client,
     pub dns: kube::Client,
     pub netpol: kube::Client,
-    /// `None` on a joined node: the ingress runs on the server's node only.
-    pub ingress: Option<kube::Client>,
+    pub ingress: kube::Client,
     pub controllers: skiff_controllers::clients::Clients,
 }
 
@@ -192,7 +191,7 @@ pub async fn server_clients(
         proxy: minted(&base, &ca, roles::PROXY_USER, &[])?,
         dns: minted(&base, &ca, roles::DNS_USER, &[])?,
         netpol: minted(&base, &ca, roles::NETPOL_USER, &[])?,
-        ingress: Some(minted(&base, &ca, roles::INGRESS_USER, &[])?),
+        ingress: minted(&base, &ca, roles::INGRESS_USER, &[])?,
         controllers,
     })
 }
@@ -275,7 +274,8 @@ pub fn start(clients: &ComponentClients, node: &NodeSettings) -> Vec<Component> 
             tokio::spawn(async move { Ok(skiff_netpol::run(c, s).await?) }),
         ));
     }
-    if let (true, Some(c)) = (node.enabled("ingress"), clients.ingress.clone()) {
+    if node.enabled("ingress") {
+        let c = clients.ingress.clone();
         let mut s = skiff_ingress::IngressSettings::new(&node.node_name);
         s.node_ip = node.node_ip;
         (s.http_port, s.https_port, s.metrics_port) =

@@ -49,7 +49,7 @@ fn stored(data_dir: &Path, component: &str, ca_pem: &str) -> Option<ComponentCer
     (left > RENEW_BEFORE).then_some(ComponentCert { cert_pem, key_pem })
 }
 
-/// The certificates of the node's components (`proxy`, `dns`, `netpol`):
+/// The certificates of the node's components (`proxy`, `dns`, `netpol`, `ingress`):
 /// those stored and still good, the others signed now by the API server at
 /// `url` (the forwarder), asked with the node's token from `creds`.
 pub async fn ensure(

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::multinode::{node_ip, MultiNode};
 use support::{eventually, outside_machine, Cluster, Netns};
 
 const NODE: &str = "ingress-node";
@@ -723,4 +724,63 @@ fn disabled_ingress_makes_nothing() {
     let listed = off.k(&["get", "ingressclass", "-o", "name"]);
     assert_eq!(listed.trim(), "", "{listed}");
     assert!(!off.log().contains("skiff_ingress"), "the ingress ran");
+}
+
+/// Every node runs the ingress, a joined one (`skiff agent`) with its own
+/// certificate from the node-components endpoint: both addresses are in the
+/// Service's slices, and each answers for the Ingress.
+#[test]
+fn every_node_serves_ingresses() {
+    let c = MultiNode::up(2, &["--host-images"]);
+    c.apply(&app("app1", 2));
+    c.apply(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+spec:
+  rules:
+  - host: app1.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app1, port: {number: 80}}}}
+",
+    );
+    let want = format!("{} {}", node_ip(1), node_ip(2));
+    let got = eventually(Duration::from_secs(90), || {
+        let out = c.kubectl(&[
+            "get",
+            "endpointslices",
+            "-n",
+            "kube-system",
+            "-l",
+            "kubernetes.io/service-name=skiff-ingress",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].addresses[0]}",
+        ]);
+        let mut ips: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        ips.sort();
+        let ips = ips.join(" ");
+        (ips == want).then_some(ips)
+    });
+    assert_eq!(got, want);
+    for i in 1..=2 {
+        let url = format!("http://{}/", node_ip(i));
+        eventually(Duration::from_secs(90), || {
+            let out = c.outside(&format!("curl -s -m 5 -H 'Host: app1.example' {url}"));
+            String::from_utf8_lossy(&out.stdout)
+                .contains("Hostname: app1-")
+                .then_some(())
+        });
+    }
+    let logs = c.logs();
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("orbidden") && l.contains("system:skiff:ingress")),
+        "{logs}"
+    );
 }
