@@ -561,9 +561,10 @@ async fn mark_pods_not_ready(ctx: &Ctx, node: &str) -> Result<()> {
 
 /// Managers (`endpointslice.kubernetes.io/managed-by`) of EndpointSlices that a
 /// node component publishes for itself, not backed by pods: skiff's DNS server
-/// on each node. Upstream's DNS runs as pods, so `MarkPodsNotReady` takes its
-/// endpoints on a dead node out; these get the same treatment here.
-const NODE_COMPONENT_MANAGERS: &[&str] = &["skiff-dns"];
+/// and ingress on each node. Upstream's DNS and ingress controllers run as
+/// pods, so `MarkPodsNotReady` takes their endpoints on a dead node out; these
+/// get the same treatment here.
+const NODE_COMPONENT_MANAGERS: &[&str] = &["skiff-dns", "skiff-ingress"];
 const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 
 /// The endpoints of `slice` with those on `node` marked not ready and not
