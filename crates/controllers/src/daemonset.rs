@@ -8,8 +8,8 @@
 //! Binding: the controller sets `spec.nodeName` itself (as upstream did
 //! before 1.12) and also writes the `metadata.name` node-affinity term
 //! upstream's scheduler-based path gives each pod, so `kubectl get -o yaml`
-//! looks the same. `maxSurge` is not modelled: an update always deletes the
-//! old pod before creating the new one. The `controller-revision-hash` label
+//! looks the same. With `maxSurge`, a node's new pod starts beside the old one,
+//! which is deleted once the new one is available. The `controller-revision-hash` label
 //! is a hash of the template as upstream's, and names the template's
 //! ControllerRevision ([`crate::daemonset_history`]).
 
@@ -116,15 +116,21 @@ pub fn template_hash(template: &PodTemplateSpec) -> String {
         .collect()
 }
 
-/// `maxUnavailable` against `desired` nodes, percentages rounded up.
-fn max_unavailable(ds: &DaemonSet, desired: usize) -> usize {
-    let v = ds
+/// `maxUnavailable` (`surge`: `maxSurge`) against `desired` nodes,
+/// percentages rounded up; unset, 1 and 0 as upstream's defaults.
+fn rolling_limit(ds: &DaemonSet, surge: bool, desired: usize) -> usize {
+    let r = ds
         .spec
         .as_ref()
         .and_then(|s| s.update_strategy.as_ref())
-        .and_then(|u| u.rolling_update.as_ref())
-        .and_then(|r| r.max_unavailable.clone())
-        .unwrap_or(IntOrString::Int(1));
+        .and_then(|u| u.rolling_update.as_ref());
+    let v = if surge {
+        r.and_then(|r| r.max_surge.clone())
+            .unwrap_or(IntOrString::Int(0))
+    } else {
+        r.and_then(|r| r.max_unavailable.clone())
+            .unwrap_or(IntOrString::Int(1))
+    };
     match v {
         IntOrString::Int(n) => usize::try_from(n.max(0)).unwrap_or(0),
         IntOrString::String(s) => {
@@ -182,6 +188,15 @@ pub fn desired(ds: &DaemonSet, nodes: &[Arc<Node>], pods: &[Arc<Pod>], now: Time
         (0, 0, 0, 0, 0, 0);
     let mut unavailable_nodes = 0;
     let mut old_available: Vec<&Arc<Pod>> = Vec::new();
+    // With maxSurge, a node's new pod starts beside its old one, which goes
+    // once the new one is available (upstream's surge rolling update).
+    let eligible = nodes.iter().filter(|n| should_run(&tpod, n)).count();
+    let max_surge = if rolling && !deleting {
+        rolling_limit(ds, true, eligible)
+    } else {
+        0
+    };
+    let (mut surging, mut surge_candidates) = (0, Vec::new());
     for node in nodes {
         let name = node.name_any();
         let run = should_run(&tpod, node);
@@ -208,6 +223,42 @@ pub fn desired(ds: &DaemonSet, nodes: &[Arc<Node>], pods: &[Arc<Pod>], now: Time
                 p.metadata.creation_timestamp.as_ref().map(|t| t.0),
             )
         });
+        if max_surge > 0 {
+            current += 1;
+            let (new, old): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) = here.iter().partition(|p| is_new(p));
+            if let Some(nw) = new.first() {
+                plan.delete.extend(new[1..].iter().map(|p| p.name_any()));
+                updated += 1;
+                let serving = if available(nw) {
+                    Some(*nw)
+                } else {
+                    old.iter().copied().find(|p| available(p))
+                };
+                for o in &old {
+                    if serving.is_none_or(|s| s.name_any() != o.name_any()) {
+                        plan.delete.push(o.name_any());
+                    }
+                }
+                surging += usize::from(serving.is_some_and(|s| !is_new(s)));
+                match serving {
+                    Some(s) => (avail, ready) = (avail + 1, ready + usize::from(pods::is_ready(s))),
+                    None => unavailable_nodes += 1,
+                }
+            } else {
+                plan.delete.extend(old[1..].iter().map(|p| p.name_any()));
+                if available(old[0]) {
+                    avail += 1;
+                    ready += usize::from(pods::is_ready(old[0]));
+                    surge_candidates.push(name);
+                } else {
+                    // Not serving anyway: replaced at once.
+                    plan.delete.push(old[0].name_any());
+                    plan.create.push(name);
+                    unavailable_nodes += 1;
+                }
+            }
+            continue;
+        }
         plan.delete.extend(here[1..].iter().map(|p| p.name_any()));
         let p = here[0];
         current += 1;
@@ -228,8 +279,14 @@ pub fn desired(ds: &DaemonSet, nodes: &[Arc<Node>], pods: &[Arc<Pod>], now: Time
         misscheduled += 1;
         plan.delete.extend(left.iter().map(|p| p.name_any()));
     }
-    if rolling && !deleting {
-        let budget = max_unavailable(ds, desired_n).saturating_sub(unavailable_nodes);
+    surge_candidates.sort();
+    plan.create.extend(
+        surge_candidates
+            .into_iter()
+            .take(max_surge.saturating_sub(surging)),
+    );
+    if rolling && !deleting && max_surge == 0 {
+        let budget = rolling_limit(ds, false, desired_n).saturating_sub(unavailable_nodes);
         old_available.sort_by_key(|p| p.name_any());
         plan.delete
             .extend(old_available.iter().take(budget).map(|p| p.name_any()));

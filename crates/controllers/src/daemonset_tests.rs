@@ -150,3 +150,50 @@ fn rolling_update_respects_max_unavailable() {
         2
     );
 }
+
+#[test]
+fn max_surge_starts_new_pods_beside_old_ones() {
+    let now = Timestamp::now();
+    let nodes = [node("n1", |_| {}), node("n2", |_| {}), node("n3", |_| {})];
+    let old = ds("busybox:1", 0);
+    let pods: Vec<Arc<Pod>> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| pod_on(&old, &format!("old-{n}"), n, true))
+        .collect();
+    let mut new = ds("busybox:2", 0);
+    if let Some(ru) = new
+        .spec
+        .as_mut()
+        .and_then(|s| s.update_strategy.as_mut())
+        .and_then(|u| u.rolling_update.as_mut())
+    {
+        ru.max_surge = Some(IntOrString::Int(1));
+    }
+    // One node at a time: a new pod beside the old, nothing deleted yet.
+    let p = desired(&new, &nodes, &pods, now);
+    assert_eq!(
+        (p.create.clone(), p.delete.len()),
+        (vec!["n1".to_string()], 0)
+    );
+    assert_eq!(p.status.number_available, Some(3));
+    // The new pod not yet available: the old one keeps serving, no more surge.
+    let mid = [
+        pods[0].clone(),
+        pod_on(&new, "new-n1", "n1", false),
+        pods[1].clone(),
+        pods[2].clone(),
+    ];
+    let p = desired(&new, &nodes, &mid, now);
+    assert!(p.create.is_empty() && p.delete.is_empty(), "{p:?}");
+    // Available: the old one goes, and the next node surges.
+    let done = [
+        pods[0].clone(),
+        pod_on(&new, "new-n1", "n1", true),
+        pods[1].clone(),
+        pods[2].clone(),
+    ];
+    let p = desired(&new, &nodes, &done, now);
+    assert_eq!(p.delete, vec!["old-n1".to_string()]);
+    assert_eq!(p.create, vec!["n2".to_string()]);
+    assert_eq!(p.status.updated_number_scheduled, Some(1));
+}

@@ -595,6 +595,10 @@ fn a_daemonset_runs_on_every_node_and_rolls() {
         (revisions == ["1", "2"]).then_some(h)
     });
     assert!(history.contains("daemonset.apps/agent"), "{history}");
+    // The undo rolls with a surge: each new pod starts beside the old one.
+    let strategy =
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"maxSurge":1,"maxUnavailable":0}}}}"#;
+    c.k(&["patch", "ds", "agent", "-p", strategy]);
     let out = c.k(&["rollout", "undo", "ds/agent"]);
     assert_eq!(out.trim(), "daemonset.apps/agent rolled back");
     c.k(&["rollout", "status", "ds/agent", "--timeout=180s"]);
