@@ -161,10 +161,29 @@ fn decode_continue(token: &str) -> Result<(i64, String)> {
 
 // ---- read verbs --------------------------------------------------------------
 
+/// A get's response. An object served as it is (no Table, no metadata view, no
+/// scale) from the watch cache is its cached JSON, sent without parsing it again.
+pub async fn get_response(
+    api: &Api,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    let plain = matches!(t.subresource.as_deref(), None | Some("status"))
+        && response::shape(headers, false) == response::Shape::Object;
+    if plain {
+        let name = t.name.as_deref().unwrap_or_default();
+        if let Some(found) = get_cached(api, t, q, name).await? {
+            return Ok(response::json_bytes(200, found.json.clone()));
+        }
+    }
+    Ok(response::json(200, &get(api, t, q, headers).await?))
+}
+
 pub async fn get(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Value> {
     let name = t.name.as_deref().unwrap_or_default();
     let obj = match get_cached(api, t, q, name).await? {
-        Some(obj) => obj,
+        Some(obj) => obj.value(),
         None => {
             api.objects
                 .get(t.resource, t.namespace.as_deref(), name)
@@ -178,14 +197,19 @@ pub async fn get(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Resul
     }
 }
 
-/// A get with a resourceVersion, from the watch cache; `None`: read the store.
-async fn get_cached(api: &Api, t: &Target, q: &Query, name: &str) -> Result<Option<Value>> {
+/// A get from the watch cache, as fresh as the request asks; `None`: read the store.
+async fn get_cached(
+    api: &Api,
+    t: &Target,
+    q: &Query,
+    name: &str,
+) -> Result<Option<Arc<cache::Cached>>> {
     let Some(freshness) = cache::read::get_freshness(q)? else {
         return Ok(None);
     };
     match api.cache.fresh(&api.objects, t.resource, freshness).await {
         Ok((c, _)) => match c.get(&t.resource.key(t.namespace.as_deref(), name)).0 {
-            Some(found) => Ok(Some(found.value())),
+            Some(found) => Ok(Some(found)),
             None => Err(StatusError::not_found(t.resource, name)),
         },
         Err(Miss::Fail(e)) => Err(e),

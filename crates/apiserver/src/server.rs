@@ -525,7 +525,7 @@ async fn run_verb(
     }
     crate::node_restriction::admit(api, who.user, t, verb).await?;
     match verb {
-        "get" => Ok(response::json(200, &rest::get(api, t, q, headers).await?)),
+        "get" => rest::get_response(api, t, q, headers).await,
         "list" => rest::list(api, t, q, headers).await,
         // A watch on a single object is its collection's watch filtered by name.
         "watch" => watch::watch(api, t, q, headers).await,

@@ -13,7 +13,7 @@ use skiff_api::registry::Resource;
 use skiff_api::StatusError;
 use skiff_store::Event;
 
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::cache::{
     event_line, Cached, CachedEvent, Freshness, Kind, Miss, ResourceCache, Start, Subscription,
@@ -138,12 +138,13 @@ async fn store_watch(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> R
                 return;
             }
         };
-        let deadline = tokio::time::Instant::now() + timeout;
+        let expiry = tokio::time::sleep(timeout);
+        tokio::pin!(expiry);
         let mut tick = tokio::time::interval(BOOKMARK_EVERY);
         tick.tick().await;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = &mut expiry => break,
                 _ = tick.tick(), if bookmarks => yield Ok(bookmark(resource, last, false)),
                 ev = w.next() => match ev {
                     None => break,
@@ -357,35 +358,161 @@ fn cached_stream(
             }
         }
         last = last.max(delivered);
-        let deadline = tokio::time::Instant::now() + p.timeout;
+        // One timer for the watch's whole life (a new one per event would register
+        // and cancel a timer for every event of every watcher).
+        let expiry = tokio::time::sleep(p.timeout);
+        tokio::pin!(expiry);
         let mut tick = tokio::time::interval(BOOKMARK_EVERY);
         tick.tick().await;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = &mut expiry => break,
                 _ = tick.tick(), if p.bookmarks => {
                     last = cache.bookmark_revision(&live, last);
                     yield Ok(bookmark(resource, last, false));
                 }
-                ev = live.recv() => match ev {
-                    Ok(ev) => {
-                        if ev.revision <= last {
-                            continue;
+                ev = live.recv() => {
+                    // A watcher that is behind takes every event already waiting in
+                    // one write: one HTTP/2 DATA frame and TLS record for many events.
+                    let mut batch = Batch::default();
+                    let mut next = ev.map_err(Gap::from);
+                    loop {
+                        match next {
+                            Ok(ev) => {
+                                if ev.revision > last {
+                                    last = ev.revision;
+                                    if let Some(line) = out.event(&ev, &p.filter) {
+                                        batch.push(line);
+                                    }
+                                }
+                            }
+                            // Too slow: upstream ends the watch; the client watches
+                            // again from its last revision (or relists on 410).
+                            Err(Gap::Lagged) => {
+                                batch.push(line("ERROR", StatusError::expired(last, last).to_json()));
+                                batch.end = true;
+                                break;
+                            }
+                            Err(Gap::Closed) => {
+                                batch.end = true;
+                                break;
+                            }
+                            Err(Gap::Empty) => break,
                         }
-                        last = ev.revision;
-                        if let Some(line) = out.event(&ev, &p.filter) {
-                            yield Ok(line);
+                        if batch.full() {
+                            break;
                         }
+                        next = live.try_recv().map_err(Gap::from);
                     }
-                    // Too slow: upstream ends the watch; the client watches again
-                    // from its last revision (or relists on 410).
-                    Err(RecvError::Lagged(_)) => {
-                        yield Ok(line("ERROR", StatusError::expired(last, last).to_json()));
+                    let end = batch.end;
+                    if let Some(bytes) = batch.take() {
+                        yield Ok(bytes);
+                    }
+                    if end {
                         break;
                     }
-                    Err(RecvError::Closed) => break,
                 }
             }
         }
+    }
+}
+
+/// Why no further event came from a watcher's broadcast receiver.
+enum Gap {
+    /// Nothing waiting now.
+    Empty,
+    /// The watcher fell [`crate::cache::WATCHER_BUFFER`] events behind.
+    Lagged,
+    /// The cache was dropped (its feed lost events).
+    Closed,
+}
+
+impl From<RecvError> for Gap {
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::Lagged(_) => Gap::Lagged,
+            RecvError::Closed => Gap::Closed,
+        }
+    }
+}
+
+impl From<TryRecvError> for Gap {
+    fn from(e: TryRecvError) -> Self {
+        match e {
+            TryRecvError::Empty => Gap::Empty,
+            TryRecvError::Lagged(_) => Gap::Lagged,
+            TryRecvError::Closed => Gap::Closed,
+        }
+    }
+}
+
+/// How many bytes of waiting events one write may carry: about one HTTP/2 DATA frame
+/// of the largest size clients allow by default, so a batch never waits on itself.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The lines of the events a watcher takes in one go. One line is passed on as it is
+/// (the cache's shared bytes, no copy); several are copied side by side.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    rest: Option<bytes::BytesMut>,
+    /// The watch ends after this batch.
+    end: bool,
+}
+
+impl Batch {
+    fn push(&mut self, line: Bytes) {
+        match (&self.first, &mut self.rest) {
+            (None, _) => self.first = Some(line),
+            (Some(first), None) => {
+                let mut b =
+                    bytes::BytesMut::with_capacity(BATCH_BYTES.max(first.len() + line.len()));
+                b.extend_from_slice(first);
+                b.extend_from_slice(&line);
+                self.rest = Some(b);
+            }
+            (Some(_), Some(b)) => b.extend_from_slice(&line),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match (&self.first, &self.rest) {
+            (_, Some(b)) => b.len(),
+            (Some(f), None) => f.len(),
+            (None, None) => 0,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.len() >= BATCH_BYTES
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        match (self.first.take(), self.rest.take()) {
+            (_, Some(b)) => Some(b.freeze()),
+            (first, None) => first,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_of_one_is_the_line_itself_and_of_many_their_concatenation() {
+        let mut one = Batch::default();
+        assert!(one.take().is_none());
+        let line = Bytes::from_static(b"{\"type\":\"ADDED\"}\n");
+        one.push(line.clone());
+        let taken = one.take().expect("one line");
+        assert_eq!(taken.as_ptr(), line.as_ptr(), "a single line is not copied");
+        let mut many = Batch::default();
+        for l in [&b"a\n"[..], b"b\n", b"c\n"] {
+            many.push(Bytes::copy_from_slice(l));
+        }
+        assert_eq!(many.len(), 6);
+        assert_eq!(&many.take().expect("lines")[..], b"a\nb\nc\n");
+        assert!(!many.full());
     }
 }

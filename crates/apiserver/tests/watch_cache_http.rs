@@ -2,7 +2,8 @@
 //! watch gets only its namespace's events, in order, each once; pages walked while
 //! writes go on show the first page's snapshot; selectors filter lists; a watch from
 //! before the cache was loaded is replayed from the store; a resourceVersion from the
-//! future is upstream's 504 "Too large resource version".
+//! future is upstream's 504 "Too large resource version"; gets without a
+//! resourceVersion see every write that returned before them.
 //!
 //! Run inside a private network namespace:
 //! `unshare -n sh -c 'ip link set lo up; cargo test -p skiff-apiserver --test watch_cache_http'`
@@ -283,4 +284,85 @@ async fn lists_pages_and_watches_through_the_cache() {
         .as_str()
         .unwrap_or_default()
         .starts_with("Too large resource version: 999999"));
+}
+
+/// Gets without a resourceVersion are consistent reads served by the cache: each sees
+/// the write that returned just before it (an update, a delete), and a watcher that
+/// falls behind a burst of writes gets every event once, in order (several per write
+/// when it is behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_see_every_write_that_returned_and_a_burst_reaches_watchers_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_running, c) = support::start(dir.path()).await;
+    let (code, body) = c
+        .call(
+            "POST",
+            "/api/v1/namespaces",
+            Some(&json!({"metadata": {"name": "g"}})),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let mut cm = configmap(&c, "g", "cm", "web").await;
+    let path = "/api/v1/namespaces/g/configmaps/cm";
+    // Loads the cache, and a watch from here on.
+    let (code, _) = c.call("GET", path, None).await;
+    assert_eq!(code, 200);
+    let from = rv(&cm);
+    let watcher = {
+        let (d, c) = (dir.path().to_path_buf(), c.clone());
+        let p = format!(
+            "/api/v1/namespaces/g/configmaps?watch=1&resourceVersion={from}&timeoutSeconds=8"
+        );
+        tokio::spawn(async move { curl(&d, &c, &p).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    const WRITES: usize = 40;
+    for i in 0..WRITES {
+        cm["data"]["k"] = json!(format!("v{i}"));
+        let (code, written) = c.call("PUT", path, Some(&cm)).await;
+        assert_eq!(code, 200, "{written}");
+        let (code, got) = c.call("GET", path, None).await;
+        assert_eq!(code, 200, "{got}");
+        assert_eq!(
+            (rv(&got), &got["data"]["k"]),
+            (rv(&written), &json!(format!("v{i}"))),
+            "the get after write {i} sees it"
+        );
+        cm = got;
+    }
+    // A burst from several writers at once, on other objects.
+    let burst: Vec<_> = (0..4)
+        .map(|w| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    configmap(&c, "g", &format!("w{w}-{i}"), "db").await;
+                }
+            })
+        })
+        .collect();
+    for b in burst {
+        b.await.expect("writer");
+    }
+    let (code, _) = c.call("DELETE", path, None).await;
+    assert_eq!(code, 200);
+    let (code, gone) = c.call("GET", path, None).await;
+    assert_eq!(
+        (code, gone["reason"].as_str()),
+        (404, Some("NotFound")),
+        "{gone}"
+    );
+
+    let lines = watcher.await.expect("watcher");
+    let events: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event line"))
+        .collect();
+    let revisions: Vec<i64> = events.iter().map(|e| rv(&e["object"])).collect();
+    let mut sorted = revisions.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(revisions, sorted, "events in revision order, each once");
+    assert_eq!(events.len(), WRITES + 40 + 1, "{lines}");
+    assert_eq!(events.last().map(|e| &e["type"]), Some(&json!("DELETED")));
 }

@@ -100,6 +100,14 @@ pub trait Backend: Send + Sync + 'static {
 
     fn current_revision(&self) -> Result<Revision>;
 
+    /// `current_revision`, when the store knows it in memory and answering cannot block
+    /// (a store in this process): async callers on a hot path (the API server's
+    /// consistent reads from its watch cache) skip the hop to a blocking thread.
+    /// `None`: ask `current_revision` from a blocking thread.
+    fn current_revision_now(&self) -> Option<Revision> {
+        None
+    }
+
     fn compacted_revision(&self) -> Revision;
 
     /// `Ok` if the store can serve requests right now, `Unavailable` (saying why) if not:

@@ -200,6 +200,10 @@ impl Backend for MemoryBackend {
         Ok(self.lock().revision)
     }
 
+    fn current_revision_now(&self) -> Option<Revision> {
+        Some(self.lock().revision)
+    }
+
     fn compacted_revision(&self) -> Revision {
         self.lock().compacted
     }

@@ -325,6 +325,10 @@ impl Backend for SqliteBackend {
         Ok(self.revision.load(Ordering::SeqCst))
     }
 
+    fn current_revision_now(&self) -> Option<Revision> {
+        Some(self.revision.load(Ordering::SeqCst))
+    }
+
     fn compacted_revision(&self) -> Revision {
         self.compacted.load(Ordering::SeqCst)
     }

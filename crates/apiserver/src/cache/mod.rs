@@ -273,7 +273,10 @@ impl Caches {
         let (wanted, exact) = match freshness {
             Freshness::Any => return Ok((cache, None)),
             Freshness::Consistent => {
-                let current = objects.current_revision().await?;
+                let current = match objects.backend().current_revision_now() {
+                    Some(r) => r,
+                    None => objects.current_revision().await?,
+                };
                 if cache.revision() >= current || self.wait_for(current, FRESHNESS_WAIT).await {
                     return Ok((cache, None));
                 }

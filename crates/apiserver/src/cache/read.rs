@@ -56,11 +56,12 @@ pub fn list_freshness(
     }
 }
 
-/// The state a get wants: `None` reads the store (upstream reads etcd for a get
-/// without a resourceVersion).
+/// The state a get wants. Without a resourceVersion, a consistent read: the cache
+/// once it has the store's current revision (as upstream's consistent reads from
+/// cache), the store itself when the cache cannot say so in time.
 pub fn get_freshness(q: &Query) -> Result<Option<Freshness>, StatusError> {
     match q.get("resourceVersion").unwrap_or("") {
-        "" => Ok(None),
+        "" => Ok(Some(Freshness::Consistent)),
         "0" => Ok(Some(Freshness::Any)),
         rv => Ok(Some(Freshness::NotOlderThan(parse_revision(rv)?))),
     }
