@@ -104,6 +104,16 @@ fn job_spec(spec: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) {
             &["NonIndexed", "Indexed"],
         )),
     }
+    let success_policy = spec
+        .and_then(|s| s.get("successPolicy"))
+        .filter(|v| !v.is_null());
+    if success_policy.is_some() && mode != Some("Indexed") {
+        errs.push(FieldError::invalid(
+            &format!("{path}.completionMode"),
+            mode.map_or(Value::Null, |m| json!(m)),
+            "requires indexed completion mode",
+        ));
+    }
     let template_spec = spec.and_then(|s| s.pointer("/template/spec"));
     if let Some(e) = restart_policy(
         template_spec,
@@ -478,6 +488,13 @@ mod tests {
             m.iter()
                 .any(|m| m.contains("`selector` not auto-generated")),
             "{m:?}"
+        );
+        let mut j = generated_job();
+        j["spec"]["completionMode"] = json!("NonIndexed");
+        j["spec"]["successPolicy"] = json!({"rules": [{"succeededCount": 1}]});
+        assert_eq!(
+            messages(&validate("batch", "Job", &j, None)),
+            vec!["spec.completionMode: Invalid value: \"NonIndexed\": requires indexed completion mode"]
         );
         let old = generated_job();
         let mut j = generated_job();

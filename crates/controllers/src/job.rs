@@ -203,6 +203,24 @@ fn failure_verdict(job: &Job, pod: &Pod) -> Verdict {
     Verdict::Count
 }
 
+/// Whether a successPolicy rule holds for the succeeded indexes: all of
+/// `succeededIndexes` (or `succeededCount` of them), or `succeededCount`
+/// indexes at all.
+fn rule_met(rule: &k8s_openapi::api::batch::v1::SuccessPolicyRule, done: &BTreeSet<i32>) -> bool {
+    let count = rule
+        .succeeded_count
+        .map(|c| usize::try_from(c.max(0)).unwrap_or(0));
+    match (&rule.succeeded_indexes, count) {
+        (Some(set), count) => {
+            let want = parse_indexes(set);
+            let have = want.intersection(done).count();
+            have >= count.unwrap_or(want.len()) && have > 0
+        }
+        (None, Some(c)) => done.len() >= c,
+        (None, None) => false,
+    }
+}
+
 /// When the pod's last container stopped (else when it was made).
 fn finished_at(pod: &Pod) -> Option<Timestamp> {
     terminated_codes(pod)
@@ -425,23 +443,34 @@ fn sync(job: &Job, pods: &[Arc<Pod>], now: Timestamp) -> Plan {
         return plan;
     }
 
-    // Success.
+    // Success: all completions, or (Indexed) a successPolicy rule met.
     let complete = match (indexed, completions) {
         (true, Some(c)) => done_indexes.len() >= c,
         (_, Some(c)) => succeeded >= c,
         (_, None) => succeeded > 0 && active.is_empty(),
     };
-    if complete {
+    let policy_rule = spec
+        .success_policy
+        .as_ref()
+        .filter(|_| indexed)
+        .and_then(|p| p.rules.iter().position(|r| rule_met(r, &done_indexes)));
+    if complete || policy_rule.is_some() {
         plan.delete = active.iter().map(|p| p.name_any()).collect();
         plan.status.active = Some(0);
-        let m = "Reached expected number of succeeded pods";
+        let (reason, m) = match policy_rule {
+            Some(i) if !complete => ("SuccessPolicy", format!("Matched rules at index {i}")),
+            _ => (
+                "CompletionsReached",
+                "Reached expected number of succeeded pods".to_string(),
+            ),
+        };
         set_condition(
             &mut plan.status,
-            condition("SuccessCriteriaMet", "True", "CompletionsReached", m, now),
+            condition("SuccessCriteriaMet", "True", reason, &m, now),
         );
         set_condition(
             &mut plan.status,
-            condition("Complete", "True", "CompletionsReached", m, now),
+            condition("Complete", "True", reason, &m, now),
         );
         plan.status.completion_time = Some(Time(now));
         plan.events

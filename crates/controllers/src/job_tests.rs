@@ -249,6 +249,32 @@ fn indexed_and_suspended() {
 }
 
 #[test]
+fn a_success_policy_completes_an_indexed_job_early() {
+    use k8s_openapi::api::batch::v1::{SuccessPolicy, SuccessPolicyRule};
+    let now = ts(NOW);
+    let j = job(|s| {
+        s.completion_mode = Some("Indexed".into());
+        (s.completions, s.parallelism) = (Some(3), Some(3));
+        s.success_policy = Some(SuccessPolicy {
+            rules: vec![SuccessPolicyRule {
+                succeeded_indexes: Some("0".into()),
+                succeeded_count: None,
+            }],
+        });
+    });
+    let running = pod("pi-1", "Running", Some(1), None, NOW);
+    let p = desired(&j, &[running.clone()], now);
+    assert!(conditions(&p).is_empty());
+    let leader = pod("pi-0", "Succeeded", Some(0), Some(0), NOW);
+    let p = desired(&j, &[leader, running], now);
+    assert_eq!(
+        conditions(&p)[1],
+        ("Complete".to_string(), "SuccessPolicy".to_string())
+    );
+    assert_eq!(p.delete, vec!["pi-1".to_string()]);
+}
+
+#[test]
 fn replacements_of_terminating_pods() {
     let now = ts(NOW);
     let mut going = (*pod("a", "Running", None, None, NOW)).clone();
