@@ -190,6 +190,15 @@ fn seed_000_headless_services_and_friends() {
     walkthrough("00-headless");
 }
 
+/// The same seed's second kind of session affinity, by cookie, which "require[s]
+/// Ingress object": through skiff's ingress controller with ingress-nginx's
+/// `affinity: cookie` annotations, from the outside machine.
+#[test]
+#[ignore = "needs the ingress component"]
+fn seed_000_cookie_affinity_through_an_ingress() {
+    walkthrough("00-headless-cookie-affinity");
+}
+
 #[test]
 fn seed_001_services_101() {
     walkthrough("01-services101");
