@@ -263,7 +263,7 @@ fn a_success_policy_completes_an_indexed_job_early() {
         });
     });
     let running = pod("pi-1", "Running", Some(1), None, NOW);
-    let p = desired(&j, &[running.clone()], now);
+    let p = desired(&j, std::slice::from_ref(&running), now);
     assert!(conditions(&p).is_empty());
     let leader = pod("pi-0", "Succeeded", Some(0), Some(0), NOW);
     let p = desired(&j, &[leader, running], now);
