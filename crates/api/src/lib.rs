@@ -10,6 +10,7 @@ pub mod cron;
 pub mod defaults;
 pub mod fields;
 pub mod ingress_validation;
+pub mod pdb;
 pub mod registry;
 pub mod selector;
 pub mod service;

@@ -274,6 +274,19 @@ pub static RESOURCES: &[Resource] = &[
         storage: "leases",
         ..res("coordination.k8s.io", "leases", "lease", "Lease", true)
     },
+    Resource {
+        short_names: &["pdb"],
+        status: true,
+        has_spec: true,
+        storage: "poddisruptionbudgets",
+        ..res(
+            "policy",
+            "poddisruptionbudgets",
+            "poddisruptionbudget",
+            "PodDisruptionBudget",
+            true,
+        )
+    },
     // RBAC objects are stored and served so manifests that carry them (a ServiceAccount
     // with its ClusterRoleBinding, say) apply as written; skiff has one admin user and
     // does not authorize by them.

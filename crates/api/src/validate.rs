@@ -97,6 +97,7 @@ pub fn validate(resource: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Fi
         ("networking.k8s.io", "Ingress") => {
             errs.extend(crate::ingress_validation::ingress(obj, old))
         }
+        ("policy", "PodDisruptionBudget") => errs.extend(crate::pdb::validate(obj)),
         ("networking.k8s.io", "IngressClass") => {
             errs.extend(crate::ingress_validation::ingress_class(obj, old))
         }

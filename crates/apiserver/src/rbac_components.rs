@@ -329,6 +329,15 @@ fn controller_roles() -> Vec<(&'static str, Vec<Value>)> {
                 events(),
             ],
         ),
+        // Reads budgets and pods through the shared informers; writes only
+        // the budgets' status.
+        (
+            "disruption-controller",
+            vec![
+                rule(&["update"], &["policy"], &["poddisruptionbudgets/status"]),
+                events(),
+            ],
+        ),
     ]
 }
 

@@ -125,6 +125,7 @@ pub const IDENTITIES: &[Identity] = &[
         "root-ca-cert-publisher",
         "root-ca-cert-publisher",
     ),
+    sa("disruption", "disruption-controller", "controllermanager"),
     Identity {
         controller: "scheduler",
         account: None,
@@ -231,6 +232,7 @@ mod tests {
             "pod-garbage-collector",
             "serviceaccount",
             "root-ca-cert-publisher",
+            "disruption",
             "scheduler",
         ] {
             assert!(identity(name).is_some(), "{name}");

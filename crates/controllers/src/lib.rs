@@ -21,7 +21,8 @@
 //!   force-deleted;
 //! - [`serviceaccounts`]: a `default` ServiceAccount in every namespace;
 //!   [`rootca`]: the `kube-root-ca.crt` ConfigMap in every namespace (both
-//!   through [`per_namespace`], with their own small watches).
+//!   through [`per_namespace`], with their own small watches);
+//! - [`disruption`]: PodDisruptionBudgets' status from the pods they select.
 //!
 //! With several servers on one store, [`leader::run_controllers`] runs all of
 //! them only on the server holding the `kube-system/kube-controller-manager`
@@ -32,6 +33,7 @@ pub mod cronjob;
 pub mod daemonset;
 pub mod daemonset_history;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
@@ -79,7 +81,7 @@ pub struct Settings {
     /// `cronjob`, `ttl-after-finished`, `daemonset`, `replicationcontroller`, `scheduler`,
     /// `garbagecollector`, `nodeipam`, `nodelifecycle`,
     /// `taint-eviction-controller`, `pod-garbage-collector`, `serviceaccount`,
-    /// `root-ca-cert-publisher`); empty means all.
+    /// `root-ca-cert-publisher`, `disruption`); empty means all.
     pub enabled: Vec<String>,
     /// Endpoints per EndpointSlice (upstream `--max-endpoints-per-slice`, 100).
     pub max_endpoints_per_slice: usize,

@@ -491,6 +491,13 @@ pub async fn run(clients: impl Into<crate::clients::Clients>, settings: Settings
 /// The controllers that keep an object in every namespace run on their own
 /// watches ([`crate::per_namespace`]), beside the shared caches.
 fn spawn_per_namespace(ctx: &Ctx, workers: &mut tokio::task::JoinSet<()>) {
+    if ctx.settings.enabled("disruption") {
+        workers.spawn(crate::disruption::run(
+            ctx.cache.clone(),
+            ctx.clients.shared().clone(),
+            ctx.clients.of("disruption"),
+        ));
+    }
     if ctx.settings.enabled("serviceaccount") {
         workers.spawn(crate::serviceaccounts::run(
             ctx.clients.shared().clone(),

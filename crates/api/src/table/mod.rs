@@ -18,6 +18,7 @@ mod docs;
 mod events;
 mod network;
 mod pod;
+mod policy;
 mod workloads;
 
 use chrono::{DateTime, Utc};
@@ -331,6 +332,7 @@ fn printer_for(group: &str, kind: &str) -> Option<&'static Printer> {
         ("networking.k8s.io", "Ingress") => &network::INGRESS,
         ("networking.k8s.io", "IngressClass") => &network::INGRESS_CLASS,
         ("coordination.k8s.io", "Lease") => &network::LEASE,
+        ("policy", "PodDisruptionBudget") => &policy::POD_DISRUPTION_BUDGET,
         _ => return None,
     })
 }
