@@ -196,11 +196,12 @@ pub async fn forward(
                 .await
                 .map_err(|e| e.to_string())
         } else {
-            shared
-                .upstream
-                .send(protocol, h2, request)
-                .await
-                .map_err(|e| format!("{e:?}"))
+            tokio::select! {
+                r = shared.upstream.send(protocol, h2, request) => r.map_err(|e| format!("{e:?}")),
+                _ = removed(shared, ep.addr) => Err(format!(
+                    "{} left the Service's endpoints without answering", ep.addr
+                )),
+            }
         };
         match sent {
             Ok(resp) => {
@@ -220,7 +221,7 @@ pub async fn forward(
                 return (resp, Some(ep.addr));
             }
             Err(e) => {
-                let next = backend.pick(Some(ep.addr)).filter(|n| n.addr != ep.addr);
+                let next = retry_endpoint(shared, host, parts.uri.path(), backend, ep.addr);
                 match next {
                     Some(n) if retryable && !retried => {
                         tracing::debug!(upstream = %ep.addr, error = %e, retry = %n.addr, "upstream failed; retrying");
@@ -233,7 +234,7 @@ pub async fn forward(
                                 service: backend.service.clone(),
                             })
                             .inc();
-                        ep = n.clone();
+                        ep = n;
                         set_cookie = affinity.is_some();
                         retried = true;
                     }
@@ -243,6 +244,51 @@ pub async fn forward(
                         return (r, Some(ep.addr));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Another endpoint for a retry, from the newest table (the endpoint that
+/// failed may have left it, and new ones joined), else from `backend`.
+fn retry_endpoint(
+    shared: &Shared,
+    host: &str,
+    path: &str,
+    backend: &Backend,
+    failed: SocketAddr,
+) -> Option<Endpoint> {
+    let table = shared.table.load();
+    let fresh = match table.lookup(host, path).map(|r| &r.target) {
+        Some(crate::routes::Target::Service(b))
+            if b.namespace == backend.namespace && b.service == backend.service =>
+        {
+            b.pick(Some(failed)).cloned()
+        }
+        _ => None,
+    };
+    fresh
+        .or_else(|| backend.pick(Some(failed)).cloned())
+        .filter(|n| n.addr != failed)
+}
+
+/// How long a request may still wait on an endpoint after it left the
+/// Service (its pod is terminating): answers already on their way come in
+/// this time; a pod that went silent (its network gone) never answers.
+const REMOVED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Resolves when `addr` has been out of the route table for [`REMOVED_GRACE`];
+/// looks only when a new table is swapped in, so a request costs no timer.
+async fn removed(shared: &Shared, addr: SocketAddr) {
+    let mut changes = shared.table_changes.subscribe();
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if !shared.table.load().live.contains(&addr) {
+            tokio::time::sleep(REMOVED_GRACE).await;
+            if !shared.table.load().live.contains(&addr) {
+                return;
             }
         }
     }

@@ -10,6 +10,8 @@
 //! NodePorts to itself.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
@@ -111,14 +113,20 @@ pub struct Publication {
     pub https_port: u16,
 }
 
-/// Creates the Service (retrying until it exists) and keeps this node's slice.
-pub async fn start(client: kube::Client, p: Publication) {
+/// Creates the Service, retrying until it exists; `busy` is cleared when done
+/// (the caller starts one at a time, again whenever the Service is gone).
+pub async fn create_service(client: kube::Client, busy: Arc<AtomicBool>) {
     let mut delay = Duration::from_millis(200);
     while let Err(e) = ensure_service(client.clone()).await {
         tracing::warn!(error = %e, "cannot create the ingress service; retrying");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     }
+    busy.store(false, Ordering::Release);
+}
+
+/// Keeps this node's slice (see [`keep_slice`]).
+pub async fn start(client: kube::Client, p: Publication) {
     keep_slice(client, p.node, p.ip, p.http_port, p.https_port).await
 }
 

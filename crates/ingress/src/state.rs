@@ -24,6 +24,8 @@ pub struct Shared {
     pub upstream: upstream::Clients,
     /// Where redirects to HTTPS point.
     pub https_port: u16,
+    /// Bumped after each new table (see [`Shared::swap_table`]).
+    pub table_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -36,7 +38,14 @@ impl Shared {
             metrics: Arc::new(Metrics::new()),
             upstream: upstream::Clients::new(),
             https_port,
+            table_changes: tokio::sync::watch::Sender::new(0),
         })
+    }
+
+    /// Puts `table` in service and tells the requests waiting on endpoints.
+    pub fn swap_table(&self, table: RouteTable) {
+        self.table.store(Arc::new(table));
+        self.table_changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// The TLS acceptor choosing certificates from [`Shared::certs`].

@@ -5,6 +5,7 @@
 //! they loaded. Events and Ingress statuses follow each rebuild.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -79,6 +80,7 @@ pub async fn keep_current(
     publication: publish::Publication,
 ) {
     let mut publication = Some(publication);
+    let creating_service = Arc::new(AtomicBool::new(false));
     let (ingresses, s0) = follow::<Ingress>(&client, 0);
     let (classes, s1) = follow::<IngressClass>(&client, 1);
     let (services, s2) = follow::<Service>(&client, 2);
@@ -120,7 +122,7 @@ pub async fn keep_current(
         let (store, tls_problems) = tls::store(&built.tls, secret, &mut certs);
         built.problems.extend(tls_problems);
         shared.certs.store.store(Arc::new(store));
-        shared.table.store(Arc::new(built.table));
+        shared.swap_table(built.table);
         shared.metrics.table_updates.inc();
         tracing::debug!(took = ?since.elapsed(), served = built.served.len(), "ingress routes updated");
 
@@ -131,14 +133,22 @@ pub async fn keep_current(
             .iter()
             .filter_map(|r| Some((r, find(&r.namespace, &r.name)?)))
             .collect();
+        recorder.tell(served.iter().map(|(_, i)| *i), &built.problems, find);
+
+        let own = services.get(&ObjectRef::new(publish::SERVICE).within(publish::NAMESPACE));
+        // The Service and this node's slice once there is an Ingress to serve;
+        // the Service again if someone deletes it.
         if !served.is_empty() {
             if let Some(p) = publication.take() {
                 tokio::spawn(publish::start(client.clone(), p));
             }
+            if own.is_none() && !creating_service.swap(true, Ordering::AcqRel) {
+                tokio::spawn(publish::create_service(
+                    client.clone(),
+                    creating_service.clone(),
+                ));
+            }
         }
-        recorder.tell(served.iter().map(|(_, i)| *i), &built.problems, find);
-
-        let own = services.get(&ObjectRef::new(publish::SERVICE).within(publish::NAMESPACE));
         let want = status::addresses(own.as_deref());
         if !want.is_empty() {
             let stale: Vec<_> = served

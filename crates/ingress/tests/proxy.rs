@@ -102,21 +102,32 @@ async fn proxy(backends: &[(&str, u16)]) -> SocketAddr {
 }
 
 async fn proxy_annotated(backends: &[(&str, u16)], annotations: serde_json::Value) -> SocketAddr {
+    serve(table(backends, annotations)).await.0
+}
+
+fn table(
+    backends: &[(&str, u16)],
+    annotations: serde_json::Value,
+) -> skiff_ingress::routes::RouteTable {
     let (classes, ingresses, services, slices) = objects(backends, annotations);
-    let built = build(&Objects::new(
+    build(&Objects::new(
         Classes::from_classes(&classes),
         &ingresses,
         &services,
         &slices,
-    ));
+    ))
+    .table
+}
+
+async fn serve(table: skiff_ingress::routes::RouteTable) -> (SocketAddr, Arc<Shared>) {
     let shared = Arc::new(Shared::new(443).expect("shared"));
-    shared.table.store(Arc::new(built.table));
+    shared.swap_table(table);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(skiff_ingress::proxy::serve_plain(listener, shared));
-    addr
+    tokio::spawn(skiff_ingress::proxy::serve_plain(listener, shared.clone()));
+    (addr, shared)
 }
 
 async fn get(
@@ -275,4 +286,38 @@ async fn grpc_passes_through_over_h2_with_trailers() {
         Some(&b"0"[..])
     );
     assert_eq!(&collected.to_bytes()[..], b"\0\0\0\0\x03abc");
+}
+
+/// A pod that went silent (accepts, never answers) and then left the
+/// Service: the request waiting on it is retried on an endpoint of the new
+/// table, not left hanging.
+#[tokio::test]
+async fn a_request_waiting_on_a_removed_endpoint_is_retried() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_port = silent.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let _b = whoami(18184);
+    let (proxy, shared) = serve(table(&[("127.0.0.1", silent_port)], json!({}))).await;
+    let h1 = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let started = std::time::Instant::now();
+    let request = tokio::spawn(async move { get(&h1, proxy, "/").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shared.swap_table(table(&[("127.0.0.1", 18184)], json!({})));
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .expect("the request hung")
+        .expect("task");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("GET / HTTP/1.1"), "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "answered before the grace"
+    );
 }

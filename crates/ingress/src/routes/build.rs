@@ -181,6 +181,10 @@ pub fn build(objects: &Objects<'_>) -> Built {
             }
         }
     }
+    out.table.live = backends
+        .values()
+        .flat_map(|b| b.endpoints.iter().map(|e| e.addr))
+        .collect();
     for (host, routes) in hosts {
         let set = host_routes(routes);
         if host.is_empty() {

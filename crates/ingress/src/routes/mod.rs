@@ -15,7 +15,7 @@ pub mod build;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -216,6 +216,9 @@ pub struct RouteTable {
     pub any_host: HostRoutes,
     /// The oldest served Ingress's `spec.defaultBackend`.
     pub default: Option<Route>,
+    /// Every ready endpoint of every backend: a request waiting on an address
+    /// no longer here is waiting on a pod that is going away.
+    pub live: HashSet<SocketAddr>,
 }
 
 impl RouteTable {
