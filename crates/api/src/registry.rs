@@ -287,6 +287,19 @@ pub static RESOURCES: &[Resource] = &[
             true,
         )
     },
+    Resource {
+        short_names: &["csr"],
+        status: true,
+        has_spec: true,
+        storage: "certificatesigningrequests",
+        ..res(
+            "certificates.k8s.io",
+            "certificatesigningrequests",
+            "certificatesigningrequest",
+            "CertificateSigningRequest",
+            false,
+        )
+    },
     // RBAC objects are stored and served so manifests that carry them (a ServiceAccount
     // with its ClusterRoleBinding, say) apply as written; skiff has one admin user and
     // does not authorize by them.

@@ -517,6 +517,7 @@ async fn run_verb(
             "finalize" => t.resource.kind == "Namespace",
             "eviction" => t.resource.kind == "Pod" && verb == "create",
             "token" => t.resource.kind == "ServiceAccount" && verb == "create",
+            "approval" => t.resource.kind == "CertificateSigningRequest" && verb == "update",
             _ => false,
         };
         if !known {
@@ -541,7 +542,10 @@ async fn run_verb(
         "create" => {
             let bytes = body::read(body).await?;
             let opts = WriteOptions::from_request(q, headers)?;
-            let (obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
+            let (mut obj, warnings) = rest::decode_body(t, headers, &bytes, &opts)?;
+            if t.resource.kind == "CertificateSigningRequest" {
+                crate::csr::admit_create(who.user, t.resource, &mut obj)?;
+            }
             who.check_escalation(t, &obj)?;
             crate::node_restriction::admit_create(who.user, t, &obj)?;
             let created = rest::create(api, t, obj, &opts).await?;
@@ -550,6 +554,10 @@ async fn run_verb(
                 response::json(201, &created),
                 &warnings,
             ))
+        }
+        "update" if t.subresource.as_deref() == Some("approval") => {
+            let bytes = body::read(body).await?;
+            crate::csr::approve(api, who.user, who.index, t, headers, &bytes, q).await
         }
         "update" => {
             let bytes = body::read(body).await?;
@@ -764,6 +772,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     tokio::spawn(crate::services::run(api.clone()));
     tokio::spawn(namespaces::lifecycle(api.clone()));
     tokio::spawn(crate::namespace_cache::run(api.clone()));
+    tokio::spawn(crate::csr::signer::run(api.clone()));
     tokio::spawn(compactor(
         api.clone(),
         config.compact_interval,

@@ -13,6 +13,7 @@
 //! uses the default rather than a zero value, and a malformed object renders
 //! `<unknown>`-style cells instead of failing.
 
+mod certificates;
 mod core;
 mod docs;
 mod events;
@@ -333,6 +334,9 @@ fn printer_for(group: &str, kind: &str) -> Option<&'static Printer> {
         ("networking.k8s.io", "IngressClass") => &network::INGRESS_CLASS,
         ("coordination.k8s.io", "Lease") => &network::LEASE,
         ("policy", "PodDisruptionBudget") => &policy::POD_DISRUPTION_BUDGET,
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            &certificates::CERTIFICATE_SIGNING_REQUEST
+        }
         _ => return None,
     })
 }
