@@ -58,6 +58,7 @@ fn template(obj: &mut Value) {
 /// Applies the defaults of `resource`'s kind to `obj` in place.
 pub fn apply(resource: &Resource, obj: &mut Value) {
     match (resource.group, resource.kind) {
+        (crate::crd::GROUP, "CustomResourceDefinition") => crate::crd::validation::default(obj),
         ("", "Pod") => {
             if let Some(spec) = obj.get_mut("spec") {
                 pod_spec(spec);
@@ -129,7 +130,8 @@ pub fn apply(resource: &Resource, obj: &mut Value) {
                 }
             }
         }
-        _ => {}
+        // A custom resource: pruned to its schema and defaulted from it.
+        _ => crate::crd::prune_and_default(resource, obj),
     }
 }
 

@@ -337,6 +337,22 @@ pub static RESOURCES: &[Resource] = &[
             false,
         )
     },
+    // The definitions of custom resources; the resources they define are
+    // registered at run time (crate::crd::registered).
+    Resource {
+        short_names: &["crd", "crds"],
+        categories: &["api-extensions"],
+        status: true,
+        has_spec: true,
+        storage: "apiextensions.k8s.io/customresourcedefinitions",
+        ..res(
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+            "customresourcedefinition",
+            "CustomResourceDefinition",
+            false,
+        )
+    },
     // events.k8s.io/v1 is another view of the core events: same storage, converted at the edge.
     Resource {
         short_names: &["ev"],
@@ -345,10 +361,11 @@ pub static RESOURCES: &[Resource] = &[
     },
 ];
 
-/// API groups in the order discovery presents them (preferred first).
+/// API groups in the order discovery presents them (preferred first); custom
+/// resources' groups come after the built-in ones.
 pub fn groups() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         if !r.group.is_empty() && !out.contains(&r.group) {
             out.push(r.group);
         }
@@ -356,23 +373,35 @@ pub fn groups() -> Vec<&'static str> {
     out
 }
 
+/// Every served resource: the static table, then the custom resources the
+/// CustomResourceDefinitions define now.
+pub fn all() -> Vec<&'static Resource> {
+    let mut out: Vec<&'static Resource> = RESOURCES.iter().collect();
+    out.extend(crate::crd::registered::resources());
+    out
+}
+
 pub fn resources_in<'a>(
     group: &'a str,
     version: &'a str,
 ) -> impl Iterator<Item = &'static Resource> + 'a {
-    RESOURCES
-        .iter()
+    all()
+        .into_iter()
         .filter(move |r| r.group == group && r.version == version)
 }
 
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    resources_in(group, version).find(|r| r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .or_else(|| crate::crd::registered::lookup(group, version, plural))
 }
 
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.kind == kind)
+        .or_else(|| crate::crd::registered::by_kind(group, kind))
 }
 
 /// Splits `apps/v1` into (`apps`, `v1`) and `v1` into (``, `v1`).

@@ -101,7 +101,10 @@ pub fn validate(resource: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Fi
         ("networking.k8s.io", "IngressClass") => {
             errs.extend(crate::ingress_validation::ingress_class(obj, old))
         }
-        _ => {}
+        (crate::crd::GROUP, "CustomResourceDefinition") => {
+            errs.extend(crate::crd::validation::validate(obj, old))
+        }
+        _ => errs.extend(crate::crd::validate_object(resource, obj)),
     }
     errs
 }

@@ -50,6 +50,13 @@ pub fn to_storage(resource: &Resource, obj: &Value) -> Value {
 pub fn from_storage(resource: &Resource, obj: Value) -> Value {
     if is_new_events(resource) {
         rename(obj, false, "events.k8s.io/v1")
+    } else if skiff_api::crd::definition_of(resource).is_some() {
+        // Conversion `None`: a custom resource's versions differ only in apiVersion.
+        let mut obj = obj;
+        if let Some(m) = obj.as_object_mut() {
+            m.insert("apiVersion".into(), Value::String(resource.api_version()));
+        }
+        obj
     } else {
         obj
     }

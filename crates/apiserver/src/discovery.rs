@@ -135,13 +135,64 @@ fn legacy_resources(group: &str, version: &str) -> Value {
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
 }
 
+/// Upstream's version priority: GA before beta before alpha, higher numbers
+/// first, and anything not of the `v<N>[alpha|beta<M>]` form last by name.
+fn version_priority(v: &str) -> (u8, u64, u64, String) {
+    let parse = |rest: &str| -> Option<(u8, u64, u64)> {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major: u64 = digits.parse().ok()?;
+        match &rest[digits.len()..] {
+            "" => Some((0, major, 0)),
+            tail => {
+                let (stage, minor) = tail
+                    .strip_prefix("beta")
+                    .map(|m| (1, m))
+                    .or_else(|| tail.strip_prefix("alpha").map(|m| (2, m)))?;
+                Some((stage, major, minor.parse().ok()?))
+            }
+        }
+    };
+    match v.strip_prefix('v').and_then(parse) {
+        // Higher majors and minors first: sort by their complements.
+        Some((stage, major, minor)) => (stage, u64::MAX - major, u64::MAX - minor, String::new()),
+        None => (3, 0, 0, v.to_string()),
+    }
+}
+
+/// The versions a group serves, preferred first.
+fn versions_of(group: &str) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in registry::all().into_iter().chain(unstored()) {
+        if r.group == group && !out.contains(&r.version) {
+            out.push(r.version);
+        }
+    }
+    out.sort_by_key(|v| version_priority(v));
+    out
+}
+
 fn group_doc(group: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
-    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+    let versions: Vec<Value> = versions_of(group)
+        .into_iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    let preferred = versions
+        .first()
+        .cloned()
+        .unwrap_or_else(|| json!({"groupVersion": format!("{group}/v1"), "version": "v1"}));
+    json!({"name": group, "versions": versions, "preferredVersion": preferred})
 }
 
 fn aggregated_versions(group: &str) -> Value {
-    let resources: Vec<Value> = resources_in(group, "v1")
+    let versions: Vec<Value> = versions_of(group)
+        .into_iter()
+        .map(|v| aggregated_version(group, v))
+        .collect();
+    Value::Array(versions)
+}
+
+fn aggregated_version(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = resources_in(group, version)
         .map(|r| {
             let subs: Vec<Value> = subresources(r)
                 .into_iter()
@@ -168,7 +219,7 @@ fn aggregated_versions(group: &str) -> Value {
             e
         })
         .collect();
-    json!([{"version": "v1", "resources": resources, "freshness": "Current"}])
+    json!({"version": version, "resources": resources, "freshness": "Current"})
 }
 
 fn aggregated(core: bool) -> Value {

@@ -13,6 +13,7 @@ pub mod body;
 pub mod cache;
 pub mod component_certs;
 pub mod convert;
+pub mod crd;
 pub mod csr;
 pub mod delete;
 pub mod discovery;

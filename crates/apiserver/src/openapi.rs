@@ -18,7 +18,7 @@ fn gv_path(group: &str, version: &str) -> String {
 
 fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in registry::RESOURCES {
+    for r in registry::all() {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }

@@ -86,7 +86,7 @@ fn item_path(r: &Resource) -> String {
 /// The whole document, encoded.
 pub fn document() -> Vec<u8> {
     let mut paths = Msg::default();
-    for r in registry::RESOURCES {
+    for r in registry::all() {
         let item = Msg::default().msg(8, patch_operation(r));
         paths = paths.msg(2, Msg::default().str(1, &item_path(r)).msg(2, item));
     }

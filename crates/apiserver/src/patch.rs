@@ -94,7 +94,7 @@ pub async fn patch_checked(
                 .unwrap_or(Value::Null);
             let rv = out.pointer("/metadata/resourceVersion").cloned();
             let mut obj = cur.clone();
-            obj["spec"]["replicas"] = replicas;
+            skiff_api::crd::set_spec_replicas(t.resource, &mut obj, replicas);
             if let (Some(rv), Some(m)) =
                 (rv, obj.get_mut("metadata").and_then(Value::as_object_mut))
             {

@@ -612,7 +612,8 @@ pub async fn update(api: &Api, t: &Target, obj: Value, opts: &WriteOptions) -> R
     let name = t.name.clone().unwrap_or_default();
     if t.subresource.as_deref() == Some("scale") {
         let replicas = obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
-        let patch = json!({"spec": {"replicas": replicas}});
+        let mut patch = json!({});
+        skiff_api::crd::set_spec_replicas(t.resource, &mut patch, replicas);
         return patch_with(api, t, opts, |cur| {
             Ok(skiff_patch::merge_patch(cur, &patch))
         })
@@ -718,9 +719,44 @@ where
     }
 }
 
+/// A custom resource's Scale, read from its CRD's scale paths.
+fn custom_scale(obj: &Value, meta: &Value) -> Option<Value> {
+    let av = obj.get("apiVersion").and_then(Value::as_str)?;
+    let (group, version) = registry::split_api_version(av);
+    let kind = obj.get("kind").and_then(Value::as_str)?;
+    let def = skiff_api::crd::registered::definition_by_kind(group, kind)?;
+    let paths = def.version(version)?.scale.clone()?;
+    let at = |dotted: &str| obj.pointer(&skiff_api::crd::json_pointer(dotted)).cloned();
+    let selector = paths
+        .label_selector
+        .as_deref()
+        .and_then(at)
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    Some(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "creationTimestamp": meta.get("creationTimestamp"),
+        },
+        "spec": {"replicas": at(&paths.spec_replicas).unwrap_or(json!(0))},
+        "status": {
+            "replicas": at(&paths.status_replicas).unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    }))
+}
+
 /// The `autoscaling/v1 Scale` view of an object with `spec.replicas`.
 pub fn scale_of(obj: &Value) -> Result<Value> {
     let meta = obj.get("metadata").cloned().unwrap_or(json!({}));
+    if let Some(scale) = custom_scale(obj, &meta) {
+        return Ok(scale);
+    }
     // A ReplicationController's selector is a plain label map.
     let rc_selector = (obj.get("kind").and_then(Value::as_str) == Some("ReplicationController"))
         .then(|| {

@@ -98,6 +98,12 @@ pub fn prepare_create(resource: &Resource, obj: &mut Value, namespace: Option<&s
     if let Some(status) = initial_status(resource, obj) {
         obj["status"] = status;
     }
+    // A custom resource with a status subresource starts without one, as upstream's.
+    if resource.status && skiff_api::crd::definition_of(resource).is_some() {
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("status");
+        }
+    }
     if (resource.group, resource.kind) == ("", "Namespace") {
         obj["spec"] = json!({"finalizers": ["kubernetes"]});
     }
@@ -132,6 +138,23 @@ pub fn prepare_update(
             Some(v) => meta.insert((*f).into(), v.clone()),
             None => meta.remove(*f),
         };
+    }
+    if subresource == Some("status") && skiff_api::crd::definition_of(resource).is_some() {
+        // A custom resource's status write changes its status alone (and the
+        // managed fields that record it), whatever else the body carries.
+        let status = new.get("status").cloned();
+        let managed = new.pointer("/metadata/managedFields").cloned();
+        *new = old.clone();
+        if let Some(o) = new.as_object_mut() {
+            match status {
+                Some(st) => o.insert("status".into(), st),
+                None => o.remove("status"),
+            };
+        }
+        if let Some(m) = managed {
+            meta_mut(new).insert("managedFields".into(), m);
+        }
+        return;
     }
     if subresource == Some("status") {
         // As upstream's status strategies: a status write cannot change the spec,

@@ -81,6 +81,11 @@ pub fn table_without_headers(
 
 /// The `columnDefinitions` array for `group`/`kind`.
 pub fn column_definitions(group: &str, kind: &str) -> Value {
+    if printer_for(group, kind).is_none() {
+        if let Some(def) = crate::crd::registered::definition_by_kind(group, kind) {
+            return crate::crd::printer::column_definitions(&def);
+        }
+    }
     let cols = printer_for(group, kind).map_or(DEFAULT_COLUMNS, |p| p.columns);
     Value::Array(cols.iter().map(Col::to_json).collect())
 }
@@ -95,13 +100,19 @@ fn build(
     headers: bool,
 ) -> Value {
     let printer = printer_for(group, kind);
+    // A custom resource prints its CRD's additionalPrinterColumns.
+    let custom = printer
+        .is_none()
+        .then(|| crate::crd::registered::definition_by_kind(group, kind))
+        .flatten();
     let ctx = Ctx { now };
     let rows: Vec<Value> = objects
         .iter()
         .map(|obj| {
-            let row = match printer {
-                Some(p) => (p.row)(obj, &ctx),
-                None => default_row(obj),
+            let row = match (printer, &custom) {
+                (Some(p), _) => (p.row)(obj, &ctx),
+                (None, Some(def)) => Row::new(crate::crd::printer::cells(def, obj, now)),
+                (None, None) => default_row(obj),
             };
             let mut r = Map::new();
             r.insert("cells".into(), Value::Array(row.cells));
