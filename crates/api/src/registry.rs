@@ -300,6 +300,19 @@ pub static RESOURCES: &[Resource] = &[
             false,
         )
     },
+    // The local group versions, as the aggregator lists them (read-only).
+    Resource {
+        verbs: &["get", "list", "watch"],
+        has_spec: true,
+        storage: "apiservices",
+        ..res(
+            "apiregistration.k8s.io",
+            "apiservices",
+            "apiservice",
+            "APIService",
+            false,
+        )
+    },
     // RBAC objects are stored and served so manifests that carry them (a ServiceAccount
     // with its ClusterRoleBinding, say) apply as written; skiff has one admin user and
     // does not authorize by them.

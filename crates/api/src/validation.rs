@@ -232,6 +232,8 @@ pub fn name_problems(resource: &Resource, name: &str) -> Vec<String> {
         // RBAC names are path segments (`system:discovery`), as upstream's
         // ValidateRBACName.
         ("rbac.authorization.k8s.io", _) => path_segment_name(name),
+        // `v1.` names the core group's APIService.
+        ("apiregistration.k8s.io", _) => path_segment_name(name),
         _ => dns1123_subdomain(name),
     }
 }

@@ -6,6 +6,7 @@
 //! [`watch`]. Objects reach the store only through [`objects::Objects`];
 //! [`strategy`] is what the server does to an object before storing it.
 
+pub mod apiservices;
 pub mod audit;
 pub mod authn;
 pub mod authz;

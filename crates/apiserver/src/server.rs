@@ -773,6 +773,7 @@ pub async fn start(config: Config, backend: Arc<dyn Backend>) -> Result<Running>
     tokio::spawn(namespaces::lifecycle(api.clone()));
     tokio::spawn(crate::namespace_cache::run(api.clone()));
     tokio::spawn(crate::csr::signer::run(api.clone()));
+    tokio::spawn(crate::apiservices::run(api.clone()));
     tokio::spawn(crate::crd::run(api.clone()));
     tokio::spawn(compactor(
         api.clone(),

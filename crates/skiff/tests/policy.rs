@@ -224,3 +224,41 @@ spec:
     let left = c.kubectl(&["get", "pod", "lone"]);
     assert!(!left.status.success(), "the pod is gone");
 }
+
+/// Every local group version has its APIService (Local, Available), as the
+/// aggregator registers them; they are read-only.
+#[test]
+fn apiservices_list_the_local_groups() {
+    let c = Cluster::start();
+    let table = eventually(Duration::from_secs(20), || {
+        let t = c.k(&["get", "apiservices"]);
+        t.contains("v1.policy").then_some(t)
+    });
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "SERVICE", "AVAILABLE", "AGE"], "{table}");
+    for name in [
+        "v1.",
+        "v1.apps",
+        "v1.policy",
+        "v1.certificates.k8s.io",
+        "v1.authentication.k8s.io",
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{table}"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&cells[1..3], ["Local", "True"], "{table}");
+    }
+    let apps = json_of(&c, &["get", "apiservice", "v1.apps"]);
+    assert_eq!(apps["spec"]["group"], "apps");
+    assert_eq!(apps["spec"]["version"], "v1");
+    assert_eq!(apps["status"]["conditions"][0]["reason"], "Local");
+    let err = c.k_err(&["delete", "apiservice", "v1.apps"]);
+    assert!(err.contains("MethodNotAllowed"), "{err}");
+}

@@ -13,6 +13,7 @@
 //! uses the default rather than a zero value, and a malformed object renders
 //! `<unknown>`-style cells instead of failing.
 
+mod apiregistration;
 mod certificates;
 mod core;
 mod docs;
@@ -348,6 +349,7 @@ fn printer_for(group: &str, kind: &str) -> Option<&'static Printer> {
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             &certificates::CERTIFICATE_SIGNING_REQUEST
         }
+        ("apiregistration.k8s.io", "APIService") => &apiregistration::API_SERVICE,
         _ => return None,
     })
 }
