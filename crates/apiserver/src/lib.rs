@@ -28,6 +28,7 @@ pub mod namespaces;
 pub mod node_restriction;
 pub mod objects;
 pub mod openapi;
+pub mod openapi_schemas;
 pub mod openapi_v2;
 pub mod patch;
 pub mod pki;

@@ -1,11 +1,20 @@
-//! OpenAPI v3 documents, enough for kubectl: each kind has a PATCH operation tagged
-//! with its group-version-kind and a `fieldValidation` parameter, so kubectl leaves
+//! OpenAPI v3 documents: one per group-version, with upstream's component schemas for
+//! every served kind (openapi_schemas.rs), so `kubectl explain` prints upstream's
+//! field descriptions, and a PATCH operation per kind tagged with its
+//! group-version-kind and a `fieldValidation` parameter, so kubectl leaves
 //! validation to the server. The PATCH body deliberately does not list
-//! strategic-merge-patch: kubectl then computes apply patches from its built-in
-//! types, whose merge keys are exact, instead of from these schema-less documents.
+//! strategic-merge-patch: kubectl then computes client-side apply patches from its
+//! built-in types, whose merge keys are exact (the generated schemas carry no
+//! `x-kubernetes-patch-merge-key`), instead of from these documents.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha512};
 use skiff_api::registry::{self, Resource};
+
+use crate::openapi_schemas;
 
 /// The path segment a group-version's document is served under.
 fn gv_path(group: &str, version: &str) -> String {
@@ -30,30 +39,72 @@ pub fn index() -> Value {
     let mut paths = Map::new();
     for (g, v) in group_versions() {
         let p = gv_path(g, v);
+        let Some(doc) = cached_document(g, v) else {
+            continue;
+        };
         paths.insert(
             p.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", doc_hash(g, v))}),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", doc.hash)}),
         );
     }
     json!({"paths": paths})
 }
 
-fn doc_hash(group: &str, version: &str) -> String {
-    // Stable across runs of the same build: the documents are derived from the registry.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in format!("{}{group}{version}", env!("CARGO_PKG_VERSION")).bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
+/// A built document and the hash its URL carries (upstream: the SHA-512 of the
+/// document, upper-case hex; clients cache documents by it).
+struct Built {
+    fingerprint: String,
+    document: Arc<Value>,
+    hash: String,
+}
+
+/// Documents are rebuilt only when what they describe changes (a custom resource's
+/// schema, or the group-version's resources).
+fn cached_document(group: &str, version: &str) -> Option<Arc<Built>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Built>>>> = OnceLock::new();
+    let kinds: Vec<&'static Resource> = registry::resources_in(group, version).collect();
+    if kinds.is_empty() {
+        return None;
     }
-    format!("{h:016X}")
+    let fingerprint = fingerprint(&kinds);
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = gv_path(group, version);
+    if let Some(b) = cache.lock().ok()?.get(&key) {
+        if b.fingerprint == fingerprint {
+            return Some(b.clone());
+        }
+    }
+    let document = build_document(group, version, &kinds);
+    let bytes = serde_json::to_vec(&document).unwrap_or_default();
+    let hash: String = Sha512::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    let built = Arc::new(Built {
+        fingerprint,
+        document: Arc::new(document),
+        hash,
+    });
+    cache.lock().ok()?.insert(key, built.clone());
+    Some(built)
+}
+
+fn fingerprint(kinds: &[&Resource]) -> String {
+    let mut out = String::new();
+    for r in kinds {
+        out.push_str(&format!("{}/{}/{};", r.plural, r.kind, r.namespaced));
+        if openapi_schemas::is_builtin(r.group, r.version, r.kind) {
+            continue;
+        }
+        let custom = openapi_schemas::schemas_for(&[(r.group, r.version, r.kind)]);
+        out.push_str(&serde_json::to_string(&custom).unwrap_or_default());
+    }
+    out
 }
 
 fn schema_name(r: &Resource) -> String {
-    let pkg = match r.group {
-        "" => "core".to_string(),
-        g => g.split('.').next().unwrap_or(g).to_string(),
-    };
-    format!("io.k8s.api.{pkg}.{}.{}", r.version, r.kind)
+    openapi_schemas::schema_name(r.group, r.version, r.kind)
+        .unwrap_or_else(|| openapi_schemas::custom_schema_name(r.group, r.version, r.kind))
 }
 
 fn patch_operation(r: &Resource) -> Value {
@@ -77,17 +128,23 @@ fn patch_operation(r: &Resource) -> Value {
 }
 
 /// The document for one group-version, or `None` if it is not served.
-pub fn document(path: &str) -> Option<Value> {
+pub fn document(path: &str) -> Option<Arc<Value>> {
     let (g, v) = group_versions()
         .into_iter()
         .find(|(g, v)| gv_path(g, v) == path.trim_matches('/'))?;
+    Some(cached_document(g, v)?.document.clone())
+}
+
+fn build_document(g: &str, v: &str, kinds: &[&Resource]) -> Value {
     let mut paths = Map::new();
-    let mut schemas = Map::new();
+    let gvks: Vec<(&str, &str, &str)> =
+        kinds.iter().map(|r| (r.group, r.version, r.kind)).collect();
+    let mut schemas = openapi_schemas::schemas_for(&gvks);
     schemas.insert(
         "io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into(),
         json!({"type": "object", "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body."}),
     );
-    for r in registry::resources_in(g, v) {
+    for r in kinds {
         let base = format!("/{}", gv_path(g, v));
         let item = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
@@ -95,23 +152,20 @@ pub fn document(path: &str) -> Option<Value> {
             format!("{base}/{}/{{name}}", r.plural)
         };
         paths.insert(item, json!({"patch": patch_operation(r)}));
-        schemas.insert(
-            schema_name(r),
+        // A kind without a schema of its own (a custom resource whose CRD gave none)
+        // is still described as an object, so explain finds it.
+        schemas.entry(schema_name(r)).or_insert_with(|| {
             json!({
                 "type": "object",
-                "x-kubernetes-group-version-kind": [{"group": r.group, "version": r.version, "kind": r.kind}],
-                "properties": {
-                    "apiVersion": {"type": "string"},
-                    "kind": {"type": "string"},
-                    "metadata": {"type": "object"},
-                },
-            }),
-        );
+                "x-kubernetes-group-version-kind": [{"group": r.group, "kind": r.kind, "version": r.version}],
+                "x-kubernetes-preserve-unknown-fields": true,
+            })
+        });
     }
-    Some(json!({
+    json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.33.0"},
         "paths": paths,
         "components": {"schemas": schemas},
-    }))
+    })
 }
