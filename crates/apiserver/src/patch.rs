@@ -50,6 +50,15 @@ pub async fn patch_checked(
     if !ACCEPTED.contains(&media.as_str()) {
         return Err(StatusError::unsupported_media_type(ACCEPTED));
     }
+    // Custom resources have no strategic merge rules: upstream refuses the type.
+    if media == body::STRATEGIC_PATCH && skiff_api::crd::definition_of(t.resource).is_some() {
+        let accepted: Vec<&str> = ACCEPTED
+            .iter()
+            .copied()
+            .filter(|m| *m != body::STRATEGIC_PATCH)
+            .collect();
+        return Err(StatusError::unsupported_media_type(&accepted));
+    }
     let mut opts = WriteOptions::from_request(q, headers)?;
     let patch = body::parse_text(&media, bytes)?;
     let gk = GroupKind {

@@ -181,6 +181,36 @@ fn crd_lifecycle_with_kubectl() {
         c.k(&["get", "widget", "w1", "-o", "jsonpath={.spec.colour}"]),
         "red"
     );
+    // Strategic merge has no rules for custom resources: refused as upstream.
+    let err = c.k_err(&[
+        "patch",
+        "widget",
+        "w1",
+        "-p",
+        r#"{"spec":{"colour":"blue"}}"#,
+    ]);
+    assert!(
+        err.contains("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"),
+        "{err}"
+    );
+    // A JSON patch, and a client-side re-apply (kubectl sends a merge patch).
+    c.k(&[
+        "patch",
+        "widget",
+        "w1",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/colour","value":"green"}]"#,
+    ]);
+    assert_eq!(
+        c.k(&["get", "widget", "w1", "-o", "jsonpath={.spec.colour}"]),
+        "green"
+    );
+    let reapplied = c.apply(&WIDGET.replace("unknownField: dropped", "colour: red"));
+    assert!(
+        reapplied.contains("widget.example.com/w1 configured"),
+        "{reapplied}"
+    );
     // Server-side apply by another manager, merging list-map items by key.
     let ssa = r#"
 apiVersion: example.com/v1
