@@ -87,9 +87,13 @@ pub fn decode(resource: &Resource, value: Value) -> Result<Decoded, String> {
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
             roundtrip::<rbac::v1::ClusterRoleBinding>(value)
         }
+        (crate::crd::GROUP, "CustomResourceDefinition") => roundtrip::<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        >(value),
+        // A custom resource: its schema says which fields are unknown.
         _ => Ok(Decoded {
+            unknown_fields: crate::crd::unknown_fields(resource, &value).unwrap_or_default(),
             object: value,
-            unknown_fields: Vec::new(),
         }),
     }
 }

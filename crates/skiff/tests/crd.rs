@@ -117,8 +117,20 @@ fn crd_lifecycle_with_kubectl() {
     let names = c.k(&["get", "crd", "widgets.example.com", "-o", "jsonpath={.status.acceptedNames.kind} {.status.conditions[?(@.type==\"NamesAccepted\")].status}"]);
     assert_eq!(names, "Widget True");
 
-    // Created from YAML: unknown fields pruned, defaults applied.
-    c.apply(WIDGET);
+    // kubectl validates strictly by default: an undeclared field is refused...
+    let out = c.kubectl_in(&["apply", "-f", "-"], WIDGET);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"strict decoding error: unknown field "spec.unknownField""#),
+        "{err}"
+    );
+    // ...and, with --validate=false, pruned; defaults are applied.
+    let out = c.kubectl_in(&["apply", "--validate=false", "-f", "-"], WIDGET);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let w = c.k(&["get", "widget", "w1", "-o", "json"]);
     let w: serde_json::Value = serde_json::from_str(&w).unwrap();
     assert_eq!(w["spec"]["replicas"], 1, "{w}");

@@ -186,6 +186,18 @@ pub fn prune_and_default(resource: &Resource, obj: &mut Value) {
     }
 }
 
+/// The fields of a custom resource its version's schema does not declare;
+/// `None` for a built-in resource.
+pub fn unknown_fields(resource: &Resource, obj: &Value) -> Option<Vec<String>> {
+    let def = definition_of(resource)?;
+    let version = def.version(resource.version)?;
+    Some(if version.schema.is_object() {
+        schema::unknown_fields(&version.schema, obj)
+    } else {
+        Vec::new()
+    })
+}
+
 /// A custom resource checked against its version's schema.
 pub fn validate_object(resource: &Resource, obj: &Value) -> Vec<FieldError> {
     let Some(def) = definition_of(resource) else {

@@ -110,6 +110,36 @@ fn prune(schema: &Value, v: &mut Value) {
     }
 }
 
+/// The paths of the fields pruning would drop (`spec.foo`, `spec.items[0].bar`),
+/// for `fieldValidation` as upstream reports them.
+pub fn unknown_fields(schema: &Value, obj: &Value) -> Vec<String> {
+    let mut pruned = obj.clone();
+    prune_object(schema, &mut pruned);
+    let mut out = Vec::new();
+    missing(obj, &pruned, "", &mut out);
+    out
+}
+
+fn missing(before: &Value, after: &Value, path: &str, out: &mut Vec<String>) {
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            for (k, v) in b {
+                let p = join(path, k);
+                match a.get(k) {
+                    None => out.push(p),
+                    Some(kept) => missing(v, kept, &p, out),
+                }
+            }
+        }
+        (Value::Array(b), Value::Array(a)) => {
+            for (i, (v, kept)) in b.iter().zip(a).enumerate() {
+                missing(v, kept, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 // ---------------------------------------------------------------- defaulting
 
 /// Sets every absent (or null, where the schema is not nullable) field that

@@ -184,3 +184,14 @@ fn defaults_fill_absent_fields_in_objects_and_list_items() {
     default(&schema(), &mut given);
     assert_eq!(given["spec"]["replicas"], 3);
 }
+
+#[test]
+fn unknown_fields_are_the_ones_pruning_drops() {
+    let obj = json!({"apiVersion": "x.example.com/v1", "kind": "Foo", "metadata": {"name": "a"},
+        "extra": 1, "spec": {"size": "small", "bogus": true, "ports": [{"port": 1, "zzz": 1}],
+        "free": {"kept": 1}}});
+    assert_eq!(
+        unknown_fields(&schema(), &obj),
+        ["extra", "spec.bogus", "spec.ports[0].zzz"]
+    );
+}
