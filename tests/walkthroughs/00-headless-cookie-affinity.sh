@@ -9,13 +9,10 @@
 
 title "Session affinity based on cookies, through an Ingress"
 
-section "The ingress controller and its address"
-say "skiff runs an ingress controller of its own, for the IngressClass \`skiff\` (the default class), behind a LoadBalancer Service in kube-system:"
+section "The ingress controller"
+say "skiff runs an ingress controller of its own, for the IngressClass \`skiff\` (the default class):"
 run 'kubectl get ingressclass'
 expect '^skiff +skiff\.dev/ingress'
-until_ok 60 '[ -n "$(kubectl get svc skiff-ingress -n kube-system -o jsonpath="{.status.loadBalancer.ingress[0].ip}")" ]'
-run 'kubectl get svc skiff-ingress -n kube-system'
-expect '^skiff-ingress +LoadBalancer +'
 
 section "Five pods behind one service"
 run 'kubectl create deployment my-app --image=traefik/whoami --replicas=5'
@@ -65,11 +62,14 @@ EOF
 show_file my-ingress.yaml
 run 'kubectl apply -f my-ingress.yaml'
 until_ok 60 '[ -n "$(kubectl get ingress my-app -o jsonpath="{.status.loadBalancer.ingress[0].ip}")" ]'
-run 'kubectl get ingress my-app'
 quietly "kubectl get ingress my-app -o jsonpath='{.status.loadBalancer.ingress[0].ip}'"
 LB=$OUT
+run 'kubectl get ingress my-app'
 expect "^my-app +[^ ]+ +my-app\.example\.com +${LB//./\\.} +80 "
-say "The ingress has the address the LoadBalancer Service got, $LB. Point the public DNS name at it; here curl's \`--resolve\` plays DNS:"
+say "The controller is reached through a LoadBalancer Service of its own in kube-system; its address is the Ingress's:"
+run 'kubectl get svc skiff-ingress -n kube-system'
+expect "^skiff-ingress +LoadBalancer +[0-9.]+ +${LB//./\\.} +80:"
+say "Point the public DNS name at $LB; here curl's \`--resolve\` plays DNS:"
 CURL="curl -s --resolve my-app.example.com:80:$LB"
 # Tried from the outside machine, where the answers below come from.
 in_outside() { if [ -n "${OUTSIDE_NETNS:-}" ]; then ip netns exec "$OUTSIDE_NETNS" bash -c "$1"; else bash -c "$1"; fi; }

@@ -194,7 +194,6 @@ fn seed_000_headless_services_and_friends() {
 /// Ingress object": through skiff's ingress controller with ingress-nginx's
 /// `affinity: cookie` annotations, from the outside machine.
 #[test]
-#[ignore = "needs the ingress component"]
 fn seed_000_cookie_affinity_through_an_ingress() {
     walkthrough("00-headless-cookie-affinity");
 }
