@@ -9,6 +9,7 @@ pub mod admission;
 pub mod crd;
 pub mod cron;
 pub mod defaults;
+pub mod ephemeral;
 pub mod fields;
 pub mod ingress_validation;
 pub mod pdb;

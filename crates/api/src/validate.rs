@@ -88,7 +88,10 @@ fn workload(obj: &Value, errs: &mut Vec<FieldError>) {
 pub fn validate(resource: &Resource, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
     let mut errs = Vec::new();
     match (resource.group, resource.kind) {
-        ("", "Pod") => pod_spec(obj.get("spec"), "spec", &mut errs),
+        ("", "Pod") => {
+            pod_spec(obj.get("spec"), "spec", &mut errs);
+            errs.extend(crate::ephemeral::validate(obj, old));
+        }
         ("", "Service") => errs.extend(crate::service::validate(obj, old)),
         ("apps", "Deployment" | "ReplicaSet" | "StatefulSet") => workload(obj, &mut errs),
         ("batch", _) | ("apps", "DaemonSet") | ("", "ReplicationController") => errs.extend(

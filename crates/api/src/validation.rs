@@ -15,6 +15,7 @@ pub enum FieldErrorKind {
     NotSupported,
     Forbidden,
     TooLong,
+    NotFound,
 }
 
 impl FieldErrorKind {
@@ -27,6 +28,7 @@ impl FieldErrorKind {
             Self::NotSupported => "FieldValueNotSupported",
             Self::Forbidden => "FieldValueForbidden",
             Self::TooLong => "FieldValueTooLong",
+            Self::NotFound => "FieldValueNotFound",
         }
     }
 }
@@ -106,6 +108,10 @@ impl FieldError {
             ),
             FieldErrorKind::NotSupported => format!(
                 "Unsupported value: {}",
+                self.value.as_ref().map(render_value).unwrap_or_default()
+            ),
+            FieldErrorKind::NotFound => format!(
+                "Not found: {}",
                 self.value.as_ref().map(render_value).unwrap_or_default()
             ),
         };

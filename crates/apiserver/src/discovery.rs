@@ -57,6 +57,7 @@ fn subresources(
         ));
         out.push(("binding", "Binding", "", "v1", &["create"][..]));
         out.push(("eviction", "Eviction", "policy", "v1", &["create"][..]));
+        out.push(("ephemeralcontainers", "Pod", "", "v1", GPU));
     }
     if (r.group, r.plural) == ("", "serviceaccounts") {
         out.push(crate::serviceaccount::discovery::TOKEN_SUBRESOURCE);

@@ -191,7 +191,9 @@ pub async fn get(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Resul
         }
     };
     match t.subresource.as_deref() {
-        None | Some("status") => Ok(render_one(headers, q, t.resource, obj)),
+        None | Some("status" | "ephemeralcontainers") => {
+            Ok(render_one(headers, q, t.resource, obj))
+        }
         Some("scale") if t.resource.scale => scale_of(&obj),
         Some(_) => Err(StatusError::no_such_resource()),
     }

@@ -518,6 +518,9 @@ async fn run_verb(
             "eviction" => t.resource.kind == "Pod" && verb == "create",
             "token" => t.resource.kind == "ServiceAccount" && verb == "create",
             "approval" => t.resource.kind == "CertificateSigningRequest" && verb == "update",
+            "ephemeralcontainers" => {
+                t.resource.kind == "Pod" && matches!(verb, "get" | "update" | "patch")
+            }
             _ => false,
         };
         if !known {

@@ -156,6 +156,21 @@ pub fn prepare_update(
         }
         return;
     }
+    if subresource == Some("ephemeralcontainers") {
+        // upstream's podEphemeralContainersStrategy: this write changes the
+        // pod's ephemeral containers and nothing else.
+        let ephemeral = new.pointer("/spec/ephemeralContainers").cloned();
+        *new = old.clone();
+        if !new["spec"].is_object() {
+            new["spec"] = json!({});
+        }
+        match (ephemeral, new["spec"].as_object_mut()) {
+            (Some(e), Some(spec)) => _ = spec.insert("ephemeralContainers".into(), e),
+            (None, Some(spec)) => _ = spec.remove("ephemeralContainers"),
+            _ => {}
+        }
+        return;
+    }
     if subresource == Some("status") {
         // As upstream's status strategies: a status write cannot change the spec,
         // and workloads keep their labels; other metadata changes are kept.
