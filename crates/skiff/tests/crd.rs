@@ -265,21 +265,30 @@ spec:
         "jsonpath={.spec.size} {.spec.colour} {.spec.ports[0].name}",
     ]);
     assert_eq!(got, "large red http");
-    // The list-map item is merged by its key.
+    // The list-map item is merged by its key: another manager's port joins ops'
+    // (an atomic list would have been taken over), and ops' re-apply changes its own.
+    let theirs = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  ports:\n  - port: 443\n    name: https\n";
+    let tls = ["apply", "--server-side", "--field-manager=tls", "-f", "-"];
+    let out = c.kubectl_in(&tls, theirs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = c.kubectl_in(&ssa_args, &ssa.replace("name: http", "name: web"));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let names = c.k(&[
+    let ports = c.k(&[
         "get",
         "widget",
         "w1",
         "-o",
         "jsonpath={.spec.ports[*].name}",
     ]);
-    assert_eq!(names, "web");
+    assert_eq!(ports, "web https");
     let managers = c.k(&[
         "get",
         "widget",

@@ -76,11 +76,7 @@ pub async fn run(api: Arc<Api>) {
                     };
                     reconcile(&api, resource, &crd, &all).await;
                 }
-                Event::Delete { .. } => {
-                    if let Some(name) = crd.pointer("/metadata/name").and_then(Value::as_str) {
-                        registered::unregister(name);
-                    }
-                }
+                Event::Delete { .. } => stop_serving(&crd),
             }
         }
     }
@@ -92,11 +88,19 @@ fn name_of(crd: &Value) -> &str {
         .unwrap_or_default()
 }
 
+/// Stops serving the resources of `crd` (deleted, or being deleted).
+fn stop_serving(crd: &Value) {
+    registered::unregister(name_of(crd));
+    if let Some(def) = Definition::from_object(crd) {
+        skiff_patch::schema::custom::unregister(&def.group, &def.kind);
+    }
+}
+
 /// Brings the served resources and the definition's status in line with it.
 async fn reconcile(api: &Api, resource: &'static Resource, crd: &Value, all: &[Value]) {
     let name = name_of(crd).to_string();
     if crd.pointer("/metadata/deletionTimestamp").is_some() {
-        registered::unregister(&name);
+        stop_serving(crd);
         if let Err(e) = clean_up(api, resource, crd).await {
             tracing::warn!(crd = %name, error = %e.message, "crd: cleaning up objects failed");
         }
@@ -107,6 +111,10 @@ async fn reconcile(api: &Api, resource: &'static Resource, crd: &Value, all: &[V
     };
     let conflict = names::conflict(crd, all);
     if conflict.is_none() {
+        // Server-side apply merges by the storage version's list types and keys.
+        if let Some(v) = def.storage_version().filter(|v| v.schema.is_object()) {
+            skiff_patch::schema::custom::register(&def.group, &def.kind, &v.schema);
+        }
         if let Err(e) = registered::register(def.clone()) {
             tracing::warn!(crd = %name, error = %e, "crd: not served");
             return;

@@ -9,6 +9,7 @@
 
 mod apps;
 mod core;
+pub mod custom;
 mod other;
 
 /// An API group and kind; the core group is `""`.
@@ -109,7 +110,7 @@ pub fn root(kind: &GroupKind) -> Option<&'static TypeDef> {
         ("networking.k8s.io", "IngressClass") => &other::INGRESS_CLASS,
         ("coordination.k8s.io", "Lease") => &other::LEASE,
         ("events.k8s.io", "Event") => &other::EVENTS_EVENT,
-        _ => return None,
+        (group, kind) => return custom::root(group, kind),
     };
     Some(t)
 }
