@@ -71,6 +71,7 @@ fn builtins() -> Vec<Builtin> {
         builtin::<coordination::v1::Lease>(),
         builtin::<policy::v1::PodDisruptionBudget>(),
         builtin::<certificates::v1::CertificateSigningRequest>(),
+        builtin::<k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService>(),
         builtin::<rbac::v1::Role>(),
         builtin::<rbac::v1::RoleBinding>(),
         builtin::<rbac::v1::ClusterRole>(),
