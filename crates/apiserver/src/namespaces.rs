@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_api::registry::{self, RESOURCES};
+use skiff_api::registry;
 
 use crate::delete::{self, DeleteOptions};
 use crate::request::Target;
@@ -42,7 +42,8 @@ async fn sweep(api: &Api) -> Result<(), skiff_api::StatusError> {
         let mut left = 0usize;
         // Two versions of one resource share storage: visit each storage once.
         let mut seen = Vec::new();
-        for r in RESOURCES.iter().filter(|r| r.namespaced) {
+        // Custom resources too: a namespace takes its custom objects with it.
+        for r in registry::all().into_iter().filter(|r| r.namespaced) {
             if seen.contains(&r.storage) {
                 continue;
             }

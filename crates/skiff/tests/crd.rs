@@ -423,6 +423,13 @@ rules:
     let listed = c.k(&["get", "widgets", "--as=jane", "-o", "name"]);
     assert_eq!(listed.trim(), "widget.example.com/w1");
 
+    // A namespace takes its custom objects with it.
+    c.k(&["create", "namespace", "shop"]);
+    c.apply(r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w3","namespace":"shop"},"spec":{"size":"small"}}"#);
+    c.k(&["delete", "namespace", "shop", "--timeout=30s"]);
+    let left = c.k(&["get", "widgets", "-A", "-o", "name"]);
+    assert_eq!(left.trim(), "widget.example.com/w1");
+
     // Deleting the CRD deletes its objects and stops serving them.
     c.apply(r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w2"},"spec":{"size":"small"}}"#);
     c.k(&["delete", "crd", "widgets.example.com", "--timeout=30s"]);
