@@ -119,6 +119,26 @@ const SYSTEM_META: &[&str] = &[
     "name",
 ];
 
+/// Whether an update changes what `metadata.generation` counts: the spec, or
+/// for a custom resource anything but its metadata (and status, which only
+/// counts when it has no status subresource), as upstream's CR strategy.
+fn spec_changed(resource: &Resource, old: &Value, new: &Value) -> bool {
+    if skiff_api::crd::definition_of(resource).is_none() {
+        return old.get("spec") != new.get("spec");
+    }
+    let counted = |o: &Value| -> Value {
+        let mut o = o.clone();
+        if let Some(m) = o.as_object_mut() {
+            m.remove("metadata");
+            if resource.status {
+                m.remove("status");
+            }
+        }
+        o
+    };
+    counted(old) != counted(new)
+}
+
 /// Carries server-owned state from `old` into an update of the main resource or
 /// of a subresource, and bumps `generation` when the spec changed.
 pub fn prepare_update(
@@ -203,7 +223,7 @@ pub fn prepare_update(
     if (resource.group, resource.kind) == ("", "Namespace") && subresource != Some("finalize") {
         new["spec"] = old.get("spec").cloned().unwrap_or(json!({}));
     }
-    if resource.has_spec && old.get("spec") != new.get("spec") {
+    if resource.has_spec && spec_changed(resource, old, new) {
         let g = old
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)

@@ -331,7 +331,18 @@ spec:
         "{err}"
     );
 
-    // Status subresource: the main resource ignores status, /status takes it.
+    // Status subresource: the main resource ignores status, /status takes it,
+    // and only spec changes count in metadata.generation.
+    let generation = || {
+        c.k(&[
+            "get",
+            "widget",
+            "w1",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ])
+    };
+    let before = generation();
     c.k(&[
         "patch",
         "widget",
@@ -358,8 +369,13 @@ spec:
         "true"
     );
 
+    assert_eq!(generation(), before);
     // Scale.
     c.k(&["scale", "widget", "w1", "--replicas=3"]);
+    assert_eq!(
+        generation().parse::<i64>().unwrap(),
+        before.parse::<i64>().unwrap() + 1
+    );
     assert_eq!(
         c.k(&["get", "widget", "w1", "-o", "jsonpath={.spec.replicas}"]),
         "3"
