@@ -238,15 +238,26 @@ pub struct Lines {
 }
 
 impl Lines {
-    /// Appends `chunk` and hands every complete line (without its `\n`) to `each`.
+    /// Hands every complete line of what came so far (without its `\n`) to `each`.
+    /// Lines wholly inside `chunk` are read where they are; only a line cut by the
+    /// chunk's end is copied, to be joined with the next chunk.
     pub fn feed(&mut self, chunk: &[u8], mut each: impl FnMut(&[u8])) {
-        self.buf.extend_from_slice(chunk);
-        let mut start = 0;
-        while let Some(i) = self.buf[start..].iter().position(|&b| b == b'\n') {
-            each(&self.buf[start..start + i]);
-            start += i + 1;
+        let mut rest = chunk;
+        if !self.buf.is_empty() {
+            let Some(i) = rest.iter().position(|&b| b == b'\n') else {
+                self.buf.extend_from_slice(rest);
+                return;
+            };
+            self.buf.extend_from_slice(&rest[..i]);
+            each(&self.buf);
+            self.buf.clear();
+            rest = &rest[i + 1..];
         }
-        let _ = self.buf.split_to(start);
+        while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+            each(&rest[..i]);
+            rest = &rest[i + 1..];
+        }
+        self.buf.extend_from_slice(rest);
     }
 }
 
@@ -258,9 +269,9 @@ mod tests {
     fn lines_across_chunks() {
         let mut lines = Lines::default();
         let mut got = Vec::new();
-        for chunk in [&b"ab"[..], b"c\nd", b"\n\ne", b"f\n"] {
+        for chunk in [&b"ab"[..], b"c\nd", b"\n\ne", b"f", b"g\nh\n", b"i\n"] {
             lines.feed(chunk, |l| got.push(String::from_utf8_lossy(l).into_owned()));
         }
-        assert_eq!(got, ["abc", "d", "", "ef"]);
+        assert_eq!(got, ["abc", "d", "", "efg", "h", "i"]);
     }
 }

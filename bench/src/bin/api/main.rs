@@ -392,7 +392,7 @@ async fn measure(
     }
     drop(creator);
     cpu_row("create", n, create_cpu);
-    let template = template.context("no services were created")?;
+    template.context("no services were created")?;
 
     eprintln!(
         "timing {} gets and {} lists of each kind",
@@ -409,7 +409,8 @@ async fn measure(
         args.watchers, args.changes
     );
     let before = cpu::snapshot();
-    let mut api_watch = watch::api(server, proto, n, args.watchers, args.changes).await?;
+    let mut api_watch =
+        watch::api(server, proto, store.clone(), n, args.watchers, args.changes).await?;
     cpu_row(
         "watch (per event delivered)",
         api_watch.deliveries,
@@ -419,7 +420,7 @@ async fn measure(
         "{} watchers x {} changes on the raw store",
         args.watchers, args.changes
     );
-    let mut raw_watch = watch::raw(raw_store, template, n, args.watchers, args.changes).await?;
+    let mut raw_watch = watch::raw(raw_store, n, args.watchers, args.changes).await?;
 
     let mut t = Table::new(
         "measure",
@@ -518,10 +519,14 @@ swings tenfold within seconds, so the median of the per-round ratios is the stea
 figure.\n\
 - Rates: a ratio below 1 is how much of the store's rate the API keeps. Times: a ratio \
 above 1 is how many times longer the API takes.\n\
-- Watch: every watcher has its own connection and watches the namespace's Services from \
-one resourceVersion; one writer merge-patches Services one after another. Delivery \
-latency runs from the start of a change to a watcher parsing its event, so both sides \
-include the durable write.\n\n\
+- Watch: the fan-out, with the same writes on both sides: one writer thread changes \
+Services one after another straight on a store backend (get, set an annotation, update \
+with the read revision as precondition): the server's own store for skiff, whose watch \
+cache picks the changes up from the store's watch, and a second fresh store for the \
+floor. skiff's watchers each have their own HTTPS connection to the API server and \
+watch the namespace's Services from one resourceVersion; the floor's are \
+`Backend::watch` receivers in-process. Delivery latency runs from the start of a change \
+to a watcher parsing its event, so both sides include the durable write.\n\n\
 CPU used by the server's threads and by the clients during each API phase (user + \
 system time from `/proc`, 10 ms resolution):\n\n\
 {cpu}",

@@ -2,9 +2,17 @@
 //! changes one after another. Each change carries its sequence number in an annotation;
 //! the writer notes when it started each change, every watcher notes when it parsed it.
 //!
-//! Delivery latency is therefore "writer starts the change -> watcher has the event",
-//! which includes the durable write itself on both sides, so the floor (the same
-//! writes and `Backend::watch` receivers in-process) is measured the same way.
+//! What is compared is the fan-out, the same writes on both sides: one writer thread
+//! makes each change straight on a store backend (get, set the annotation, update with
+//! the read revision as precondition), on the server's own store for skiff (whose
+//! watch cache picks it up from the store's watch, as it picks up any server's writes)
+//! and on a second fresh store for the floor. skiff's watchers watch through the API
+//! server (HTTPS, HTTP/2, one connection each); the floor's are `Backend::watch`
+//! receivers in-process. Delivery latency is "writer starts the change -> watcher has
+//! the event", which includes the durable write on both sides.
+//!
+//! `rbac.rs` compares two identities through the API, so its writer patches through
+//! the API (`write_changes`) for both.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,7 +81,7 @@ pub type Seen = Vec<(usize, u64)>;
 /// Finds the sequence annotation in an event or stored value without parsing it: the
 /// watchers share the cores with the server, so they must be cheap.
 fn seq_of(bytes: &[u8]) -> Option<usize> {
-    let at = bytes.windows(SEQ_MARK.len()).position(|w| w == SEQ_MARK)? + SEQ_MARK.len();
+    let at = find(bytes, SEQ_MARK)? + SEQ_MARK.len();
     let digits = bytes[at..]
         .iter()
         .take_while(|b| b.is_ascii_digit())
@@ -82,6 +90,23 @@ fn seq_of(bytes: &[u8]) -> Option<usize> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// Where `needle` first occurs in `haystack`: a byte scan for one of its rarer bytes
+/// (`/`, if it has one: JSON is full of quotes and letters), then one comparison per
+/// candidate.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let pivot = needle.iter().position(|&b| b == b'/').unwrap_or(0);
+    let &rare = needle.get(pivot)?;
+    let mut from = pivot;
+    while let Some(i) = haystack.get(from..)?.iter().position(|&b| b == rare) {
+        let at = from + i - pivot;
+        if haystack.get(at..at + needle.len()) == Some(needle) {
+            return Some(at);
+        }
+        from += i + 1;
+    }
+    None
 }
 
 /// Records `seq` once; returns true when all `changes` have been seen.
@@ -136,20 +161,43 @@ async fn join_all(tasks: Vec<tokio::task::JoinHandle<Result<Seen>>>) -> Result<V
     Ok(out)
 }
 
+/// skiff's side: `watchers` watch streams through the API server, the changes written
+/// straight to the server's store (`store`) by [`write_direct`].
 pub async fn api(
     server: &Server,
     proto: Proto,
+    store: Arc<SqliteBackend>,
     n: usize,
     watchers: usize,
     changes: usize,
 ) -> Result<Fanout> {
-    let mut writer = server.connect(proto).await?;
-    let rv = current_rv(&mut writer).await?;
+    let mut conn = server.connect(proto).await?;
+    let rv = current_rv(&mut conn).await?;
+    drop(conn);
     let clock = Clock::new(changes);
     let tasks = open(server, proto, watchers, &rv, &clock).await?;
     settle().await;
-    write_changes(&mut writer, n, &clock).await?;
+    write_direct(store, n, &clock).await?;
     finish(&clock, tasks, watchers).await
+}
+
+/// The writer of both sides: for each change, one thread reads the Service's stored
+/// value, sets the sequence annotation and updates it with the read revision as
+/// precondition (what a merge patch does at the store), one change after another.
+pub async fn write_direct(store: Arc<SqliteBackend>, n: usize, clock: &Arc<Clock>) -> Result<()> {
+    let clock = clock.clone();
+    tokio::task::spawn_blocking(move || {
+        for seq in 0..clock.sent.len() {
+            let k = key(seq % n);
+            clock.mark_sent(seq);
+            let current = store.get(&k)?.with_context(|| format!("{k} is missing"))?;
+            let mut value: Value = serde_json::from_slice(&current.value)?;
+            value["metadata"]["annotations"] = json!({SEQ_ANNOTATION: seq.to_string()});
+            store.update(&k, &serde_json::to_vec(&value)?, current.mod_revision)?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await?
 }
 
 /// The watchers of one side, reading their streams in tasks until every change is in.
@@ -268,12 +316,10 @@ pub async fn finish(clock: &Clock, tasks: Watchers, watchers: usize) -> Result<F
     summarise(clock, seen, watchers, clock.sent.len())
 }
 
-/// The floor: `watchers` `Backend::watch` receivers in-process, one writer thread
-/// doing what the API's merge patch does at the store (get, then update with the
-/// read revision as precondition) with the same value bytes.
+/// The floor: `watchers` `Backend::watch` receivers in-process on `store`, written to
+/// by the same [`write_direct`].
 pub async fn raw(
     store: Arc<SqliteBackend>,
-    template: Bytes,
     n: usize,
     watchers: usize,
     changes: usize,
@@ -298,24 +344,8 @@ pub async fn raw(
             Ok(seen)
         }));
     }
-    let template: Value = serde_json::from_slice(&template)?;
-    let writer_clock = clock.clone();
-    tokio::task::spawn_blocking(move || {
-        for seq in 0..changes {
-            let k = key(seq % n);
-            writer_clock.mark_sent(seq);
-            let current = store.get(&k)?.with_context(|| format!("{k} is missing"))?;
-            let mut value = template.clone();
-            value["metadata"]["annotations"] = json!({SEQ_ANNOTATION: seq.to_string()});
-            store.update(&k, &serde_json::to_vec(&value)?, current.mod_revision)?;
-        }
-        Ok::<_, anyhow::Error>(())
-    })
-    .await??;
-    let seen = tokio::time::timeout(DRAIN_TIMEOUT, join_all(tasks))
-        .await
-        .context("raw watchers did not receive every change in time")??;
-    summarise(&clock, seen, watchers, changes)
+    write_direct(store, n, &clock).await?;
+    finish(&clock, tasks, watchers).await
 }
 
 #[cfg(test)]
@@ -335,6 +365,10 @@ mod tests {
         let line = br#"{"type":"MODIFIED","object":{"metadata":{"annotations":{"bench.skiff.dev/seq":"417"}}}}"#;
         assert_eq!(seq_of(line), Some(417));
         assert_eq!(seq_of(br#"{"type":"BOOKMARK"}"#), None);
+        assert_eq!(find(b"aab", b"ab"), Some(1));
+        assert_eq!(find(b"a", b"ab"), None);
+        assert_eq!(find(b"x/y a/b a/bc", b"a/bc"), Some(8));
+        assert_eq!(find(b"/bc", b"a/bc"), None);
     }
 
     #[test]
