@@ -96,10 +96,25 @@ fn fingerprint(kinds: &[&Resource]) -> String {
         if openapi_schemas::is_builtin(r.group, r.version, r.kind) {
             continue;
         }
+        sync_custom_schema(r);
         let custom = openapi_schemas::schemas_for(&[(r.group, r.version, r.kind)]);
         out.push_str(&serde_json::to_string(&custom).unwrap_or_default());
     }
     out
+}
+
+/// A custom resource's schema as its CustomResourceDefinition has it now (the
+/// version's `openAPIV3Schema`), or none when the definition gives none.
+fn sync_custom_schema(r: &Resource) {
+    let schema = skiff_api::crd::definition_of(r).and_then(|def| {
+        def.version(r.version)
+            .map(|v| v.schema.clone())
+            .filter(Value::is_object)
+    });
+    match schema {
+        Some(schema) => openapi_schemas::set_custom_schema(r.group, r.version, r.kind, &schema),
+        None => openapi_schemas::remove_custom_schema(r.group, r.version, r.kind),
+    }
 }
 
 fn schema_name(r: &Resource) -> String {

@@ -5,9 +5,9 @@
 //! (`allOf: [{$ref}]` beside a description) and each top-level kind tagged with
 //! `x-kubernetes-group-version-kind`, which is how `kubectl explain` finds it.
 //!
-//! Custom resources' schemas come from their CustomResourceDefinitions: the CRD
-//! code calls [`set_custom_schema`] when a version is served and
-//! [`remove_custom_schema`] when it no longer is.
+//! Custom resources' schemas come from their CustomResourceDefinitions: openapi.rs
+//! calls [`set_custom_schema`] with a served version's `openAPIV3Schema` each time
+//! it builds or checks a document, and [`remove_custom_schema`] when there is none.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{OnceLock, RwLock};

@@ -110,3 +110,52 @@ fn explain_prints_upstream_descriptions() {
          rule. '*' represents all verbs.",
     );
 }
+
+const CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: crontabs.stable.example.com
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names: {plural: crontabs, singular: crontab, kind: CronTab}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        description: A CronTab runs a command on a schedule.
+        properties:
+          spec:
+            type: object
+            properties:
+              cronSpec:
+                type: string
+                description: When to run, in cron syntax.
+              replicas:
+                type: integer
+"#;
+
+#[test]
+fn explain_custom_resource_from_its_schema() {
+    let c = Cluster::start();
+    c.apply(CRD);
+    c.k(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/crontabs.stable.example.com",
+        "--timeout=30s",
+    ]);
+    let out = c.k(&["explain", "crontab"]);
+    assert!(out.contains("GROUP:      stable.example.com"), "{out}");
+    assert_contains_text(&out, "DESCRIPTION: A CronTab runs a command on a schedule.");
+    assert_contains_text(&out, "metadata <ObjectMeta>");
+    let spec = c.k(&["explain", "crontab.spec.cronSpec"]);
+    assert_contains_text(
+        &spec,
+        "FIELD: cronSpec <string> DESCRIPTION: When to run, in cron syntax.",
+    );
+}
