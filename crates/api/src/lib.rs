@@ -6,6 +6,7 @@
 //! name and label rules every kind shares.
 
 pub mod admission;
+pub mod canonical;
 pub mod crd;
 pub mod cron;
 pub mod defaults;

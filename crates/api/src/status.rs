@@ -1,7 +1,7 @@
 //! `Status` errors exactly as upstream returns them: kubectl builds its messages
 //! from `reason`, `details.kind`, `details.name` and `details.causes`.
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::registry::Resource;
 use crate::validation::FieldError;
@@ -216,28 +216,57 @@ impl StatusError {
         Self::new(504, "Timeout", message)
     }
 
+    /// The `Status` object, its fields in upstream's order (kind, apiVersion,
+    /// metadata, status, message, reason, details, code), as clients compare it.
     pub fn to_json(&self) -> Value {
-        let mut v = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        });
+        let mut v = Map::new();
+        v.insert("kind".into(), json!("Status"));
+        v.insert("apiVersion".into(), json!("v1"));
+        v.insert("metadata".into(), json!({}));
+        v.insert("status".into(), json!("Failure"));
+        v.insert("message".into(), json!(self.message));
+        v.insert("reason".into(), json!(self.reason));
         if let Some(d) = &self.details {
-            v["details"] = d.clone();
+            v.insert("details".into(), ordered_details(d));
         }
-        v
+        v.insert("code".into(), json!(self.code));
+        Value::Object(v)
     }
+}
+
+/// StatusDetails' fields in upstream's order.
+const DETAILS_ORDER: &[&str] = &[
+    "name",
+    "group",
+    "kind",
+    "uid",
+    "causes",
+    "retryAfterSeconds",
+];
+
+fn ordered_details(d: &Value) -> Value {
+    let Some(m) = d.as_object() else {
+        return d.clone();
+    };
+    let mut out = Map::new();
+    for k in DETAILS_ORDER {
+        if let Some(v) = m.get(*k) {
+            out.insert((*k).to_string(), v.clone());
+        }
+    }
+    for (k, v) in m {
+        if !out.contains_key(k) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(out)
 }
 
 /// The `Status` a successful delete of a whole collection or a subresource returns.
 pub fn success(details: Option<Value>) -> Value {
     let mut v = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
     if let Some(d) = details {
-        v["details"] = d;
+        v["details"] = ordered_details(&d);
     }
     v
 }
@@ -288,6 +317,17 @@ mod tests {
         assert_eq!(
             err.message,
             "Service \"x\" is invalid: [spec.ports[0].name: Required value, spec.ports[1].name: Required value]"
+        );
+    }
+
+    #[test]
+    fn status_fields_in_upstream_order() {
+        let deploy = lookup("apps", "v1", "deployments").expect("deployments");
+        let body =
+            serde_json::to_string(&StatusError::not_found(deploy, "web").to_json()).expect("json");
+        assert_eq!(
+            body,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps \"web\" not found","reason":"NotFound","details":{"name":"web","group":"apps","kind":"deployments"},"code":404}"#
         );
     }
 

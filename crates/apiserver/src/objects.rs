@@ -66,18 +66,17 @@ pub fn decode(kv: &KeyValue) -> Result<Value, StatusError> {
 
 pub fn set_resource_version(obj: &mut Value, revision: Revision) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert(
-            "resourceVersion".into(),
-            Value::String(revision.to_string()),
-        );
+        skiff_api::canonical::set_resource_version(meta, revision.to_string());
     }
+    skiff_api::canonical::order_fields(obj);
 }
 
 fn encode(resource: &Resource, obj: &Value) -> Result<Vec<u8>, StatusError> {
     // The revision lives in the store row, not in the stored bytes.
     let mut copy = crate::convert::to_storage(resource, obj);
     if let Some(meta) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
+        // shift_remove: `remove` swaps the last field into its place.
+        meta.shift_remove("resourceVersion");
     }
     serde_json::to_vec(&copy).map_err(|e| StatusError::internal(e.to_string()))
 }

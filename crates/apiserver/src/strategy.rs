@@ -240,13 +240,20 @@ pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// a namespace always carries `kubernetes.io/metadata.name=<name>`, and a
 /// write that changes or removes it has it silently put back (selectors rely
 /// on it, e.g. NetworkPolicy namespaceSelectors); a Secret's write-only
-/// `stringData` is folded into `data`.
+/// `stringData` is folded into `data`. Then upstream's canonical encoding
+/// (skiff_api::canonical): quantities canonical, built-in kinds' times at second
+/// precision, fields in upstream's order.
 pub fn canonicalize(resource: &Resource, obj: &mut Value) {
     match (resource.group, resource.kind) {
         ("", "Namespace") => namespace_name_label(obj),
         ("", "Secret") => fold_string_data(obj),
         _ => {}
     }
+    skiff_api::canonical::canonical_quantities(resource.group, resource.kind, obj);
+    if skiff_api::crd::definition_of(resource).is_none() {
+        skiff_api::canonical::canonical_times(obj);
+    }
+    skiff_api::canonical::order_fields(obj);
 }
 
 /// Upstream's Secret conversion: each `stringData` key overwrites `data`'s,
