@@ -317,6 +317,20 @@ spec:
 
     // A schema-breaking object is refused with the path.
     let bad = r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"bad"},"spec":{"size":"small","replicas":"three"}}"#;
+    // The server's own message names the kind with its group, as upstream's.
+    let raw = c.sh(&format!(
+        "curl -sk -X POST -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' \
+         --data '{bad}' https://{}/apis/example.com/v1/namespaces/default/widgets",
+        c.token(),
+        support::API
+    ));
+    let status: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(status["code"], 422, "{status}");
+    assert_eq!(
+        status["message"],
+        r#"Widget.example.com "bad" is invalid: spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string""#
+    );
+    assert_eq!(status["details"]["causes"][0]["field"], "spec.replicas");
     let out = c.kubectl_in(&["create", "-f", "-"], bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
