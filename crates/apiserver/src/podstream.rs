@@ -87,14 +87,13 @@ fn container_of(pod: &Value, given: Option<&str>, name: &str) -> Result<String, 
                 .collect()
         })
         .unwrap_or_default();
-    let inits: Vec<String> = pod["spec"]["initContainers"]
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .filter_map(|c| c["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    // Init and ephemeral containers are named explicitly, never defaulted to.
+    let inits: Vec<String> = ["initContainers", "ephemeralContainers"]
+        .iter()
+        .filter_map(|k| pod["spec"][*k].as_array())
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
     if let Some(c) = given.filter(|c| !c.is_empty()) {
         if names.iter().chain(inits.iter()).any(|n| n == c) {
             return Ok(c.to_string());

@@ -117,3 +117,51 @@ spec:
         "{err}"
     );
 }
+
+/// With a node agent: the ephemeral container runs once in the pod (its
+/// hostname is the pod's), `kubectl logs -c` reads its output, and its end is
+/// in `ephemeralContainerStatuses`.
+#[test]
+fn an_ephemeral_container_runs_in_the_pod() {
+    let c = Cluster::start_with(&["--disable", "proxy,dns"]);
+    c.apply(
+        "apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: app, image: busybox, args: [sleep, '3600']}]
+",
+    );
+    c.k(&["wait", "--for=condition=Ready", "pod/web", "--timeout=90s"]);
+    c.k(&[
+        "debug",
+        "pod/web",
+        "--image=busybox",
+        "--container=dbg",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from debug; hostname",
+    ]);
+    let status = support::eventually(std::time::Duration::from_secs(30), || {
+        let pod = pod_json(&c, "web");
+        let s = pod["status"]["ephemeralContainerStatuses"][0].clone();
+        (!s["state"]["terminated"].is_null()).then_some(s)
+    });
+    assert_eq!(status["name"], "dbg", "{status}");
+    assert_eq!(status["state"]["terminated"]["exitCode"], 0, "{status}");
+    assert_eq!(
+        status["state"]["terminated"]["reason"], "Completed",
+        "{status}"
+    );
+    let logs = c.k(&["logs", "web", "-c", "dbg"]);
+    assert_eq!(logs, "hello from debug\nweb\n");
+    // The pod itself is untouched: still Ready, its container still running.
+    let pod = pod_json(&c, "web");
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert!(
+        pod["status"]["containerStatuses"][0]["state"]["running"].is_object(),
+        "{pod}"
+    );
+}

@@ -20,6 +20,7 @@ use crate::state::{self, PodState, SavedContainer, Term};
 use crate::{events, files, net, runtime, Agent};
 
 mod containers;
+mod ephemeral;
 mod image;
 mod probes;
 mod status;
@@ -189,6 +190,8 @@ pub struct Worker {
     events: events::Pending,
     /// The pod's volumes, once prepared for its first image container.
     volumes: Option<HashMap<String, crate::volumes::Prepared>>,
+    /// Ephemeral containers started so far ([`ephemeral`]).
+    ephemeral: ephemeral::Ephemerals,
 }
 
 impl Worker {
@@ -261,6 +264,7 @@ impl Worker {
             began: Some(Instant::now()),
             events: Default::default(),
             volumes: None,
+            ephemeral: Default::default(),
         };
         if let Some(s) = saved {
             w.adopt(s);
@@ -434,6 +438,7 @@ impl Worker {
             }
             if self.sandbox.is_some() && !finished {
                 self.reconcile().await;
+                self.start_ephemeral();
             }
             self.report().await;
             if finished && self.sandbox.is_some() {

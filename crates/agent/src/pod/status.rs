@@ -111,6 +111,9 @@ impl Worker {
         if !init_statuses.is_empty() {
             s["initContainerStatuses"] = json!(init_statuses);
         }
+        if let Some(e) = self.ephemeral_statuses() {
+            s["ephemeralContainerStatuses"] = e;
+        }
         if let (Some(ip), true) = (self.ip, sandbox_ready || completed) {
             s["podIP"] = json!(ip.to_string());
             s["podIPs"] = json!([{"ip": ip.to_string()}]);
