@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use atomic_writer::Payload;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume,
+    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret, Volume, VolumeProjection,
 };
 use kube::Api;
 
@@ -209,16 +209,26 @@ async fn payload(
         )?;
     } else if let Some(p) = &v.projected {
         let mode = p.default_mode.unwrap_or(0o644);
-        for src in p.sources.iter().flatten() {
-            if let Some(c) = &src.config_map {
-                match sources.config_map(&c.name).await? {
+        let projections: Vec<&VolumeProjection> = p.sources.iter().flatten().collect();
+        // Every source's API read at once (a service-account token's TokenRequest
+        // beside the kube-root-ca.crt read): a pod's start waits for the slowest,
+        // not for their sum. Errors are still told in the sources' order.
+        let fetched = futures::future::join_all(
+            projections
+                .iter()
+                .map(|src| Fetched::of(src, facts.pod, sources)),
+        )
+        .await;
+        for (src, got) in projections.into_iter().zip(fetched) {
+            if let (Some(c), Some(data)) = (&src.config_map, got.config_map) {
+                match data? {
                     Some(data) => add_keys(&mut out, &data, c.items.as_ref(), mode, &c.name)?,
                     None if c.optional == Some(true) => {}
                     None => return Err(format!("configmap \"{}\" not found", c.name)),
                 }
             }
-            if let Some(s) = &src.secret {
-                match sources.secret(&s.name).await? {
+            if let (Some(s), Some(data)) = (&src.secret, got.secret) {
+                match data? {
                     Some(data) => add_keys(&mut out, &data, s.items.as_ref(), mode, &s.name)?,
                     None if s.optional == Some(true) => {}
                     None => return Err(format!("secret \"{}\" not found", s.name)),
@@ -232,8 +242,8 @@ async fn payload(
                     mode,
                 )?;
             }
-            if let Some(t) = &src.service_account_token {
-                let token = sa_token::get(sources.client, facts.pod, t).await?;
+            if let (Some(t), Some(token)) = (&src.service_account_token, got.token) {
+                let token = token?;
                 out.insert(
                     safe_relative(&t.path)?.to_path_buf(),
                     (token.into_bytes(), mode as u32 & 0o777),
@@ -244,6 +254,45 @@ async fn payload(
         return Ok(None);
     }
     Ok(Some(out))
+}
+
+/// Keys of a ConfigMap or Secret, `None` when it does not exist.
+type Data = Option<BTreeMap<String, Vec<u8>>>;
+
+/// What one projected source reads through the API, read.
+struct Fetched {
+    config_map: Option<Result<Data, String>>,
+    secret: Option<Result<Data, String>>,
+    token: Option<Result<String, String>>,
+}
+
+impl Fetched {
+    async fn of(src: &VolumeProjection, pod: &Pod, sources: &Sources<'_>) -> Self {
+        let config_map = async {
+            match &src.config_map {
+                Some(c) => Some(sources.config_map(&c.name).await),
+                None => None,
+            }
+        };
+        let secret = async {
+            match &src.secret {
+                Some(s) => Some(sources.secret(&s.name).await),
+                None => None,
+            }
+        };
+        let token = async {
+            match &src.service_account_token {
+                Some(t) => Some(sa_token::get(sources.client, pod, t).await),
+                None => None,
+            }
+        };
+        let (config_map, secret, token) = tokio::join!(config_map, secret, token);
+        Self {
+            config_map,
+            secret,
+            token,
+        }
+    }
 }
 
 /// What a volume's content is read from, for deciding which volumes a change touches.
