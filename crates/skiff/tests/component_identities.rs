@@ -581,12 +581,17 @@ fn components_run_as_their_own_identities_with_least_privilege() {
 /// `sh -c` in the cluster's namespace that must succeed; its stdout.
 fn sh_ok(c: &Cluster, script: &str) -> String {
     let out = c.sh(script);
-    assert!(
-        out.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        // The server's last words say whether it was down or busy.
+        let log = c.log();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!(
+            "{script}: {}{}\nserver log, last lines:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -600,7 +605,7 @@ fn ask_certificates(c: &Cluster, token: Option<&str>, body: &Value) -> (u16, Val
     let out = sh_ok(
         c,
         &format!(
-            "curl -sk -w '\\n%{{http_code}}' -X POST -H 'Content-Type: application/json' {auth} --data @{} https://127.0.0.1:6443/skiff/v1/node-components",
+            "curl -sSk --retry 5 --retry-connrefused --retry-delay 1 -w '\\n%{{http_code}}' -X POST -H 'Content-Type: application/json' {auth} --data @{} https://127.0.0.1:6443/skiff/v1/node-components",
             file.display()
         ),
     );
