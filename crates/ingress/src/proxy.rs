@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -152,11 +152,14 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let (method, uri, version) = (req.method().clone(), req.uri().clone(), req.version());
-    let logged = tracing::enabled!(target: access::TARGET, tracing::Level::INFO);
-    let log_headers = if logged {
-        req.headers().clone()
-    } else {
-        HeaderMap::new()
+    let logged = access::enabled();
+    // Only what the line shows is kept of the request's headers.
+    let (referer, user_agent) = match logged {
+        true => (
+            access::header(req.headers(), "referer").map(str::to_string),
+            access::header(req.headers(), "user-agent").map(str::to_string),
+        ),
+        false => (None, None),
     };
     let table = shared.table.load_full();
     let host = host_of(&req);
@@ -216,7 +219,8 @@ pub async fn handle(
             method: &method,
             uri: &uri,
             version,
-            headers: &log_headers,
+            referer: referer.as_deref(),
+            user_agent: user_agent.as_deref(),
             status,
             bytes: resp.body().size_hint().exact(),
             duration: elapsed,

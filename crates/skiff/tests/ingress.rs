@@ -378,6 +378,14 @@ fn hosts_and_paths(c: &Cluster, out: &Outside, lb: &str) {
     assert_eq!(out.get(lb, "unknown.example", "/").0, 404);
     // The other routes of the same host still answer.
     assert_eq!(out.get(lb, "paths.example", "/one").0, 200);
+    // The access log (written in batches) has the requests, nginx's format.
+    eventually(Duration::from_secs(10), || {
+        let log = c.log();
+        let line = log.lines().find(|l| {
+            l.contains("skiff_ingress::access: ") && l.contains("\"GET /two/deeper HTTP/1.1\" 200 ")
+        })?;
+        line.contains(&format!("{OUTSIDE_IP} - - [")).then_some(())
+    });
     // rewrite-target with capture groups.
     c.apply(REWRITE);
     let (_, body) = eventually(Duration::from_secs(30), || {
