@@ -8,8 +8,10 @@
 //! appended to a buffer and written by one thread every [`FLUSH_EVERY`], as nginx's
 //! `access_log ... buffer= flush=` does; a line appears at most that much later.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -76,6 +78,9 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The lines' timestamp (UTC, to the second: lines are written in batches).
+const STAMP_FORMAT: &str = "%Y-%m-%dT%H:%M:%SZ";
+
 /// How often buffered lines are written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Lines beyond this many bytes waiting are dropped (and counted) rather than
@@ -114,8 +119,8 @@ fn flush(buffer: &Mutex<Pending>) {
     let mut text = taken.text;
     if taken.dropped > 0 {
         text.push_str(&format!(
-            "{} WARN {TARGET}: {} access log lines dropped (stderr did not keep up)\n",
-            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ"),
+            "{}  WARN {TARGET}: {} access log lines dropped (stderr did not keep up)\n",
+            chrono::Utc::now().format(STAMP_FORMAT),
             taken.dropped
         ));
     }
@@ -124,25 +129,33 @@ fn flush(buffer: &Mutex<Pending>) {
     }
 }
 
+/// A second, as the line prefix and as `$time_local`.
+type Formatted = (i64, Rc<str>, Rc<str>);
+
 /// The times a line carries, formatted once per second: the line prefix's
 /// (UTC, as the other logs') and nginx's `$time_local`.
-fn times() -> (String, String) {
+fn times() -> (Rc<str>, Rc<str>) {
     thread_local! {
-        static CACHED: std::cell::RefCell<(i64, String, String)> = Default::default();
+        static CACHED: RefCell<Option<Formatted>> = const { RefCell::new(None) };
     }
     let now = chrono::Local::now();
     CACHED.with(|c| {
         let mut c = c.borrow_mut();
-        if c.0 != now.timestamp() || c.1.is_empty() {
-            *c = (
-                now.timestamp(),
-                now.with_timezone(&chrono::Utc)
-                    .format("%Y-%m-%dT%H:%M:%SZ")
-                    .to_string(),
-                now.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
-            );
+        match &*c {
+            Some((second, stamp, local)) if *second == now.timestamp() => {
+                (stamp.clone(), local.clone())
+            }
+            _ => {
+                let stamp: Rc<str> = now
+                    .with_timezone(&chrono::Utc)
+                    .format(STAMP_FORMAT)
+                    .to_string()
+                    .into();
+                let local: Rc<str> = now.format("%d/%b/%Y:%H:%M:%S %z").to_string().into();
+                *c = Some((now.timestamp(), stamp.clone(), local.clone()));
+                (stamp, local)
+            }
         }
-        (c.1.clone(), c.2.clone())
     })
 }
 
