@@ -69,15 +69,37 @@ fn cgroup_mounts(mountinfo: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The machine-wide lock file of [`ensure_mounted`] (`/run` is the machine's in
+/// every namespace a node runs in).
+const MOUNT_LOCK: &str = "/run/skiff/cgroup-mount.lock";
+
+/// Takes [`MOUNT_LOCK`], held until the file is dropped.
+fn mount_lock() -> std::io::Result<std::fs::File> {
+    if let Some(dir) = Path::new(MOUNT_LOCK).parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(MOUNT_LOCK)?;
+    file.lock()?;
+    Ok(file)
+}
+
 /// Makes the node's cgroup hierarchies visible where runc looks for them. A
 /// mount namespace with a fresh `/sys` (as `ip netns exec` makes) has none;
 /// the hierarchies of the machine's init are mounted again there (the same
 /// hierarchies, so limits are the node's own). Elsewhere this does nothing.
 pub async fn ensure_mounted() -> anyhow::Result<()> {
-    // One caller at a time (the agent, a benchmark's floor): two that both saw
-    // nothing mounted would both mount, and the second would fail.
+    // One caller at a time: two that both saw nothing mounted would both mount,
+    // each tmpfs hiding the directories the other made. Callers are this
+    // process's (the agent, a benchmark's floor) and other processes sharing its
+    // mount namespace (`skiff up`'s nodes enter only their own network
+    // namespace), so the lock is an in-process mutex and then a file lock.
     static MOUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     let _one_at_a_time = MOUNTING.lock().await;
+    let _one_process_at_a_time = tokio::task::spawn_blocking(mount_lock).await??;
     let own = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     if !cgroup_mounts(&own).is_empty() {
         return Ok(());
