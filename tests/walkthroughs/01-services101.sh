@@ -135,6 +135,8 @@ say "skiff's node has no \`ExternalIP\`; its address on its network is the \`Int
 run 'kubectl get nodes -o yaml | grep InternalIP -C 1'
 quietly node_ip
 NODE_IP=$OUT
+# Every node's proxy programs the new NodePort; the reader's first curl comes once it has.
+until_ok 30 "if [ -n \"\${OUTSIDE_NETNS:-}\" ]; then ip netns exec \"\$OUTSIDE_NETNS\" curl -s -m 2 http://$NODE_IP:$NODE_PORT/; else curl -s -m 2 http://$NODE_IP:$NODE_PORT/; fi | grep -q '<h1>'"
 outside "curl -s http://$NODE_IP:$NODE_PORT | grep '<h1>'"
 expect '<h1>Welcome to nginx!</h1>'
 
