@@ -89,7 +89,7 @@ fn cached_document(group: &str, version: &str) -> Option<Arc<Built>> {
     Some(built)
 }
 
-fn fingerprint(kinds: &[&Resource]) -> String {
+pub(crate) fn fingerprint(kinds: &[&Resource]) -> String {
     let mut out = String::new();
     for r in kinds {
         out.push_str(&format!("{}/{}/{};", r.plural, r.kind, r.namespaced));

@@ -290,11 +290,23 @@ async fn serve(
         return text(200, api.metrics.render());
     }
     if path == "/openapi/v2" {
-        let mut r = Response::new(Body::from(crate::openapi_v2::document()));
+        // Protobuf for clients that ask for it (kubectl), JSON otherwise, as upstream.
+        let wants_protobuf = parts
+            .headers
+            .get_all(http::header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("protobuf"));
+        let (body, content_type) = if wants_protobuf {
+            // Go's mime parser rejects the spec's own media type, so upstream sends this.
+            (crate::openapi_v2::protobuf(), "application/octet-stream")
+        } else {
+            (crate::openapi_v2::json(), "application/json")
+        };
+        let mut r = Response::new(Body::from(body));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,
-            // Go's mime parser rejects the spec's own media type, so upstream sends this.
-            http::HeaderValue::from_static("application/octet-stream"),
+            http::HeaderValue::from_static(content_type),
         );
         return r;
     }

@@ -1,6 +1,7 @@
-//! `kubectl explain` against skiff's OpenAPI v3 documents (issue 20): the machine's
-//! real kubectl prints upstream's descriptions, types and nested fields, which it
-//! can only do when the served documents carry upstream's schemas. The expected
+//! `kubectl explain` against skiff's OpenAPI v3 and v2 documents (issue 20), and
+//! client-side apply beside v2's schemas: the machine's real kubectl prints
+//! upstream's descriptions, types and nested fields, which it can only do when the
+//! served documents carry upstream's schemas. The expected
 //! texts below are upstream's (Kubernetes 1.33 API field docs).
 
 mod support;
@@ -158,4 +159,161 @@ fn explain_custom_resource_from_its_schema() {
         &spec,
         "FIELD: cronSpec <string> DESCRIPTION: When to run, in cron syntax.",
     );
+    // The v2 document describes it too, from the same schema.
+    let v2 = c.k(&[
+        "explain",
+        "crontab.spec.cronSpec",
+        "--output",
+        "plaintext-openapiv2",
+    ]);
+    assert_contains_text(
+        &v2,
+        "FIELD: cronSpec <string> DESCRIPTION: When to run, in cron syntax.",
+    );
+}
+
+#[test]
+fn explain_from_openapi_v2() {
+    let c = Cluster::start();
+    let ports = c.k(&[
+        "explain",
+        "svc.spec.ports",
+        "--output",
+        "plaintext-openapiv2",
+    ]);
+    assert!(ports.contains("KIND:     Service"), "{ports}");
+    assert_contains_text(&ports, "RESOURCE: ports <[]Object>");
+    assert_contains_text(
+        &ports,
+        "The list of ports that are exposed by this service. More info: \
+         https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies \
+         ServicePort contains information on service's port.",
+    );
+    assert_contains_text(
+        &ports,
+        "port <integer> -required- The port that will be exposed by this service.",
+    );
+    let strategy = c.k(&[
+        "explain",
+        "deployment.spec.strategy.type",
+        "--output",
+        "plaintext-openapiv2",
+    ]);
+    assert!(strategy.contains("VERSION:  apps/v1"), "{strategy}");
+    assert_contains_text(
+        &strategy,
+        "Type of deployment. Can be \"Recreate\" or \"RollingUpdate\". Default is \
+         RollingUpdate.",
+    );
+}
+
+const WEB_V1: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: web}}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {maxSurge: 1}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      volumes:
+      - name: data
+        emptyDir: {}
+      containers:
+      - name: app
+        image: nginx
+        ports:
+        - {name: http, containerPort: 80}
+        - {name: metrics, containerPort: 9090}
+        env:
+        - {name: A, value: "1"}
+        - {name: B, value: "2"}
+        volumeMounts:
+        - {name: data, mountPath: /data}
+"#;
+
+const WEB_V2: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: web}}
+  strategy:
+    type: Recreate
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      volumes:
+      - name: data
+        configMap: {name: web-data}
+      containers:
+      - name: app
+        image: nginx
+        ports:
+        - {name: http, containerPort: 80}
+        env:
+        - {name: A, value: "1"}
+        volumeMounts:
+        - {name: data, mountPath: /data}
+      - name: sidecar
+        image: busybox
+"#;
+
+/// With schemas in v2, kubectl's client-side apply still merges lists by key: v2's
+/// PATCH operations do not offer strategic merge patch, so kubectl computes its
+/// patch from its compiled-in types (as it does for v3), not from the definitions.
+/// What another client added survives a re-apply, what the manifest dropped goes,
+/// and retainKeys clears a replaced strategy and volume source.
+#[test]
+fn client_side_apply_still_merges_by_key_with_v2_schemas() {
+    let c = Cluster::start();
+    let out = c.kubectl_in(&["apply", "-f", "-"], WEB_V1);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.k(&["set", "env", "deployment/web", "-c", "app", "C=3"]);
+    let out = c.kubectl_in(&["apply", "-f", "-"], WEB_V2);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    let get = |path: &str| {
+        c.k(&[
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    let spec = ".spec.template.spec";
+    assert_eq!(
+        get(&format!("{{{spec}.containers[*].name}}")),
+        "app sidecar"
+    );
+    // B was the manifest's and is gone; C was `kubectl set env`'s and stays.
+    assert_eq!(
+        get(&format!(
+            "{{range {spec}.containers[0].env[*]}}{{.name}}={{.value}} {{end}}"
+        )),
+        "A=1 C=3 "
+    );
+    assert_eq!(
+        get(&format!("{{{spec}.containers[0].ports[*].containerPort}}")),
+        "80"
+    );
+    assert_eq!(
+        get(&format!("{{{spec}.volumes[0].configMap.name}}")),
+        "web-data"
+    );
+    assert_eq!(get(&format!("{{{spec}.volumes[0].emptyDir}}")), "");
+    assert_eq!(get("{.spec.strategy.type}"), "Recreate");
+    assert_eq!(get("{.spec.strategy.rollingUpdate}"), "");
 }

@@ -115,6 +115,39 @@ pub fn root(kind: &GroupKind) -> Option<&'static TypeDef> {
     Some(t)
 }
 
+/// Fields whose upstream Go tag includes `patchStrategy:"retainKeys"`, by the name of
+/// the [`TypeDef`] that holds them. Merging never needs this (a patch that wants
+/// retainKeys says `$retainKeys` itself); kubectl does, to know when to send it, and
+/// reads it from the OpenAPI v2 document built from this table.
+const RETAIN_KEYS: &[(&str, &str)] = &[("DeploymentSpec", "strategy"), ("PodSpec", "volumes")];
+
+/// Upstream's `x-kubernetes-patch-strategy` for field `name` of `ty`: `merge` for a
+/// keyed or set list, `retainKeys`, both, or none.
+pub fn patch_strategy(ty: &TypeDef, name: &str) -> Option<&'static str> {
+    let merge = matches!(
+        ty.field(name).map(|f| f.shape),
+        Some(Shape::MapList {
+            merge_key: Some(_),
+            ..
+        }) | Some(Shape::Set)
+    );
+    let retain = RETAIN_KEYS.contains(&(ty.name, name));
+    match (merge, retain) {
+        (true, true) => Some("merge,retainKeys"),
+        (true, false) => Some("merge"),
+        (false, true) => Some("retainKeys"),
+        (false, false) => None,
+    }
+}
+
+/// Upstream's `x-kubernetes-patch-merge-key` for field `name` of `ty`.
+pub fn patch_merge_key(ty: &TypeDef, name: &str) -> Option<&'static str> {
+    match ty.field(name)?.shape {
+        Shape::MapList { merge_key, .. } => merge_key,
+        _ => None,
+    }
+}
+
 /// Where a walk over an object stands in the schema. Kinds outside the table
 /// are "deduced", as upstream does for schemaless objects: every object is a
 /// map and every list is atomic.
@@ -294,6 +327,32 @@ mod tests {
             Shape::MapList { merge_key, .. } => merge_key,
             _ => None,
         }
+    }
+
+    #[test]
+    fn patch_strategies_as_upstream_openapi_states_them() {
+        let pod_spec = &core::POD_SPEC;
+        assert_eq!(
+            patch_strategy(pod_spec, "volumes"),
+            Some("merge,retainKeys")
+        );
+        assert_eq!(patch_strategy(pod_spec, "containers"), Some("merge"));
+        assert_eq!(patch_merge_key(pod_spec, "containers"), Some("name"));
+        assert_eq!(patch_strategy(pod_spec, "tolerations"), None);
+        assert_eq!(patch_strategy(pod_spec, "nodeSelector"), None);
+        assert_eq!(patch_strategy(&OBJECT_META, "finalizers"), Some("merge"));
+        assert_eq!(patch_merge_key(&OBJECT_META, "finalizers"), None);
+        assert_eq!(
+            patch_merge_key(&core::CONTAINER, "ports"),
+            Some("containerPort")
+        );
+        // `claims` is keyed for apply only: strategic merge patch replaces it.
+        assert_eq!(patch_strategy(&core::RESOURCE_REQUIREMENTS, "claims"), None);
+        let deployment_spec = apps::DEPLOYMENT.field("spec").and_then(|f| f.ty);
+        assert_eq!(
+            deployment_spec.and_then(|t| patch_strategy(t, "strategy")),
+            Some("retainKeys")
+        );
     }
 
     #[test]
