@@ -196,6 +196,23 @@ async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     resp
 }
 
+/// How much of a refused request's body is read before the refusal is sent.
+const REFUSED_BODY_LIMIT: usize = 64 * 1024;
+/// How long a refused request's body is waited for.
+const REFUSED_BODY_WAIT: Duration = Duration::from_secs(1);
+
+/// A 401 or 403 for a request whose body nobody read yet. The body is read first
+/// (bounded in size and time): answering while an HTTP/2 client is still sending
+/// it makes the server reset the stream, and curl then reports "Stream error in
+/// the HTTP/2 framing layer" instead of the answer (an HTTP/1.1 client would lose
+/// its keep-alive connection).
+async fn refuse_unread(body: Body, e: &StatusError) -> Response {
+    use http_body_util::BodyExt;
+    let read = http_body_util::Limited::new(body, REFUSED_BODY_LIMIT).collect();
+    let _ = tokio::time::timeout(REFUSED_BODY_WAIT, read).await;
+    response::error(e)
+}
+
 async fn serve(
     api: Arc<Api>,
     req: Request,
@@ -220,14 +237,14 @@ async fn serve(
     }
     let user = match authn::authenticate_request(&api, &parts).await {
         Ok(u) => u,
-        Err(e) => return response::error(&e),
+        Err(e) => return refuse_unread(body, &e).await,
     };
     if let Some(record) = audit.as_deref_mut() {
         record.authenticated(&user);
     }
     if path == join::JOIN_PATH {
         if let Err(e) = authn::authorize(&user, &Action::Join) {
-            return response::error(&e);
+            return refuse_unread(body, &e).await;
         }
         let resp = join::serve(&api, &user, &parts.method, body).await;
         api.metrics.observe(
@@ -256,7 +273,7 @@ async fn serve(
     );
     let user = match authorized {
         Ok(u) => u,
-        Err(e) => return response::error(&e),
+        Err(e) => return refuse_unread(body, &e).await,
     };
     let body = match audit {
         Some(record) => match record.keep_body(body).await {
