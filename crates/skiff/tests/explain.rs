@@ -34,6 +34,19 @@ fn field_lines(output: &str) -> Vec<String> {
         .collect()
 }
 
+/// Upstream's description of `Service.spec.ports` (its field's, then its type's).
+const SERVICE_PORTS_TEXT: &str = "The list of ports that are exposed by this service. More \
+     info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies \
+     ServicePort contains information on service's port.";
+/// Upstream's line for `ServicePort.port` in an explain listing.
+const SERVICE_PORT_TEXT: &str =
+    "port <integer> -required- The port that will be exposed by this service.";
+
+/// `kubectl explain FIELD` from the OpenAPI v2 document.
+fn explain_v2(c: &Cluster, field: &str) -> String {
+    c.k(&["explain", field, "--output", "plaintext-openapiv2"])
+}
+
 #[test]
 fn explain_prints_upstream_descriptions() {
     let c = Cluster::start();
@@ -45,16 +58,8 @@ fn explain_prints_upstream_descriptions() {
         ports.contains("FIELD: ports <[]ServicePort>"),
         "type of ports: {ports}"
     );
-    assert_contains_text(
-        &ports,
-        "The list of ports that are exposed by this service. More info: \
-         https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies \
-         ServicePort contains information on service's port.",
-    );
-    assert_contains_text(
-        &ports,
-        "port <integer> -required- The port that will be exposed by this service.",
-    );
+    assert_contains_text(&ports, SERVICE_PORTS_TEXT);
+    assert_contains_text(&ports, SERVICE_PORT_TEXT);
     assert_contains_text(
         &ports,
         "protocol <string> The IP protocol for this port. Supports \"TCP\", \"UDP\", and \
@@ -160,12 +165,7 @@ fn explain_custom_resource_from_its_schema() {
         "FIELD: cronSpec <string> DESCRIPTION: When to run, in cron syntax.",
     );
     // The v2 document describes it too, from the same schema.
-    let v2 = c.k(&[
-        "explain",
-        "crontab.spec.cronSpec",
-        "--output",
-        "plaintext-openapiv2",
-    ]);
+    let v2 = explain_v2(&c, "crontab.spec.cronSpec");
     assert_contains_text(
         &v2,
         "FIELD: cronSpec <string> DESCRIPTION: When to run, in cron syntax.",
@@ -175,30 +175,12 @@ fn explain_custom_resource_from_its_schema() {
 #[test]
 fn explain_from_openapi_v2() {
     let c = Cluster::start();
-    let ports = c.k(&[
-        "explain",
-        "svc.spec.ports",
-        "--output",
-        "plaintext-openapiv2",
-    ]);
+    let ports = explain_v2(&c, "svc.spec.ports");
     assert!(ports.contains("KIND:     Service"), "{ports}");
     assert_contains_text(&ports, "RESOURCE: ports <[]Object>");
-    assert_contains_text(
-        &ports,
-        "The list of ports that are exposed by this service. More info: \
-         https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies \
-         ServicePort contains information on service's port.",
-    );
-    assert_contains_text(
-        &ports,
-        "port <integer> -required- The port that will be exposed by this service.",
-    );
-    let strategy = c.k(&[
-        "explain",
-        "deployment.spec.strategy.type",
-        "--output",
-        "plaintext-openapiv2",
-    ]);
+    assert_contains_text(&ports, SERVICE_PORTS_TEXT);
+    assert_contains_text(&ports, SERVICE_PORT_TEXT);
+    let strategy = explain_v2(&c, "deployment.spec.strategy.type");
     assert!(strategy.contains("VERSION:  apps/v1"), "{strategy}");
     assert_contains_text(
         &strategy,
