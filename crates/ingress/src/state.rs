@@ -110,6 +110,67 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     }
 }
 
+/// Serves the two listeners on a thread of their own with a single-threaded
+/// runtime, as an nginx worker is one event loop: a request, its backend
+/// connection's task and the response then never cross threads, where the
+/// shared multi-threaded runtime woke another worker for each hop (bench/ingress:
+/// context switches were the server threads' largest cost).
+fn spawn_proxy(
+    http: TcpListener,
+    https: TcpListener,
+    shared: Arc<Shared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> Result<()> {
+    let addr = |l: &TcpListener| {
+        l.local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    };
+    let (http_addr, https_addr) = (addr(&http), addr(&https));
+    let http_std = http.into_std().map_err(|source| Error::Listen {
+        addr: http_addr,
+        source,
+    })?;
+    let https_std = https.into_std().map_err(|source| Error::Listen {
+        addr: https_addr,
+        source,
+    })?;
+    std::thread::Builder::new()
+        .name("ingress-proxy".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "ingress proxy runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let (http, https) = match (
+                    TcpListener::from_std(http_std),
+                    TcpListener::from_std(https_std),
+                ) {
+                    (Ok(h), Ok(s)) => (h, s),
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::error!(error = %e, "ingress listeners");
+                        return;
+                    }
+                };
+                tokio::join!(
+                    proxy::serve_plain(http, shared.clone()),
+                    proxy::serve_tls(https, shared, acceptor)
+                );
+            });
+        })
+        .map_err(|source| Error::Listen {
+            addr: http_addr,
+            source,
+        })?;
+    Ok(())
+}
+
 pub async fn run(client: kube::Client, settings: IngressSettings) -> Result<()> {
     let shared = Arc::new(Shared::new(settings.https_port)?);
     until_ok("creating the IngressClass", || {
@@ -136,8 +197,7 @@ pub async fn run(client: kube::Client, settings: IngressSettings) -> Result<()> 
         metrics_listener,
         shared.metrics.clone(),
     ));
-    tokio::spawn(proxy::serve_plain(http, shared.clone()));
-    tokio::spawn(proxy::serve_tls(https, shared.clone(), acceptor));
+    spawn_proxy(http, https, shared.clone(), acceptor)?;
     tracing::info!(
         address = %ip,
         http = settings.http_port,
