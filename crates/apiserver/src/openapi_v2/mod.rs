@@ -2,7 +2,9 @@
 //! operation per kind (tagged with its group-version-kind and a `fieldValidation`
 //! parameter, which kubectl 1.27 and 1.28 look for) and upstream's schemas as
 //! `definitions` (definitions.rs), which `kubectl explain --output
-//! plaintext-openapiv2`, kubectl's client-side apply and older clients read.
+//! plaintext-openapiv2` and other clients read (kubectl's client-side apply fetches
+//! it too, but computes its patches from its compiled-in types: see
+//! `patch_operation`).
 //!
 //! The document is built as JSON and served either way: as JSON to clients that ask
 //! for it, and as gnostic protobuf (gnostic.rs) to kubectl. Both are built once and
