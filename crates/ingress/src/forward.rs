@@ -8,15 +8,16 @@
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 
 use crate::affinity;
-use crate::metrics::RouteLabels;
-use crate::proxy::{text, Conn};
+use crate::proxy::{text, Conn, Worker};
 use crate::routes::{Backend, Endpoint, Route};
 use crate::state::Shared;
 use crate::upstream::{self, Body};
@@ -123,21 +124,33 @@ fn strip_response_hop_by_hop(h: &mut HeaderMap) {
 /// The parts of a request needed to send it again.
 struct Outgoing<'a> {
     method: &'a Method,
-    scheme: &'static str,
-    path_and_query: &'a str,
-    headers: &'a HeaderMap,
+    scheme: Scheme,
+    path_and_query: PathAndQuery,
+    /// Taken by the last attempt, cloned for the others.
+    headers: Option<HeaderMap>,
     version: Version,
 }
 
 impl Outgoing<'_> {
-    fn to(&self, addr: SocketAddr, body: Body) -> Option<Request<Body>> {
+    /// The request to `ep`; `last`: no retry can follow, so the headers move.
+    fn to(&mut self, ep: &Endpoint, body: Body, last: bool) -> Option<Request<Body>> {
+        let uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(ep.authority.clone())
+            .path_and_query(self.path_and_query.clone())
+            .build()
+            .ok()?;
         let mut req = Request::builder()
             .method(self.method.clone())
-            .uri(format!("{}://{addr}{}", self.scheme, self.path_and_query))
+            .uri(uri)
             .version(self.version)
             .body(body)
             .ok()?;
-        *req.headers_mut() = self.headers.clone();
+        let headers = match last {
+            true => self.headers.take(),
+            false => self.headers.clone(),
+        };
+        *req.headers_mut() = headers?;
         Some(req)
     }
 }
@@ -145,13 +158,14 @@ impl Outgoing<'_> {
 /// Sends `req` to `backend` as `route` says; returns the response and the
 /// endpoint that gave it.
 pub async fn forward(
-    shared: &Shared,
+    worker: &Worker,
     conn: &Conn,
     mut req: Request<Incoming>,
     host: &str,
     route: &Route,
     backend: &Backend,
 ) -> (Response<Body>, Option<SocketAddr>) {
+    let shared = &*worker.shared;
     let affinity = route.options.affinity.as_ref();
     let Some((first, mut set_cookie)) = affinity::choose(backend, affinity, req.headers()) else {
         let r = text(
@@ -168,17 +182,32 @@ pub async fn forward(
     let retryable = bodiless && idempotent(&parts.method);
     let protocol = route.options.protocol;
     let h2 = protocol.h2_only() || (parts.version == Version::HTTP_2 && is_grpc(&parts.headers));
-    let path = route.rewrite(parts.uri.path());
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    let path_and_query = match route.rewritten(parts.uri.path()) {
+        Some(path) => {
+            let joined = match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            };
+            PathAndQuery::from_maybe_shared(Bytes::from(joined))
+        }
+        None => Ok(parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))),
     };
-    let headers = upstream_headers(&parts.headers, conn, host, upgrade);
-    let out = Outgoing {
+    let Ok(path_and_query) = path_and_query else {
+        return (text(StatusCode::BAD_REQUEST, "400 Bad Request\n"), None);
+    };
+    let mut out = Outgoing {
         method: &parts.method,
-        scheme: if protocol.tls() { "https" } else { "http" },
-        path_and_query: &path_and_query,
-        headers: &headers,
+        scheme: if protocol.tls() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        },
+        path_and_query,
+        headers: Some(upstream_headers(&parts.headers, conn, host, upgrade)),
         version: if h2 {
             Version::HTTP_2
         } else {
@@ -188,7 +217,8 @@ pub async fn forward(
     let mut body = Some(if bodiless { empty() } else { body.boxed() });
     let mut retried = false;
     loop {
-        let Some(request) = out.to(ep.addr, body.take().unwrap_or_else(empty)) else {
+        let last = !retryable || retried;
+        let Some(request) = out.to(&ep, body.take().unwrap_or_else(empty), last) else {
             return (text(StatusCode::BAD_REQUEST, "400 Bad Request\n"), None);
         };
         let sent = if upgrade && !protocol.tls() {
@@ -197,7 +227,7 @@ pub async fn forward(
                 .map_err(|e| e.to_string())
         } else {
             tokio::select! {
-                r = shared.upstream.send(protocol, h2, request) => r.map_err(|e| format!("{e:?}")),
+                r = worker.upstream.send(protocol, h2, request) => r.map_err(|e| format!("{e:?}")),
                 _ = removed(shared, ep.addr) => Err(format!(
                     "{} left the Service's endpoints without answering", ep.addr
                 )),
@@ -225,15 +255,7 @@ pub async fn forward(
                 match next {
                     Some(n) if retryable && !retried => {
                         tracing::debug!(upstream = %ep.addr, error = %e, retry = %n.addr, "upstream failed; retrying");
-                        shared
-                            .metrics
-                            .retries
-                            .get_or_create(&RouteLabels {
-                                namespace: route.ingress.namespace.clone(),
-                                ingress: route.ingress.name.clone(),
-                                service: backend.service.clone(),
-                            })
-                            .inc();
+                        route.metrics.retried(&shared.metrics);
                         ep = n;
                         set_cookie = affinity.is_some();
                         retried = true;

@@ -1,4 +1,5 @@
-//! The listeners and the request path: each connection (plain, where HTTP/1.1
+//! The listeners and the request path, run by each proxy thread's [`Worker`]:
+//! each connection (plain, where HTTP/1.1
 //! and h2c prior knowledge are both accepted, or TLS, with h2 by ALPN) is
 //! served by hyper-util's auto builder; each request is looked up in the
 //! route table snapshot of the moment it arrived and answered with a 404 (no
@@ -23,7 +24,7 @@ use crate::access;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::routes::{Route, Target};
 use crate::state::Shared;
-use crate::upstream::Body;
+use crate::upstream::{Body, Clients};
 
 /// The connection a request came on.
 #[derive(Debug, Clone)]
@@ -33,8 +34,26 @@ pub struct Conn {
     pub tls: bool,
 }
 
+/// One proxy thread's part: what every request reads, and the thread's own
+/// pools of backend connections, so that a pooled connection's task runs on
+/// the thread whose requests use it (as each nginx worker keeps its own
+/// upstream keep-alive connections).
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    pub(crate) upstream: Clients,
+}
+
+impl Worker {
+    pub fn new(shared: Arc<Shared>) -> Arc<Self> {
+        Arc::new(Worker {
+            shared,
+            upstream: Clients::new(),
+        })
+    }
+}
+
 /// Accepts plain connections until the listener fails.
-pub async fn serve_plain(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve_plain(listener: TcpListener, worker: Arc<Worker>) {
     loop {
         let Ok((stream, remote)) = listener.accept().await else {
             continue;
@@ -46,14 +65,14 @@ pub async fn serve_plain(listener: TcpListener, shared: Arc<Shared>) {
             local,
             tls: false,
         };
-        tokio::spawn(serve_conn(stream, conn, shared.clone()));
+        tokio::spawn(serve_conn(stream, conn, worker.clone()));
     }
 }
 
 /// Accepts TLS connections until the listener fails.
 pub async fn serve_tls(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    worker: Arc<Worker>,
     acceptor: tokio_rustls::TlsAcceptor,
 ) {
     loop {
@@ -62,7 +81,7 @@ pub async fn serve_tls(
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().unwrap_or(remote);
-        let (shared, acceptor) = (shared.clone(), acceptor.clone());
+        let (worker, acceptor) = (worker.clone(), acceptor.clone());
         tokio::spawn(async move {
             match acceptor.accept(stream).await {
                 Ok(tls) => {
@@ -71,7 +90,7 @@ pub async fn serve_tls(
                         local,
                         tls: true,
                     };
-                    serve_conn(tls, conn, shared).await;
+                    serve_conn(tls, conn, worker).await;
                 }
                 Err(e) => tracing::debug!(%remote, error = %e, "TLS handshake"),
             }
@@ -79,12 +98,12 @@ pub async fn serve_tls(
     }
 }
 
-async fn serve_conn<IO>(io: IO, conn: Conn, shared: Arc<Shared>)
+async fn serve_conn<IO>(io: IO, conn: Conn, worker: Arc<Worker>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
-    let svc = hyper::service::service_fn(move |req| handle(shared.clone(), conn.clone(), req));
+    let svc = hyper::service::service_fn(move |req| handle(worker.clone(), conn.clone(), req));
     let builder = auto::Builder::new(TokioExecutor::new());
     if let Err(e) = builder
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
@@ -92,6 +111,28 @@ where
     {
         tracing::debug!(error = %e, "client connection");
     }
+}
+
+/// Counts a request no route took, under empty labels.
+fn unrouted(metrics: &crate::metrics::Metrics, status: u16, elapsed: std::time::Duration) {
+    let labels = RouteLabels {
+        namespace: String::new(),
+        ingress: String::new(),
+        service: String::new(),
+    };
+    metrics
+        .duration
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            namespace: labels.namespace,
+            ingress: labels.ingress,
+            service: labels.service,
+            status,
+        })
+        .inc();
 }
 
 /// A response the proxy makes itself.
@@ -146,10 +187,11 @@ fn redirect(host: &str, https_port: u16, req: &Request<Incoming>) -> Response<Bo
 
 /// Serves one request.
 pub async fn handle(
-    shared: Arc<Shared>,
+    worker: Arc<Worker>,
     conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let shared = &worker.shared;
     let start = Instant::now();
     let (method, uri, version) = (req.method().clone(), req.uri().clone(), req.version());
     let logged = access::enabled();
@@ -177,38 +219,15 @@ pub async fn handle(
                 ),
                 None,
             ),
-            Target::Service(b) => crate::forward::forward(&shared, &conn, req, &host, r, b).await,
+            Target::Service(b) => crate::forward::forward(&worker, &conn, req, &host, r, b).await,
         },
     };
     let status = resp.status().as_u16();
-    let (namespace, ingress, service) = match route {
-        Some(r) => {
-            let (_, svc) = r.target.service();
-            (
-                r.ingress.namespace.clone(),
-                r.ingress.name.clone(),
-                svc.to_string(),
-            )
-        }
-        None => Default::default(),
-    };
     let elapsed = start.elapsed();
-    let m = &shared.metrics;
-    m.requests
-        .get_or_create(&RequestLabels {
-            namespace: namespace.clone(),
-            ingress: ingress.clone(),
-            service: service.clone(),
-            status,
-        })
-        .inc();
-    m.duration
-        .get_or_create(&RouteLabels {
-            namespace,
-            ingress,
-            service,
-        })
-        .observe(elapsed.as_secs_f64());
+    match route {
+        Some(r) => r.metrics.record(&shared.metrics, status, elapsed),
+        None => unrouted(&shared.metrics, status, elapsed),
+    }
     if logged {
         let upstream = match route.map(|r| &r.target) {
             Some(Target::Service(b)) => b.upstream_name(),

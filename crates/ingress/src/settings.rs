@@ -16,6 +16,9 @@ pub struct IngressSettings {
     pub https_port: u16,
     /// Prometheus metrics (`/metrics`) port, on the same address.
     pub metrics_port: u16,
+    /// Proxy threads, each with its own event loop and listeners (nginx's
+    /// `worker_processes`); by default one per core.
+    pub workers: usize,
 }
 
 impl IngressSettings {
@@ -26,6 +29,7 @@ impl IngressSettings {
             http_port: 80,
             https_port: 443,
             metrics_port: 10254,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

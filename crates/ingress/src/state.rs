@@ -8,12 +8,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::events::Recorder;
 use crate::metrics::Metrics;
 use crate::routes::RouteTable;
-use crate::{class, proxy, publish, status, tls, upstream, watch};
+use crate::{class, proxy, publish, status, tls, watch};
 use crate::{Error, IngressSettings, Result};
 
 /// What every request reads.
@@ -21,7 +21,6 @@ pub struct Shared {
     pub table: ArcSwap<RouteTable>,
     pub certs: Arc<tls::Resolver>,
     pub metrics: Arc<Metrics>,
-    pub upstream: upstream::Clients,
     /// Where redirects to HTTPS point.
     pub https_port: u16,
     /// Bumped after each new table (see [`Shared::swap_table`]).
@@ -36,7 +35,6 @@ impl Shared {
             table: ArcSwap::from_pointee(RouteTable::default()),
             certs: Arc::new(tls::Resolver::new(default_cert)),
             metrics: Arc::new(Metrics::new()),
-            upstream: upstream::Clients::new(),
             https_port,
             table_changes: tokio::sync::watch::Sender::new(0),
         })
@@ -97,9 +95,34 @@ async fn node_ip(client: &kube::Client, node: &str) -> IpAddr {
 /// Binds `addr`, waiting while the address is not on the node yet (the
 /// agent may still be bringing up the interface that holds it).
 async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    bind_shared(addr, false).await
+}
+
+/// Backlog of each proxy listener (nginx's default on Linux is 511; a burst
+/// of new connections under load should wait, not be refused).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// [`bind`], with `SO_REUSEPORT` when `reuse_port`: each proxy thread then
+/// has a listener of its own on the same address, and the kernel spreads new
+/// connections over them (nginx's `listen ... reuseport`).
+async fn bind_shared(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
+    let listen = || -> std::io::Result<TcpListener> {
+        let socket = match addr {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        // As TcpListener::bind: a restarted server binds while the old
+        // connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        if reuse_port {
+            socket.set_reuseport(true)?;
+        }
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
     let mut tries = 0;
     loop {
-        match TcpListener::bind(addr).await {
+        match listen() {
             Ok(l) => return Ok(l),
             Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable && tries < 120 => {
                 tries += 1;
@@ -110,14 +133,35 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     }
 }
 
-/// Serves the two listeners on a thread of their own with a single-threaded
+/// The plain and TLS listeners of one proxy thread.
+struct Listeners {
+    http: TcpListener,
+    https: TcpListener,
+}
+
+/// One pair of listeners per proxy thread, all on the same two addresses.
+async fn bind_proxy(ip: IpAddr, settings: &IngressSettings) -> Result<Vec<Listeners>> {
+    let workers = settings.workers.max(1);
+    let reuse_port = workers > 1;
+    let mut all = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        all.push(Listeners {
+            http: bind_shared(SocketAddr::new(ip, settings.http_port), reuse_port).await?,
+            https: bind_shared(SocketAddr::new(ip, settings.https_port), reuse_port).await?,
+        });
+    }
+    Ok(all)
+}
+
+/// Serves one pair of listeners on a thread of its own with a single-threaded
 /// runtime, as an nginx worker is one event loop: a request, its backend
 /// connection's task and the response then never cross threads, where the
 /// shared multi-threaded runtime woke another worker for each hop (bench/ingress:
-/// context switches were the server threads' largest cost).
+/// context switches were the server threads' largest cost). There is one such
+/// thread per core, as nginx's `worker_processes auto`.
 fn spawn_proxy(
-    http: TcpListener,
-    https: TcpListener,
+    index: usize,
+    listeners: Listeners,
     shared: Arc<Shared>,
     acceptor: tokio_rustls::TlsAcceptor,
 ) -> Result<()> {
@@ -125,17 +169,17 @@ fn spawn_proxy(
         l.local_addr()
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     };
-    let (http_addr, https_addr) = (addr(&http), addr(&https));
-    let http_std = http.into_std().map_err(|source| Error::Listen {
+    let (http_addr, https_addr) = (addr(&listeners.http), addr(&listeners.https));
+    let http_std = listeners.http.into_std().map_err(|source| Error::Listen {
         addr: http_addr,
         source,
     })?;
-    let https_std = https.into_std().map_err(|source| Error::Listen {
+    let https_std = listeners.https.into_std().map_err(|source| Error::Listen {
         addr: https_addr,
         source,
     })?;
     std::thread::Builder::new()
-        .name("ingress-proxy".into())
+        .name(format!("ingress-proxy-{index}"))
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -158,9 +202,10 @@ fn spawn_proxy(
                         return;
                     }
                 };
+                let worker = proxy::Worker::new(shared);
                 tokio::join!(
-                    proxy::serve_plain(http, shared.clone()),
-                    proxy::serve_tls(https, shared, acceptor)
+                    proxy::serve_plain(http, worker.clone()),
+                    proxy::serve_tls(https, worker, acceptor)
                 );
             });
         })
@@ -181,8 +226,7 @@ pub async fn run(client: kube::Client, settings: IngressSettings) -> Result<()> 
         Some(ip) => ip,
         None => node_ip(&client, &settings.node_name).await,
     };
-    let http = bind(SocketAddr::new(ip, settings.http_port)).await?;
-    let https = bind(SocketAddr::new(ip, settings.https_port)).await?;
+    let proxy_listeners = bind_proxy(ip, &settings).await?;
     let metrics_listener = bind(SocketAddr::new(ip, settings.metrics_port)).await?;
     let acceptor = shared.acceptor();
     let publication = publish::Publication {
@@ -197,12 +241,16 @@ pub async fn run(client: kube::Client, settings: IngressSettings) -> Result<()> 
         metrics_listener,
         shared.metrics.clone(),
     ));
-    spawn_proxy(http, https, shared.clone(), acceptor)?;
+    let workers = proxy_listeners.len();
+    for (index, listeners) in proxy_listeners.into_iter().enumerate() {
+        spawn_proxy(index, listeners, shared.clone(), acceptor.clone())?;
+    }
     tracing::info!(
         address = %ip,
         http = settings.http_port,
         https = settings.https_port,
         metrics = settings.metrics_port,
+        workers,
         "ingress listening"
     );
     let recorder = Recorder::new(client.clone(), &settings.node_name);

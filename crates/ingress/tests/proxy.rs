@@ -126,7 +126,10 @@ async fn serve(table: skiff_ingress::routes::RouteTable) -> (SocketAddr, Arc<Sha
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    tokio::spawn(skiff_ingress::proxy::serve_plain(listener, shared.clone()));
+    tokio::spawn(skiff_ingress::proxy::serve_plain(
+        listener,
+        skiff_ingress::proxy::Worker::new(shared.clone()),
+    ));
     (addr, shared)
 }
 

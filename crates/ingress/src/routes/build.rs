@@ -13,6 +13,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use super::{Backend, Endpoint, HostRoutes, IngressRef, Matcher, Route, RouteTable, Target};
 use crate::annotations::{self, RouteOptions};
 use crate::class::Classes;
+use crate::metrics::RouteMetrics;
 
 /// What a table is built from. Services by `(namespace, name)`, slices by
 /// `(namespace, service name)`.
@@ -151,6 +152,7 @@ pub fn build(objects: &Objects<'_>) -> Built {
             if out.table.default.is_none() {
                 let target = ctx.target(b);
                 out.table.default = Some(Route {
+                    metrics: route_metrics(&who, &target),
                     ingress: who.clone(),
                     path: "/".into(),
                     matcher: Matcher::Prefix(String::new()),
@@ -171,6 +173,7 @@ pub fn build(objects: &Objects<'_>) -> Built {
                 let matcher = ctx.matcher(&path, &p.path_type, &options);
                 let target = ctx.target(&p.backend);
                 hosts.entry(host.clone()).or_default().push(Route {
+                    metrics: route_metrics(&who, &target),
                     ingress: who.clone(),
                     path,
                     matcher,
@@ -398,4 +401,9 @@ fn resolve(
     // A stable order, so round-robin and tables compare across rebuilds.
     out.sort_by_key(|e| e.addr);
     Ok((sp.port, out))
+}
+
+fn route_metrics(who: &IngressRef, target: &Target) -> Arc<RouteMetrics> {
+    let (_, service) = target.service();
+    Arc::new(RouteMetrics::new(&who.namespace, &who.name, service))
 }

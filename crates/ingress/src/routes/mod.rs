@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::annotations::RouteOptions;
+use crate::metrics::RouteMetrics;
 
 pub use build::{build, Objects, Problem};
 
@@ -38,15 +39,23 @@ pub struct Endpoint {
     /// The affinity cookie's value naming this endpoint: a hash of `ip:port`,
     /// the same in every table and on every node.
     pub cookie: String,
+    /// `ip:port` as a request's URI carries it, made once per table rather
+    /// than formatted and parsed per request.
+    pub authority: http::uri::Authority,
 }
 
 impl Endpoint {
     pub fn new(addr: SocketAddr) -> Self {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(addr.to_string().as_bytes());
+        let text = addr.to_string();
+        let digest = sha2::Sha256::digest(text.as_bytes());
         Endpoint {
             addr,
             cookie: hex::encode(&digest[..16]),
+            // A socket address always parses as an authority; the fallback
+            // is never taken.
+            authority: http::uri::Authority::from_maybe_shared(bytes::Bytes::from(text))
+                .unwrap_or_else(|_| http::uri::Authority::from_static("0.0.0.0")),
         }
     }
 }
@@ -161,6 +170,8 @@ pub struct Route {
     /// The host has TLS in this Ingress and `ssl-redirect` is not off: plain
     /// HTTP requests get a 308 to HTTPS.
     pub redirect_to_https: bool,
+    /// Its series of the component's metrics.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Route {
@@ -168,21 +179,25 @@ impl Route {
     /// without `rewrite-target`, else the target with the path's capture
     /// groups put in (`$1`), as nginx's `rewrite ... break`.
     pub fn rewrite(&self, path: &str) -> String {
+        self.rewritten(path).unwrap_or_else(|| path.to_string())
+    }
+
+    /// [`Route::rewrite`], `None` when the route has no `rewrite-target` (the
+    /// request's own path then goes on as it came, not copied).
+    pub fn rewritten(&self, path: &str) -> Option<String> {
         let (Some(target), Matcher::Regex(re)) = (&self.options.rewrite_target, &self.matcher)
         else {
-            return path.to_string();
+            return None;
         };
-        match re.captures(path) {
-            Some(caps) => {
-                let mut out = String::new();
-                caps.expand(target, &mut out);
-                if out.is_empty() {
-                    out.push('/');
-                }
-                out
-            }
-            None => path.to_string(),
+        let Some(caps) = re.captures(path) else {
+            return Some(path.to_string());
+        };
+        let mut out = String::new();
+        caps.expand(target, &mut out);
+        if out.is_empty() {
+            out.push('/');
         }
+        Some(out)
     }
 }
 
