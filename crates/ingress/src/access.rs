@@ -49,23 +49,41 @@ fn version(v: Version) -> &'static str {
 
 /// The line for `e`.
 pub fn line(e: &Entry<'_>, time_local: &str) -> String {
+    let mut out = String::with_capacity(160);
+    write_line(&mut out, e, time_local);
+    out
+}
+
+/// Appends [`line`] to `out`, formatting numbers and addresses in place.
+fn write_line(out: &mut String, e: &Entry<'_>, time_local: &str) {
+    use std::fmt::Write as _;
     let uri = e.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    format!(
-        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" {:.3} [{}] {}",
+    let _ = write!(
+        out,
+        "{} - - [{}] \"{} {} {}\" {} ",
         e.remote.ip(),
         time_local,
         e.method,
         uri,
         version(e.version),
         e.status,
-        e.bytes.map_or_else(|| "-".to_string(), |b| b.to_string()),
+    );
+    let _ = match e.bytes {
+        Some(b) => write!(out, "{b}"),
+        None => out.write_str("-"),
+    };
+    let _ = write!(
+        out,
+        " \"{}\" \"{}\" {:.3} [{}] ",
         e.referer.unwrap_or("-"),
         e.user_agent.unwrap_or("-"),
         e.duration.as_secs_f64(),
         e.upstream,
-        e.upstream_addr
-            .map_or_else(|| "-".to_string(), |a| a.to_string()),
-    )
+    );
+    let _ = match e.upstream_addr {
+        Some(a) => write!(out, "{a}"),
+        None => out.write_str("-"),
+    };
 }
 
 /// Whether the access log is on (the log filter enables [`TARGET`]).
@@ -138,14 +156,17 @@ fn times() -> (Rc<str>, Rc<str>) {
     thread_local! {
         static CACHED: RefCell<Option<Formatted>> = const { RefCell::new(None) };
     }
-    let now = chrono::Local::now();
+    // The second from the system clock; the local time (whose offset chrono
+    // looks up, reading `TZ`, on every call) only when the second changes.
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     CACHED.with(|c| {
         let mut c = c.borrow_mut();
         match &*c {
-            Some((second, stamp, local)) if *second == now.timestamp() => {
-                (stamp.clone(), local.clone())
-            }
+            Some((cached, stamp, local)) if *cached == second => (stamp.clone(), local.clone()),
             _ => {
+                let now = chrono::Local::now();
                 let stamp: Rc<str> = now
                     .with_timezone(&chrono::Utc)
                     .format(STAMP_FORMAT)
@@ -161,21 +182,28 @@ fn times() -> (Rc<str>, Rc<str>) {
 
 /// Queues `e`'s line (the caller checked [`enabled`]).
 pub fn log(e: &Entry<'_>) {
-    let (stamp, local) = times();
-    let line = line(e, &local);
-    let Ok(mut p) = pending().lock() else {
-        return;
-    };
-    if p.text.len() + line.len() > BUFFER_LIMIT {
-        p.dropped += 1;
-        return;
+    thread_local! {
+        static LINE: RefCell<String> = RefCell::new(String::with_capacity(256));
     }
-    p.text.push_str(&stamp);
-    p.text.push_str("  INFO ");
-    p.text.push_str(TARGET);
-    p.text.push_str(": ");
-    p.text.push_str(&line);
-    p.text.push('\n');
+    let (stamp, local) = times();
+    LINE.with(|l| {
+        let mut l = l.borrow_mut();
+        l.clear();
+        l.push_str(&stamp);
+        l.push_str("  INFO ");
+        l.push_str(TARGET);
+        l.push_str(": ");
+        write_line(&mut l, e, &local);
+        l.push('\n');
+        let Ok(mut p) = pending().lock() else {
+            return;
+        };
+        if p.text.len() + l.len() > BUFFER_LIMIT {
+            p.dropped += 1;
+            return;
+        }
+        p.text.push_str(&l);
+    });
 }
 
 #[cfg(test)]
