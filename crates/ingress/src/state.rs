@@ -142,15 +142,33 @@ struct Listeners {
 /// One pair of listeners per proxy thread, all on the same two addresses.
 async fn bind_proxy(ip: IpAddr, settings: &IngressSettings) -> Result<Vec<Listeners>> {
     let workers = settings.workers.max(1);
-    let reuse_port = workers > 1;
-    let mut all = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        all.push(Listeners {
-            http: bind_shared(SocketAddr::new(ip, settings.http_port), reuse_port).await?,
-            https: bind_shared(SocketAddr::new(ip, settings.https_port), reuse_port).await?,
-        });
+    let http = bind_group(SocketAddr::new(ip, settings.http_port), workers).await?;
+    let https = bind_group(SocketAddr::new(ip, settings.https_port), workers).await?;
+    Ok(http
+        .into_iter()
+        .zip(https)
+        .map(|(http, https)| Listeners { http, https })
+        .collect())
+}
+
+/// `n` listeners on `addr`. The address is first bound once without
+/// `SO_REUSEPORT`: a port another process holds is then refused ("address in
+/// use") as with one listener, rather than silently shared, and port 0 picks
+/// one port for the whole group.
+async fn bind_group(addr: SocketAddr, n: usize) -> Result<Vec<TcpListener>> {
+    let probe = bind(addr).await?;
+    if n <= 1 {
+        return Ok(vec![probe]);
     }
-    Ok(all)
+    let addr = probe
+        .local_addr()
+        .map_err(|source| Error::Listen { addr, source })?;
+    drop(probe);
+    let mut group = Vec::with_capacity(n);
+    for _ in 0..n {
+        group.push(bind_shared(addr, true).await?);
+    }
+    Ok(group)
 }
 
 /// Serves one pair of listeners on a thread of its own with a single-threaded
@@ -256,4 +274,29 @@ pub async fn run(client: kube::Client, settings: IngressSettings) -> Result<()> 
     let recorder = Recorder::new(client.clone(), &settings.node_name);
     watch::keep_current(client, shared, recorder, status_tx, publication).await;
     Err(Error::WatchEnded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_group_shares_one_port_and_a_taken_port_is_refused() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let group = bind_group(any, 3).await.expect("group");
+        let ports: Vec<u16> = group
+            .iter()
+            .map(|l| l.local_addr().expect("addr").port())
+            .collect();
+        assert_eq!(ports.len(), 3);
+        assert!(ports.iter().all(|p| *p == ports[0] && *p != 0), "{ports:?}");
+        // A second group on the taken port fails as a single listener would.
+        let taken = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+        match bind_group(taken, 2).await {
+            Err(Error::Listen { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse)
+            }
+            other => panic!("bound a taken port: {:?}", other.map(|g| g.len())),
+        }
+    }
 }
