@@ -21,7 +21,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
 use crate::access;
-use crate::metrics::{RequestLabels, RouteLabels};
 use crate::routes::{Route, Target};
 use crate::state::Shared;
 use crate::upstream::{Body, Clients};
@@ -111,28 +110,6 @@ where
     {
         tracing::debug!(error = %e, "client connection");
     }
-}
-
-/// Counts a request no route took, under empty labels.
-fn unrouted(metrics: &crate::metrics::Metrics, status: u16, elapsed: std::time::Duration) {
-    let labels = RouteLabels {
-        namespace: String::new(),
-        ingress: String::new(),
-        service: String::new(),
-    };
-    metrics
-        .duration
-        .get_or_create(&labels)
-        .observe(elapsed.as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            namespace: labels.namespace,
-            ingress: labels.ingress,
-            service: labels.service,
-            status,
-        })
-        .inc();
 }
 
 /// A response the proxy makes itself.
@@ -226,7 +203,7 @@ pub async fn handle(
     let elapsed = start.elapsed();
     match route {
         Some(r) => r.metrics.record(&shared.metrics, status, elapsed),
-        None => unrouted(&shared.metrics, status, elapsed),
+        None => shared.unrouted.record(&shared.metrics, status, elapsed),
     }
     if logged {
         let upstream = match route.map(|r| &r.target) {

@@ -11,7 +11,7 @@ use kube::Api;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::events::Recorder;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::routes::RouteTable;
 use crate::{class, proxy, publish, status, tls, watch};
 use crate::{Error, IngressSettings, Result};
@@ -21,6 +21,8 @@ pub struct Shared {
     pub table: ArcSwap<RouteTable>,
     pub certs: Arc<tls::Resolver>,
     pub metrics: Arc<Metrics>,
+    /// The series of requests no route took (empty labels).
+    pub unrouted: RouteMetrics,
     /// Where redirects to HTTPS point.
     pub https_port: u16,
     /// Bumped after each new table (see [`Shared::swap_table`]).
@@ -35,6 +37,7 @@ impl Shared {
             table: ArcSwap::from_pointee(RouteTable::default()),
             certs: Arc::new(tls::Resolver::new(default_cert)),
             metrics: Arc::new(Metrics::new()),
+            unrouted: RouteMetrics::new("", "", ""),
             https_port,
             table_changes: tokio::sync::watch::Sender::new(0),
         })
@@ -95,7 +98,7 @@ async fn node_ip(client: &kube::Client, node: &str) -> IpAddr {
 /// Binds `addr`, waiting while the address is not on the node yet (the
 /// agent may still be bringing up the interface that holds it).
 async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    bind_shared(addr, false).await
+    bind_socket(addr, false).await
 }
 
 /// Backlog of each proxy listener (nginx's default on Linux is 511; a burst
@@ -105,7 +108,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// [`bind`], with `SO_REUSEPORT` when `reuse_port`: each proxy thread then
 /// has a listener of its own on the same address, and the kernel spreads new
 /// connections over them (nginx's `listen ... reuseport`).
-async fn bind_shared(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
+async fn bind_socket(addr: SocketAddr, reuse_port: bool) -> Result<TcpListener> {
     let listen = || -> std::io::Result<TcpListener> {
         let socket = match addr {
             SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -166,7 +169,7 @@ async fn bind_group(addr: SocketAddr, n: usize) -> Result<Vec<TcpListener>> {
     drop(probe);
     let mut group = Vec::with_capacity(n);
     for _ in 0..n {
-        group.push(bind_shared(addr, true).await?);
+        group.push(bind_socket(addr, true).await?);
     }
     Ok(group)
 }
