@@ -136,6 +136,39 @@ impl Watch {
         }
     }
 
+    /// The next event if one is ready now, without waiting: `None` when none is,
+    /// `Some` with what [`Watch::next`] would have returned otherwise. For a caller
+    /// that only wants to catch up on a hot path: it neither registers a waker nor
+    /// builds a future.
+    pub fn try_next(&mut self) -> Option<Option<Result<Event>>> {
+        if let Some(event) = self.history.pop_front() {
+            return Some(Some(Ok(event)));
+        }
+        loop {
+            let received = match self.live.as_mut() {
+                None => return Some(None),
+                Some(Live::Hub(rx)) => match rx.try_recv() {
+                    Ok(event) => Received::Hub(Ok(event)),
+                    Err(broadcast::error::TryRecvError::Empty) => return None,
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                        Received::Hub(Err(RecvError::Lagged(n)))
+                    }
+                    Err(broadcast::error::TryRecvError::Closed) => {
+                        Received::Hub(Err(RecvError::Closed))
+                    }
+                },
+                Some(Live::Stream(rx)) => match rx.try_recv() {
+                    Ok(item) => Received::Stream(Some(item)),
+                    Err(mpsc::error::TryRecvError::Empty) => return None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => Received::Stream(None),
+                },
+            };
+            if let Some(out) = self.accept(received) {
+                return Some(out);
+            }
+        }
+    }
+
     /// `None` means "not for this watcher, keep reading".
     fn accept(&mut self, received: Received) -> Option<Option<Result<Event>>> {
         match received {
@@ -250,5 +283,35 @@ mod tests {
         ));
         drop(tx);
         assert!(watch.blocking_next().is_none());
+    }
+
+    #[test]
+    fn try_next_returns_what_is_ready_and_never_waits() {
+        let hub = Hub::new(16);
+        let put = |rev, key: &str| Event::Put {
+            kv: crate::KeyValue {
+                key: key.to_owned(),
+                value: bytes::Bytes::new(),
+                create_revision: rev,
+                mod_revision: rev,
+            },
+            prev: None,
+        };
+        let rx = hub.subscribe();
+        let mut watch = Watch::new("/a", 1, vec![put(2, "/a")], rx, 2);
+        let rev = |w: &mut Watch| {
+            w.try_next()
+                .map(|e| e.and_then(|e| e.ok()).map(|e| e.revision()))
+        };
+        assert_eq!(rev(&mut watch), Some(Some(2)));
+        assert_eq!(rev(&mut watch), None, "nothing ready: no wait");
+        // Another prefix's event is skipped, not returned as "nothing".
+        hub.publish(put(3, "/b"));
+        hub.publish(put(4, "/a"));
+        assert_eq!(rev(&mut watch), Some(Some(4)));
+        assert_eq!(rev(&mut watch), None);
+        drop(hub);
+        assert!(matches!(watch.try_next(), Some(None)), "closed: the end");
+        assert!(matches!(watch.try_next(), Some(None)));
     }
 }

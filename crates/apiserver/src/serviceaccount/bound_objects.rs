@@ -22,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use skiff_api::registry::{self, Resource};
 use skiff_api::StatusError;
 use skiff_store::Watch;
@@ -84,7 +83,7 @@ impl State {
         let mut ended = false;
         for w in watches.iter_mut() {
             loop {
-                match w.next().now_or_never() {
+                match w.try_next() {
                     None => break,
                     Some(Some(Ok(event))) => {
                         self.objects.remove(event.key());
