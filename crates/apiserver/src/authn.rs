@@ -25,6 +25,7 @@
 //! of it is for issue #18 (many API servers, performance).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
@@ -72,7 +73,9 @@ pub struct User {
     /// Set for service accounts (the ServiceAccount's uid), as upstream.
     pub uid: String,
     /// Upstream's `user.extra` (a service account's pod and node, its token's id).
-    pub extra: BTreeMap<String, Vec<String>>,
+    /// Shared: a service account's is the same on every request with its token,
+    /// and a request clones its user (a dozen allocations for a pod's token).
+    pub extra: Arc<BTreeMap<String, Vec<String>>>,
 }
 
 impl User {
@@ -85,7 +88,7 @@ impl User {
             name: name.into(),
             groups,
             uid: String::new(),
-            extra: BTreeMap::new(),
+            extra: Arc::default(),
         }
     }
 
@@ -110,7 +113,7 @@ impl User {
             &[SERVICE_ACCOUNTS, &ns_group],
         );
         u.uid = uid.to_string();
-        u.extra = extra;
+        u.extra = Arc::new(extra);
         u
     }
 
@@ -493,9 +496,12 @@ impl std::fmt::Display for JoinToken {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
+    // UTF-8 rather than `HeaderValue::to_str`'s visible-ASCII check: that one
+    // reads a pod's ~1 KB token byte by byte on every request, and any token
+    // that is not ASCII matches none of the formats below anyway.
     headers
         .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
         .and_then(|v| {
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

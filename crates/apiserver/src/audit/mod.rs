@@ -131,7 +131,7 @@ impl From<&crate::authn::User> for UserInfo {
             username: u.name.clone(),
             uid: u.uid.clone(),
             groups: u.groups.clone(),
-            extra: u.extra.clone(),
+            extra: (*u.extra).clone(),
         }
     }
 }

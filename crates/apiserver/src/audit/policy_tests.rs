@@ -1,7 +1,5 @@
 //! Policy reading and matching, case by case as upstream's checker decides.
 
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::authz::ResourceAttributes;
 
@@ -10,7 +8,7 @@ fn user(name: &str, groups: &[&str]) -> User {
         name: name.to_string(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
         uid: String::new(),
-        extra: BTreeMap::new(),
+        extra: Default::default(),
     }
 }
 

@@ -185,6 +185,7 @@ fn spec_user(route: &Route, spec: &Value) -> Result<User, StatusError> {
                 .map(|(k, v)| (k.clone(), strings(Some(v))))
                 .collect()
         })
+        .map(std::sync::Arc::new)
         .unwrap_or_default();
     Ok(User {
         name,

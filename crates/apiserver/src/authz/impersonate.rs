@@ -126,7 +126,7 @@ pub fn impersonate(
         name: name.to_string(),
         groups: new_groups,
         uid: uid.to_string(),
-        extra,
+        extra: std::sync::Arc::new(extra),
     })
 }
 

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use skiff_api::StatusError;
+use smallvec::SmallVec;
 
 use super::aggregate::{cluster_role_rules, Rules};
 use super::message;
@@ -34,6 +35,8 @@ const CLUSTER_ROLE_RESOURCE: &str = "clusterrole.rbac.authorization.k8s.io";
 /// How the API words a role it did not find.
 const ROLE_RESOURCE_PLURAL: &str = "roles.rbac.authorization.k8s.io";
 const CLUSTER_ROLE_RESOURCE_PLURAL: &str = "clusterroles.rbac.authorization.k8s.io";
+/// How many applicable bindings a decision collects without allocating.
+const INLINE_ENTRIES: usize = 16;
 
 /// The four lists the index is built from, objects as the store returns them.
 #[derive(Debug, Clone, Copy, Default)]
@@ -311,9 +314,15 @@ impl RbacIndex {
 
     /// The bindings that apply to `user` in `namespace` (`""`: cluster-wide
     /// only), in upstream's order, each with the first subject that names
-    /// the user.
-    fn applicable(&self, user: &User, namespace: &str) -> Vec<(&Binding, usize)> {
-        let mut entries: Vec<Entry> = self.cluster.entries(user).collect();
+    /// the user. Collected inline: a user's applicable bindings are a handful
+    /// (its own and its groups', `system:authenticated`'s among them), and
+    /// this runs for every request that is not the admin's.
+    fn applicable<'a>(
+        &'a self,
+        user: &User,
+        namespace: &str,
+    ) -> impl Iterator<Item = (&'a Binding, usize)> + 'a {
+        let mut entries: SmallVec<[Entry; INLINE_ENTRIES]> = self.cluster.entries(user).collect();
         if !namespace.is_empty() {
             if let Some(g) = self.namespaced.get(namespace) {
                 entries.extend(g.entries(user));
@@ -321,13 +330,10 @@ impl RbacIndex {
         }
         entries.sort_unstable();
         entries.dedup_by_key(|e| e.binding);
-        entries
-            .into_iter()
-            .filter_map(|e| {
-                let b = self.bindings.get(e.binding as usize)?;
-                Some((b, e.subject as usize))
-            })
-            .collect()
+        entries.into_iter().filter_map(|e| {
+            let b = self.bindings.get(e.binding as usize)?;
+            Some((b, e.subject as usize))
+        })
     }
 
     /// Upstream's decision: `system:masters` is allowed everything; anyone

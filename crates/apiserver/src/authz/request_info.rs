@@ -39,7 +39,9 @@ fn field_selector_name(selector: &str) -> Option<&str> {
 pub fn attributes(user: User, method: &http::Method, path: &str, query: &Query) -> Attributes {
     let non_resource =
         |user| Attributes::non_resource(user, &method.as_str().to_ascii_lowercase(), path);
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Inline: a resource path has at most eight segments
+    // (`/apis/<g>/<v>/namespaces/<ns>/<resource>/<name>/<sub>`).
+    let parts: smallvec::SmallVec<[&str; 8]> = path.trim_matches('/').split('/').collect();
     // Fewer than three segments (`/api`, `/api/v1`, `/apis/g`) is a path.
     if parts.len() < 3 {
         return non_resource(user);

@@ -154,7 +154,7 @@ pub fn admit_create(
             s.remove("extra");
         }
     } else {
-        spec["extra"] = json!(user.extra);
+        spec["extra"] = json!(*user.extra);
     }
     let errs = validate_create(obj);
     if errs.is_empty() {

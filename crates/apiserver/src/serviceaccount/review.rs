@@ -23,7 +23,7 @@ pub fn user_info(user: &User) -> Value {
         u["uid"] = json!(user.uid);
     }
     if !user.extra.is_empty() {
-        u["extra"] = json!(user.extra);
+        u["extra"] = json!(*user.extra);
     }
     u
 }
