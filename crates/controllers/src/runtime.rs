@@ -530,6 +530,10 @@ type ReconcileFn = fn(
     Box<dyn std::future::Future<Output = Result<Option<Duration>>> + Send>,
 >;
 
+/// Consecutive failures of one key after which each further one is logged as
+/// a warning (the back-off is then 40 ms and doubling).
+const PERSISTENT_FAILURES: u32 = 3;
+
 async fn work(name: &'static str, ctx: Arc<Ctx>, queue: Arc<Queue>, reconcile: ReconcileFn) {
     let mut failures: HashMap<Key, u32> = HashMap::new();
     loop {
@@ -547,7 +551,14 @@ async fn work(name: &'static str, ctx: Arc<Ctx>, queue: Arc<Queue>, reconcile: R
                 let n = failures.entry(key.clone()).or_insert(0);
                 *n = (*n + 1).min(13);
                 let delay = Duration::from_millis(5u64 << *n).min(Duration::from_secs(30));
-                tracing::debug!(controller = name, key = %key, error = %e, ?delay, "reconcile failed; retrying");
+                // A failure or two is a race with another writer and retried at
+                // once; one that keeps coming back is what an operator (or a
+                // failed test's log) needs to see, as upstream's "error syncing".
+                if *n >= PERSISTENT_FAILURES {
+                    tracing::warn!(controller = name, key = %key, error = %e, failures = *n, ?delay, "error syncing; retrying");
+                } else {
+                    tracing::debug!(controller = name, key = %key, error = %e, ?delay, "reconcile failed; retrying");
+                }
                 queue.add_after(key, delay);
             }
         }

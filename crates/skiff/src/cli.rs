@@ -267,9 +267,13 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 fn init_logs(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a log redirected to a file (systemd, a test's
+    // skiff.log) stays plain text that grep and readers can use.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 }
 

@@ -490,8 +490,25 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop(true);
         self.kill_pods();
+        if std::thread::panicking() {
+            // The data directory goes with the test: its server log is the only
+            // record of why a condition was never met.
+            let log = self.log();
+            let tail = log.len().saturating_sub(LOG_TAIL_BYTES);
+            let start = (tail..log.len())
+                .find(|&i| log.is_char_boundary(i))
+                .unwrap_or(log.len());
+            eprintln!(
+                "--- skiff.log (last {} bytes) ---\n{}",
+                log.len() - start,
+                &log[start..]
+            );
+        }
     }
 }
+
+/// How much of a failed test's server log is printed.
+const LOG_TAIL_BYTES: usize = 16 * 1024;
 
 /// Polls `f` until it returns `Some` or `timeout` passes.
 pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
