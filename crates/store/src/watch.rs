@@ -227,6 +227,19 @@ impl fmt::Debug for Watch {
 mod tests {
     use super::*;
 
+    /// A put of `key` at revision `rev`.
+    fn put(rev: Revision, key: &str) -> Event {
+        Event::Put {
+            kv: crate::KeyValue {
+                key: key.to_owned(),
+                value: bytes::Bytes::new(),
+                create_revision: rev,
+                mod_revision: rev,
+            },
+            prev: None,
+        }
+    }
+
     #[test]
     fn watch_can_move_into_a_task() {
         fn assert_send<T: Send + Sync + 'static>() {}
@@ -236,15 +249,6 @@ mod tests {
     #[test]
     fn history_then_live_without_duplicates() {
         let hub = Hub::new(16);
-        let put = |rev, key: &str| Event::Put {
-            kv: crate::KeyValue {
-                key: key.to_owned(),
-                value: bytes::Bytes::new(),
-                create_revision: rev,
-                mod_revision: rev,
-            },
-            prev: None,
-        };
         let rx = hub.subscribe();
         // Revision 3 was committed before the snapshot but published after subscribing.
         hub.publish(put(3, "/a"));
@@ -261,15 +265,7 @@ mod tests {
     #[test]
     fn a_stream_of_its_own_ends_after_its_error() {
         let (tx, rx) = mpsc::channel(4);
-        let put = |rev| Event::Put {
-            kv: crate::KeyValue {
-                key: "/a".to_owned(),
-                value: bytes::Bytes::new(),
-                create_revision: rev,
-                mod_revision: rev,
-            },
-            prev: None,
-        };
+        let put = |rev| put(rev, "/a");
         for item in [Ok(put(3)), Ok(put(3)), Ok(put(4)), Err(Error::WatchLagged)] {
             tx.try_send(item).expect("room");
         }
@@ -288,15 +284,6 @@ mod tests {
     #[test]
     fn try_next_returns_what_is_ready_and_never_waits() {
         let hub = Hub::new(16);
-        let put = |rev, key: &str| Event::Put {
-            kv: crate::KeyValue {
-                key: key.to_owned(),
-                value: bytes::Bytes::new(),
-                create_revision: rev,
-                mod_revision: rev,
-            },
-            prev: None,
-        };
         let rx = hub.subscribe();
         let mut watch = Watch::new("/a", 1, vec![put(2, "/a")], rx, 2);
         let rev = |w: &mut Watch| {
