@@ -19,7 +19,10 @@ pub struct Page {
     pub items: Vec<Value>,
     pub revision: Revision,
     pub last_key: Option<String>,
-    pub remaining: usize,
+    /// Whether objects follow this page.
+    pub more: bool,
+    /// How many, where the store counts them ([`skiff_store::ListResult::remaining`]).
+    pub remaining: Option<usize>,
 }
 
 fn store_error(resource: &Resource, name: &str, err: StoreError) -> StatusError {
@@ -150,6 +153,7 @@ impl Objects {
             items,
             revision: res.revision,
             last_key,
+            more: res.more,
             remaining: res.remaining,
         })
     }

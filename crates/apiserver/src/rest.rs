@@ -239,7 +239,8 @@ struct Listed {
     items: Items,
     revision: i64,
     continue_after: Option<String>,
-    remaining: usize,
+    /// Upstream's `remainingItemCount`, where it is known.
+    remaining: Option<usize>,
 }
 
 pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Result<Response> {
@@ -272,7 +273,7 @@ pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Resu
                 items: Items::Cached(page.items),
                 revision: page.revision,
                 continue_after: page.continue_after,
-                remaining: page.remaining,
+                remaining: Some(page.remaining),
             }
         }
         Err(Miss::Fail(e)) => return Err(e),
@@ -281,8 +282,8 @@ pub async fn list(api: &Api, t: &Target, q: &Query, headers: &HeaderMap) -> Resu
     let mut meta = json!({"resourceVersion": listed.revision.to_string()});
     if let Some(last) = &listed.continue_after {
         meta["continue"] = json!(encode_continue(listed.revision, last));
-        if filter.is_everything() {
-            meta["remainingItemCount"] = json!(listed.remaining);
+        if let Some(n) = listed.remaining.filter(|_| filter.is_everything()) {
+            meta["remainingItemCount"] = json!(n);
         }
     }
     let value = match response::shape(headers, true) {
@@ -335,7 +336,7 @@ async fn list_store(
     let mut items = Vec::new();
     let mut revision;
     let mut more_after: Option<String> = None;
-    let mut remaining = 0usize;
+    let mut remaining = None;
     loop {
         let want = limit.map(|l| l - items.len());
         let page = api
@@ -345,7 +346,7 @@ async fn list_store(
         revision = page.revision;
         let fetched = page.items.len();
         items.extend(page.items.into_iter().filter(|o| filter.matches(o)));
-        if page.remaining == 0 || fetched == 0 {
+        if !page.more || fetched == 0 {
             break;
         }
         start = page.last_key.clone();

@@ -60,9 +60,14 @@ pub struct ListResult {
     pub items: Vec<KeyValue>,
     /// The store revision the listing reflects; watching from it misses nothing.
     pub revision: Revision,
-    /// How many live keys under the prefix sort after the last returned item (Kubernetes'
-    /// `remainingItemCount`); non-zero means the caller should hand out a continue token.
-    pub remaining: usize,
+    /// Whether live keys under the prefix sort after the last returned item: the caller
+    /// should hand out a continue token.
+    pub more: bool,
+    /// How many there are (Kubernetes' `remainingItemCount`), where the backend knows it
+    /// without reading them: etcd counts a range anyway, and the memory store has it at
+    /// hand. `None` from SQLite, which would have to count every remaining row for each
+    /// page, so that walking a collection page by page costs its size squared.
+    pub remaining: Option<usize>,
 }
 
 /// A revisioned key-value store. Synchronous on purpose: calls may block on disk, so async

@@ -101,10 +101,12 @@ impl Backend for MemoryBackend {
             .take(limit.unwrap_or(usize::MAX))
             .cloned()
             .collect();
+        let remaining = matching.count();
         Ok(ListResult {
             items,
             revision: state.revision,
-            remaining: matching.count(),
+            more: remaining > 0,
+            remaining: Some(remaining),
         })
     }
 

@@ -167,40 +167,35 @@ impl Backend for SqliteBackend {
             let tx = conn.unchecked_transaction()?;
             let (revision, _) = snapshot_revisions(&tx)?;
             let mut items = Vec::new();
-            if limit > 0 {
-                let sql = format!(
-                    "SELECT l.name, l.value, l.create_revision, l.id {} ORDER BY l.name LIMIT ?3",
-                    live_rows(lower_op, upper.is_some())
-                );
-                let mut stmt = tx.prepare_cached(&sql)?;
-                let mut rows = stmt.query(params![lower, upper, to_sql_limit(limit)])?;
-                while let Some(row) = rows.next()? {
-                    items.push(KeyValue {
-                        key: row.get(0)?,
-                        value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
-                        create_revision: row.get(2)?,
-                        mod_revision: row.get(3)?,
-                    });
+            // One row past the page says whether there is more, without counting the rest.
+            let sql = format!(
+                "SELECT l.name, l.value, l.create_revision, l.id {} ORDER BY l.name LIMIT ?3",
+                live_rows(lower_op, upper.is_some())
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut rows =
+                stmt.query(params![lower, upper, to_sql_limit(limit.saturating_add(1))])?;
+            let mut more = false;
+            while let Some(row) = rows.next()? {
+                if items.len() == limit {
+                    more = true;
+                    break;
                 }
+                items.push(KeyValue {
+                    key: row.get(0)?,
+                    value: Bytes::from(row.get::<_, Vec<u8>>(1)?),
+                    create_revision: row.get(2)?,
+                    mod_revision: row.get(3)?,
+                });
             }
-            let remaining = if items.len() < limit {
-                0
-            } else {
-                let (after, op) = match items.last() {
-                    Some(kv) => (kv.key.as_str(), ">"),
-                    None => (lower, lower_op),
-                };
-                let sql = format!("SELECT COUNT(*) {}", live_rows(op, upper.is_some()));
-                let count: i64 = tx
-                    .prepare_cached(&sql)?
-                    .query_row(params![after, upper], |r| r.get(0))?;
-                usize::try_from(count).unwrap_or(0)
-            };
+            drop(rows);
+            drop(stmt);
             tx.commit()?;
             Ok(ListResult {
                 items,
                 revision,
-                remaining,
+                more,
+                remaining: None,
             })
         })
     }

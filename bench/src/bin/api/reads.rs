@@ -152,7 +152,7 @@ pub async fn raw(store: Arc<SqliteBackend>, n: usize, gets: usize, lists: usize)
         for _ in 0..lists {
             let t = Instant::now();
             let mut page = store.list(PREFIX, None, Some(PAGE))?;
-            while page.remaining > 0 {
+            while page.more {
                 let last = page.items.last().map(|kv| kv.key.clone());
                 page = store.list(PREFIX, last.as_deref(), Some(PAGE))?;
             }

@@ -263,7 +263,8 @@ impl Backend for EtcdBackend {
             return Ok(ListResult {
                 items: Vec::new(),
                 revision: self.current_revision()?,
-                remaining: 0,
+                more: false,
+                remaining: Some(0),
             });
         };
         if let Some(after) = start_after.filter(|after| *after >= prefix) {
@@ -289,8 +290,10 @@ impl Backend for EtcdBackend {
             .collect::<Result<Vec<_>>>()?;
         // `count` is every key in the range, whatever the limit: etcd counts it anyway.
         let count = usize::try_from(resp.count).unwrap_or(0);
+        let remaining = count.saturating_sub(items.len());
         Ok(ListResult {
-            remaining: count.saturating_sub(items.len()),
+            more: remaining > 0,
+            remaining: Some(remaining),
             items,
             revision,
         })

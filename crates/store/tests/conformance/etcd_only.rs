@@ -213,7 +213,10 @@ fn a_dead_follower_fails_no_request() {
     let list = store
         .list("/registry/after/", None, Some(10))
         .expect("list");
-    assert_eq!((list.items.len(), list.remaining), (10, 20));
+    assert_eq!(
+        (list.items.len(), list.more, list.remaining),
+        (10, true, Some(20))
+    );
 }
 
 #[test]
