@@ -213,6 +213,10 @@ async fn refuse_unread(body: Body, e: &StatusError) -> Response {
     response::error(e)
 }
 
+/// How long a node's refused request waits for the node graph to change before
+/// it is decided again ([`crate::authz::node::NodeGraph::changed`]).
+const GRAPH_LAG_WAIT: Duration = Duration::from_millis(200);
+
 async fn serve(
     api: Arc<Api>,
     req: Request,
@@ -262,7 +266,9 @@ async fn serve(
     let query = Query::parse(parts.uri.query());
     // Authorization decides on the index as it is now: never a store read.
     let index = api.rbac.get();
-    let authorized = authorize(
+    // A node refused may be asking about a pod the graph has not seen yet.
+    let node = user.node_name().is_some().then(|| user.clone());
+    let mut authorized = authorize(
         index.as_deref(),
         &api.node_graph,
         user,
@@ -271,6 +277,20 @@ async fn serve(
         &query,
         audit.as_deref_mut(),
     );
+    if let (Err(e), Some(node)) = (&authorized, node) {
+        if e.code == 403 {
+            api.node_graph.changed(GRAPH_LAG_WAIT).await;
+            authorized = authorize(
+                index.as_deref(),
+                &api.node_graph,
+                node,
+                &parts,
+                &path,
+                &query,
+                audit.as_deref_mut(),
+            );
+        }
+    }
     let user = match authorized {
         Ok(u) => u,
         Err(e) => return refuse_unread(body, &e).await,

@@ -27,6 +27,9 @@ pub struct NodeGraph {
     graph: RwLock<Graph>,
     /// Counts listings, so a waiter can tell when the first one is in.
     listed: watch::Sender<u64>,
+    /// Woken by every change, for a refusal that may only be the graph lagging
+    /// behind the store ([`NodeGraph::changed`]).
+    change: tokio::sync::Notify,
 }
 
 impl Default for NodeGraph {
@@ -41,6 +44,7 @@ impl NodeGraph {
         Self {
             graph: RwLock::new(graph),
             listed: watch::channel(0).0,
+            change: tokio::sync::Notify::new(),
         }
     }
 
@@ -58,6 +62,19 @@ impl NodeGraph {
     fn replace(&self, graph: Graph) {
         *self.write() = graph;
         self.listed.send_modify(|n| *n += 1);
+        self.change.notify_waiters();
+    }
+
+    /// Waits until the graph next changes, at most `timeout`.
+    ///
+    /// The graph follows the store's watch, as any client of the API does, so a
+    /// node can learn of a pod bound to it (and ask for its Secret) a moment
+    /// before the graph has the pod. Upstream's kubelet then gets a 403 and
+    /// retries; here a node's refusal waits for the graph's next change (or the
+    /// timeout, should the change have come just before the wait) and is decided
+    /// again.
+    pub async fn changed(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.change.notified()).await;
     }
 
     /// Waits until the first listing is in, at most `timeout`; whether it is.
@@ -101,13 +118,16 @@ impl Source {
                 .unwrap_or("")
                 .to_string()
         };
-        let mut graph = graph.write();
-        match (self, deleted) {
-            (Source::Pods, false) => graph.put_pod(&obj),
-            (Source::Pods, true) => graph.remove_pod(&meta("namespace"), &meta("name")),
-            (Source::PersistentVolumes, false) => graph.put_pv(&obj),
-            (Source::PersistentVolumes, true) => graph.remove_pv(&meta("name")),
+        {
+            let mut g = graph.write();
+            match (self, deleted) {
+                (Source::Pods, false) => g.put_pod(&obj),
+                (Source::Pods, true) => g.remove_pod(&meta("namespace"), &meta("name")),
+                (Source::PersistentVolumes, false) => g.put_pv(&obj),
+                (Source::PersistentVolumes, true) => g.remove_pv(&meta("name")),
+            }
         }
+        graph.change.notify_waiters();
     }
 }
 
@@ -187,5 +207,33 @@ pub async fn run(api: std::sync::Arc<Api>) {
             source.apply(&api.node_graph, &event, resource);
         }
         tracing::debug!("node graph watch ended (compacted or lagged); listing again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_for_the_graph_ends_at_its_next_change_or_the_timeout() {
+        let graph = std::sync::Arc::new(NodeGraph::default());
+        let changer = graph.clone();
+        let started = tokio::time::Instant::now();
+        let change = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            changer.replace(Graph::default());
+        });
+        graph.changed(Duration::from_secs(30)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woken by the change"
+        );
+        change.await.expect("changer");
+        let started = tokio::time::Instant::now();
+        graph.changed(Duration::from_millis(50)).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(50),
+            "no change: the timeout"
+        );
     }
 }
