@@ -215,9 +215,10 @@ pub async fn forward(
         },
     };
     let mut body = Some(if bodiless { empty() } else { body.boxed() });
-    let mut retried = false;
+    // The endpoints tried so far: a retry goes to one not among them.
+    let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
-        let last = !retryable || retried;
+        let last = !retryable || tried.len() + 1 >= MAX_ATTEMPTS;
         let Some(request) = out.to(&ep, body.take().unwrap_or_else(empty), last) else {
             return (text(StatusCode::BAD_REQUEST, "400 Bad Request\n"), None);
         };
@@ -251,14 +252,16 @@ pub async fn forward(
                 return (resp, Some(ep.addr));
             }
             Err(e) => {
-                let next = retry_endpoint(shared, host, parts.uri.path(), backend, ep.addr);
+                tried.push(ep.addr);
+                let next = (retryable && tried.len() < MAX_ATTEMPTS)
+                    .then(|| retry_endpoint(shared, host, parts.uri.path(), backend, &tried))
+                    .flatten();
                 match next {
-                    Some(n) if retryable && !retried => {
+                    Some(n) => {
                         tracing::debug!(upstream = %ep.addr, error = %e, retry = %n.addr, "upstream failed; retrying");
                         route.metrics.retried(&shared.metrics);
                         ep = n;
                         set_cookie = affinity.is_some();
-                        retried = true;
                     }
                     _ => {
                         tracing::warn!(upstream = %ep.addr, error = %e, "upstream failed");
@@ -271,27 +274,33 @@ pub async fn forward(
     }
 }
 
-/// Another endpoint for a retry, from the newest table (the endpoint that
-/// failed may have left it, and new ones joined), else from `backend`.
+/// How many endpoints a request that can be retried (no body, idempotent) is
+/// tried on before the client gets a 502. nginx's `proxy_next_upstream` tries
+/// every server of the upstream; three covers a rollout, where the endpoint
+/// tried next can be a pod that is stopping too, without making a client wait
+/// through every endpoint of a broken Service.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Another endpoint for a retry, none of those `tried`, from the newest table
+/// (those that failed may have left it, and new ones joined), else from
+/// `backend`.
 fn retry_endpoint(
     shared: &Shared,
     host: &str,
     path: &str,
     backend: &Backend,
-    failed: SocketAddr,
+    tried: &[SocketAddr],
 ) -> Option<Endpoint> {
     let table = shared.table.load();
     let fresh = match table.lookup(host, path).map(|r| &r.target) {
         Some(crate::routes::Target::Service(b))
             if b.namespace == backend.namespace && b.service == backend.service =>
         {
-            b.pick(Some(failed)).cloned()
+            b.pick_untried(tried).cloned()
         }
         _ => None,
     };
-    fresh
-        .or_else(|| backend.pick(Some(failed)).cloned())
-        .filter(|n| n.addr != failed)
+    fresh.or_else(|| backend.pick_untried(tried).cloned())
 }
 
 /// How long a request may still wait on an endpoint after it left the

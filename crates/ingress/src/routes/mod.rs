@@ -96,6 +96,18 @@ impl Backend {
             .find(|e| Some(e.addr) != avoid || n == 1)
     }
 
+    /// The next endpoint in turn that is not among `tried`, for a retry.
+    pub fn pick_untried(&self, tried: &[SocketAddr]) -> Option<&Endpoint> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.endpoints[(start + i) % n])
+            .find(|e| !tried.contains(&e.addr))
+    }
+
     /// The endpoint an affinity cookie names, if it is still here.
     pub fn by_cookie(&self, cookie: &str) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.cookie == cookie)

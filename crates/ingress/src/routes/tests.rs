@@ -314,3 +314,21 @@ fn round_robin_skips_the_failed_endpoint_and_cookies_are_stable() {
     );
     assert!(b.by_cookie("stale").is_none());
 }
+
+#[test]
+fn a_retry_picks_an_endpoint_not_tried_yet_until_none_is_left() {
+    let eps: Vec<Endpoint> = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+        .iter()
+        .map(|a| Endpoint::new(a.parse().expect("addr")))
+        .collect();
+    let b = Backend::new("default", "a", "80", eps.clone());
+    let mut tried = vec![eps[0].addr];
+    for _ in 0..2 {
+        let next = b.pick_untried(&tried).expect("an untried endpoint").addr;
+        assert!(!tried.contains(&next));
+        tried.push(next);
+    }
+    assert!(b.pick_untried(&tried).is_none(), "all three tried");
+    let empty = Backend::new("default", "a", "80", Vec::new());
+    assert!(empty.pick_untried(&[]).is_none());
+}
