@@ -87,25 +87,22 @@ impl Backend {
     /// another (a retry goes elsewhere).
     pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<&Endpoint> {
         let n = self.endpoints.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &self.endpoints[(start + i) % n])
-            .find(|e| Some(e.addr) != avoid || n == 1)
+        self.in_turn().find(|e| Some(e.addr) != avoid || n == 1)
     }
 
     /// The next endpoint in turn that is not among `tried`, for a retry.
     pub fn pick_untried(&self, tried: &[SocketAddr]) -> Option<&Endpoint> {
+        self.in_turn().find(|e| !tried.contains(&e.addr))
+    }
+
+    /// Every endpoint once, starting from the next one in turn.
+    fn in_turn(&self) -> impl Iterator<Item = &Endpoint> {
         let n = self.endpoints.len();
-        if n == 0 {
-            return None;
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &self.endpoints[(start + i) % n])
-            .find(|e| !tried.contains(&e.addr))
+        let start = match n {
+            0 => 0,
+            _ => self.next.fetch_add(1, Ordering::Relaxed),
+        };
+        (0..n).map(move |i| &self.endpoints[(start + i) % n])
     }
 
     /// The endpoint an affinity cookie names, if it is still here.
