@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+pub mod agent;
 pub mod etcd;
 pub mod layered_image;
 pub mod multinode;
