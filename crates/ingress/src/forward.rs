@@ -225,18 +225,18 @@ pub async fn forward(
         let sent = if upgrade && !protocol.tls() {
             upstream::upgrade(ep.addr, request)
                 .await
+                .map(|r| r.map(|b| b.boxed()))
                 .map_err(|e| e.to_string())
         } else {
             tokio::select! {
-                r = worker.upstream.send(protocol, h2, request) => r.map_err(|e| format!("{e:?}")),
+                r = worker.upstream.send(protocol, h2, ep.addr, request) => r.map_err(|e| e.to_string()),
                 _ = removed(shared, ep.addr) => Err(format!(
                     "{} left the Service's endpoints without answering", ep.addr
                 )),
             }
         };
         match sent {
-            Ok(resp) => {
-                let mut resp = resp.map(|b| b.boxed());
+            Ok(mut resp) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     splice(client_upgrade, &mut resp);
                 } else {

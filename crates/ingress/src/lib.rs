@@ -16,6 +16,7 @@ pub mod class;
 mod events;
 mod forward;
 pub mod metrics;
+mod pool;
 pub mod proxy;
 pub mod publish;
 pub mod routes;

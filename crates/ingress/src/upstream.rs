@@ -1,6 +1,7 @@
-//! Connections to backends: pooled hyper clients per protocol (HTTP/1.1,
-//! h2c for gRPC, and both over TLS for `backend-protocol: HTTPS`/`GRPCS`),
-//! and a one-off HTTP/1.1 connection for a request that upgrades (WebSocket).
+//! Connections to backends: the proxy thread's own pool for plain HTTP/1.1
+//! ([`crate::pool`]), hyper-util's pooled clients for h2c (gRPC) and for both
+//! over TLS (`backend-protocol: HTTPS`/`GRPCS`), and a one-off HTTP/1.1
+//! connection for a request that upgrades (WebSocket).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,12 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::annotations::Protocol;
+use crate::pool::{self, Http1Pool};
 
 /// The body of a request to a backend, and of a response to a client.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -21,14 +24,14 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 /// How long a connect to an endpoint may take before another is tried: a pod
 /// that just went away may leave its address answering nothing.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long an idle pooled connection is kept.
+/// How long an idle connection of hyper-util's pools is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// One pooled client per way of speaking to a backend.
 pub struct Clients {
-    http1: Client<HttpConnector, Body>,
+    http1: Arc<Http1Pool>,
     h2c: Client<HttpConnector, Body>,
     https: Client<Https, Body>,
     https_h2: Client<Https, Body>,
@@ -115,7 +118,18 @@ fn https(h2: bool) -> Https {
     }
 }
 
+/// Why a request got no response from its backend.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Http1(#[from] pool::Error),
+    #[error("{0:?}")]
+    Pooled(#[from] hyper_util::client::legacy::Error),
+}
+
 impl Clients {
+    /// Must be called on the runtime whose tasks will use it: the HTTP/1.1
+    /// pool's sweeper runs there.
     pub fn new() -> Self {
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_idle_timeout(IDLE_TIMEOUT)
@@ -124,39 +138,31 @@ impl Clients {
         let mut h2 = Client::builder(TokioExecutor::new());
         h2.pool_idle_timeout(IDLE_TIMEOUT).http2_only(true);
         Clients {
-            http1: b.build(connector()),
+            http1: Http1Pool::new(),
             h2c: h2.build(connector()),
             https: b.build(https(false)),
             https_h2: h2.build(https(true)),
         }
     }
 
-    /// Sends `req` (its URI names the endpoint) the way `protocol` says;
-    /// `h2`: the client asked over HTTP/2 for gRPC, which only HTTP/2 carries.
+    /// Sends `req` to `addr` (its URI names the same endpoint) the way
+    /// `protocol` says; `h2`: the client asked over HTTP/2 for gRPC, which only
+    /// HTTP/2 carries.
     pub async fn send(
         &self,
         protocol: Protocol,
         h2: bool,
+        addr: SocketAddr,
         req: hyper::Request<Body>,
-    ) -> Result<hyper::Response<Incoming>, hyper_util::client::legacy::Error> {
-        match (protocol, h2) {
-            (Protocol::Http, false) => self.http1.request(req).await,
+    ) -> Result<hyper::Response<Body>, SendError> {
+        let pooled = match (protocol, h2) {
+            (Protocol::Http, false) => return Ok(self.http1.send(addr, req).await?),
             (Protocol::Http, true) | (Protocol::Grpc, _) => self.h2c.request(req).await,
             (Protocol::Https, false) => self.https.request(req).await,
             (Protocol::Https, true) | (Protocol::Grpcs, _) => self.https_h2.request(req).await,
-        }
+        };
+        Ok(pooled?.map(|b: Incoming| b.boxed()))
     }
-}
-
-/// Why an upgrade could not be passed on.
-#[derive(Debug, thiserror::Error)]
-pub enum UpgradeError {
-    #[error("connect to {0}: {1}")]
-    Connect(SocketAddr, std::io::Error),
-    #[error("connect to {0}: timed out")]
-    Timeout(SocketAddr),
-    #[error("{0}")]
-    Http(#[from] hyper::Error),
 }
 
 /// Sends an upgrading request on a connection of its own (an upgraded
@@ -165,17 +171,13 @@ pub enum UpgradeError {
 pub async fn upgrade(
     addr: SocketAddr,
     mut req: hyper::Request<Body>,
-) -> Result<hyper::Response<Incoming>, UpgradeError> {
+) -> Result<hyper::Response<Incoming>, pool::Error> {
     // A connection of our own sends the request-target as given: the origin
     // form, as a server expects it (the pooled client does this itself).
     if let Some(pq) = req.uri().path_and_query().cloned() {
         *req.uri_mut() = pq.into();
     }
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| UpgradeError::Timeout(addr))?
-        .map_err(|e| UpgradeError::Connect(addr, e))?;
-    let _ = stream.set_nodelay(true);
+    let stream = pool::dial(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
@@ -189,6 +191,7 @@ pub async fn upgrade(
 mod tests {
     #[tokio::test]
     async fn clients_build() {
+        // On a runtime: the HTTP/1.1 pool starts its sweeper there.
         // Every client is made at start; a bad combination panics in hyper-rustls.
         let _ = super::Clients::new();
     }
