@@ -135,9 +135,7 @@ async fn serve(
     let query = Query::parse(parts.uri.query());
     // Authorization decides on the index as it is now: never a store read.
     let index = api.rbac.get();
-    // A node refused may be asking about a pod the graph has not seen yet.
-    let node = user.node_name().is_some().then(|| user.clone());
-    let mut authorized = authorize(
+    let authorized = authorize(
         index.as_deref(),
         &api.node_graph,
         user,
@@ -146,23 +144,33 @@ async fn serve(
         &query,
         audit.as_deref_mut(),
     );
-    if let (Err(e), Some(node)) = (&authorized, node) {
-        if e.code == 403 {
+    // A node refused may be asking about a pod the graph has not seen yet.
+    let authorized = match authorized {
+        Err(mut refused)
+            if refused
+                .user
+                .as_ref()
+                .is_some_and(|u| u.node_name().is_some()) =>
+        {
             api.node_graph.changed(GRAPH_LAG_WAIT).await;
-            authorized = authorize(
-                index.as_deref(),
-                &api.node_graph,
-                node,
-                &parts,
-                &path,
-                &query,
-                audit.as_deref_mut(),
-            );
+            match refused.user.take() {
+                Some(user) => authorize(
+                    index.as_deref(),
+                    &api.node_graph,
+                    user,
+                    &parts,
+                    &path,
+                    &query,
+                    audit.as_deref_mut(),
+                ),
+                None => Err(refused),
+            }
         }
-    }
+        decided => decided,
+    };
     let user = match authorized {
         Ok(u) => u,
-        Err(e) => return refuse_unread(body, &e).await,
+        Err(refused) => return refuse_unread(body, &refused.status).await,
     };
     let body = match audit {
         Some(record) => match record.keep_body(body).await {
@@ -321,6 +329,19 @@ async fn serve(
 
 /// The user a request acts as (impersonated, if it asked) once it is
 /// allowed; upstream's 403 otherwise, before anything is read or written.
+/// A request refused by [`authorize`]: why, and the user back when the
+/// decision was the authorizers' (a node's may be decided again).
+struct Refused {
+    status: StatusError,
+    user: Option<authn::User>,
+}
+
+impl From<StatusError> for Box<Refused> {
+    fn from(status: StatusError) -> Self {
+        Box::new(Refused { status, user: None })
+    }
+}
+
 fn authorize(
     index: Option<&crate::authz::RbacIndex>,
     nodes: &crate::authz::node::NodeGraph,
@@ -329,7 +350,7 @@ fn authorize(
     path: &str,
     query: &Query,
     mut audit: Option<&mut crate::audit::Record>,
-) -> Result<authn::User, StatusError> {
+) -> Result<authn::User, Box<Refused>> {
     use crate::authz::{impersonate, policy, request_info};
     let user = if impersonate::requested(&parts.headers) {
         let as_user = impersonate::impersonate(index, &user, &parts.headers)?;
@@ -357,7 +378,10 @@ fn authorize(
         r.decided(decision.is_allowed(), decision.reason());
     }
     if !decision.is_allowed() {
-        return Err(crate::authz::message::forbidden(&attrs, decision.reason()));
+        return Err(Box::new(Refused {
+            status: crate::authz::message::forbidden(&attrs, decision.reason()),
+            user: Some(attrs.user),
+        }));
     }
     Ok(attrs.user)
 }
