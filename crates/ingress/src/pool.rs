@@ -344,6 +344,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn request_and_response_bodies_larger_than_a_buffer_pass_whole() {
+        // The backend answers with the request's body, echoed back.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let body = req.into_body().collect().await?.to_bytes();
+                    Ok::<_, hyper::Error>(Response::new(Full::new(body)))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
+            }
+        });
+        let pool = Http1Pool::new();
+        let sent: String = (0..300_000)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        for _ in 0..2 {
+            let req = Request::builder()
+                .method("POST")
+                .uri(format!("http://{addr}/echo"))
+                .header(http::header::HOST, "app.example")
+                .body(
+                    Full::new(Bytes::from(sent.clone()))
+                        .map_err(|never| match never {})
+                        .boxed(),
+                )
+                .expect("request");
+            let resp = pool.send(addr, req).await.expect("send");
+            assert_eq!(read(resp).await, sent);
+        }
+        assert_eq!(pool.idle_count(addr), 1);
+    }
+
+    #[tokio::test]
     async fn a_refused_connect_is_an_error_naming_the_endpoint() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
