@@ -267,43 +267,12 @@ const PID_FILE: &str = "pid";
 pub async fn wait_created(child: &mut Child, bundle: &Path, limit: Duration) -> Result<(), i32> {
     let pid_file = bundle.join(PID_FILE);
     let deadline = tokio::time::Instant::now() + limit;
-    // Watching before the first look: a pid file written in between is seen.
-    let Some(arrivals) = Arrivals::watch(bundle) else {
-        return poll_created(child, &pid_file, deadline).await;
-    };
-    loop {
-        if pid_file.exists() {
-            return Ok(());
-        }
-        tokio::select! {
-            watching = arrivals.next() => if !watching {
-                return poll_created(child, &pid_file, deadline).await;
-            },
-            exited = child.wait() => {
-                // The pid file is written before runc returns on success; a
-                // wait that failed tells nothing, so the container is taken as
-                // started and its exit reported as usual.
-                return match (pid_file.exists(), exited) {
-                    (false, Ok(status)) => Err(crate::runtime::exit_code(status)),
-                    _ => Ok(()),
-                };
-            }
-            _ = tokio::time::sleep_until(deadline) => return Ok(()),
-        }
-    }
-}
-
-/// [`wait_created`] without inotify (no instance left: `max_user_instances`).
-async fn poll_created(
-    child: &mut Child,
-    pid_file: &Path,
-    deadline: tokio::time::Instant,
-) -> Result<(), i32> {
     loop {
         if pid_file.exists() {
             return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
+            // The pid file is written before runc returns on success.
             return match pid_file.exists() {
                 true => Ok(()),
                 false => Err(crate::runtime::exit_code(status)),
@@ -315,61 +284,6 @@ async fn poll_created(
         // Creation takes tens of milliseconds: a check every millisecond (the
         // timer's resolution, one stat each) keeps Ready within 1 ms of it.
         tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Names created in or renamed into a directory, by inotify: runc writes its
-/// pid file under a temporary name and renames it, so the agent hears of it
-/// at once instead of looking every millisecond (a wake-up each, competing on
-/// a small node with the runc it waits for).
-struct Arrivals(tokio::io::unix::AsyncFd<Inotify>);
-
-/// [`nix::sys::inotify::Inotify`] as tokio's `AsyncFd` wants it.
-struct Inotify(nix::sys::inotify::Inotify);
-
-impl std::os::fd::AsRawFd for Inotify {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
-        self.0.as_fd().as_raw_fd()
-    }
-}
-
-impl Arrivals {
-    #[allow(unsafe_code)]
-    fn watch(dir: &Path) -> Option<Self> {
-        use nix::sys::inotify::{AddWatchFlags, InitFlags};
-        let inotify =
-            nix::sys::inotify::Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-                .ok()?;
-        inotify
-            .add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
-            .ok()?;
-        // SAFETY: the descriptor is the `Inotify`'s own (an `OwnedFd`), moved
-        // into the `AsyncFd`: it stays open, and the same, until the `AsyncFd`
-        // is dropped, and `as_raw_fd` always returns it.
-        unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(
-                Inotify(inotify),
-                tokio::io::Interest::READABLE,
-            )
-        }
-        .ok()
-        .map(Arrivals)
-    }
-
-    /// Resolves once something arrived since the last call (the events
-    /// themselves are read and dropped: the caller looks at the directory);
-    /// `false`: the watch failed and tells nothing more.
-    async fn next(&self) -> bool {
-        loop {
-            let Ok(mut ready) = self.0.readable().await else {
-                return false;
-            };
-            match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
-                Ok(read) => return read.is_ok(),
-                Err(_would_block) => continue,
-            }
-        }
     }
 }
 
@@ -471,55 +385,6 @@ impl ExecTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sh(script: &str) -> Child {
-        Command::new("sh")
-            .args(["-c", script])
-            .kill_on_drop(true)
-            .spawn()
-            .expect("sh")
-    }
-
-    #[tokio::test]
-    async fn created_once_the_pid_file_is_renamed_into_the_bundle() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert!(
-            Arrivals::watch(dir.path()).is_some(),
-            "inotify, not the polling"
-        );
-        let b = dir.path().display();
-        // As runc writes it: a temporary name, then a rename; runc stays.
-        let mut child = sh(&format!(
-            "sleep 0.05; echo 1 > {b}/.pid; mv {b}/.pid {b}/pid; exec sleep 30"
-        ));
-        let waited = wait_created(&mut child, dir.path(), Duration::from_secs(20)).await;
-        assert_eq!(waited, Ok(()));
-        assert!(
-            child.try_wait().expect("try_wait").is_none(),
-            "returned on the exit"
-        );
-    }
-
-    #[tokio::test]
-    async fn an_exit_before_the_pid_file_is_a_start_failure_with_its_code() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = sh("sleep 0.05; exit 3");
-        let waited = wait_created(&mut child, dir.path(), Duration::from_secs(20)).await;
-        assert_eq!(waited, Err(3));
-    }
-
-    #[tokio::test]
-    async fn without_inotify_the_pid_file_is_polled_for() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pid = dir.path().join(PID_FILE);
-        let mut child = sh(&format!(
-            "sleep 0.05; echo 1 > {}; exec sleep 30",
-            pid.display()
-        ));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        assert_eq!(poll_created(&mut child, &pid, deadline).await, Ok(()));
-        assert!(child.try_wait().expect("try_wait").is_none());
-    }
 
     #[test]
     fn overlay_stacks_top_first() {
