@@ -135,15 +135,11 @@ async fn serve(
     let query = Query::parse(parts.uri.query());
     // Authorization decides on the index as it is now: never a store read.
     let index = api.rbac.get();
-    let authorized = authorize(
-        index.as_deref(),
-        &api.node_graph,
-        user,
-        &parts,
-        &path,
-        &query,
-        audit.as_deref_mut(),
-    );
+    let decide = |user: authn::User, audit: Option<&mut crate::audit::Record>| {
+        let graph = &api.node_graph;
+        authorize(index.as_deref(), graph, user, &parts, &path, &query, audit)
+    };
+    let authorized = decide(user, audit.as_deref_mut());
     // A node refused may be asking about a pod the graph has not seen yet.
     let authorized = match authorized {
         Err(mut refused)
@@ -154,15 +150,7 @@ async fn serve(
         {
             api.node_graph.changed(GRAPH_LAG_WAIT).await;
             match refused.user.take() {
-                Some(user) => authorize(
-                    index.as_deref(),
-                    &api.node_graph,
-                    user,
-                    &parts,
-                    &path,
-                    &query,
-                    audit.as_deref_mut(),
-                ),
+                Some(user) => decide(user, audit.as_deref_mut()),
                 None => Err(refused),
             }
         }
